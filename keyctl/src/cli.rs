@@ -1,0 +1,475 @@
+//! Command definitions and dispatch. Each command calls the library and hands the result to
+//! `output`; failures become a message, a hint and a documented exit code.
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+use keyd::material::{self, password::Alphabet, tls, token::Encoding};
+use keyd::policy::{Policy, PolicyError};
+use keyd::store::{Home, InitOutcome, SecretRecord, StoreError};
+use keyd::{ApplyOptions, Error};
+
+use crate::output;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure (I/O, delivery, generation)
+  2  bad command line
+  3  invalid policy (every problem is printed as FILE:LINE:COLUMN: message)
+  4  the store cannot be opened (not initialised, identity missing or wrong, store damaged)
+  5  no such secret or version";
+
+/// keyctl: generate, store and deliver the key material of container stacks.
+#[derive(Parser, Debug)]
+#[command(
+    name = "keyctl",
+    version,
+    about = "Generate, store and deliver the key material of container stacks",
+    long_about = "Generate, store and deliver the key material of container stacks.\n\n\
+        A policy (TOML) declares a stack's secrets; `keyctl quickstart` creates every value, keeps \
+        it in an age-encrypted store under the keyd home, and delivers one file per secret.\n\n\
+        Start here:\n  keyctl quickstart --policy policies/flowkit.toml --out ./secrets",
+    after_help = EXIT_CODES
+)]
+pub struct Args {
+    /// The keyd home (identity.txt, store.age). Default: $XDG_DATA_HOME/keyd or ~/.local/share/keyd
+    #[arg(long, global = true, env = "KEYD_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create the home: an age X25519 identity (identity.txt, 0600) and an empty encrypted store
+    #[command(after_help = EXIT_CODES)]
+    Init,
+    /// Initialise if needed, create every secret of a policy that does not exist yet, deliver
+    ///
+    /// Idempotent: a second run changes no value, rewrites no file and says so.
+    #[command(after_help = EXIT_CODES)]
+    Quickstart(ApplyArgs),
+    /// Reconcile a policy with the store: add new secrets, re-derive literals and templates,
+    /// deliver. Existing random values are never regenerated (use rotation for that)
+    #[command(after_help = EXIT_CODES)]
+    Apply(ApplyArgs),
+    /// List stored secrets (names, kinds, versions; never values)
+    #[command(after_help = EXIT_CODES)]
+    List {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a value on stdout, exactly as delivered (no newline added)
+    #[command(after_help = EXIT_CODES)]
+    Show {
+        /// NAME, or STACK/NAME when several stacks have it; companion names
+        /// (e.g. PUBLIC_JWT_SIGNING_KEY) work too
+        name: String,
+        /// Print this version's own value instead of what is delivered now
+        #[arg(long, value_name = "N")]
+        version: Option<u64>,
+    },
+    /// Every version of a secret: number, label, timestamps, fingerprint (never values)
+    #[command(after_help = EXIT_CODES)]
+    History {
+        /// NAME or STACK/NAME
+        name: String,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a one-off value on stdout, touching no store
+    #[command(subcommand)]
+    Gen(Gen),
+    /// Policy tools
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(clap::Args, Debug)]
+struct ApplyArgs {
+    /// The stack's policy (TOML)
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// Deliver files into DIR instead of the policy's [sinks.files] dir (recorded in the store)
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Machine-readable summary on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Gen {
+    /// A Fernet key (URL-safe base64 of 32 random bytes)
+    Fernet,
+    /// A random password
+    Password {
+        /// Characters
+        #[arg(long, default_value_t = 24)]
+        length: usize,
+        /// alphanumeric, ascii-printable, hex, or a literal set of characters
+        #[arg(long, default_value = "alphanumeric")]
+        alphabet: String,
+    },
+    /// Random bytes, encoded
+    Token {
+        /// Random bytes
+        #[arg(long, default_value_t = 32)]
+        bytes: usize,
+        /// hex, base64 or base64url
+        #[arg(long, default_value = "hex")]
+        encoding: String,
+    },
+    /// An RSA key pair: the PKCS#8 private key on stdout
+    Rsa {
+        /// 2048, 3072 or 4096
+        #[arg(long, default_value_t = 4096)]
+        bits: usize,
+        /// Also write the SPKI public key PEM to FILE
+        #[arg(long, value_name = "FILE")]
+        public_out: Option<PathBuf>,
+        /// Also write the public JWK (kid = RFC 7638 thumbprint) to FILE
+        #[arg(long, value_name = "FILE")]
+        jwk_out: Option<PathBuf>,
+    },
+    /// A self-signed certificate on stdout (and its key: on stdout after it, or in --key-out)
+    Tls {
+        /// Subject common name
+        #[arg(long)]
+        cn: String,
+        /// Subject alternative name (repeatable; default: the CN)
+        #[arg(long = "san", value_name = "NAME")]
+        sans: Vec<String>,
+        /// Validity in days
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// ecdsa-p256 or rsa
+        #[arg(long, default_value = "ecdsa-p256")]
+        key_type: String,
+        /// RSA key size (with --key-type rsa)
+        #[arg(long, default_value_t = 4096)]
+        bits: usize,
+        /// Write the private key to FILE (mode 0600) instead of stdout
+        #[arg(long, value_name = "FILE")]
+        key_out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Validate a policy; print every problem with FILE:LINE:COLUMN
+    #[command(after_help = EXIT_CODES)]
+    Check {
+        /// The policy
+        file: PathBuf,
+    },
+}
+
+/// A failed command: what failed, what to do, and the exit code.
+pub struct Failure {
+    pub message: String,
+    pub hint: Option<String>,
+    pub code: u8,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Into<String>, hint: Option<String>) -> Self {
+        Failure {
+            message: message.into(),
+            hint,
+            code,
+        }
+    }
+
+    fn usage(message: impl Into<String>) -> Self {
+        Failure::new(2, message, None)
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        let (code, hint) = match &e {
+            Error::Policy(PolicyError::Invalid { path, .. }) => (
+                3,
+                Some(format!(
+                    "fix the lines above, then check with `keyctl policy check {}`",
+                    path.display()
+                )),
+            ),
+            Error::Policy(PolicyError::Read { .. }) => (3, None),
+            Error::Store(s) => (4, Some(store_hint(s))),
+            Error::Lookup(_) | Error::NoSuchVersion { .. } => (
+                5,
+                Some(
+                    "`keyctl list` shows stored names; `keyctl history NAME` shows versions".into(),
+                ),
+            ),
+            Error::KindChanged { name, .. } => (
+                1,
+                Some(format!(
+                    "keyd never replaces a value silently: give the new secret another name, or restore the old kind of {name}"
+                )),
+            ),
+            _ => (1, None),
+        };
+        Failure::new(code, message, hint)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Error::from(e).into()
+    }
+}
+
+fn store_hint(e: &StoreError) -> String {
+    match e {
+        StoreError::NotInitialised { .. } => {
+            "run `keyctl init`, or `keyctl quickstart --policy FILE`; or point --home / KEYD_HOME at an existing home".into()
+        }
+        StoreError::IdentityMissing { .. } => {
+            "restore identity.txt from your backup; keyd will not create a new identity beside an existing store".into()
+        }
+        StoreError::BadIdentity { .. } | StoreError::WrongIdentity { .. } => {
+            "use the identity this store was created with (check --home / KEYD_HOME); the store was not modified".into()
+        }
+        StoreError::Corrupt { .. } | StoreError::NewerFormat { .. } => {
+            "restore store.age from a backup; keyd has not modified the file".into()
+        }
+        StoreError::Io { .. } => "check the path's permissions and free space".into(),
+    }
+}
+
+fn home(args_home: Option<PathBuf>) -> Result<Home, Failure> {
+    args_home
+        .or_else(Home::default_dir)
+        .map(Home::new)
+        .ok_or_else(|| {
+            Failure::usage("no keyd home: set --home DIR or KEYD_HOME (HOME is not set either)")
+        })
+}
+
+/// Runs one command.
+pub fn run(args: Args) -> Result<(), Failure> {
+    match args.command {
+        Command::Init => {
+            let home = home(args.home)?;
+            let outcome = home.init()?;
+            let mut out = String::new();
+            output::init(&mut out, &home, outcome == InitOutcome::Created);
+            write_stdout(out.as_bytes())
+        }
+        Command::Quickstart(a) => apply(home(args.home)?, a, true),
+        Command::Apply(a) => apply(home(args.home)?, a, false),
+        Command::List { json } => {
+            let home = home(args.home)?;
+            let data = home.lock_shared()?.load()?;
+            let mut out = String::new();
+            output::list(&mut out, &data, json);
+            write_stdout(out.as_bytes())
+        }
+        Command::Show { name, version } => {
+            let home = home(args.home)?;
+            let data = home.lock_shared()?.load()?;
+            let (_, _, record, out) = data.find_output(&name).map_err(Error::from)?;
+            let value = match version {
+                None => record.delivered(out.part),
+                Some(n) => {
+                    let v = record.version(n).ok_or(Error::NoSuchVersion {
+                        name: name.clone(),
+                        version: n,
+                    })?;
+                    SecretRecord::version_value(v, out.part)
+                }
+            }
+            .ok_or_else(|| Failure::new(5, format!("{name} has no current value"), None))?;
+            write_stdout(value.expose_secret().as_bytes())
+        }
+        Command::History { name, json } => {
+            let home = home(args.home)?;
+            let data = home.lock_shared()?.load()?;
+            let (stack, secret, record, _) = data.find_output(&name).map_err(Error::from)?;
+            let mut out = String::new();
+            output::history(&mut out, stack, secret, record, json);
+            write_stdout(out.as_bytes())
+        }
+        Command::Gen(g) => generate(g),
+        Command::Policy(PolicyCommand::Check { file }) => {
+            let policy = Policy::load(&file).map_err(Error::from)?;
+            let outputs = policy.outputs().len();
+            let text = format!(
+                "{}: ok: stack {:?}, {} secrets delivered under {} names\n",
+                file.display(),
+                policy.stack,
+                policy.secrets.len(),
+                outputs
+            );
+            write_stdout(text.as_bytes())
+        }
+    }
+}
+
+fn apply(home: Home, a: ApplyArgs, first_run: bool) -> Result<(), Failure> {
+    let policy = Policy::load(&a.policy).map_err(Error::from)?;
+    let options = ApplyOptions {
+        out: a.out,
+        init: first_run,
+    };
+    let report = keyd::apply(&home, &policy, &options).map_err(|e| {
+        let mut failure = Failure::from(e);
+        if failure.code == 4
+            && !first_run
+            && failure
+                .hint
+                .as_deref()
+                .is_some_and(|h| h.starts_with("run `keyctl init`"))
+        {
+            failure.hint = Some(format!(
+                "`keyctl quickstart --policy {}` initialises the home first",
+                a.policy.display()
+            ));
+        }
+        failure
+    })?;
+    let mut out = String::new();
+    output::apply(&mut out, &report, first_run, a.json);
+    write_stdout(out.as_bytes())
+}
+
+/// Writes to stdout; a reader that closed the pipe early (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::new(
+            1,
+            format!("cannot write to stdout: {e}"),
+            None,
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Writes a file that must not exist yet, with `mode`.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
+    let fail = |e: std::io::Error| {
+        let hint = (e.kind() == std::io::ErrorKind::AlreadyExists).then(|| {
+            "keyctl gen never overwrites a file: remove it or choose another path".to_owned()
+        });
+        Failure::new(1, format!("{}: {e}", path.display()), hint)
+    };
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(fail)?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(fail)
+}
+
+fn line(value: &str) -> Result<(), Failure> {
+    let mut text = String::with_capacity(value.len() + 1);
+    text.push_str(value);
+    text.push('\n');
+    let result = write_stdout(text.as_bytes());
+    keyd::secret::SecretString::new(text); // zeroized on drop
+    result
+}
+
+fn generate(g: Gen) -> Result<(), Failure> {
+    match g {
+        Gen::Fernet => line(material::fernet::generate().expose_secret()),
+        Gen::Password { length, alphabet } => {
+            let alphabet = Alphabet::parse(&alphabet).map_err(Failure::usage)?;
+            if length == 0 {
+                return Err(Failure::usage("--length must be at least 1"));
+            }
+            if length < material::password::MIN_LENGTH {
+                eprintln!(
+                    "keyctl: warning: {length} characters is weak (policies require at least {} unless allow_weak = true)",
+                    material::password::MIN_LENGTH
+                );
+            }
+            line(material::password::generate(length, &alphabet).expose_secret())
+        }
+        Gen::Token { bytes, encoding } => {
+            let encoding = Encoding::parse(&encoding).ok_or_else(|| {
+                Failure::usage(format!(
+                    "unknown encoding {encoding:?} (expected one of {})",
+                    Encoding::NAMES
+                ))
+            })?;
+            if bytes == 0 {
+                return Err(Failure::usage("--bytes must be at least 1"));
+            }
+            line(material::token::generate(bytes, encoding).expose_secret())
+        }
+        Gen::Rsa {
+            bits,
+            public_out,
+            jwk_out,
+        } => {
+            let pair = material::rsa::generate(bits).map_err(|e| Failure::usage(e.to_string()))?;
+            if let Some(path) = public_out {
+                write_new(&path, pair.public_pem.as_bytes(), 0o644)?;
+            }
+            if let Some(path) = jwk_out {
+                let jwk = serde_json::to_string_pretty(&pair.jwk).expect("a JWK serialises") + "\n";
+                write_new(&path, jwk.as_bytes(), 0o644)?;
+            }
+            write_stdout(pair.private_pem.expose_secret().as_bytes())
+        }
+        Gen::Tls {
+            cn,
+            sans,
+            days,
+            key_type,
+            bits,
+            key_out,
+        } => {
+            let key_type = match key_type.as_str() {
+                "ecdsa-p256" => tls::KeyType::EcdsaP256,
+                "rsa" => tls::KeyType::Rsa(bits),
+                other => {
+                    return Err(Failure::usage(format!(
+                        "unknown key type {other:?} (expected ecdsa-p256 or rsa)"
+                    )));
+                }
+            };
+            if !(1..=tls::MAX_DAYS).contains(&days) {
+                return Err(Failure::usage(format!(
+                    "--days must be 1 to {}",
+                    tls::MAX_DAYS
+                )));
+            }
+            let spec = tls::TlsSpec {
+                sans: if sans.is_empty() {
+                    vec![cn.clone()]
+                } else {
+                    sans
+                },
+                cn,
+                days,
+                key_type,
+            };
+            let cert = tls::generate(&spec).map_err(|e| Failure::new(1, e.to_string(), None))?;
+            match key_out {
+                Some(path) => {
+                    write_new(&path, cert.key_pem.expose_secret().as_bytes(), 0o600)?;
+                    write_stdout(cert.cert_pem.as_bytes())
+                }
+                None => {
+                    write_stdout(cert.cert_pem.as_bytes())?;
+                    write_stdout(cert.key_pem.expose_secret().as_bytes())
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! `keyctl`, the keyd command line: argument parsing, one call into the `keyd` library per
+//! command, and the presentation of its results. Exit codes are documented in `--help`.
+
+mod cli;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    match cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("keyctl: {}", failure.message);
+            if let Some(hint) = &failure.hint {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(failure.code)
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! What keyctl prints: summaries for people (tables, next steps) and `--json` for scripts.
+//! Nothing here ever receives a secret value; fingerprints are public. Each function appends
+//! to a buffer that the caller writes to stdout once.
+
+use keyd::store::{Home, SecretRecord, StoreData};
+use keyd::{ApplyReport, Change};
+use serde_json::json;
+
+/// `writeln!` into the output buffer (a `String` cannot fail to take text).
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+fn timestamp(unix: i64) -> String {
+    keyd::store::format_time(unix)
+}
+
+pub fn init(out: &mut String, home: &Home, created: bool) {
+    if created {
+        say!(out, "Created keyd home {}", home.dir().display());
+        say!(
+            out,
+            "  identity {} (mode 0600): back it up; without it the store cannot be opened",
+            home.identity_path().display()
+        );
+        say!(
+            out,
+            "  store    {} (age-encrypted)",
+            home.store_path().display()
+        );
+    } else {
+        say!(
+            out,
+            "keyd home {} is already initialised; nothing changed",
+            home.dir().display()
+        );
+    }
+}
+
+pub fn apply(out: &mut String, report: &ApplyReport, first_run: bool, as_json: bool) {
+    if as_json {
+        say!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(report).expect("the report serialises")
+        );
+        return;
+    }
+    if report.initialised {
+        say!(
+            out,
+            "Created keyd home {} (identity.txt, store.age)",
+            report.home.display()
+        );
+    }
+    let count = |c: Change| report.secrets.iter().filter(|s| s.change == c).count();
+    let (created, updated, unchanged) = (
+        count(Change::Created),
+        count(Change::Updated),
+        count(Change::Unchanged),
+    );
+    say!(
+        out,
+        "Stack {}: {} secrets: {created} created, {updated} updated, {unchanged} unchanged",
+        report.stack,
+        report.secrets.len()
+    );
+    let width = report
+        .secrets
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    say!(
+        out,
+        "  {:width$}  {:8}  {:>4}  {:9}  DELIVERED AS / FINGERPRINT",
+        "NAME",
+        "KIND",
+        "VER",
+        "CHANGE"
+    );
+    for s in &report.secrets {
+        let change = match s.change {
+            Change::Created => "created",
+            Change::Updated => "updated",
+            Change::Unchanged => "unchanged",
+        };
+        let mut extra: Vec<String> = s.outputs.iter().skip(1).map(|o| format!("+{o}")).collect();
+        extra.extend(s.fingerprint.clone());
+        say!(
+            out,
+            "  {:width$}  {:8}  {:>4}  {:9}  {}",
+            s.name,
+            s.kind.as_str(),
+            format!("v{}", s.version),
+            change,
+            extra.join("  ")
+        );
+    }
+    for d in &report.deliveries {
+        say!(
+            out,
+            "Delivered to {} {}: {} written, {} unchanged",
+            d.sink,
+            d.location.display(),
+            d.written.len(),
+            d.unchanged.len()
+        );
+    }
+    if !report.changed_values() && !report.deliveries.iter().any(|d| !d.written.is_empty()) {
+        say!(
+            out,
+            "No value changed: every secret already existed and every delivered file was up to date."
+        );
+    }
+    for note in &report.notes {
+        say!(out, "note: {note}");
+    }
+    if first_run && report.changed_values() {
+        say!(out, "\nNext steps:");
+        if let Some(d) = report.deliveries.iter().find(|d| d.sink == "files") {
+            say!(
+                out,
+                "  - Mount {} into your services at /run/secrets (mount the directory, not single files).",
+                d.location.display()
+            );
+        }
+        say!(
+            out,
+            "  - keyctl list              what is stored (names, versions; never values)"
+        );
+        say!(
+            out,
+            "  - keyctl show NAME         one value on stdout, exactly as delivered"
+        );
+        say!(
+            out,
+            "  - Back up {}: the store cannot be opened without it.",
+            report.home.join("identity.txt").display()
+        );
+        say!(
+            out,
+            "  - Re-run this command any time: it only adds what is missing."
+        );
+    }
+}
+
+pub fn list(out: &mut String, data: &StoreData, as_json: bool) {
+    let rows: Vec<_> = data
+        .stacks
+        .iter()
+        .flat_map(|(stack, rec)| rec.secrets.iter().map(move |(name, s)| (stack, name, s)))
+        .collect();
+    if as_json {
+        let items: Vec<_> = rows
+            .iter()
+            .map(|(stack, name, s)| {
+                let current = s.current();
+                json!({
+                    "stack": stack,
+                    "name": name,
+                    "kind": s.kind,
+                    "version": current.map(|v| v.number),
+                    "created": current.map(|v| timestamp(v.created)),
+                    "versions": s.versions.len(),
+                    "outputs": s.outputs.iter().map(|o| &o.name).collect::<Vec<_>>(),
+                    "fingerprint": current.and_then(|v| v.material.fingerprint()),
+                })
+            })
+            .collect();
+        say!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&items).expect("serialises")
+        );
+        return;
+    }
+    if rows.is_empty() {
+        say!(
+            out,
+            "The store is empty: `keyctl quickstart --policy FILE` fills it."
+        );
+        return;
+    }
+    let width = rows
+        .iter()
+        .map(|(st, n, _)| st.len() + n.len() + 1)
+        .max()
+        .unwrap_or(4);
+    say!(
+        out,
+        "{:width$}  {:8}  {:>4}  {:20}  ALSO DELIVERED AS",
+        "STACK/NAME",
+        "KIND",
+        "VER",
+        "CREATED"
+    );
+    for (stack, name, s) in rows {
+        let current = s.current();
+        say!(
+            out,
+            "{:width$}  {:8}  {:>4}  {:20}  {}",
+            format!("{stack}/{name}"),
+            s.kind.as_str(),
+            current.map_or("-".into(), |v| format!("v{}", v.number)),
+            current.map_or("-".into(), |v| timestamp(v.created)),
+            s.outputs
+                .iter()
+                .skip(1)
+                .map(|o| o.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
+
+pub fn history(out: &mut String, stack: &str, name: &str, record: &SecretRecord, as_json: bool) {
+    if as_json {
+        let versions: Vec<_> = record
+            .versions
+            .iter()
+            .map(|v| {
+                json!({
+                    "version": v.number,
+                    "label": v.label,
+                    "created": timestamp(v.created),
+                    "promoted": v.promoted.map(timestamp),
+                    "retired": v.retired.map(timestamp),
+                    "fingerprint": v.material.fingerprint(),
+                })
+            })
+            .collect();
+        let doc =
+            json!({ "stack": stack, "name": name, "kind": record.kind, "versions": versions });
+        say!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("serialises")
+        );
+        return;
+    }
+    say!(out, "{stack}/{name} ({})", record.kind);
+    say!(
+        out,
+        "  {:>4}  {:9}  {:20}  {:20}  {:20}  FINGERPRINT",
+        "VER",
+        "LABEL",
+        "CREATED",
+        "PROMOTED",
+        "RETIRED"
+    );
+    for v in &record.versions {
+        say!(
+            out,
+            "  {:>4}  {:9}  {:20}  {:20}  {:20}  {}",
+            format!("v{}", v.number),
+            v.label.map_or("-".into(), |l| l.to_string()),
+            timestamp(v.created),
+            v.promoted.map_or("-".into(), timestamp),
+            v.retired.map_or("-".into(), timestamp),
+            v.material.fingerprint().unwrap_or_default()
+        );
+    }
+}

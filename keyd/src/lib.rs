@@ -1,0 +1,67 @@
+//! keyd generates, stores, rotates and delivers the key material container stacks need:
+//! Fernet keys, RSA JWT signing pairs, TLS certificates, passwords and tokens, and values
+//! derived from them. This crate is the library behind the `keyd` daemon and `keyctl`.
+//!
+//! - [`policy`]: the declarative policy of a stack, with file:line:col errors.
+//! - [`material`]: one generator per kind.
+//! - [`store`]: the age-encrypted, versioned store under the keyd home.
+//! - [`sinks`]: delivery to a directory of files or a compose env file.
+//! - [`apply()`]: reconcile a policy with the store and deliver (quickstart, apply).
+//! - [`secret`]: zeroizing secret types whose `Debug` prints nothing.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod apply;
+pub mod material;
+pub mod policy;
+pub mod secret;
+pub mod sinks;
+pub mod store;
+
+pub use apply::{ApplyOptions, ApplyReport, Change, SecretSummary, apply, resolve_sinks};
+
+/// Every error the library returns. Messages name files, lines and secrets, never values.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The policy is invalid or unreadable.
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    /// The store cannot be opened, read or written.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// A sink refused or failed.
+    #[error(transparent)]
+    Sink(#[from] sinks::SinkError),
+    /// A name did not resolve.
+    #[error(transparent)]
+    Lookup(#[from] store::LookupError),
+    /// RSA generation failed.
+    #[error(transparent)]
+    Rsa(#[from] material::rsa::RsaError),
+    /// Certificate generation failed.
+    #[error(transparent)]
+    Tls(#[from] material::tls::TlsError),
+    /// A secret's kind differs between the store and the policy.
+    #[error(
+        "{stack}/{name} is a {stored} secret in the store but the policy declares it as {declared}"
+    )]
+    KindChanged {
+        /// The stack.
+        stack: String,
+        /// The secret.
+        name: String,
+        /// Kind in the store.
+        stored: policy::Kind,
+        /// Kind in the policy.
+        declared: policy::Kind,
+    },
+    /// A version that does not exist was asked for.
+    #[error("{name} has no version {version}")]
+    NoSuchVersion {
+        /// The output name.
+        name: String,
+        /// The version asked for.
+        version: u64,
+    },
+}

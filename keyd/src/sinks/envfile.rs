@@ -1,0 +1,119 @@
+//! The envfile sink: a `.env` file for `docker compose --env-file`, for consumers that only
+//! read environment variables. Only values that survive compose's env-file parsing unchanged
+//! are written; anything else is refused before the file is touched.
+
+use std::fs;
+
+use zeroize::Zeroizing;
+
+use super::{Delivery, DeliveryReport, Sink, SinkError, same_bytes};
+use crate::policy::EnvFileSink;
+
+const SINK: &str = "envfile";
+
+/// Characters written without quotes: none of them means anything to compose's parser.
+fn plain(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_-.,:/+=@%^~".contains(c)
+}
+
+fn env_name_ok(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl EnvFileSink {
+    fn selected<'d>(&self, deliveries: &'d [Delivery]) -> impl Iterator<Item = &'d Delivery> {
+        deliveries.iter().filter(move |d| {
+            self.include
+                .as_ref()
+                .is_none_or(|names| names.contains(&d.name))
+        })
+    }
+
+    fn unsafe_value(&self, name: &str, reason: &str) -> SinkError {
+        SinkError::Unsafe {
+            sink: SINK,
+            location: self.path.clone(),
+            name: name.to_owned(),
+            reason: format!(
+                "{reason}; leave it out with [sinks.envfile] include = [...] and deliver it as a file"
+            ),
+        }
+    }
+
+    fn render(&self, deliveries: &[Delivery]) -> Result<Zeroizing<String>, SinkError> {
+        let mut out = Zeroizing::new(String::from(
+            "# Written by keyd (keyctl apply). Do not edit: the next apply or rotation rewrites it.\n",
+        ));
+        for d in self.selected(deliveries) {
+            if !env_name_ok(&d.name) {
+                return Err(
+                    self.unsafe_value(&d.name, "the name is not an environment variable name")
+                );
+            }
+            let v = d.value.expose_secret();
+            out.push_str(&d.name);
+            out.push('=');
+            if v.chars().all(plain) {
+                out.push_str(v);
+            } else if v.chars().any(|c| c == '\'' || c.is_control()) {
+                return Err(self.unsafe_value(
+                    &d.name,
+                    "the value holds a single quote, a newline or a control character, which an env file cannot carry unchanged",
+                ));
+            } else {
+                // Single quotes: compose takes the contents literally (no $ interpolation).
+                out.push('\'');
+                out.push_str(v);
+                out.push('\'');
+            }
+            out.push('\n');
+        }
+        Ok(out)
+    }
+}
+
+impl Sink for EnvFileSink {
+    fn check(&self, deliveries: &[Delivery]) -> Result<(), SinkError> {
+        self.render(deliveries).map(drop)
+    }
+
+    fn deliver(&self, deliveries: &[Delivery]) -> Result<DeliveryReport, SinkError> {
+        let text = self.render(deliveries)?;
+        let names: Vec<String> = self.selected(deliveries).map(|d| d.name.clone()).collect();
+        let mut report = DeliveryReport {
+            sink: SINK,
+            location: self.path.clone(),
+            ..Default::default()
+        };
+        let existing = fs::read(&self.path).ok().map(Zeroizing::new);
+        let mode_ok = fs::metadata(&self.path)
+            .map(|m| {
+                std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777 == self.mode
+            })
+            .unwrap_or(false);
+        if mode_ok && existing.is_some_and(|e| same_bytes(&e, text.as_bytes())) {
+            report.unchanged = names;
+            return Ok(report);
+        }
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir).map_err(|source| SinkError::Io {
+                sink: SINK,
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        crate::store::write_atomic(&self.path, text.as_bytes(), self.mode).map_err(|e| {
+            SinkError::Io {
+                sink: SINK,
+                path: self.path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
+        report.written = names;
+        Ok(report)
+    }
+}

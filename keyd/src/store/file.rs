@@ -1,0 +1,224 @@
+//! The store file on disk: age encryption to the home's X25519 identity, JSON inside, and the
+//! atomic write (temp file, fsync, rename, fsync the directory). A file that cannot be read is
+//! reported and left exactly as it is.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read as _, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use age::secrecy::ExposeSecret as _;
+use zeroize::Zeroizing;
+
+use super::model::{FORMAT, StoreData};
+
+/// Why the store could not be opened, read or written. Messages name files, never values.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No identity in the home.
+    #[error("no keyd home at {} (no identity.txt)", home.display())]
+    NotInitialised {
+        /// The home directory.
+        home: PathBuf,
+    },
+    /// A store exists but its identity is gone: it cannot be decrypted, and a new identity
+    /// would not help.
+    #[error("the store {} exists but its identity {} is missing", store.display(), identity.display())]
+    IdentityMissing {
+        /// Where the identity should be.
+        identity: PathBuf,
+        /// The store.
+        store: PathBuf,
+    },
+    /// The identity file holds no usable age X25519 identity.
+    #[error("{} holds no valid age identity (expected a line starting with AGE-SECRET-KEY-1)", path.display())]
+    BadIdentity {
+        /// The identity file.
+        path: PathBuf,
+    },
+    /// The store was encrypted to another identity.
+    #[error("the store {} was not encrypted to the identity in {}", store.display(), identity.display())]
+    WrongIdentity {
+        /// The identity tried.
+        identity: PathBuf,
+        /// The store.
+        store: PathBuf,
+    },
+    /// The store is truncated, altered, or not a keyd store.
+    #[error("the store {} cannot be read: {reason}", path.display())]
+    Corrupt {
+        /// The store.
+        path: PathBuf,
+        /// What failed (no contents).
+        reason: String,
+    },
+    /// The store was written by a newer keyd.
+    #[error("the store {} has format {found}; this keyd reads format {FORMAT}", path.display())]
+    NewerFormat {
+        /// The store.
+        path: PathBuf,
+        /// The format found.
+        found: u32,
+    },
+    /// An operating system error on a path.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io_at(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The text of a new identity file, as `age-keygen` writes it.
+pub(super) fn identity_file_text(identity: &age::x25519::Identity) -> Zeroizing<String> {
+    let created = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    Zeroizing::new(format!(
+        "# created: {created}\n# public key: {}\n{}\n",
+        identity.to_public(),
+        identity.to_string().expose_secret()
+    ))
+}
+
+fn read_identity(path: &Path) -> Result<age::x25519::Identity, StoreError> {
+    let mut text = Zeroizing::new(String::new());
+    File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(io_at(path))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .and_then(|l| l.parse().ok())
+        .ok_or_else(|| StoreError::BadIdentity {
+            path: path.to_owned(),
+        })
+}
+
+pub(super) fn read_store(identity_path: &Path, store_path: &Path) -> Result<StoreData, StoreError> {
+    let identity = read_identity(identity_path)?;
+    let ciphertext = fs::read(store_path).map_err(io_at(store_path))?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: store_path.to_owned(),
+        reason,
+    };
+    let decryptor = age::Decryptor::new(&ciphertext[..]).map_err(|e| match e {
+        age::DecryptError::Io(_)
+        | age::DecryptError::InvalidHeader
+        | age::DecryptError::UnknownFormat => {
+            corrupt("not an age file, or its header is truncated".into())
+        }
+        other => corrupt(other.to_string()),
+    })?;
+    let mut reader = decryptor
+        .decrypt(std::iter::once(&identity as &dyn age::Identity))
+        .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => StoreError::WrongIdentity {
+                identity: identity_path.to_owned(),
+                store: store_path.to_owned(),
+            },
+            other => corrupt(other.to_string()),
+        })?;
+    let mut plaintext = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
+    reader
+        .read_to_end(&mut plaintext)
+        .map_err(|_| corrupt("the encrypted payload is truncated or was altered".into()))?;
+    let data: StoreData = serde_json::from_slice(&plaintext).map_err(|e| {
+        // serde_json's messages quote no input, only positions and expectations.
+        corrupt(format!(
+            "decrypted, but the contents are not a keyd store ({e})"
+        ))
+    })?;
+    if data.format > FORMAT {
+        return Err(StoreError::NewerFormat {
+            path: store_path.to_owned(),
+            found: data.format,
+        });
+    }
+    Ok(data)
+}
+
+/// Counts bytes, so the plaintext buffer can be allocated once at its final size: a growing
+/// `Vec` would leave unzeroized copies of secrets behind in freed memory.
+struct CountingWriter(usize);
+
+impl Write for CountingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub(super) fn write_store(
+    identity_path: &Path,
+    store_path: &Path,
+    data: &StoreData,
+) -> Result<(), StoreError> {
+    let identity = read_identity(identity_path)?;
+    let recipient = identity.to_public();
+    let mut counter = CountingWriter(0);
+    serde_json::to_writer(&mut counter, data).expect("the store model always serialises");
+    let mut plaintext = Zeroizing::new(Vec::with_capacity(counter.0));
+    serde_json::to_writer(&mut *plaintext, data).expect("the store model always serialises");
+
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+            .expect("one X25519 recipient is always accepted");
+    let mut ciphertext = Vec::with_capacity(plaintext.len() + 512);
+    let mut writer = encryptor
+        .wrap_output(&mut ciphertext)
+        .map_err(io_at(store_path))?;
+    writer.write_all(&plaintext).map_err(io_at(store_path))?;
+    writer.finish().map_err(io_at(store_path))?;
+    drop(plaintext);
+
+    write_atomic(store_path, &ciphertext, 0o600)
+}
+
+/// Writes `bytes` to `path` through a temp file in the same directory: fsync, rename over
+/// `path`, fsync the directory. Readers see the old file or the new one, never a part.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.keyd-tmp"));
+    let _ = fs::remove_file(&tmp); // left by a crash; we hold the lock that guards it
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_at(&tmp))?;
+    // Set the mode explicitly: the one given to open() is narrowed by the umask.
+    let written = f
+        .write_all(bytes)
+        .and_then(|()| f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode)))
+        .and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_at(&tmp)(e));
+    }
+    drop(f);
+    fs::rename(&tmp, path).map_err(io_at(path))?;
+    fsync_dir(dir)
+}
+
+/// Makes a rename or create in `dir` durable.
+pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_at(dir))
+}

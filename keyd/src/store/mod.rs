@@ -1,0 +1,215 @@
+//! The store: keyd's record of every secret and version, one age-encrypted file under the keyd
+//! home, written atomically and serialised across processes by a lock. This module owns the home
+//! layout and the open/lock/load/save cycle; `model` owns what is inside.
+
+mod file;
+mod model;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+pub use file::StoreError;
+pub(crate) use file::write_atomic;
+pub use model::{
+    Label, LookupError, OutputRecord, SecretRecord, StackRecord, StoreData, VersionRecord,
+};
+
+/// The keyd home: `identity.txt` (the X25519 age identity, 0600), `store.age` (the store,
+/// 0600) and `store.lock` (taken with `flock` by every process that reads or writes).
+#[derive(Clone, Debug)]
+pub struct Home {
+    dir: PathBuf,
+}
+
+/// What `init` found or did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitOutcome {
+    /// A new identity and an empty store were written.
+    Created,
+    /// Both were already there.
+    AlreadyInitialised,
+}
+
+impl Home {
+    /// A home at `dir` (nothing is touched until used).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The default home: `$XDG_DATA_HOME/keyd`, else `$HOME/.local/share/keyd`.
+    pub fn default_dir() -> Option<PathBuf> {
+        let nonempty = |v: std::ffi::OsString| (!v.is_empty()).then(|| PathBuf::from(v));
+        std::env::var_os("XDG_DATA_HOME")
+            .and_then(nonempty)
+            .map(|d| d.join("keyd"))
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .and_then(nonempty)
+                    .map(|h| h.join(".local/share/keyd"))
+            })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The age identity file.
+    pub fn identity_path(&self) -> PathBuf {
+        self.dir.join("identity.txt")
+    }
+
+    /// The encrypted store.
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.join("store.age")
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.dir.join("store.lock")
+    }
+
+    /// Whether an identity exists (the home was initialised).
+    pub fn is_initialised(&self) -> bool {
+        self.identity_path().exists()
+    }
+
+    /// Takes the exclusive lock, for a read-modify-write. Blocks while another process holds it.
+    pub fn lock(&self) -> Result<LockedStore, StoreError> {
+        self.open_lock(true)
+    }
+
+    /// Takes a shared lock, for reading: writers wait until readers are done.
+    pub fn lock_shared(&self) -> Result<LockedStore, StoreError> {
+        self.open_lock(false)
+    }
+
+    fn open_lock(&self, exclusive: bool) -> Result<LockedStore, StoreError> {
+        let io = |source| StoreError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        if !self.dir.exists() {
+            if !exclusive {
+                return Err(StoreError::NotInitialised {
+                    home: self.dir.clone(),
+                });
+            }
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .map_err(io)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(self.lock_path())
+            .map_err(io)?;
+        if exclusive {
+            file.lock()
+        } else {
+            file.lock_shared()
+        }
+        .map_err(io)?;
+        Ok(LockedStore {
+            home: self.clone(),
+            _lock: file,
+        })
+    }
+
+    /// Creates the identity and an empty store when neither exists. Refuses to make a new
+    /// identity beside an existing store: that store could never be opened again.
+    pub fn init(&self) -> Result<InitOutcome, StoreError> {
+        self.lock()?.init()
+    }
+}
+
+/// The store with its lock held; dropping it releases the lock.
+#[derive(Debug)]
+pub struct LockedStore {
+    home: Home,
+    _lock: File,
+}
+
+impl LockedStore {
+    /// The home this lock belongs to.
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    /// See [`Home::init`].
+    pub fn init(&self) -> Result<InitOutcome, StoreError> {
+        let identity_path = self.home.identity_path();
+        let store_path = self.home.store_path();
+        match (identity_path.exists(), store_path.exists()) {
+            (true, true) => return Ok(InitOutcome::AlreadyInitialised),
+            (false, true) => {
+                return Err(StoreError::IdentityMissing {
+                    identity: identity_path,
+                    store: store_path,
+                });
+            }
+            (true, false) => {
+                // A home whose first write never happened: keep the identity, add the store.
+                self.save(&StoreData::default())?;
+                return Ok(InitOutcome::AlreadyInitialised);
+            }
+            (false, false) => {}
+        }
+        let identity = age::x25519::Identity::generate();
+        let text = file::identity_file_text(&identity);
+        let io = |source| StoreError::Io {
+            path: identity_path.clone(),
+            source,
+        };
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&identity_path)
+            .map_err(io)?;
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        drop(text);
+        file::fsync_dir(self.home.dir())?;
+        self.save(&StoreData::default())?;
+        Ok(InitOutcome::Created)
+    }
+
+    /// Decrypts and parses the store. Errors leave the file as it is.
+    pub fn load(&self) -> Result<StoreData, StoreError> {
+        if !self.home.identity_path().exists() {
+            return Err(if self.home.store_path().exists() {
+                StoreError::IdentityMissing {
+                    identity: self.home.identity_path(),
+                    store: self.home.store_path(),
+                }
+            } else {
+                StoreError::NotInitialised {
+                    home: self.home.dir.clone(),
+                }
+            });
+        }
+        file::read_store(&self.home.identity_path(), &self.home.store_path())
+    }
+
+    /// Encrypts and writes the store atomically: temp file, fsync, rename, fsync the directory.
+    pub fn save(&self, data: &StoreData) -> Result<(), StoreError> {
+        file::write_store(&self.home.identity_path(), &self.home.store_path(), data)
+    }
+}
+
+/// Formats Unix seconds as RFC 3339 UTC (`2026-11-22T03:59:00Z`).
+pub fn format_time(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}

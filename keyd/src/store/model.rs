@@ -1,0 +1,244 @@
+//! What the store holds: per stack, the policy and sinks as last applied, and per secret every
+//! version with its number, label and timestamps. Versions are numbered from 1 and never reused.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::material::{Material, rsa};
+use crate::policy::{Kind, Part, Sinks};
+use crate::secret::SecretString;
+
+/// The store format this build writes.
+pub const FORMAT: u32 = 1;
+
+/// Everything in the store.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoreData {
+    /// Format version.
+    pub format: u32,
+    /// Stacks by name.
+    pub stacks: BTreeMap<String, StackRecord>,
+}
+
+impl Default for StoreData {
+    fn default() -> Self {
+        Self {
+            format: FORMAT,
+            stacks: BTreeMap::new(),
+        }
+    }
+}
+
+/// One stack as last applied.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StackRecord {
+    /// The policy file it came from.
+    pub policy_path: PathBuf,
+    /// The policy text as applied (rotation re-reads it from here).
+    pub policy_source: String,
+    /// When it was last applied (Unix seconds).
+    pub applied_at: i64,
+    /// The sinks values are delivered to, with `--out` applied.
+    pub sinks: Sinks,
+    /// Secrets by name.
+    pub secrets: BTreeMap<String, SecretRecord>,
+}
+
+/// One secret's history.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SecretRecord {
+    /// Its kind.
+    pub kind: Kind,
+    /// The names it is delivered under, its own first.
+    pub outputs: Vec<OutputRecord>,
+    /// For fernet secrets delivered as a list: how many keys the list holds at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fernet_list_keep: Option<usize>,
+    /// Every version, oldest first.
+    pub versions: Vec<VersionRecord>,
+}
+
+/// A delivered name and the part of the material it carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputRecord {
+    /// The name.
+    pub name: String,
+    /// The part.
+    pub part: Part,
+}
+
+/// The role of a version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Label {
+    /// Made by a rotation in flight, not yet promoted.
+    Pending,
+    /// The value in use.
+    Current,
+    /// The value before current, still accepted during the grace period.
+    Previous,
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Label::Pending => "pending",
+            Label::Current => "current",
+            Label::Previous => "previous",
+        })
+    }
+}
+
+/// One generated value.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// 1, 2, 3, … never reused.
+    pub number: u64,
+    /// Its role; `None` once retired.
+    pub label: Option<Label>,
+    /// When it was made (Unix seconds).
+    pub created: i64,
+    /// When it became current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<i64>,
+    /// When it stopped being accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<i64>,
+    /// The generation parameters, as text (no secret): used to notice a changed policy.
+    pub params: String,
+    /// The value(s).
+    pub material: Material,
+}
+
+impl SecretRecord {
+    /// The version labelled `label`.
+    pub fn labelled(&self, label: Label) -> Option<&VersionRecord> {
+        self.versions.iter().find(|v| v.label == Some(label))
+    }
+
+    /// The current version.
+    pub fn current(&self) -> Option<&VersionRecord> {
+        self.labelled(Label::Current)
+    }
+
+    /// Version `number`.
+    pub fn version(&self, number: u64) -> Option<&VersionRecord> {
+        self.versions.iter().find(|v| v.number == number)
+    }
+
+    /// The number the next version gets.
+    pub fn next_number(&self) -> u64 {
+        self.versions.iter().map(|v| v.number).max().unwrap_or(0) + 1
+    }
+
+    /// The part of the secret delivered under an output, as consumers see it now.
+    ///
+    /// Fernet lists hold current then previous keys (at most `keep`); a JWKS holds the pending,
+    /// current and previous public keys, so verifiers know a key before it signs and after it
+    /// stops. Everything else is the current version's value.
+    pub fn delivered(&self, part: Part) -> Option<SecretString> {
+        let current = self.current()?;
+        let overlap = || {
+            [Label::Pending, Label::Current, Label::Previous]
+                .into_iter()
+                .filter_map(|l| self.labelled(l))
+        };
+        match (part, &current.material) {
+            (Part::Main, Material::Text { value }) => match self.fernet_list_keep {
+                Some(keep) => {
+                    let keys: Vec<&str> = [Label::Current, Label::Previous]
+                        .into_iter()
+                        .filter_map(|l| self.labelled(l))
+                        .filter_map(|v| match &v.material {
+                            Material::Text { value } => Some(value.expose_secret()),
+                            _ => None,
+                        })
+                        .take(keep)
+                        .collect();
+                    Some(SecretString::new(keys.join(",")))
+                }
+                None => Some(value.clone()),
+            },
+            (Part::Main, Material::Rsa(pair)) => Some(pair.private_pem.clone()),
+            (Part::PublicPem, Material::Rsa(pair)) => {
+                Some(SecretString::new(pair.public_pem.clone()))
+            }
+            (Part::Jwks, Material::Rsa(_)) => {
+                let jwks = rsa::jwks(overlap().filter_map(|v| match &v.material {
+                    Material::Rsa(pair) => Some(&pair.jwk),
+                    _ => None,
+                }));
+                Some(SecretString::new(jwks))
+            }
+            (Part::Main, Material::Tls(cert)) => Some(SecretString::new(cert.cert_pem.clone())),
+            (Part::TlsKey, Material::Tls(cert)) => Some(cert.key_pem.clone()),
+            _ => None,
+        }
+    }
+
+    /// The part of one version's material under an output, as that version alone has it.
+    pub fn version_value(version: &VersionRecord, part: Part) -> Option<SecretString> {
+        match (part, &version.material) {
+            (Part::Main, Material::Text { value }) => Some(value.clone()),
+            (Part::Main, Material::Rsa(pair)) => Some(pair.private_pem.clone()),
+            (Part::PublicPem, Material::Rsa(pair)) => {
+                Some(SecretString::new(pair.public_pem.clone()))
+            }
+            (Part::Jwks, Material::Rsa(pair)) => Some(SecretString::new(rsa::jwks([&pair.jwk]))),
+            (Part::Main, Material::Tls(cert)) => Some(SecretString::new(cert.cert_pem.clone())),
+            (Part::TlsKey, Material::Tls(cert)) => Some(cert.key_pem.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl StoreData {
+    /// Finds the secret delivered under `selector`: `NAME` (any stack; must be unambiguous) or
+    /// `stack/NAME`. Returns the stack, the secret and the output.
+    pub fn find_output(
+        &self,
+        selector: &str,
+    ) -> Result<(&str, &str, &SecretRecord, &OutputRecord), LookupError> {
+        let (stack_filter, name) = match selector.split_once('/') {
+            Some((stack, name)) => (Some(stack), name),
+            None => (None, selector),
+        };
+        let mut found = Vec::new();
+        for (stack_name, stack) in &self.stacks {
+            if stack_filter.is_some_and(|s| s != stack_name) {
+                continue;
+            }
+            for (secret_name, record) in &stack.secrets {
+                if let Some(output) = record.outputs.iter().find(|o| o.name == name) {
+                    found.push((stack_name.as_str(), secret_name.as_str(), record, output));
+                }
+            }
+        }
+        match found.len() {
+            0 => Err(LookupError::NotFound(selector.to_owned())),
+            1 => Ok(found.remove(0)),
+            _ => Err(LookupError::Ambiguous {
+                name: name.to_owned(),
+                stacks: found.iter().map(|f| f.0.to_owned()).collect(),
+            }),
+        }
+    }
+}
+
+/// Why a name did not resolve.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// No stack delivers that name.
+    #[error("no secret named {0:?} in the store")]
+    NotFound(String),
+    /// Several stacks do.
+    #[error("{name:?} exists in stacks {}; name one as STACK/{name}", stacks.join(", "))]
+    Ambiguous {
+        /// The name.
+        name: String,
+        /// The stacks that have it.
+        stacks: Vec<String>,
+    },
+}
