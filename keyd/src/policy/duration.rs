@@ -64,7 +64,9 @@ pub fn format(duration: Duration) -> String {
         ("m", 60),
         ("s", 1),
     ] {
-        if secs >= size && !(unit == "w" && !secs.is_multiple_of(604_800)) {
+        // Weeks only when they divide evenly: "10d" reads better than "1w3d".
+        let whole = unit != "w" || secs.is_multiple_of(604_800);
+        if secs >= size && whole {
             out.push_str(&format!("{}{unit}", secs / size));
             secs %= size;
         }
