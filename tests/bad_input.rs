@@ -1,0 +1,227 @@
+//! Bad input is refused with a specific message and position, and refusal changes nothing:
+//! a table of broken policies, a wrong identity, a truncated store, a missing identity.
+
+use std::path::Path;
+
+use keyd_tests::{TempDir, keyctl, ok, run, snapshot};
+
+const GOOD: &str = r#"[stack]
+name = "shop"
+
+[secrets.DB_PASSWORD]
+kind = "password"
+
+[secrets.FERNET]
+kind = "fernet"
+"#;
+
+/// (what is broken, policy text, expected "line:column: message" fragment)
+const BROKEN: &[(&str, &str, &str)] = &[
+    (
+        "unknown kind",
+        "[stack]\nname = \"shop\"\n\n[secrets.DB_PASSWORD]\nkind = \"fernt\"\n",
+        ":5:8: unknown kind \"fernt\" (expected one of password, token, fernet, rsa, tls, literal, template)",
+    ),
+    (
+        "bad duration",
+        "[stack]\nname = \"shop\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\nrotate = \"90x\"\n",
+        ":6:10: `rotate` in secret \"DB_PASSWORD\": bad duration \"90x\": unknown unit 'x'",
+    ),
+    (
+        "template cycle",
+        "[stack]\nname = \"shop\"\n\n[secrets.A]\nkind = \"template\"\ntemplate = \"{B}\"\n\n[secrets.B]\nkind = \"template\"\ntemplate = \"x{A}\"\n",
+        ":6:12: template cycle: A -> B -> A",
+    ),
+    (
+        "unknown reference",
+        "[stack]\nname = \"shop\"\n\n[secrets.URL]\nkind = \"template\"\ntemplate = \"postgres://app:{DB_PASWORD|url}@db/app\"\n",
+        ":6:28: template of \"URL\" refers to unknown name {DB_PASWORD}",
+    ),
+    (
+        "weak length",
+        "[stack]\nname = \"shop\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\nlength = 8\n",
+        ":6:10: password length 8 is weak (expected at least 12, or allow_weak = true)",
+    ),
+    (
+        "duplicate name (TOML)",
+        "[stack]\nname = \"shop\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\n\n[secrets.DB_PASSWORD]\nkind = \"token\"\n",
+        ":7:10: invalid TOML: duplicate key",
+    ),
+    (
+        "duplicate name (companion)",
+        "[stack]\nname = \"shop\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\n\n[secrets.JWT_KEY]\nkind = \"rsa\"\npublic = \"DB_PASSWORD\"\n",
+        ":9:10: duplicate name \"DB_PASSWORD\" as the `public` of \"JWT_KEY\": already declared on line 4",
+    ),
+    (
+        "bad TOML",
+        "[stack]\nname = \"shop\"\n\n[secrets.DB_PASSWORD\nkind = \"password\"\n",
+        ":4:21: invalid TOML: unclosed table, expected `]`",
+    ),
+    (
+        "field of another kind",
+        "[stack]\nname = \"shop\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\nbits = 4096\n",
+        ":6:1: unknown field `bits` in secret \"DB_PASSWORD\" (expected for kind \"password\": kind, description, rotate, grace, length, alphabet, allow_weak)",
+    ),
+    (
+        "grace not shorter than rotate",
+        "[stack]\nname = \"shop\"\n\n[secrets.FERNET]\nkind = \"fernet\"\nrotate = \"1d\"\ngrace = \"2d\"\n",
+        ":7:9: grace 2d is not shorter than rotate 1d",
+    ),
+    (
+        "no stack",
+        "[secrets.DB_PASSWORD]\nkind = \"password\"\n",
+        ":1:1: the policy has no [stack] table",
+    ),
+];
+
+fn apply(home: &Path, policy: &Path, out: &Path) -> std::process::Output {
+    run(keyctl(home)
+        .arg("apply")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--out")
+        .arg(out))
+}
+
+#[test]
+fn broken_policies_give_their_specific_error_and_change_nothing() {
+    let tmp = TempDir::new("broken");
+    let (home, out) = (tmp.join("home"), tmp.join("out"));
+    let good = tmp.join("good.toml");
+    std::fs::write(&good, GOOD).unwrap();
+    ok(keyctl(&home)
+        .arg("quickstart")
+        .arg("--policy")
+        .arg(&good)
+        .arg("--out")
+        .arg(&out));
+    let before = (snapshot(&home), snapshot(&out));
+
+    for (what, text, expected) in BROKEN {
+        let policy = tmp.join("broken.toml");
+        std::fs::write(&policy, text).unwrap();
+        for cmd in ["apply", "quickstart"] {
+            let result = run(keyctl(&home)
+                .arg(cmd)
+                .arg("--policy")
+                .arg(&policy)
+                .arg("--out")
+                .arg(&out));
+            let stderr = String::from_utf8_lossy(&result.stderr);
+            assert_eq!(result.status.code(), Some(3), "{what} ({cmd}): {stderr}");
+            assert!(
+                stderr.contains(&format!("{}{expected}", policy.display())),
+                "{what} ({cmd}): expected {expected:?} in:\n{stderr}"
+            );
+            assert!(
+                stderr.contains("hint: fix the lines above"),
+                "{what}: {stderr}"
+            );
+            assert_eq!(
+                (snapshot(&home), snapshot(&out)),
+                before,
+                "{what} ({cmd}) changed the store or sinks"
+            );
+        }
+        let check = run(keyctl(&home).arg("policy").arg("check").arg(&policy));
+        assert_eq!(check.status.code(), Some(3), "{what}");
+    }
+    // The good policy still applies cleanly afterwards.
+    assert_eq!(apply(&home, &good, &out).status.code(), Some(0));
+}
+
+#[test]
+fn a_store_opened_with_another_identity_is_refused_and_left_alone() {
+    let tmp = TempDir::new("wrong-identity");
+    let (home, other, out) = (tmp.join("home"), tmp.join("other"), tmp.join("out"));
+    let good = tmp.join("good.toml");
+    std::fs::write(&good, GOOD).unwrap();
+    ok(keyctl(&home)
+        .arg("quickstart")
+        .arg("--policy")
+        .arg(&good)
+        .arg("--out")
+        .arg(&out));
+    ok(keyctl(&other).arg("init"));
+    std::fs::copy(other.join("identity.txt"), home.join("identity.txt")).unwrap();
+    let store_before = std::fs::read(home.join("store.age")).unwrap();
+
+    for args in [vec!["list"], vec!["show", "DB_PASSWORD"]] {
+        let r = run(keyctl(&home).args(&args));
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(4), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("was not encrypted to the identity"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("the store was not modified"), "{stderr}");
+    }
+    let r = apply(&home, &good, &out);
+    assert_eq!(r.status.code(), Some(4));
+    assert_eq!(std::fs::read(home.join("store.age")).unwrap(), store_before);
+}
+
+#[test]
+fn a_truncated_store_is_reported_and_never_overwritten() {
+    let tmp = TempDir::new("truncated");
+    let (home, out) = (tmp.join("home"), tmp.join("out"));
+    let good = tmp.join("good.toml");
+    std::fs::write(&good, GOOD).unwrap();
+    ok(keyctl(&home)
+        .arg("quickstart")
+        .arg("--policy")
+        .arg(&good)
+        .arg("--out")
+        .arg(&out));
+    let full = std::fs::read(home.join("store.age")).unwrap();
+    for cut in [full.len() - 1, full.len() / 2, 20] {
+        std::fs::write(home.join("store.age"), &full[..cut]).unwrap();
+        for r in [run(keyctl(&home).arg("list")), apply(&home, &good, &out)] {
+            let stderr = String::from_utf8_lossy(&r.stderr);
+            assert_eq!(r.status.code(), Some(4), "cut at {cut}: {stderr}");
+            assert!(stderr.contains("cannot be read"), "{stderr}");
+            assert!(
+                stderr.contains("restore store.age from a backup"),
+                "{stderr}"
+            );
+        }
+        assert_eq!(
+            std::fs::read(home.join("store.age")).unwrap(),
+            &full[..cut],
+            "overwritten"
+        );
+    }
+}
+
+#[test]
+fn a_store_whose_identity_is_gone_is_not_given_a_new_one() {
+    let tmp = TempDir::new("no-identity");
+    let (home, out) = (tmp.join("home"), tmp.join("out"));
+    let good = tmp.join("good.toml");
+    std::fs::write(&good, GOOD).unwrap();
+    ok(keyctl(&home)
+        .arg("quickstart")
+        .arg("--policy")
+        .arg(&good)
+        .arg("--out")
+        .arg(&out));
+    std::fs::remove_file(home.join("identity.txt")).unwrap();
+    for cmd in ["init", "quickstart"] {
+        let mut c = keyctl(&home);
+        c.arg(cmd);
+        if cmd == "quickstart" {
+            c.arg("--policy").arg(&good);
+        }
+        let r = run(&mut c);
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(4), "{cmd}: {stderr}");
+        assert!(
+            stderr.contains("identity") && stderr.contains("missing"),
+            "{stderr}"
+        );
+        assert!(
+            !home.join("identity.txt").exists(),
+            "{cmd} made a new identity beside the store"
+        );
+    }
+}

@@ -1,0 +1,357 @@
+//! `keyctl quickstart` and `apply` on the shipped policies, through the real binary: every
+//! declared name delivered with the right mode, a second run changing nothing, `show` equal to
+//! the delivered file, no plaintext value anywhere in the home, and concurrent runs.
+
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::Path;
+
+use keyd::policy::{Kind, Policy};
+use keyd_tests::{TempDir, contains, keyctl, ok, run, snapshot, workspace};
+
+const POLICIES: [&str; 3] = ["flowkit", "cornflow", "airflow-celery"];
+
+fn policy_path(name: &str) -> std::path::PathBuf {
+    workspace().join("policies").join(format!("{name}.toml"))
+}
+
+fn quickstart(home: &Path, policy: &Path, out: &Path) -> String {
+    let stdout = ok(keyctl(home)
+        .arg("quickstart")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--out")
+        .arg(out));
+    String::from_utf8(stdout).unwrap()
+}
+
+#[test]
+fn every_shipped_policy_is_delivered_whole_and_a_second_run_changes_nothing() {
+    for name in POLICIES {
+        let tmp = TempDir::new(&format!("qs-{name}"));
+        let (home, out) = (tmp.join("home"), tmp.join("secrets"));
+        let policy = Policy::load(&policy_path(name)).unwrap();
+        let first = quickstart(&home, &policy_path(name), &out);
+        assert!(first.contains("Created keyd home"), "{first}");
+        assert!(first.contains("Next steps"), "{first}");
+
+        // Every declared name (secrets and companions) is a file, mode 0400, not empty.
+        let outputs = policy.outputs();
+        let mut listed: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        listed.sort();
+        let mut expected: Vec<String> = outputs.iter().map(|o| o.name.clone()).collect();
+        expected.sort();
+        assert_eq!(listed, expected, "{name}: delivered files");
+        for o in &outputs {
+            let meta = std::fs::metadata(out.join(&o.name)).unwrap();
+            assert_eq!(
+                meta.permissions().mode() & 0o7777,
+                0o400,
+                "{name}/{}",
+                o.name
+            );
+            assert!(meta.len() > 0, "{name}/{} is empty", o.name);
+            // `show` prints exactly the delivered bytes.
+            let shown = ok(keyctl(&home).arg("show").arg(format!("{name}/{}", o.name)));
+            assert_eq!(
+                shown,
+                std::fs::read(out.join(&o.name)).unwrap(),
+                "{name}/{}",
+                o.name
+            );
+        }
+
+        // Second run: no value, file or store byte changes, and it says so.
+        let before = snapshot(&tmp.join("home"));
+        let inodes: Vec<(u64, i64)> = outputs
+            .iter()
+            .map(|o| {
+                let m = std::fs::metadata(out.join(&o.name)).unwrap();
+                (m.ino(), m.mtime_nsec())
+            })
+            .collect();
+        let files_before = snapshot(&out);
+        let second = quickstart(&home, &policy_path(name), &out);
+        assert!(second.contains("No value changed"), "{second}");
+        assert!(second.contains(": 0 created, 0 updated, "), "{second}");
+        assert_eq!(
+            snapshot(&tmp.join("home")),
+            before,
+            "{name}: the store was rewritten"
+        );
+        assert_eq!(snapshot(&out), files_before);
+        let inodes_after: Vec<(u64, i64)> = outputs
+            .iter()
+            .map(|o| {
+                let m = std::fs::metadata(out.join(&o.name)).unwrap();
+                (m.ino(), m.mtime_nsec())
+            })
+            .collect();
+        assert_eq!(inodes, inodes_after, "{name}: files were replaced");
+    }
+}
+
+#[test]
+fn no_secret_value_is_stored_or_left_in_plaintext_in_the_home() {
+    let tmp = TempDir::new("qs-plaintext");
+    let (home, out) = (tmp.join("home"), tmp.join("secrets"));
+    quickstart(&home, &policy_path("flowkit"), &out);
+    let policy = Policy::load(&policy_path("flowkit")).unwrap();
+    let home_files = snapshot(&home);
+    assert!(home_files.iter().any(|(p, _, _)| p.ends_with("store.age")));
+    let mut checked = 0;
+    for spec in &policy.secrets {
+        if spec.kind.kind() == Kind::Literal {
+            continue; // literal values are written in the policy itself
+        }
+        for o in spec.outputs() {
+            let value = std::fs::read(out.join(&o.name)).unwrap();
+            // Public halves are not secret; everything else must not appear, nor any long
+            // line of it (PEM bodies are compared line by line).
+            if o.name.contains("PUBLIC") || o.name.contains("JWKS") || o.name.starts_with("cert-") {
+                continue;
+            }
+            let pieces: Vec<&[u8]> = value
+                .split(|&b| b == b'\n')
+                .filter(|l| l.len() >= 16 && !l.starts_with(b"-----"))
+                .collect();
+            let needles: Vec<&[u8]> = if pieces.is_empty() {
+                vec![&value[..]]
+            } else {
+                pieces
+            };
+            for (path, mode, bytes) in &home_files {
+                assert_eq!(mode & 0o077, 0, "{} is readable by others", path.display());
+                for needle in &needles {
+                    assert!(
+                        !contains(bytes, needle),
+                        "{} holds {} in plaintext",
+                        path.display(),
+                        o.name
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} values checked");
+    let identity = std::fs::read_to_string(home.join("identity.txt")).unwrap();
+    assert!(identity.contains("AGE-SECRET-KEY-1"));
+    assert_eq!(
+        std::fs::metadata(home.join("identity.txt"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn two_quickstarts_at_once_on_one_home_both_finish_with_one_store_and_no_lost_secret() {
+    for round in 0..3 {
+        let tmp = TempDir::new(&format!("qs-concurrent-{round}"));
+        let (home, out) = (tmp.join("home"), tmp.join("secrets"));
+        let spawn = |policy: &str| {
+            keyctl(&home)
+                .arg("quickstart")
+                .arg("--policy")
+                .arg(policy_path(policy))
+                .arg("--out")
+                .arg(out.join(policy))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        // Same stack twice, and a second stack, all racing on one fresh home.
+        let children = [
+            spawn("airflow-celery"),
+            spawn("airflow-celery"),
+            spawn("cornflow"),
+        ];
+        for child in children {
+            let o = child.wait_with_output().unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        let list: serde_json::Value =
+            serde_json::from_slice(&ok(keyctl(&home).args(["list", "--json"]))).unwrap();
+        let items = list.as_array().unwrap();
+        let expected = ["airflow-celery", "cornflow"]
+            .iter()
+            .map(|p| Policy::load(&policy_path(p)).unwrap().secrets.len())
+            .sum::<usize>();
+        assert_eq!(items.len(), expected);
+        for item in items {
+            assert_eq!(item["version"], 1, "{item}: a value was generated twice");
+            assert_eq!(item["versions"], 1, "{item}");
+        }
+        for o in Policy::load(&policy_path("airflow-celery"))
+            .unwrap()
+            .outputs()
+        {
+            let shown = ok(keyctl(&home)
+                .arg("show")
+                .arg(format!("airflow-celery/{}", o.name)));
+            assert_eq!(
+                shown,
+                std::fs::read(out.join("airflow-celery").join(&o.name)).unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn apply_adds_new_secrets_and_never_regenerates_existing_ones() {
+    let tmp = TempDir::new("apply");
+    let (home, out) = (tmp.join("home"), tmp.join("out"));
+    let policy = tmp.join("stack.toml");
+    std::fs::write(&policy, "[stack]\nname = \"demo\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\n\n[secrets.DB_URL]\nkind = \"template\"\ntemplate = \"postgres://app:{DB_PASSWORD|url}@db/app\"\n").unwrap();
+
+    // apply needs an initialised home.
+    let uninit = run(keyctl(&home)
+        .arg("apply")
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--out")
+        .arg(&out));
+    assert_eq!(uninit.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&uninit.stderr).contains("quickstart"));
+    ok(keyctl(&home).arg("init"));
+    ok(keyctl(&home)
+        .arg("apply")
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--out")
+        .arg(&out));
+    let password = std::fs::read_to_string(out.join("DB_PASSWORD")).unwrap();
+    assert_eq!(password.len(), 24);
+    assert_eq!(
+        std::fs::read_to_string(out.join("DB_URL")).unwrap(),
+        format!("postgres://app:{password}@db/app")
+    );
+
+    // A changed policy: longer password asked for, a new token, the template text changed.
+    std::fs::write(&policy, "[stack]\nname = \"demo\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\nlength = 32\n\n[secrets.DB_URL]\nkind = \"template\"\ntemplate = \"postgresql://app:{DB_PASSWORD|url}@db:5432/app\"\n\n[secrets.SESSION_KEY]\nkind = \"token\"\n").unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&ok(keyctl(&home)
+        .arg("apply")
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--out")
+        .arg(&out)
+        .arg("--json")))
+    .unwrap();
+    let change = |n: &str| {
+        report["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == n)
+            .unwrap()["change"]
+            .clone()
+    };
+    assert_eq!(change("DB_PASSWORD"), "unchanged");
+    assert_eq!(change("DB_URL"), "updated");
+    assert_eq!(change("SESSION_KEY"), "created");
+    assert!(
+        report["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("keyctl rotate DB_PASSWORD"),
+        "{report}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("DB_PASSWORD")).unwrap(),
+        password,
+        "regenerated"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("DB_URL")).unwrap(),
+        format!("postgresql://app:{password}@db:5432/app")
+    );
+    let history: serde_json::Value =
+        serde_json::from_slice(&ok(keyctl(&home).args(["history", "DB_URL", "--json"]))).unwrap();
+    let versions = history["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[0]["label"], serde_json::Value::Null);
+    assert_eq!(versions[1]["label"], "current");
+    // Old versions stay readable.
+    assert_eq!(
+        String::from_utf8(ok(keyctl(&home).args(["show", "DB_URL", "--version", "1"]))).unwrap(),
+        format!("postgres://app:{password}@db/app")
+    );
+    let missing = run(keyctl(&home).args(["show", "DB_URL", "--version", "7"]));
+    assert_eq!(missing.status.code(), Some(5));
+}
+
+#[test]
+fn envfile_sink_writes_compose_safe_values_and_refuses_the_rest_before_writing_anything() {
+    let tmp = TempDir::new("envfile");
+    let home = tmp.join("home");
+    let policy = tmp.join("env.toml");
+    let base = "[stack]\nname = \"env\"\n\n[sinks.envfile]\npath = \"stack.env\"\n\n[secrets.API_TOKEN]\nkind = \"token\"\nencoding = \"base64\"\n\n[secrets.ADMIN_PASSWORD]\nkind = \"password\"\nalphabet = \"abcdefghijklmnopqrstuvwxyz0123456789$#@\"\n\n[secrets.FERNET_KEY]\nkind = \"fernet\"\n";
+    std::fs::write(&policy, base).unwrap();
+    ok(keyctl(&home).arg("quickstart").arg("--policy").arg(&policy));
+    let env = std::fs::read_to_string(tmp.join("stack.env")).unwrap();
+    assert_eq!(
+        std::fs::metadata(tmp.join("stack.env"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    // Parse it the way compose does for these forms: NAME=value or NAME='literal'.
+    for name in ["API_TOKEN", "ADMIN_PASSWORD", "FERNET_KEY"] {
+        let line = env
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}=")))
+            .unwrap();
+        let raw = &line[name.len() + 1..];
+        let value = raw
+            .strip_prefix('\'')
+            .and_then(|r| r.strip_suffix('\''))
+            .unwrap_or(raw);
+        assert_eq!(
+            value.as_bytes(),
+            ok(keyctl(&home).arg("show").arg(name)),
+            "{name}"
+        );
+        if value.contains(['$', '#']) {
+            assert!(raw.starts_with('\''), "{name}: $ and # must be quoted");
+        }
+    }
+
+    // A PEM key cannot go into an env file: refused, nothing written, store untouched.
+    std::fs::write(
+        &policy,
+        format!(
+            "{base}\n[secrets.TLS_CERT]\nkind = \"tls\"\nkey = \"TLS_KEY\"\ncn = \"localhost\"\n"
+        ),
+    )
+    .unwrap();
+    let before = (
+        snapshot(&home),
+        std::fs::read(tmp.join("stack.env")).unwrap(),
+    );
+    let refused = run(keyctl(&home).arg("apply").arg("--policy").arg(&policy));
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("TLS_CERT") && stderr.contains("include"),
+        "{stderr}"
+    );
+    assert_eq!(
+        (
+            snapshot(&home),
+            std::fs::read(tmp.join("stack.env")).unwrap()
+        ),
+        before
+    );
+    assert!(
+        !contains(&refused.stderr, b"BEGIN"),
+        "the value leaked into the error"
+    );
+}
