@@ -27,13 +27,14 @@ fn gen_touches_no_store() {
 #[test]
 fn passwords_have_the_length_and_alphabet_asked_for() {
     let dir = TempDir::new("gen-pw");
-    let cases: [(&str, &str, &dyn Fn(char) -> bool); 4] = [
-        ("alphanumeric", "24", &|c: char| c.is_ascii_alphanumeric()),
-        ("hex", "40", &|c: char| {
+    type Allowed = fn(char) -> bool;
+    let cases: [(&str, &str, Allowed); 4] = [
+        ("alphanumeric", "24", |c| c.is_ascii_alphanumeric()),
+        ("hex", "40", |c| {
             c.is_ascii_hexdigit() && !c.is_ascii_uppercase()
         }),
-        ("ascii-printable", "64", &|c: char| c.is_ascii_graphic()),
-        ("abcXYZ-", "30", &|c: char| "abcXYZ-".contains(c)),
+        ("ascii-printable", "64", |c| c.is_ascii_graphic()),
+        ("abcXYZ-", "30", |c| "abcXYZ-".contains(c)),
     ];
     for (alphabet, length, allowed) in cases {
         let mut seen = std::collections::HashSet::new();
