@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 use keyd::material::{self, password::Alphabet, tls, token::Encoding};
 use keyd::policy::{Policy, PolicyError};
+use keyd::rotation::{Clock as _, SystemClock, actor};
 use keyd::store::{Home, InitOutcome, SecretRecord, StoreError};
 use keyd::{ApplyOptions, Error};
 
@@ -80,6 +81,36 @@ enum Command {
     History {
         /// NAME or STACK/NAME
         name: String,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rotate now: a secret by name, or every secret of a kind (`keyctl rotate fernet`)
+    ///
+    /// Runs create → set → test → deliver → promote with overlap: fernet lists are delivered as
+    /// new,old and a JWKS holds both keys until `keyctl retire` or the grace period ends. A
+    /// rotation left in flight by a stopped process is finished instead of starting another.
+    /// Prints versions and where values went, never values.
+    #[command(after_help = EXIT_CODES)]
+    Rotate {
+        /// NAME, STACK/NAME, a kind (password, token, fernet, rsa, tls) or STACK/KIND
+        selector: String,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// End the overlap now: stop delivering the previous version (fernet lists, JWKS)
+    #[command(after_help = EXIT_CODES)]
+    Retire {
+        /// NAME or STACK/NAME
+        name: String,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per secret: current version, age, next rotation, overlap, rotation in flight, last error
+    #[command(after_help = EXIT_CODES)]
+    Status {
         /// Machine-readable output
         #[arg(long)]
         json: bool,
@@ -301,6 +332,30 @@ pub fn run(args: Args) -> Result<(), Failure> {
             output::history(&mut out, stack, secret, record, json);
             write_stdout(out.as_bytes())
         }
+        Command::Rotate { selector, json } => {
+            let home = home(args.home)?;
+            let report = keyd::rotation::rotate(&home, &selector, &SystemClock, &actor("keyctl"))?;
+            let mut out = String::new();
+            output::rotation(&mut out, &report, json);
+            write_stdout(out.as_bytes())?;
+            rotation_exit(&report)
+        }
+        Command::Retire { name, json } => {
+            let home = home(args.home)?;
+            let report = keyd::rotation::retire(&home, &name, &SystemClock, &actor("keyctl"))?;
+            let mut out = String::new();
+            output::rotation(&mut out, &report, json);
+            write_stdout(out.as_bytes())?;
+            rotation_exit(&report)
+        }
+        Command::Status { json } => {
+            let home = home(args.home)?;
+            let data = home.lock_shared()?.load()?;
+            let status = keyd::rotation::schedule::status(&data, SystemClock.now());
+            let mut out = String::new();
+            output::status(&mut out, &status, json);
+            write_stdout(out.as_bytes())
+        }
         Command::Gen(g) => generate(g),
         Command::Policy(PolicyCommand::Check { file }) => {
             let policy = Policy::load(&file).map_err(Error::from)?;
@@ -315,6 +370,25 @@ pub fn run(args: Args) -> Result<(), Failure> {
             write_stdout(text.as_bytes())
         }
     }
+}
+
+/// A rotation whose step failed exits 1 after printing its report: it stays in flight and is
+/// retried (by the daemon, or the next `keyctl rotate`).
+fn rotation_exit(report: &keyd::rotation::RotationReport) -> Result<(), Failure> {
+    let failed: Vec<&str> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.result == keyd::rotation::OutcomeKind::Failed)
+        .map(|o| o.name.as_str())
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        1,
+        format!("rotation failed for {}", failed.join(", ")),
+        Some("the current values still work; `keyctl status` shows the error, and the next `keyctl rotate` or the daemon retries".into()),
+    ))
 }
 
 fn apply(home: Home, a: ApplyArgs, first_run: bool) -> Result<(), Failure> {

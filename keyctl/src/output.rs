@@ -266,3 +266,111 @@ pub fn history(out: &mut String, stack: &str, name: &str, record: &SecretRecord,
         );
     }
 }
+
+pub fn rotation(out: &mut String, report: &keyd::rotation::RotationReport, as_json: bool) {
+    use keyd::rotation::OutcomeKind;
+    if as_json {
+        say!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(report).expect("the report serialises")
+        );
+        return;
+    }
+    for o in &report.outcomes {
+        let what = match o.result {
+            OutcomeKind::Rotated => format!("rotated v{} -> v{}", o.from_version, o.to_version),
+            OutcomeKind::Resumed => format!(
+                "finished an interrupted rotation: v{} -> v{}",
+                o.from_version, o.to_version
+            ),
+            OutcomeKind::AlreadyRotated => {
+                format!("already rotated by another process (now v{})", o.to_version)
+            }
+            OutcomeKind::Waiting => format!(
+                "v{} delivered, waiting (publish_ahead) before promote",
+                o.to_version
+            ),
+            OutcomeKind::Failed => format!(
+                "rotation to v{} stopped at step {}: {}",
+                o.to_version,
+                o.step.map_or("-".into(), |s| s.to_string()),
+                o.message.as_deref().unwrap_or("")
+            ),
+            OutcomeKind::Retired => format!(
+                "overlap ended, v{} alone is delivered ({})",
+                o.to_version,
+                o.message.as_deref().unwrap_or("")
+            ),
+            OutcomeKind::NothingToRetire => {
+                format!("nothing to retire (v{} alone is delivered)", o.to_version)
+            }
+        };
+        say!(out, "{}/{} ({}): {what}", o.stack, o.name, o.kind);
+    }
+    for d in &report.deliveries {
+        say!(
+            out,
+            "Delivered to {} {}: {}",
+            d.sink,
+            d.location.display(),
+            d.written.join(", ")
+        );
+    }
+}
+
+pub fn status(out: &mut String, status: &[keyd::rotation::schedule::SecretStatus], as_json: bool) {
+    if as_json {
+        say!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(status).expect("serialises")
+        );
+        return;
+    }
+    let width = status
+        .iter()
+        .map(|s| s.stack.len() + s.name.len() + 1)
+        .max()
+        .unwrap_or(4)
+        .max(10);
+    say!(
+        out,
+        "{:width$}  {:8}  {:>4}  {:>6}  {:20}  {:20}  IN FLIGHT / LAST ERROR",
+        "STACK/NAME",
+        "KIND",
+        "VER",
+        "AGE",
+        "NEXT ROTATION",
+        "OVERLAP ENDS"
+    );
+    for s in status {
+        let age = s.age_seconds.map_or("-".into(), |a| {
+            if a >= 86_400 {
+                format!("{}d", a / 86_400)
+            } else if a >= 3600 {
+                format!("{}h", a / 3600)
+            } else {
+                format!("{}m", a / 60)
+            }
+        });
+        let flight = s.rotation.as_ref().map_or(String::new(), |r| {
+            let mut t = format!("v{} at {}", r.pending, r.step);
+            if let Some(e) = &r.last_error {
+                t.push_str(&format!(" (failed {}x: {e})", r.attempts));
+            }
+            t
+        });
+        say!(
+            out,
+            "{:width$}  {:8}  {:>4}  {:>6}  {:20}  {:20}  {}",
+            format!("{}/{}", s.stack, s.name),
+            s.kind.as_str(),
+            s.version.map_or("-".into(), |v| format!("v{v}")),
+            age,
+            s.next_rotation.as_deref().unwrap_or("-"),
+            s.retire_at.as_deref().unwrap_or("-"),
+            flight
+        );
+    }
+}

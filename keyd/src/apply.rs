@@ -3,7 +3,7 @@
 //! sinks, persist, then deliver. Existing random values are never regenerated here; that is
 //! what rotation is for.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -89,7 +89,7 @@ pub(crate) fn unix_now() -> i64 {
 
 /// The generation parameters of a spec, as text: stored with each version so a changed policy
 /// can be noticed (and reported) without regenerating anything.
-fn params_text(kind: &KindSpec) -> String {
+pub(crate) fn params_text(kind: &KindSpec) -> String {
     match kind {
         KindSpec::Password { length, alphabet } => format!("length={length} alphabet={alphabet}"),
         KindSpec::Token { bytes, encoding } => format!("bytes={bytes} encoding={encoding}"),
@@ -194,6 +194,8 @@ fn record_for(spec: &SecretSpec, previous: Option<&SecretRecord>) -> SecretRecor
             _ => None,
         },
         versions: previous.map(|p| p.versions.clone()).unwrap_or_default(),
+        rotation: previous.and_then(|p| p.rotation.clone()),
+        removed: false,
     }
 }
 
@@ -236,8 +238,8 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
         .map(|(s, m)| (s.name.as_str(), m))
         .collect();
 
-    let mut secrets = std::collections::BTreeMap::new();
-    let mut changes: HashMap<&str, Change> = HashMap::new();
+    let mut secrets = BTreeMap::new();
+    let mut changes: HashMap<String, Change> = HashMap::new();
     for spec in policy.secrets.iter().filter(|s| s.kind.kind().is_random()) {
         let previous = old.and_then(|st| st.secrets.get(&spec.name));
         let mut record = record_for(spec, previous);
@@ -248,7 +250,7 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
                 record
                     .versions
                     .push(new_version(number, now, params, material.clone()));
-                changes.insert(&spec.name, Change::Created);
+                changes.insert(spec.name.clone(), Change::Created);
             }
             None => {
                 let current = record
@@ -260,80 +262,19 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
                         spec.name, current.number, current.params, spec.name
                     ));
                 }
-                changes.insert(&spec.name, Change::Unchanged);
+                changes.insert(spec.name.clone(), Change::Unchanged);
             }
         }
         secrets.insert(spec.name.clone(), record);
     }
 
-    // Literals and templates, in dependency order: they follow the policy and their inputs.
-    let mut values: HashMap<String, SecretString> = HashMap::new();
-    for record in secrets.values() {
-        for output in &record.outputs {
-            if let Some(v) = record.delivered(output.part) {
-                values.insert(output.name.clone(), v);
-            }
+    // Literals and templates start from their stored records, so versions continue.
+    for spec in policy.secrets.iter().filter(|s| !s.kind.kind().is_random()) {
+        if let Some(record) = old.and_then(|st| st.secrets.get(&spec.name)) {
+            secrets.insert(spec.name.clone(), record.clone());
         }
     }
-    let mut derived: Vec<&SecretSpec> = policy
-        .secrets
-        .iter()
-        .filter(|s| !s.kind.kind().is_random())
-        .collect();
-    while !derived.is_empty() {
-        let before = derived.len();
-        let mut waiting = Vec::new();
-        for spec in derived {
-            let value = match &spec.kind {
-                KindSpec::Literal { value } => Some(SecretString::new(value.clone())),
-                KindSpec::Template { pieces, .. } => {
-                    material::template::render(pieces, |n| values.get(n))
-                }
-                _ => unreachable!("random kinds were handled above"),
-            };
-            let Some(value) = value else {
-                waiting.push(spec);
-                continue;
-            };
-            let previous = old.and_then(|st| st.secrets.get(&spec.name));
-            let mut record = record_for(spec, previous);
-            let params = params_text(&spec.kind);
-            let same = record.current().is_some_and(
-                |v| matches!(&v.material, Material::Text { value: old } if old == &value),
-            );
-            let change = if same {
-                Change::Unchanged
-            } else {
-                let existed = record.current().is_some();
-                for v in record.versions.iter_mut().filter(|v| v.label.is_some()) {
-                    v.label = None;
-                    v.retired = Some(now);
-                }
-                let number = record.next_number();
-                record.versions.push(new_version(
-                    number,
-                    now,
-                    params,
-                    Material::Text {
-                        value: value.clone(),
-                    },
-                ));
-                if existed {
-                    Change::Updated
-                } else {
-                    Change::Created
-                }
-            };
-            changes.insert(&spec.name, change);
-            values.insert(spec.name.clone(), value);
-            secrets.insert(spec.name.clone(), record);
-        }
-        assert!(
-            waiting.len() < before,
-            "the policy's template graph was checked for cycles"
-        );
-        derived = waiting;
-    }
+    changes.extend(derive(policy, &mut secrets, now));
 
     // Secrets the store has but the policy no longer declares are kept, not delivered.
     if let Some(old) = old {
@@ -342,33 +283,24 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
                 notes.push(format!(
                     "{name}: in the store but no longer in the policy; kept (versions are never deleted) and not delivered"
                 ));
-                secrets.insert(name.clone(), record.clone());
+                let mut kept = record.clone();
+                kept.removed = true;
+                secrets.insert(name.clone(), kept);
             }
         }
     }
 
-    // Everything to deliver, checked by every sink before anything is written.
-    let deliveries: Vec<Delivery> = policy
-        .outputs()
-        .into_iter()
-        .map(|o| Delivery {
-            value: secrets[&o.secret]
-                .delivered(o.part)
-                .expect("every declared secret has a current version"),
-            name: o.name,
-        })
-        .collect();
-    let sink_list: Vec<&dyn Sink> = [
-        sinks.files.as_ref().map(|s| s as &dyn Sink),
-        sinks.envfile.as_ref().map(|s| s as &dyn Sink),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    for sink in &sink_list {
-        sink.check(&deliveries)?;
-    }
-    if sink_list.is_empty() {
+    let new_stack = StackRecord {
+        policy_path: policy.path.clone(),
+        policy_source: policy.source.clone(),
+        applied_at: now,
+        sinks: sinks.clone(),
+        secrets,
+    };
+    // Every sink checks every value before anything is written.
+    let deliveries = stack_deliveries(&new_stack);
+    check_sinks(&new_stack.sinks, &deliveries)?;
+    if new_stack.sinks.files.is_none() && new_stack.sinks.envfile.is_none() {
         notes.push("the policy has no sinks and no --out was given: values are in the store only (see `keyctl show`)".into());
     }
 
@@ -377,34 +309,23 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
         o.sinks != sinks
             || o.policy_source != policy.source
             || o.policy_path != policy.path
-            || o.secrets.len() != secrets.len()
+            || o.secrets.len() != new_stack.secrets.len()
             || o.secrets.iter().any(|(n, r)| {
-                secrets.get(n).is_none_or(|s| {
-                    s.outputs != r.outputs || s.fernet_list_keep != r.fernet_list_keep
+                new_stack.secrets.get(n).is_none_or(|s| {
+                    s.outputs != r.outputs
+                        || s.fernet_list_keep != r.fernet_list_keep
+                        || s.removed != r.removed
                 })
             })
     });
     let store_written = values_changed || record_changed;
+    data.stacks.insert(policy.stack.clone(), new_stack);
     if store_written {
-        data.stacks.insert(
-            policy.stack.clone(),
-            StackRecord {
-                policy_path: policy.path.clone(),
-                policy_source: policy.source.clone(),
-                applied_at: now,
-                sinks: sinks.clone(),
-                secrets,
-            },
-        );
         // The store is the truth: persisted before any sink sees a new value, so a crash after
         // delivery never leaves a delivered value the store does not know.
         lock.save(&data)?;
     }
-
-    let mut reports = Vec::new();
-    for sink in &sink_list {
-        reports.push(sink.deliver(&deliveries)?);
-    }
+    let reports = deliver_stack(&data.stacks[&policy.stack], &deliveries)?;
 
     let stack = &data.stacks[&policy.stack];
     let summaries = policy
@@ -433,4 +354,139 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
         store_written,
         notes,
     })
+}
+
+/// Re-derives every literal and template of `policy` from the values delivered now, in
+/// dependency order: a new version where the value changed. Returns what happened to each.
+pub(crate) fn derive(
+    policy: &Policy,
+    secrets: &mut BTreeMap<String, SecretRecord>,
+    now: i64,
+) -> HashMap<String, Change> {
+    let mut values: HashMap<String, SecretString> = HashMap::new();
+    for record in secrets.values() {
+        for output in &record.outputs {
+            if let Some(v) = record.delivered(output.part) {
+                values.insert(output.name.clone(), v);
+            }
+        }
+    }
+    let mut changes = HashMap::new();
+    let mut derived: Vec<&SecretSpec> = policy
+        .secrets
+        .iter()
+        .filter(|s| !s.kind.kind().is_random())
+        .collect();
+    while !derived.is_empty() {
+        let before = derived.len();
+        let mut waiting = Vec::new();
+        for spec in derived {
+            let value = match &spec.kind {
+                KindSpec::Literal { value } => Some(SecretString::new(value.clone())),
+                KindSpec::Template { pieces, .. } => {
+                    let inputs_ready =
+                        material::template::references(pieces).all(|n| values.contains_key(n));
+                    inputs_ready
+                        .then(|| material::template::render(pieces, |n| values.get(n)))
+                        .flatten()
+                }
+                _ => unreachable!("only literals and templates are derived"),
+            };
+            let Some(value) = value else {
+                waiting.push(spec);
+                continue;
+            };
+            let mut record = record_for(spec, secrets.get(&spec.name));
+            let same = record.current().is_some_and(
+                |v| matches!(&v.material, Material::Text { value: old } if old == &value),
+            );
+            let change = if same {
+                Change::Unchanged
+            } else {
+                let existed = record.current().is_some();
+                for v in record.versions.iter_mut().filter(|v| v.label.is_some()) {
+                    v.label = None;
+                    v.retired = Some(now);
+                }
+                let number = record.next_number();
+                let material = Material::Text {
+                    value: value.clone(),
+                };
+                record
+                    .versions
+                    .push(new_version(number, now, params_text(&spec.kind), material));
+                if existed {
+                    Change::Updated
+                } else {
+                    Change::Created
+                }
+            };
+            changes.insert(spec.name.clone(), change);
+            values.insert(spec.name.clone(), value);
+            secrets.insert(spec.name.clone(), record);
+        }
+        assert!(
+            waiting.len() < before,
+            "the policy's template graph was checked for cycles"
+        );
+        derived = waiting;
+    }
+    changes
+}
+
+/// Every value a stack delivers now, by output name (secrets removed from the policy excluded).
+pub(crate) fn stack_deliveries(stack: &StackRecord) -> Vec<Delivery> {
+    stack
+        .secrets
+        .values()
+        .filter(|r| !r.removed)
+        .flat_map(|r| {
+            r.outputs.iter().filter_map(|o| {
+                Some(Delivery {
+                    name: o.name.clone(),
+                    value: r.delivered(o.part)?,
+                })
+            })
+        })
+        .collect()
+}
+
+fn sink_list(sinks: &Sinks) -> Vec<&dyn Sink> {
+    [
+        sinks.files.as_ref().map(|s| s as &dyn Sink),
+        sinks.envfile.as_ref().map(|s| s as &dyn Sink),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Has every sink check every value, writing nothing.
+pub(crate) fn check_sinks(sinks: &Sinks, deliveries: &[Delivery]) -> Result<(), Error> {
+    for sink in sink_list(sinks) {
+        sink.check(deliveries)?;
+    }
+    Ok(())
+}
+
+/// Delivers `deliveries` to every sink of `stack` (checked first), then runs reload hooks for
+/// sinks that changed something.
+pub(crate) fn deliver_stack(
+    stack: &StackRecord,
+    deliveries: &[Delivery],
+) -> Result<Vec<DeliveryReport>, Error> {
+    check_sinks(&stack.sinks, deliveries)?;
+    let mut reports = Vec::new();
+    for sink in sink_list(&stack.sinks) {
+        reports.push(sink.deliver(deliveries)?);
+    }
+    if let Some(files) = &stack.sinks.files
+        && reports
+            .iter()
+            .any(|r| r.sink == "files" && !r.written.is_empty())
+        && let Some(hook) = &files.reload
+    {
+        crate::sinks::run_reload_hook(hook)?;
+    }
+    Ok(reports)
 }

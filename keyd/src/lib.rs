@@ -7,6 +7,8 @@
 //! - [`store`]: the age-encrypted, versioned store under the keyd home.
 //! - [`sinks`]: delivery to a directory of files or a compose env file.
 //! - [`apply()`]: reconcile a policy with the store and deliver (quickstart, apply).
+//! - [`rotation`]: the crash-safe rotation state machine, its audit log and scheduler.
+//! - [`targets`]: the `Target` trait outside systems implement.
 //! - [`secret`]: zeroizing secret types whose `Debug` prints nothing.
 
 #![forbid(unsafe_code)]
@@ -15,9 +17,11 @@
 mod apply;
 pub mod material;
 pub mod policy;
+pub mod rotation;
 pub mod secret;
 pub mod sinks;
 pub mod store;
+pub mod targets;
 
 pub use apply::{ApplyOptions, ApplyReport, Change, SecretSummary, apply, resolve_sinks};
 
@@ -55,6 +59,22 @@ pub enum Error {
         stored: policy::Kind,
         /// Kind in the policy.
         declared: policy::Kind,
+    },
+    /// The secret cannot be rotated.
+    #[error("{name} cannot be rotated: {reason}")]
+    NotRotatable {
+        /// The secret.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The test step refused the pending value.
+    #[error("{name}: the new value failed its test: {reason}")]
+    TestFailed {
+        /// The secret.
+        name: String,
+        /// What failed (no values).
+        reason: String,
     },
     /// A version that does not exist was asked for.
     #[error("{name} has no version {version}")]

@@ -114,6 +114,45 @@ pub fn jwks<'a>(keys: impl IntoIterator<Item = &'a Jwk>) -> String {
         + "\n"
 }
 
+/// Proves a key pair works: the private key signs (RS256), the public key verifies, and the
+/// JWK and `kid` describe that public key.
+pub fn prove(pair: &RsaKeyPair) -> Result<(), String> {
+    use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, UnparsedPublicKey};
+    let der = zeroize::Zeroizing::new(
+        pem_body(pair.private_pem.expose_secret()).ok_or("the private key is not PEM")?,
+    );
+    let key =
+        KeyPair::from_pkcs8(&der).map_err(|e| format!("the private key does not parse: {e}"))?;
+    let message = b"keyd rotation test";
+    let mut signature = vec![0u8; key.public_modulus_len()];
+    key.sign(
+        &RSA_PKCS1_SHA256,
+        &aws_lc_rs::rand::SystemRandom::new(),
+        message,
+        &mut signature,
+    )
+    .map_err(|_| "the private key cannot sign")?;
+    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, key.public_key().as_ref())
+        .verify(message, &signature)
+        .map_err(|_| "the signature does not verify")?;
+    let n = super::b64url_nopad(key.public_key().modulus().big_endian_without_leading_zero());
+    if n != pair.jwk.n || thumbprint(&pair.jwk.n, &pair.jwk.e) != pair.kid {
+        return Err("the JWK does not describe the private key".into());
+    }
+    Ok(())
+}
+
+/// The DER inside a PEM block.
+pub(crate) fn pem_body(pem: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.as_bytes())
+        .ok();
+    crate::secret::wipe(body.into_bytes());
+    der
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,3 +106,17 @@ pub fn generate(spec: &TlsSpec) -> Result<TlsCertificate, TlsError> {
         not_after: params.not_after.unix_timestamp(),
     })
 }
+
+/// Proves a certificate and key belong together: the key parses and its public key is the one
+/// inside the certificate.
+pub fn prove(cert: &TlsCertificate) -> Result<(), String> {
+    let key = KeyPair::from_pem(cert.key_pem.expose_secret())
+        .map_err(|e| format!("the key does not parse: {e}"))?;
+    let spki = key.public_key_raw();
+    let cert_der = super::rsa::pem_body(&cert.cert_pem).ok_or("the certificate is not PEM")?;
+    if cert_der.windows(spki.len()).any(|w| w == spki) {
+        Ok(())
+    } else {
+        Err("the certificate is not for this key".into())
+    }
+}

@@ -149,6 +149,8 @@ pub enum KindSpec {
         public: Option<String>,
         /// Name under which the JWKS is delivered.
         jwks: Option<String>,
+        /// How long a new key is published (in the JWKS) before it signs.
+        publish_ahead: Option<Duration>,
     },
     /// `kind = "tls"`.
     Tls {
@@ -290,6 +292,28 @@ pub struct FilesSink {
     pub uid: Option<u32>,
     /// Group of delivered files.
     pub gid: Option<u32>,
+    /// What to do after a delivery changed a file, so consumers re-read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<ReloadHook>,
+}
+
+/// A reload hook of the files sink: `reload = { signal = "HUP", pid_file = "/run/app.pid" }`
+/// or `reload = { command = ["nginx", "-s", "reload"] }`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadHook {
+    /// Send a signal to the process whose pid is in a file.
+    Signal {
+        /// HUP, USR1, USR2, INT or TERM.
+        signal: String,
+        /// The pid file.
+        pid_file: PathBuf,
+    },
+    /// Run a command (no shell, no secret in its argv or environment).
+    Command {
+        /// Program and arguments.
+        argv: Vec<String>,
+    },
 }
 
 impl FilesSink {
@@ -304,6 +328,7 @@ impl FilesSink {
             dir_mode: 0o755,
             uid: None,
             gid: None,
+            reload: None,
         }
     }
 }

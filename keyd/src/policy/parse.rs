@@ -9,8 +9,8 @@ use toml::de::{DeTable, DeValue};
 
 use super::duration;
 use super::{
-    EnvFileSink, FernetDelivery, FilesSink, KindSpec, Policy, PolicyError, Problem, SecretSpec,
-    Sinks,
+    EnvFileSink, FernetDelivery, FilesSink, KindSpec, Policy, PolicyError, Problem, ReloadHook,
+    SecretSpec, Sinks,
 };
 use crate::material::password::{self, Alphabet};
 use crate::material::rsa;
@@ -467,6 +467,9 @@ fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> Sinks {
                 sink.gid = s
                     .get("gid")
                     .map(|_| s.int_in(c, "gid", 0..=i64::from(u32::MAX - 1), 0).0 as u32);
+                if let Some(e) = s.get("reload") {
+                    sink.reload = check_reload(c, base, e);
+                }
                 sinks.files = Some(sink);
             }
             _ => f.wrong_type(c, e, "a table ([sinks.files])"),
@@ -498,6 +501,54 @@ fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> Sinks {
     sinks
 }
 
+const RELOAD_EXPECTED: &str = "reload = { signal = \"HUP\", pid_file = \"/run/app.pid\" } or reload = { command = [\"prog\", \"arg\"] }";
+
+fn check_reload(c: &mut Checker, base: &Path, e: &Entry<'_, '_>) -> Option<ReloadHook> {
+    let DeValue::Table(t) = e.value.get_ref() else {
+        c.err(
+            e.value.span().start,
+            format!("`reload` must be a table ({RELOAD_EXPECTED})"),
+        );
+        return None;
+    };
+    let f = Fields::new("`reload` of [sinks.files]", t);
+    f.only(
+        c,
+        &["signal", "pid_file", "command"],
+        "signal and pid_file, or command",
+    );
+    match (
+        f.str(c, "signal"),
+        f.str(c, "pid_file"),
+        f.str_list(c, "command"),
+    ) {
+        (Some((signal, s_at)), Some((pid_file, _)), None) => {
+            if !crate::sinks::SIGNALS.contains(&signal.as_str()) {
+                c.err(
+                    s_at,
+                    format!(
+                        "unknown signal {signal:?} (expected one of {})",
+                        crate::sinks::SIGNALS.join(", ")
+                    ),
+                );
+                return None;
+            }
+            let p = Path::new(&pid_file);
+            let pid_file = if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            };
+            Some(ReloadHook::Signal { signal, pid_file })
+        }
+        (None, None, Some((argv, _))) if !argv.is_empty() => Some(ReloadHook::Command { argv }),
+        _ => {
+            c.err(e.value.span().start, format!("`reload` needs either signal and pid_file, or a non-empty command ({RELOAD_EXPECTED})"));
+            None
+        }
+    }
+}
+
 fn check_secret(
     c: &mut Checker,
     src: &str,
@@ -522,7 +573,7 @@ fn check_secret(
         "password" => &["length", "alphabet", "allow_weak"],
         "token" => &["bytes", "encoding", "allow_weak"],
         "fernet" => &["keep", "deliver"],
-        "rsa" => &["bits", "public", "jwks"],
+        "rsa" => &["bits", "public", "jwks", "publish_ahead"],
         "tls" => &["key", "cn", "sans", "days", "key_type", "bits"],
         "literal" => &["value"],
         "template" => &["template"],
@@ -627,6 +678,7 @@ fn check_secret(
             bits: rsa_bits(c, &f),
             public: companion(c, "public"),
             jwks: companion(c, "jwks"),
+            publish_ahead: f.duration(c, "publish_ahead").map(|(d, _)| d),
         },
         "tls" => {
             let key = companion(c, "key");

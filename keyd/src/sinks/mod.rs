@@ -73,6 +73,60 @@ pub trait Sink {
     fn deliver(&self, deliveries: &[Delivery]) -> Result<DeliveryReport, SinkError>;
 }
 
+/// Signals a reload hook may send.
+pub const SIGNALS: [&str; 5] = ["HUP", "USR1", "USR2", "INT", "TERM"];
+
+/// Runs a files sink's reload hook after a delivery changed something. The command gets no
+/// secret: not in argv, not in its environment (keyd's own environment holds none).
+pub fn run_reload_hook(hook: &crate::policy::ReloadHook) -> Result<(), SinkError> {
+    use crate::policy::ReloadHook;
+    let fail = |path: &std::path::Path, source: std::io::Error| SinkError::Io {
+        sink: "files reload",
+        path: path.to_owned(),
+        source,
+    };
+    match hook {
+        ReloadHook::Signal { signal, pid_file } => {
+            let text = std::fs::read_to_string(pid_file).map_err(|e| fail(pid_file, e))?;
+            let pid = text
+                .trim()
+                .parse::<i32>()
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+                .ok_or_else(|| {
+                    fail(
+                        pid_file,
+                        std::io::Error::other("does not hold a process id"),
+                    )
+                })?;
+            let sig = match signal.as_str() {
+                "HUP" => rustix::process::Signal::HUP,
+                "USR1" => rustix::process::Signal::USR1,
+                "USR2" => rustix::process::Signal::USR2,
+                "INT" => rustix::process::Signal::INT,
+                _ => rustix::process::Signal::TERM,
+            };
+            rustix::process::kill_process(pid, sig).map_err(|e| fail(pid_file, e.into()))
+        }
+        ReloadHook::Command { argv } => {
+            let program = std::path::Path::new(&argv[0]);
+            let status = std::process::Command::new(program)
+                .args(&argv[1..])
+                .stdin(std::process::Stdio::null())
+                .status()
+                .map_err(|e| fail(program, e))?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(fail(
+                    program,
+                    std::io::Error::other(format!("reload command exited with {status}")),
+                ))
+            }
+        }
+    }
+}
+
 /// Compares two values without an early exit on the first differing byte.
 pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

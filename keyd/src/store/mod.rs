@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 pub use file::StoreError;
 pub(crate) use file::write_atomic;
 pub use model::{
-    Label, LookupError, OutputRecord, SecretRecord, StackRecord, StoreData, VersionRecord,
+    Label, LookupError, OutputRecord, Rotation, SecretRecord, StackRecord, Step, StoreData,
+    VersionRecord,
 };
 
 /// The keyd home: `identity.txt` (the X25519 age identity, 0600), `store.age` (the store,
@@ -121,6 +122,13 @@ impl Home {
         })
     }
 
+    /// Reads the store without any lock. Safe because every write replaces the file by rename:
+    /// this sees the state before or after a write, never a mix. Used to notice that another
+    /// process changed something while this one waited for the lock.
+    pub fn peek(&self) -> Result<StoreData, StoreError> {
+        load(self)
+    }
+
     /// Creates the identity and an empty store when neither exists. Refuses to make a new
     /// identity beside an existing store: that store could never be opened again.
     pub fn init(&self) -> Result<InitOutcome, StoreError> {
@@ -182,25 +190,29 @@ impl LockedStore {
 
     /// Decrypts and parses the store. Errors leave the file as it is.
     pub fn load(&self) -> Result<StoreData, StoreError> {
-        if !self.home.identity_path().exists() {
-            return Err(if self.home.store_path().exists() {
-                StoreError::IdentityMissing {
-                    identity: self.home.identity_path(),
-                    store: self.home.store_path(),
-                }
-            } else {
-                StoreError::NotInitialised {
-                    home: self.home.dir.clone(),
-                }
-            });
-        }
-        file::read_store(&self.home.identity_path(), &self.home.store_path())
+        load(&self.home)
     }
 
     /// Encrypts and writes the store atomically: temp file, fsync, rename, fsync the directory.
     pub fn save(&self, data: &StoreData) -> Result<(), StoreError> {
         file::write_store(&self.home.identity_path(), &self.home.store_path(), data)
     }
+}
+
+fn load(home: &Home) -> Result<StoreData, StoreError> {
+    if !home.identity_path().exists() {
+        return Err(if home.store_path().exists() {
+            StoreError::IdentityMissing {
+                identity: home.identity_path(),
+                store: home.store_path(),
+            }
+        } else {
+            StoreError::NotInitialised {
+                home: home.dir.clone(),
+            }
+        });
+    }
+    file::read_store(&home.identity_path(), &home.store_path())
 }
 
 /// Formats Unix seconds as RFC 3339 UTC (`2026-11-22T03:59:00Z`).

@@ -58,6 +58,63 @@ pub struct SecretRecord {
     pub fernet_list_keep: Option<usize>,
     /// Every version, oldest first.
     pub versions: Vec<VersionRecord>,
+    /// The rotation in flight, if any: the journal a restarted process resumes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
+    /// Declared by an earlier policy but not the one last applied: kept, not delivered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
+}
+
+/// The step a rotation in flight is about to perform. Persisted (fsynced) before the step
+/// acts, so a restarted process repeats exactly that step; every step is idempotent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    /// Make the target accept the pending value (probe first: skip if it already works).
+    Set,
+    /// Prove the pending value works.
+    Test,
+    /// Publish the pending value to sinks (fernet lists, JWKS, passwords, certificates).
+    Deliver,
+    /// Make pending current and current previous (after `publish_ahead` for RSA keys).
+    Promote,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Step::Set => "set",
+            Step::Test => "test",
+            Step::Deliver => "deliver",
+            Step::Promote => "promote",
+        })
+    }
+}
+
+/// A rotation in flight (the "create" step is done: the pending version exists).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Rotation {
+    /// The pending version's number.
+    pub pending: u64,
+    /// The next step to perform.
+    pub step: Step,
+    /// When the rotation started (Unix seconds).
+    pub started: i64,
+    /// When the pending value was delivered (for `publish_ahead`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<i64>,
+    /// Who asked (`keyctl uid=…`, `keyd schedule`, `api uid=…`).
+    pub by: String,
+    /// Failed attempts at the current step.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The last failure, without values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Not retried before this time (backoff after a failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<i64>,
 }
 
 /// A delivered name and the part of the material it carries.

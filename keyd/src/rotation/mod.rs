@@ -1,0 +1,642 @@
+//! Rotation: one crash-safe state machine for every kind. create → set → test → deliver →
+//! promote, then retire after the grace period. The rotation in flight is a journal in the
+//! store (`SecretRecord::rotation`), persisted before each step acts; every step is idempotent,
+//! and every resume begins by re-delivering the persisted state, so a process killed anywhere
+//! finishes exactly one rotation on its next start and never loses the current value.
+
+mod audit;
+pub mod schedule;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use audit::{AuditEntry, AuditLog};
+
+use crate::Error;
+use crate::apply::{deliver_stack, derive, generate, stack_deliveries, unix_now};
+use crate::material::{Material, fernet};
+use crate::policy::{Kind, KindSpec, Policy};
+use crate::sinks::DeliveryReport;
+use crate::store::{Home, Label, LockedStore, Rotation, Step, StoreData, VersionRecord};
+
+/// The grace period of a secret whose policy sets none.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(86_400);
+
+/// Where time comes from: the system clock in production, a controlled one in tests.
+pub trait Clock: Send + Sync {
+    /// Unix seconds now.
+    fn now(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        unix_now()
+    }
+}
+
+/// What happened to one secret.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    /// The stack.
+    pub stack: String,
+    /// The secret.
+    pub name: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Current version before.
+    pub from_version: u64,
+    /// Current version after (the pending one while a rotation waits or failed).
+    pub to_version: u64,
+    /// What happened.
+    pub result: OutcomeKind,
+    /// The step a rotation stopped at, if it did not finish.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<Step>,
+    /// Details (an error without values, when a rotation will continue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Kinds of outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// A new version was made and promoted.
+    Rotated,
+    /// A rotation in flight (left by a stopped process) was finished.
+    Resumed,
+    /// Another process rotated it while this one waited for the lock: no second rotation.
+    AlreadyRotated,
+    /// Delivered and waiting for `publish_ahead` before promote.
+    Waiting,
+    /// A step failed; the rotation stays at that step and will be retried.
+    Failed,
+    /// The previous version was retired.
+    Retired,
+    /// Nothing to retire.
+    NothingToRetire,
+}
+
+/// What a rotation, retire or scheduler pass did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RotationReport {
+    /// One entry per secret acted on.
+    pub outcomes: Vec<Outcome>,
+    /// Deliveries made.
+    pub deliveries: Vec<DeliveryReport>,
+}
+
+/// Where a process should stop on purpose (`KEYD_PAUSE_AFTER=create,set,…`): a testing aid
+/// that lets the crash tests SIGKILL the process exactly at each step boundary.
+fn pause_point(point: &str) {
+    if let Ok(points) = std::env::var("KEYD_PAUSE_AFTER")
+        && points.split(',').any(|p| p == point)
+    {
+        eprintln!("keyd: paused after {point}");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
+/// One locked session on the store: the rotation engine.
+pub(crate) struct Engine<'a> {
+    lock: &'a LockedStore,
+    pub(crate) data: StoreData,
+    clock: &'a dyn Clock,
+    by: String,
+    audit: AuditLog,
+    policies: HashMap<String, Policy>,
+    pub(crate) report: RotationReport,
+}
+
+impl<'a> Engine<'a> {
+    pub(crate) fn new(
+        lock: &'a LockedStore,
+        clock: &'a dyn Clock,
+        by: &str,
+    ) -> Result<Self, Error> {
+        let data = lock.load()?;
+        Ok(Engine {
+            audit: AuditLog::new(lock.home().dir().join("audit.log")),
+            lock,
+            data,
+            clock,
+            by: by.to_owned(),
+            policies: HashMap::new(),
+            report: RotationReport::default(),
+        })
+    }
+
+    fn policy(&mut self, stack: &str) -> Result<&Policy, Error> {
+        if !self.policies.contains_key(stack) {
+            let record = &self.data.stacks[stack];
+            let policy = Policy::parse(&record.policy_path, record.policy_source.clone())?;
+            self.policies.insert(stack.to_owned(), policy);
+        }
+        Ok(&self.policies[stack])
+    }
+
+    fn save(&self) -> Result<(), Error> {
+        Ok(self.lock.save(&self.data)?)
+    }
+
+    fn audit(
+        &self,
+        stack: &str,
+        secret: &str,
+        version: u64,
+        step: &str,
+        outcome: &str,
+        error: Option<&str>,
+    ) {
+        self.audit.write(&AuditEntry {
+            time: crate::store::format_time(self.clock.now()),
+            stack,
+            secret,
+            version,
+            step,
+            outcome,
+            by: &self.by,
+            error,
+        });
+    }
+
+    /// Re-derives templates of `stack` from what is delivered now. Persisting is the caller's.
+    fn rederive(&mut self, stack: &str) -> Result<(), Error> {
+        let now = self.clock.now();
+        let policy = self.policy(stack)?.clone();
+        let record = self.data.stacks.get_mut(stack).expect("stack exists");
+        derive(&policy, &mut record.secrets, now);
+        Ok(())
+    }
+
+    /// Delivers the persisted state of `stack` (unchanged files are left alone).
+    pub(crate) fn deliver(&mut self, stack: &str) -> Result<(), Error> {
+        let record = &self.data.stacks[stack];
+        let deliveries = stack_deliveries(record);
+        let reports = deliver_stack(record, &deliveries)?;
+        for r in reports.into_iter().filter(|r| !r.written.is_empty()) {
+            self.report.deliveries.push(r);
+        }
+        Ok(())
+    }
+
+    fn outcome(
+        &mut self,
+        stack: &str,
+        name: &str,
+        from: u64,
+        result: OutcomeKind,
+        message: Option<String>,
+    ) {
+        let record = &self.data.stacks[stack].secrets[name];
+        let step = record.rotation.as_ref().map(|r| r.step);
+        let to = record
+            .rotation
+            .as_ref()
+            .map(|r| r.pending)
+            .or_else(|| record.current().map(|v| v.number))
+            .unwrap_or(0);
+        self.report.outcomes.push(Outcome {
+            stack: stack.to_owned(),
+            name: name.to_owned(),
+            kind: record.kind,
+            from_version: from,
+            to_version: to,
+            result,
+            step,
+            message,
+        });
+    }
+
+    /// Starts a rotation of `stack/name`: the create step. The pending version is persisted
+    /// before anything else happens.
+    pub(crate) fn start(&mut self, stack: &str, name: &str) -> Result<(), Error> {
+        let now = self.clock.now();
+        let spec = self
+            .policy(stack)?
+            .secret(name)
+            .ok_or_else(|| Error::NotRotatable {
+                name: name.to_owned(),
+                reason: "it is no longer in the stack's policy".into(),
+            })?
+            .clone();
+        if !spec.kind.kind().is_random() {
+            return Err(Error::NotRotatable {
+                name: name.to_owned(),
+                reason: format!(
+                    "{} values follow the policy: edit it and run `keyctl apply`",
+                    spec.kind.kind()
+                ),
+            });
+        }
+        let material = generate(&spec.kind)?;
+        let by = self.by.clone();
+        let record = self
+            .data
+            .stacks
+            .get_mut(stack)
+            .and_then(|s| s.secrets.get_mut(name))
+            .expect("secret exists");
+        let number = record.next_number();
+        record.versions.push(VersionRecord {
+            number,
+            label: Some(Label::Pending),
+            created: now,
+            promoted: None,
+            retired: None,
+            params: crate::apply::params_text(&spec.kind),
+            material,
+        });
+        record.rotation = Some(Rotation {
+            pending: number,
+            step: Step::Set,
+            started: now,
+            delivered_at: None,
+            by,
+            attempts: 0,
+            last_error: None,
+            retry_at: None,
+        });
+        self.save()?;
+        self.audit(stack, name, number, "create", "ok", None);
+        pause_point("create");
+        Ok(())
+    }
+
+    /// Runs the rotation in flight of `stack/name` as far as it can go now.
+    pub(crate) fn advance(
+        &mut self,
+        stack: &str,
+        name: &str,
+        from: u64,
+        resumed: bool,
+    ) -> Result<(), Error> {
+        // A resumed rotation first re-delivers what was persisted: the step that was cut off
+        // may have persisted a state its delivery never reached.
+        if resumed {
+            let pending = self.data.stacks[stack].secrets[name]
+                .rotation
+                .as_ref()
+                .map_or(0, |r| r.pending);
+            self.audit(stack, name, pending, "resume", "ok", None);
+            self.deliver(stack)?;
+        }
+        loop {
+            let record = &self.data.stacks[stack].secrets[name];
+            let Some(rotation) = record.rotation.clone() else {
+                let kind = if resumed {
+                    OutcomeKind::Resumed
+                } else {
+                    OutcomeKind::Rotated
+                };
+                self.outcome(stack, name, from, kind, None);
+                return Ok(());
+            };
+            let result = match rotation.step {
+                Step::Set => self.step_set(stack, name, &rotation),
+                Step::Test => self.step_test(stack, name, &rotation),
+                Step::Deliver => self.step_deliver(stack, name, &rotation),
+                Step::Promote => match self.step_promote(stack, name, &rotation)? {
+                    true => Ok(()),
+                    false => {
+                        self.outcome(
+                            stack,
+                            name,
+                            from,
+                            OutcomeKind::Waiting,
+                            Some("delivered; waiting for publish_ahead before promote".into()),
+                        );
+                        return Ok(());
+                    }
+                },
+            };
+            if let Err(e) = result {
+                let message = e.to_string();
+                let now = self.clock.now();
+                let record = self
+                    .data
+                    .stacks
+                    .get_mut(stack)
+                    .and_then(|s| s.secrets.get_mut(name))
+                    .expect("secret");
+                let r = record.rotation.as_mut().expect("in flight");
+                r.attempts += 1;
+                r.last_error = Some(message.clone());
+                r.retry_at = Some(now + backoff(r.attempts));
+                let (pending, step) = (r.pending, r.step);
+                self.save()?;
+                self.audit(
+                    stack,
+                    name,
+                    pending,
+                    &step.to_string(),
+                    "failed",
+                    Some(&message),
+                );
+                self.outcome(stack, name, from, OutcomeKind::Failed, Some(message));
+                return Ok(());
+            }
+        }
+    }
+
+    fn set_step(&mut self, stack: &str, name: &str, step: Step) {
+        let now = self.clock.now();
+        let r = self
+            .data
+            .stacks
+            .get_mut(stack)
+            .and_then(|s| s.secrets.get_mut(name))
+            .and_then(|s| s.rotation.as_mut())
+            .expect("in flight");
+        r.step = step;
+        r.attempts = 0;
+        r.last_error = None;
+        r.retry_at = None;
+        if step == Step::Promote {
+            r.delivered_at = Some(now);
+        }
+    }
+
+    fn step_set(&mut self, stack: &str, name: &str, rotation: &Rotation) -> Result<(), Error> {
+        // Targets (PostgreSQL, Redis) plug in here: probe with `accepts`, then `set`.
+        self.set_step(stack, name, Step::Test);
+        self.save()?;
+        self.audit(stack, name, rotation.pending, "set", "ok", None);
+        pause_point("set");
+        Ok(())
+    }
+
+    fn step_test(&mut self, stack: &str, name: &str, rotation: &Rotation) -> Result<(), Error> {
+        let record = &self.data.stacks[stack].secrets[name];
+        let pending = record
+            .version(rotation.pending)
+            .expect("pending version exists");
+        prove(&pending.material, record.current().map(|v| &v.material)).map_err(|reason| {
+            Error::TestFailed {
+                name: name.to_owned(),
+                reason,
+            }
+        })?;
+        self.set_step(stack, name, Step::Deliver);
+        self.save()?;
+        self.audit(stack, name, rotation.pending, "test", "ok", None);
+        pause_point("test");
+        Ok(())
+    }
+
+    fn step_deliver(&mut self, stack: &str, name: &str, rotation: &Rotation) -> Result<(), Error> {
+        // The pending value becomes visible to sinks (see SecretRecord::delivered) once the
+        // step is Promote; templates using it are re-derived in the same write.
+        self.set_step(stack, name, Step::Promote);
+        self.rederive(stack)?;
+        self.save()?;
+        pause_point("deliver-persisted");
+        self.deliver(stack)?;
+        self.audit(stack, name, rotation.pending, "deliver", "ok", None);
+        pause_point("deliver");
+        Ok(())
+    }
+
+    /// Promotes when `publish_ahead` has passed; `false` while waiting.
+    fn step_promote(
+        &mut self,
+        stack: &str,
+        name: &str,
+        rotation: &Rotation,
+    ) -> Result<bool, Error> {
+        let now = self.clock.now();
+        let ahead = match &self.policy(stack)?.secret(name).map(|s| &s.kind) {
+            Some(KindSpec::Rsa { publish_ahead, .. }) => *publish_ahead,
+            _ => None,
+        };
+        if let (Some(ahead), Some(at)) = (ahead, rotation.delivered_at)
+            && now < at + ahead.as_secs() as i64
+        {
+            return Ok(false);
+        }
+        let record = self
+            .data
+            .stacks
+            .get_mut(stack)
+            .and_then(|s| s.secrets.get_mut(name))
+            .expect("secret");
+        let keeps_older = record.fernet_list_keep.is_some_and(|keep| keep > 2);
+        for v in &mut record.versions {
+            match v.label {
+                Some(Label::Previous) => {
+                    v.label = None;
+                    if !keeps_older {
+                        v.retired = Some(now);
+                    }
+                }
+                Some(Label::Current) => v.label = Some(Label::Previous),
+                Some(Label::Pending) if v.number == rotation.pending => {
+                    v.label = Some(Label::Current);
+                    v.promoted = Some(now);
+                }
+                _ => {}
+            }
+        }
+        record.rotation = None;
+        self.rederive(stack)?;
+        self.save()?;
+        pause_point("promote-persisted");
+        self.deliver(stack)?;
+        self.audit(stack, name, rotation.pending, "promote", "ok", None);
+        pause_point("promote");
+        Ok(true)
+    }
+
+    /// Ends the overlap of `stack/name` now: the previous version (and any older key still in
+    /// a fernet list) stops being delivered.
+    pub(crate) fn retire(&mut self, stack: &str, name: &str) -> Result<(), Error> {
+        let now = self.clock.now();
+        let record = self
+            .data
+            .stacks
+            .get_mut(stack)
+            .and_then(|s| s.secrets.get_mut(name))
+            .expect("secret");
+        let from = record.current().map_or(0, |v| v.number);
+        let current = record.current().map(|v| v.number);
+        let mut retired = Vec::new();
+        for v in &mut record.versions {
+            let older_live = v.label.is_none() && v.retired.is_none();
+            if v.label == Some(Label::Previous)
+                || (older_live && Some(v.number) != current && v.number < from)
+            {
+                // Targets plug in here: `retire(old, current)` before the label changes.
+                v.label = None;
+                v.retired = Some(now);
+                retired.push(v.number);
+            }
+        }
+        if retired.is_empty() {
+            self.outcome(stack, name, from, OutcomeKind::NothingToRetire, None);
+            return Ok(());
+        }
+        self.rederive(stack)?;
+        self.save()?;
+        self.deliver(stack)?;
+        for v in &retired {
+            self.audit(stack, name, *v, "retire", "ok", None);
+        }
+        self.outcome(
+            stack,
+            name,
+            from,
+            OutcomeKind::Retired,
+            Some(format!("retired version(s) {retired:?}")),
+        );
+        Ok(())
+    }
+}
+
+/// Seconds to wait before retrying a failed step: 30 s doubling, at most an hour.
+fn backoff(attempts: u32) -> i64 {
+    (30i64 << attempts.min(7).saturating_sub(1)).min(3600)
+}
+
+/// The test step: proves a pending value works before anyone depends on it.
+fn prove(pending: &Material, current: Option<&Material>) -> Result<(), String> {
+    match pending {
+        Material::Text { value } => {
+            if value.is_empty() {
+                return Err("the pending value is empty".into());
+            }
+            // A Fernet key must encrypt, and decrypt inside the list that will be delivered.
+            if let Ok(key) = fernet::FernetKey::parse(value.expose_secret())
+                && value.len() == 44
+            {
+                let token = key.encrypt(b"keyd rotation test", unix_now() as u64);
+                let mut list = vec![key];
+                if let Some(Material::Text { value }) = current {
+                    list.extend(fernet::FernetKey::parse(value.expose_secret()));
+                }
+                fernet::decrypt_with_any(&list, &token).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
+        Material::Rsa(pair) => crate::material::rsa::prove(pair),
+        Material::Tls(cert) => crate::material::tls::prove(cert),
+    }
+}
+
+/// Who is acting, for the audit log: the program and the caller's uid and pid.
+pub fn actor(program: &str) -> String {
+    format!(
+        "{program} uid={} pid={}",
+        rustix::process::getuid().as_raw(),
+        std::process::id()
+    )
+}
+
+/// The secrets a selector names: a secret or companion name (`NAME`, `STACK/NAME`), or a kind
+/// (`fernet`, `STACK/fernet`) for every secret of that kind.
+pub fn select(data: &StoreData, selector: &str) -> Result<Vec<(String, String)>, Error> {
+    let (stack_filter, rest) = match selector.split_once('/') {
+        Some((s, r)) => (Some(s), r),
+        None => (None, selector),
+    };
+    if let Some(kind) = Kind::ALL.into_iter().find(|k| k.as_str() == rest) {
+        let found: Vec<(String, String)> = data
+            .stacks
+            .iter()
+            .filter(|(s, _)| stack_filter.is_none_or(|f| f == s.as_str()))
+            .flat_map(|(s, rec)| {
+                rec.secrets
+                    .iter()
+                    .filter(|(_, r)| r.kind == kind && !r.removed)
+                    .map(move |(n, _)| (s.clone(), n.clone()))
+            })
+            .collect();
+        if found.is_empty() {
+            return Err(crate::store::LookupError::NotFound(selector.to_owned()).into());
+        }
+        return Ok(found);
+    }
+    let (stack, secret, _, _) = data.find_output(selector)?;
+    Ok(vec![(stack.to_owned(), secret.to_owned())])
+}
+
+/// Rotates every secret `selector` names (see [`select`]); resumes a rotation in flight instead
+/// of starting a second one, and does nothing for a secret another process rotated while this
+/// one waited for the lock.
+pub fn rotate(
+    home: &Home,
+    selector: &str,
+    clock: &dyn Clock,
+    by: &str,
+) -> Result<RotationReport, Error> {
+    // What the caller saw before waiting for the lock (rename-safe read, no lock).
+    let seen = home.peek().ok();
+    let lock = home.lock()?;
+    let mut engine = Engine::new(&lock, clock, by)?;
+    let selected = select(&engine.data, selector)?;
+    for (stack, name) in &selected {
+        let record = &engine.data.stacks[stack].secrets[name];
+        let from = record.current().map_or(0, |v| v.number);
+        if record.rotation.is_some() {
+            engine.advance(stack, name, from, true)?;
+            continue;
+        }
+        let seen_version = seen
+            .as_ref()
+            .and_then(|d| d.stacks.get(stack))
+            .and_then(|s| s.secrets.get(name))
+            .map(|r| (r.current().map(|v| v.number), r.rotation.is_some()));
+        if seen_version.is_some_and(|(v, in_flight)| in_flight || v != Some(from)) {
+            engine.outcome(
+                stack,
+                name,
+                from,
+                OutcomeKind::AlreadyRotated,
+                Some("rotated by another process while this one waited".into()),
+            );
+            continue;
+        }
+        engine.start(stack, name)?;
+        engine.advance(stack, name, from, false)?;
+    }
+    Ok(engine.report)
+}
+
+/// Ends the overlap of the secret `name` now (see `Engine::retire`).
+pub fn retire(
+    home: &Home,
+    name: &str,
+    clock: &dyn Clock,
+    by: &str,
+) -> Result<RotationReport, Error> {
+    let lock = home.lock()?;
+    let mut engine = Engine::new(&lock, clock, by)?;
+    let (stack, secret, _, _) = engine.data.find_output(name)?;
+    let (stack, secret) = (stack.to_owned(), secret.to_owned());
+    if engine.data.stacks[&stack].secrets[&secret]
+        .rotation
+        .is_some()
+    {
+        let from = engine.data.stacks[&stack].secrets[&secret]
+            .current()
+            .map_or(0, |v| v.number);
+        engine.advance(&stack, &secret, from, true)?;
+    }
+    engine.retire(&stack, &secret)?;
+    Ok(engine.report)
+}
+
+/// Grace period of a secret (policy value or [`DEFAULT_GRACE`]).
+pub(crate) fn grace_of(policy: &Policy, name: &str) -> Duration {
+    policy
+        .secret(name)
+        .and_then(|s| s.grace)
+        .unwrap_or(DEFAULT_GRACE)
+}

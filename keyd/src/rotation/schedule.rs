@@ -1,0 +1,200 @@
+//! The scheduler: what is due at a given time (resume a rotation in flight, rotate when
+//! `rotate` has passed since the current version was promoted, retire when `grace` has passed),
+//! and when to wake up next. Pure functions of the store and the time, so tests drive them with
+//! a controlled clock instead of sleeping.
+
+use serde::Serialize;
+
+use super::{Clock, Engine, OutcomeKind, RotationReport, grace_of};
+use crate::Error;
+use crate::policy::{KindSpec, Policy};
+use crate::store::{Home, Label, StoreData};
+
+/// One thing to do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Continue a rotation in flight.
+    Resume {
+        /// The stack.
+        stack: String,
+        /// The secret.
+        name: String,
+    },
+    /// Start a scheduled rotation.
+    Rotate {
+        /// The stack.
+        stack: String,
+        /// The secret.
+        name: String,
+    },
+    /// End an overlap whose grace period has passed.
+    Retire {
+        /// The stack.
+        stack: String,
+        /// The secret.
+        name: String,
+    },
+}
+
+/// Everything due at `now`, and the earliest later time something becomes due.
+pub fn plan(data: &StoreData, now: i64) -> (Vec<Action>, Option<i64>) {
+    let mut due = Vec::new();
+    let mut next: Option<i64> = None;
+    let mut later = |t: i64| next = Some(next.map_or(t, |n| n.min(t)));
+    for (stack, record) in &data.stacks {
+        let Ok(policy) = Policy::parse(&record.policy_path, record.policy_source.clone()) else {
+            continue; // applied policies were valid; a newer keyd may read them differently
+        };
+        for (name, secret) in record.secrets.iter().filter(|(_, s)| !s.removed) {
+            let Some(spec) = policy.secret(name) else {
+                continue;
+            };
+            let (s, n) = (stack.clone(), name.clone());
+            if let Some(rotation) = &secret.rotation {
+                let ahead = match &spec.kind {
+                    KindSpec::Rsa {
+                        publish_ahead: Some(a),
+                        ..
+                    } => rotation.delivered_at.map(|d| d + a.as_secs() as i64),
+                    _ => None,
+                };
+                let at = rotation
+                    .retry_at
+                    .into_iter()
+                    .chain(ahead)
+                    .max()
+                    .unwrap_or(now);
+                if at <= now {
+                    due.push(Action::Resume { stack: s, name: n });
+                } else {
+                    later(at);
+                }
+                continue;
+            }
+            let Some(current) = secret.current() else {
+                continue;
+            };
+            let since = current.promoted.unwrap_or(current.created);
+            let has_older = secret.versions.iter().any(|v| {
+                v.label == Some(Label::Previous) || (v.label.is_none() && v.retired.is_none())
+            });
+            if has_older {
+                let at = since + grace_of(&policy, name).as_secs() as i64;
+                if at <= now {
+                    due.push(Action::Retire {
+                        stack: s.clone(),
+                        name: n.clone(),
+                    });
+                } else {
+                    later(at);
+                }
+            }
+            if let Some(interval) = spec.rotate {
+                let at = since + interval.as_secs() as i64;
+                if at <= now {
+                    due.push(Action::Rotate { stack: s, name: n });
+                } else {
+                    later(at);
+                }
+            }
+        }
+    }
+    (due, next)
+}
+
+/// Does everything due now under the store lock (resumes first), and returns what it did and
+/// when to run again.
+pub fn run_due(
+    home: &Home,
+    clock: &dyn Clock,
+    by: &str,
+) -> Result<(RotationReport, Option<i64>), Error> {
+    let lock = home.lock()?;
+    let mut engine = Engine::new(&lock, clock, by)?;
+    let (actions, _) = plan(&engine.data, clock.now());
+    for action in actions {
+        match action {
+            Action::Resume { stack, name } => {
+                let from = engine.data.stacks[&stack].secrets[&name]
+                    .current()
+                    .map_or(0, |v| v.number);
+                engine.advance(&stack, &name, from, true)?;
+            }
+            Action::Rotate { stack, name } => {
+                let from = engine.data.stacks[&stack].secrets[&name]
+                    .current()
+                    .map_or(0, |v| v.number);
+                engine.start(&stack, &name)?;
+                engine.advance(&stack, &name, from, false)?;
+            }
+            Action::Retire { stack, name } => engine.retire(&stack, &name)?,
+        }
+    }
+    // A failed step leaves a retry time; the next plan accounts for it.
+    let (_, next) = plan(&engine.data, clock.now());
+    let report = engine.report;
+    debug_assert!(
+        report
+            .outcomes
+            .iter()
+            .all(|o| o.result != OutcomeKind::AlreadyRotated)
+    );
+    Ok((report, next))
+}
+
+/// One secret's rotation status (no values).
+#[derive(Clone, Debug, Serialize)]
+pub struct SecretStatus {
+    /// The stack.
+    pub stack: String,
+    /// The secret.
+    pub name: String,
+    /// Its kind.
+    pub kind: crate::policy::Kind,
+    /// Current version.
+    pub version: Option<u64>,
+    /// Seconds since the current version was promoted.
+    pub age_seconds: Option<i64>,
+    /// The previous version, while its overlap lasts.
+    pub previous: Option<u64>,
+    /// When the next scheduled rotation is due (RFC 3339), if the policy sets `rotate`.
+    pub next_rotation: Option<String>,
+    /// When the overlap ends (RFC 3339), while there is one.
+    pub retire_at: Option<String>,
+    /// The rotation in flight.
+    pub rotation: Option<crate::store::Rotation>,
+}
+
+/// The status of every secret at `now`.
+pub fn status(data: &StoreData, now: i64) -> Vec<SecretStatus> {
+    let mut out = Vec::new();
+    for (stack, record) in &data.stacks {
+        let policy = Policy::parse(&record.policy_path, record.policy_source.clone()).ok();
+        for (name, secret) in record.secrets.iter().filter(|(_, s)| !s.removed) {
+            let current = secret.current();
+            let since = current.map(|v| v.promoted.unwrap_or(v.created));
+            let spec = policy.as_ref().and_then(|p| p.secret(name));
+            let previous = secret.labelled(Label::Previous).map(|v| v.number);
+            let grace = policy.as_ref().map(|p| grace_of(p, name));
+            out.push(SecretStatus {
+                stack: stack.clone(),
+                name: name.clone(),
+                kind: secret.kind,
+                version: current.map(|v| v.number),
+                age_seconds: since.map(|s| now - s),
+                previous,
+                next_rotation: spec
+                    .and_then(|s| s.rotate)
+                    .zip(since)
+                    .map(|(r, s)| crate::store::format_time(s + r.as_secs() as i64)),
+                retire_at: previous
+                    .and(since)
+                    .zip(grace)
+                    .map(|(s, g)| crate::store::format_time(s + g.as_secs() as i64)),
+                rotation: secret.rotation.clone(),
+            });
+        }
+    }
+    out
+}
