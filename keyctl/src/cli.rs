@@ -41,6 +41,11 @@ pub struct Args {
     #[arg(long, global = true, env = "KEYD_HOME", value_name = "DIR")]
     home: Option<PathBuf>,
 
+    /// The daemon's API socket: rotate, retire and status go through a running keyd.
+    /// Default: <home>/keyd.sock
+    #[arg(long, global = true, env = "KEYD_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -334,7 +339,17 @@ pub fn run(args: Args) -> Result<(), Failure> {
         }
         Command::Rotate { selector, json } => {
             let home = home(args.home)?;
-            let report = keyd::rotation::rotate(&home, &selector, &SystemClock, &actor("keyctl"))?;
+            let body = serde_json::json!({ "selector": selector });
+            let report = match via_daemon(
+                &home,
+                args.socket.as_deref(),
+                "POST",
+                "/v1/rotate",
+                Some(&body),
+            )? {
+                Some(report) => report,
+                None => keyd::rotation::rotate(&home, &selector, &SystemClock, &actor("keyctl"))?,
+            };
             let mut out = String::new();
             output::rotation(&mut out, &report, json);
             write_stdout(out.as_bytes())?;
@@ -342,7 +357,17 @@ pub fn run(args: Args) -> Result<(), Failure> {
         }
         Command::Retire { name, json } => {
             let home = home(args.home)?;
-            let report = keyd::rotation::retire(&home, &name, &SystemClock, &actor("keyctl"))?;
+            let body = serde_json::json!({ "name": name });
+            let report = match via_daemon(
+                &home,
+                args.socket.as_deref(),
+                "POST",
+                "/v1/retire",
+                Some(&body),
+            )? {
+                Some(report) => report,
+                None => keyd::rotation::retire(&home, &name, &SystemClock, &actor("keyctl"))?,
+            };
             let mut out = String::new();
             output::rotation(&mut out, &report, json);
             write_stdout(out.as_bytes())?;
@@ -350,8 +375,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
         }
         Command::Status { json } => {
             let home = home(args.home)?;
-            let data = home.lock_shared()?.load()?;
-            let status = keyd::rotation::schedule::status(&data, SystemClock.now());
+            let status = match via_daemon(&home, args.socket.as_deref(), "GET", "/v1/status", None)?
+            {
+                Some(status) => status,
+                None => {
+                    let data = home.lock_shared()?.load()?;
+                    keyd::rotation::schedule::status(&data, SystemClock.now())
+                }
+            };
             let mut out = String::new();
             output::status(&mut out, &status, json);
             write_stdout(out.as_bytes())
@@ -370,6 +401,42 @@ pub fn run(args: Args) -> Result<(), Failure> {
             write_stdout(text.as_bytes())
         }
     }
+}
+
+/// Sends a request to the daemon when one answers on the socket; `None` when none runs, so
+/// the caller does the same work on the store under its lock.
+fn via_daemon<T: serde::de::DeserializeOwned>(
+    home: &Home,
+    socket: Option<&Path>,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<Option<T>, Failure> {
+    let socket = socket.map_or_else(|| home.dir().join("keyd.sock"), Path::to_owned);
+    let Some(mut stream) = keyd::daemon::client::connect(&socket) else {
+        return Ok(None);
+    };
+    let (status, response) = keyd::daemon::client::call(&mut stream, &socket, method, path, body)
+        .map_err(|e| Failure::new(1, e.to_string(), None))?;
+    if status != 200 {
+        let message = serde_json::from_slice::<serde_json::Value>(&response)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        let code = match status {
+            403 => 4,
+            404 => 5,
+            _ => 1,
+        };
+        return Err(Failure::new(code, format!("keyd: {message}"), None));
+    }
+    serde_json::from_slice(&response).map(Some).map_err(|e| {
+        Failure::new(
+            1,
+            format!("keyd answered something keyctl cannot read: {e}"),
+            None,
+        )
+    })
 }
 
 /// A rotation whose step failed exits 1 after printing its report: it stays in flight and is

@@ -9,12 +9,14 @@
 //! - [`apply()`]: reconcile a policy with the store and deliver (quickstart, apply).
 //! - [`rotation`]: the crash-safe rotation state machine, its audit log and scheduler.
 //! - [`targets`]: the `Target` trait outside systems implement.
+//! - [`daemon`]: the keyd daemon: scheduler and local API on a Unix socket.
 //! - [`secret`]: zeroizing secret types whose `Debug` prints nothing.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod apply;
+pub mod daemon;
 pub mod material;
 pub mod policy;
 pub mod rotation;

@@ -1,17 +1,72 @@
-//! `keyd`, the daemon: for now it reports its version; scheduling, rotation and the local API
-//! arrive with the rotation work. Kept thin: behaviour lives in the `keyd` library.
+//! `keyd`, the daemon: parses arguments and calls into the `keyd` library. Exit codes: 0 done,
+//! 1 failure, 2 bad arguments, 4 the store cannot be opened.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
+use keyd::rotation::SystemClock;
+use keyd::store::Home;
+
+/// keyd: rotates and delivers a stack's secrets on schedule, and serves the local API.
+#[derive(Parser, Debug)]
+#[command(
+    name = "keyd",
+    version,
+    about,
+    after_help = "Exit codes: 0 stopped cleanly, 1 failure, 2 bad arguments, 4 the store cannot be opened"
+)]
+struct Args {
+    /// The keyd home (identity.txt, store.age). Default: $XDG_DATA_HOME/keyd or ~/.local/share/keyd
+    #[arg(long, env = "KEYD_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// The API socket. Default: <home>/keyd.sock
+    #[arg(long, env = "KEYD_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Mode of the socket file (octal)
+    #[arg(long, default_value = "0600", value_parser = parse_mode)]
+    socket_mode: u32,
+    /// Also allow this uid to use the API (repeatable; the daemon's uid and root always may)
+    #[arg(long = "allow-uid", value_name = "UID")]
+    allow_uids: Vec<u32>,
+    /// Finish rotations in flight, re-deliver, do whatever is due, then exit (for cron, timers)
+    #[arg(long)]
+    once: bool,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode like 0600"))
+}
+
 fn main() -> ExitCode {
-    match std::env::args().nth(1).as_deref() {
-        Some("--version" | "-V") | None => {
-            println!("keyd {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Some(_) => {
-            eprintln!("keyd: the daemon is not available in this version; use keyctl");
-            ExitCode::from(2)
+    let args = Args::parse();
+    let Some(dir) = args.home.or_else(Home::default_dir) else {
+        eprintln!("keyd: no home: set --home or KEYD_HOME");
+        return ExitCode::from(2);
+    };
+    let result = if args.once {
+        keyd::daemon::start_up(&Home::new(&dir), &SystemClock, "keyd once")
+            .map(|(report, _)| keyd::daemon::log_report(&report))
+    } else {
+        keyd::daemon::run_daemon(keyd::daemon::Config {
+            socket: args.socket.unwrap_or_else(|| dir.join("keyd.sock")),
+            home: dir,
+            socket_mode: args.socket_mode,
+            allow_uids: args.allow_uids,
+        })
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyd: {e}");
+            ExitCode::from(if matches!(e, keyd::Error::Store(_)) {
+                4
+            } else {
+                1
+            })
         }
     }
 }

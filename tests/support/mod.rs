@@ -17,18 +17,57 @@ pub fn binary(name: &str) -> PathBuf {
         .and_then(Path::parent)
         .expect("target/<profile>");
     let path = dir.join(name);
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing: run `cargo build --workspace` before the tests (the README's test command does)",
+            path.display()
+        )
+    });
+    // `cargo test` does not rebuild other packages' binaries: refuse to test a stale one.
+    let newest_source = ["keyd/src", "keyctl/src"]
+        .iter()
+        .flat_map(|d| walk(&workspace().join(d)))
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .max()
+        .expect("sources");
     assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace` before the tests (the README's test command does)",
+        built >= newest_source,
+        "{} is older than the sources: run `cargo build --workspace` first",
         path.display()
     );
     path
 }
 
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// `keyd` with `--home home`.
+pub fn keyd(home: &Path) -> Command {
+    let mut cmd = Command::new(binary("keyd"));
+    cmd.arg("--home")
+        .arg(home)
+        .env_remove("KEYD_HOME")
+        .env_remove("KEYD_SOCKET");
+    cmd
+}
+
 /// `keyctl` with `--home home`.
 pub fn keyctl(home: &Path) -> Command {
     let mut cmd = Command::new(binary("keyctl"));
-    cmd.arg("--home").arg(home).env_remove("KEYD_HOME");
+    cmd.arg("--home")
+        .arg(home)
+        .env_remove("KEYD_HOME")
+        .env_remove("KEYD_SOCKET");
     cmd
 }
 

@@ -10,7 +10,7 @@ pub mod schedule;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use audit::{AuditEntry, AuditLog};
 
@@ -41,7 +41,7 @@ impl Clock for SystemClock {
 }
 
 /// What happened to one secret.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Outcome {
     /// The stack.
     pub stack: String,
@@ -64,7 +64,7 @@ pub struct Outcome {
 }
 
 /// Kinds of outcome.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeKind {
     /// A new version was made and promoted.
@@ -84,7 +84,7 @@ pub enum OutcomeKind {
 }
 
 /// What a rotation, retire or scheduler pass did.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RotationReport {
     /// One entry per secret acted on.
     pub outcomes: Vec<Outcome>,
@@ -92,16 +92,16 @@ pub struct RotationReport {
     pub deliveries: Vec<DeliveryReport>,
 }
 
-/// Where a process should stop on purpose (`KEYD_PAUSE_AFTER=create,set,…`): a testing aid
-/// that lets the crash tests SIGKILL the process exactly at each step boundary.
+/// Where a process stops on purpose (`KEYD_PAUSE_AFTER=create,set,…`): a testing aid that
+/// lets the crash tests SIGKILL the process exactly at a step boundary, and the concurrency
+/// tests hold a rotation while another process queues behind it. It announces the pause on
+/// stderr, then waits for a line (or end of input) on stdin.
 fn pause_point(point: &str) {
     if let Ok(points) = std::env::var("KEYD_PAUSE_AFTER")
         && points.split(',').any(|p| p == point)
     {
         eprintln!("keyd: paused after {point}");
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
+        let _ = std::io::stdin().read_line(&mut String::new());
     }
 }
 
@@ -282,11 +282,10 @@ impl<'a> Engine<'a> {
         // A resumed rotation first re-delivers what was persisted: the step that was cut off
         // may have persisted a state its delivery never reached.
         if resumed {
-            let pending = self.data.stacks[stack].secrets[name]
-                .rotation
-                .as_ref()
-                .map_or(0, |r| r.pending);
-            self.audit(stack, name, pending, "resume", "ok", None);
+            // Logged as the step it resumes, so the log reads as one walk through the steps.
+            if let Some(r) = self.data.stacks[stack].secrets[name].rotation.clone() {
+                self.audit(stack, name, r.pending, &r.step.to_string(), "resumed", None);
+            }
             self.deliver(stack)?;
         }
         loop {
@@ -317,6 +316,7 @@ impl<'a> Engine<'a> {
                         return Ok(());
                     }
                 },
+                Step::Finish => self.step_finish(stack, name, &rotation),
             };
             if let Err(e) = result {
                 let message = e.to_string();
@@ -445,7 +445,7 @@ impl<'a> Engine<'a> {
                 _ => {}
             }
         }
-        record.rotation = None;
+        self.set_step(stack, name, Step::Finish);
         self.rederive(stack)?;
         self.save()?;
         pause_point("promote-persisted");
@@ -453,6 +453,20 @@ impl<'a> Engine<'a> {
         self.audit(stack, name, rotation.pending, "promote", "ok", None);
         pause_point("promote");
         Ok(true)
+    }
+
+    /// Closes the journal once the promoted state is delivered.
+    fn step_finish(&mut self, stack: &str, name: &str, rotation: &Rotation) -> Result<(), Error> {
+        let record = self
+            .data
+            .stacks
+            .get_mut(stack)
+            .and_then(|s| s.secrets.get_mut(name))
+            .expect("secret");
+        record.rotation = None;
+        self.save()?;
+        self.audit(stack, name, rotation.pending, "finish", "ok", None);
+        Ok(())
     }
 
     /// Ends the overlap of `stack/name` now: the previous version (and any older key still in
@@ -605,6 +619,17 @@ pub fn rotate(
         }
         engine.start(stack, name)?;
         engine.advance(stack, name, from, false)?;
+    }
+    Ok(engine.report)
+}
+
+/// Re-delivers every stack's persisted state (files already right are left alone).
+pub fn deliver_all(home: &Home, clock: &dyn Clock, by: &str) -> Result<RotationReport, Error> {
+    let lock = home.lock()?;
+    let mut engine = Engine::new(&lock, clock, by)?;
+    let stacks: Vec<String> = engine.data.stacks.keys().cloned().collect();
+    for stack in stacks {
+        engine.deliver(&stack)?;
     }
     Ok(engine.report)
 }

@@ -3,7 +3,7 @@
 //! and when to wake up next. Pure functions of the store and the time, so tests drive them with
 //! a controlled clock instead of sleeping.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Clock, Engine, OutcomeKind, RotationReport, grace_of};
 use crate::Error;
@@ -144,7 +144,7 @@ pub fn run_due(
 }
 
 /// One secret's rotation status (no values).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SecretStatus {
     /// The stack.
     pub stack: String,

@@ -85,7 +85,7 @@ impl Sink for EnvFileSink {
         let text = self.render(deliveries)?;
         let names: Vec<String> = self.selected(deliveries).map(|d| d.name.clone()).collect();
         let mut report = DeliveryReport {
-            sink: SINK,
+            sink: SINK.into(),
             location: self.path.clone(),
             ..Default::default()
         };

@@ -36,8 +36,16 @@ impl Sink for FilesSink {
                 .create(&self.dir)
                 .map_err(io(&self.dir))?;
         }
+        // Temp files of a delivery cut off by a crash (only keyd writes them, under the lock).
+        for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".keyd-tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
         let mut report = DeliveryReport {
-            sink: SINK,
+            sink: SINK.into(),
             location: self.dir.clone(),
             ..Default::default()
         };

@@ -17,10 +17,10 @@ pub struct Delivery {
 }
 
 /// What a sink did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeliveryReport {
     /// What the sink is (`files`, `envfile`).
-    pub sink: &'static str,
+    pub sink: String,
     /// Where it delivered.
     pub location: PathBuf,
     /// Outputs whose content or mode changed.

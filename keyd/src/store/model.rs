@@ -79,6 +79,8 @@ pub enum Step {
     Deliver,
     /// Make pending current and current previous (after `publish_ahead` for RSA keys).
     Promote,
+    /// Labels are switched: deliver the promoted state, then close the journal.
+    Finish,
 }
 
 impl std::fmt::Display for Step {
@@ -88,6 +90,7 @@ impl std::fmt::Display for Step {
             Step::Test => "test",
             Step::Deliver => "deliver",
             Step::Promote => "promote",
+            Step::Finish => "finish",
         })
     }
 }

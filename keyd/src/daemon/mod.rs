@@ -1,0 +1,282 @@
+//! The keyd daemon: loads the store, finishes any rotation in flight and re-delivers, then
+//! schedules rotations and retirements and serves the local API on a Unix socket. One process,
+//! a current-thread runtime; store work runs on the blocking pool, one operation at a time.
+//!
+//! Callers are authorised twice: by the socket's file mode (0600 by default) and by the peer's
+//! uid from SO_PEERCRED (the daemon's own uid, root, and `--allow-uid`s).
+
+mod api;
+pub mod client;
+mod http;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::BufReader;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Mutex, Notify, Semaphore};
+
+use crate::Error;
+use crate::rotation::{Clock, RotationReport, SystemClock, schedule};
+use crate::store::Home;
+
+/// Most connections served at once; further ones wait in the accept queue.
+const MAX_CONNECTIONS: usize = 64;
+
+/// How the daemon runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The keyd home.
+    pub home: PathBuf,
+    /// The API socket.
+    pub socket: PathBuf,
+    /// Mode of the socket file.
+    pub socket_mode: u32,
+    /// Uids allowed besides the daemon's own and root.
+    pub allow_uids: Vec<u32>,
+}
+
+/// State shared by the API and the scheduler. A cheap `Arc` handle: `work` is a mutex that
+/// serialises every operation that takes the store lock (so the API's reads never wait behind
+/// a long rotation: they read without the lock, by rename-safe `peek`), and `wake` tells the
+/// scheduler to re-plan (after an API rotation, or SIGHUP).
+pub struct State {
+    /// The home.
+    pub home: Home,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    work: Mutex<()>,
+    /// Wakes the scheduler.
+    pub wake: Notify,
+    allowed: Vec<u32>,
+}
+
+impl State {
+    /// State for `home` with `clock`, allowing the daemon's uid, root and `allow_uids`.
+    pub fn new(home: Home, clock: Arc<dyn Clock>, allow_uids: &[u32]) -> Arc<Self> {
+        let mut allowed = vec![0, rustix::process::geteuid().as_raw()];
+        allowed.extend_from_slice(allow_uids);
+        Arc::new(State {
+            home,
+            clock,
+            work: Mutex::new(()),
+            wake: Notify::new(),
+            allowed,
+        })
+    }
+
+    /// Runs a store operation on the blocking pool, one at a time.
+    pub async fn exclusive<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Home, &dyn Clock) -> Result<T, Error> + Send + 'static,
+    {
+        let _turn = self.work.lock().await;
+        let (home, clock) = (self.home.clone(), self.clock.clone());
+        tokio::task::spawn_blocking(move || f(&home, &*clock))
+            .await
+            .expect("a store operation panicked")
+    }
+
+    fn allows(&self, uid: u32) -> bool {
+        self.allowed.contains(&uid)
+    }
+}
+
+/// Logs what a pass did: names and versions, never values.
+pub fn log_report(report: &RotationReport) {
+    for o in &report.outcomes {
+        eprintln!(
+            "keyd: {}/{}: {:?} v{} -> v{}{}",
+            o.stack,
+            o.name,
+            o.result,
+            o.from_version,
+            o.to_version,
+            o.message
+                .as_deref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+/// Start-up work: re-deliver every stack (a process stopped between persisting and delivering
+/// leaves files behind the store), then resume and run whatever is due.
+pub fn start_up(
+    home: &Home,
+    clock: &dyn Clock,
+    by: &str,
+) -> Result<(RotationReport, Option<i64>), Error> {
+    crate::rotation::deliver_all(home, clock, by)?;
+    schedule::run_due(home, clock, by)
+}
+
+/// Binds the API socket: refuses when another daemon answers on it, replaces a stale file.
+pub fn bind(config: &Config) -> Result<UnixListener, Error> {
+    let io = |source| crate::store::StoreError::Io {
+        path: config.socket.clone(),
+        source,
+    };
+    if std::os::unix::net::UnixStream::connect(&config.socket).is_ok() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another keyd is already serving this socket",
+        ))
+        .into());
+    }
+    let _ = std::fs::remove_file(&config.socket);
+    if let Some(dir) = config.socket.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let listener = UnixListener::bind(&config.socket).map_err(io)?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(
+        &config.socket,
+        std::fs::Permissions::from_mode(config.socket_mode),
+    )
+    .map_err(io)?;
+    Ok(listener)
+}
+
+/// Serves the API and runs the scheduler until `shutdown` completes; then waits for the store
+/// operation in progress (a safe point between rotation steps) and returns.
+pub async fn run(state: Arc<State>, listener: UnixListener, shutdown: impl Future<Output = ()>) {
+    let scheduler = tokio::spawn(scheduler(state.clone()));
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let Ok(permit) = limit.clone().acquire_owned().await else { break };
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        serve(&state, stream).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => eprintln!("keyd: accept failed: {e}"),
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    scheduler.abort();
+    // Wait for the operation in progress: the store is left between steps, never inside one.
+    let _safe_point = state.work.lock().await;
+}
+
+async fn serve(state: &Arc<State>, stream: UnixStream) {
+    let uid = match stream.peer_cred() {
+        Ok(cred) => cred.uid(),
+        Err(_) => return,
+    };
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    loop {
+        match http::read_request(&mut reader).await {
+            Ok(request) => {
+                let response = if state.allows(uid) {
+                    api::handle(state, &request, uid).await
+                } else {
+                    eprintln!(
+                        "keyd: refused {} {} from uid {uid}",
+                        request.method, request.path
+                    );
+                    http::Response::error(
+                        403,
+                        format!("uid {uid} is not allowed to use this keyd (see keyd --allow-uid)"),
+                    )
+                };
+                let close = request.close || response.status == 403;
+                if http::write_response(&mut write, &response, close)
+                    .await
+                    .is_err()
+                    || close
+                {
+                    return;
+                }
+            }
+            Err(http::ReadError::Closed) => return,
+            Err(http::ReadError::Bad(response)) => {
+                let _ = http::write_response(&mut write, &response, true).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn scheduler(state: Arc<State>) {
+    loop {
+        let pass = state
+            .exclusive(|home, clock| schedule::run_due(home, clock, "keyd schedule"))
+            .await;
+        let next = match pass {
+            Ok((report, next)) => {
+                log_report(&report);
+                next
+            }
+            Err(e) => {
+                eprintln!("keyd: scheduled pass failed: {e}");
+                Some(state.clock.now() + 60)
+            }
+        };
+        let wait = next.map_or(3600, |t| (t - state.clock.now()).clamp(1, 3600)) as u64;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(wait)) => {}
+            () = state.wake.notified() => {}
+        }
+    }
+}
+
+/// Runs the daemon with the system clock: start-up work, then serve until SIGTERM or SIGINT;
+/// SIGHUP re-reads the store and re-plans. Returns when stopped.
+pub fn run_daemon(config: Config) -> Result<(), Error> {
+    let home = Home::new(&config.home);
+    let by = "keyd start";
+    let (report, _) = start_up(&home, &SystemClock, by)?;
+    log_report(&report);
+    let listener_config = config.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| crate::store::StoreError::Io {
+            path: config.socket.clone(),
+            source,
+        })?;
+    runtime.block_on(async move {
+        let listener = bind(&listener_config)?;
+        let state = State::new(home, Arc::new(SystemClock), &listener_config.allow_uids);
+        eprintln!("keyd: ready on {}", listener_config.socket.display());
+        let signals = {
+            let state = state.clone();
+            async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::hangup()),
+                ) else {
+                    return;
+                };
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => break,
+                        _ = int.recv() => break,
+                        _ = hup.recv() => {
+                            eprintln!("keyd: SIGHUP: re-reading the store and re-planning");
+                            state.wake.notify_one();
+                        }
+                    }
+                }
+                eprintln!("keyd: stopping at the next safe point");
+            }
+        };
+        run(state, listener, signals).await;
+        let _ = std::fs::remove_file(&listener_config.socket);
+        eprintln!("keyd: stopped");
+        Ok(())
+    })
+}
