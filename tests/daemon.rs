@@ -1,0 +1,441 @@
+//! The keyd daemon: scheduling driven by a controlled clock (no sleeping on real intervals),
+//! the local API's answers, refusal of uids that are not allowed, malformed requests, and no
+//! secret value in any log, audit line or API answer.
+
+use std::io::{BufRead, BufReader, Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use keyd::rotation::{Clock, schedule};
+use keyd::store::Home;
+use keyd_tests::{TempDir, keyctl, keyd, ok};
+
+const POLICY: &str = r#"[stack]
+name = "app"
+
+[secrets.FERNET_KEY]
+kind = "fernet"
+rotate = "30d"
+grace = "1d"
+
+[secrets.DB_PASSWORD]
+kind = "password"
+rotate = "90d"
+grace = "2h"
+
+[secrets.JWT_KEY]
+kind = "rsa"
+bits = 2048
+jwks = "JWT_JWKS"
+rotate = "180d"
+grace = "2d"
+publish_ahead = "1h"
+"#;
+
+/// A clock the test moves by hand.
+struct TestClock(AtomicI64);
+
+impl Clock for TestClock {
+    fn now(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl TestClock {
+    fn set(&self, t: i64) {
+        self.0.store(t, Ordering::SeqCst);
+    }
+}
+
+fn setup(tag: &str) -> (TempDir, PathBuf, PathBuf) {
+    let tmp = TempDir::new(tag);
+    std::fs::write(tmp.join("app.toml"), POLICY).unwrap();
+    let (home, out) = (tmp.join("home"), tmp.join("out"));
+    ok(keyctl(&home)
+        .arg("quickstart")
+        .arg("--policy")
+        .arg(tmp.join("app.toml"))
+        .arg("--out")
+        .arg(&out));
+    (tmp, home, out)
+}
+
+const DAY: i64 = 86_400;
+
+#[test]
+fn the_scheduler_rotates_and_retires_on_time_under_a_controlled_clock() {
+    let (_tmp, home, out) = setup("sched");
+    let home = Home::new(home);
+    let t0 = home.peek().unwrap().stacks["app"].secrets["FERNET_KEY"]
+        .current()
+        .unwrap()
+        .created;
+    let clock = TestClock(AtomicI64::new(t0 + 10 * DAY));
+    let fernet = || std::fs::read_to_string(out.join("FERNET_KEY")).unwrap();
+    let first_key = fernet();
+
+    // Day 10: nothing is due; the next wake-up is the fernet rotation at day 30.
+    let (report, next) = schedule::run_due(&home, &clock, "test").unwrap();
+    assert!(report.outcomes.is_empty());
+    assert_eq!(next, Some(t0 + 30 * DAY));
+
+    // Day 30: the fernet key rotates; the list is new,old; retire is planned a day later.
+    clock.set(t0 + 30 * DAY);
+    let (report, next) = schedule::run_due(&home, &clock, "test").unwrap();
+    assert_eq!(report.outcomes.len(), 1, "{report:?}");
+    assert_eq!(report.outcomes[0].name, "FERNET_KEY");
+    assert!(fernet().ends_with(&format!(",{first_key}")));
+    assert_eq!(next, Some(t0 + 31 * DAY));
+
+    // One second before the grace ends nothing happens; at the end the overlap closes.
+    clock.set(t0 + 31 * DAY - 1);
+    assert!(
+        schedule::run_due(&home, &clock, "test")
+            .unwrap()
+            .0
+            .outcomes
+            .is_empty()
+    );
+    clock.set(t0 + 31 * DAY);
+    let (report, next) = schedule::run_due(&home, &clock, "test").unwrap();
+    assert_eq!(
+        report.outcomes[0].result,
+        keyd::rotation::OutcomeKind::Retired
+    );
+    assert!(!fernet().contains(','));
+    assert_eq!(
+        next,
+        Some(t0 + 60 * DAY),
+        "the next fernet rotation, 30 days after promote"
+    );
+
+    // Day 180: the JWT key is published first and promoted only after publish_ahead (1h).
+    clock.set(t0 + 180 * DAY);
+    let (report, next) = schedule::run_due(&home, &clock, "test").unwrap();
+    let jwt = report
+        .outcomes
+        .iter()
+        .find(|o| o.name == "JWT_KEY")
+        .unwrap();
+    assert_eq!(jwt.result, keyd::rotation::OutcomeKind::Waiting);
+    let jwks: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("JWT_JWKS")).unwrap()).unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "published ahead");
+    let private_before = std::fs::read(out.join("JWT_KEY")).unwrap();
+    assert!(next.unwrap() <= t0 + 180 * DAY + 3600);
+    clock.set(t0 + 180 * DAY + 3600);
+    let (report, _) = schedule::run_due(&home, &clock, "test").unwrap();
+    let jwt = report
+        .outcomes
+        .iter()
+        .find(|o| o.name == "JWT_KEY")
+        .unwrap();
+    assert_eq!(jwt.result, keyd::rotation::OutcomeKind::Resumed);
+    assert_ne!(
+        std::fs::read(out.join("JWT_KEY")).unwrap(),
+        private_before,
+        "the private key switches at promote"
+    );
+}
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    fn start(home: &Path, socket: Option<&Path>, extra: &[&str]) -> Daemon {
+        let socket = socket.map_or_else(|| home.join("keyd.sock"), Path::to_owned);
+        let mut child = keyd(home)
+            .arg("--socket")
+            .arg(&socket)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        // Ready when it says so (bounded wait).
+        let ready = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("keyd did not start");
+        assert!(ready.starts_with("keyd: ready on"), "{ready}");
+        Daemon {
+            child,
+            socket,
+            stderr: rx,
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One raw HTTP exchange; returns status and body (read by Content-Length: the server keeps
+/// connections alive).
+fn raw(socket: &Path, request: &[u8]) -> (u16, String) {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    s.write_all(request).unwrap();
+    let mut reader = BufReader::new(s);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    (status, String::from_utf8(body).unwrap())
+}
+
+fn call(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut stream = keyd::daemon::client::connect(socket).unwrap();
+    let (status, body) =
+        keyd::daemon::client::call(&mut stream, socket, method, path, body.as_ref()).unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[test]
+fn the_api_answers_refuses_and_never_serves_or_logs_a_value() {
+    let (tmp, home, out) = setup("api");
+    // The socket sits outside the (0700) home so another uid can reach it; its mode lets it
+    // connect, and SO_PEERCRED must still refuse it.
+    let sock_dir = tmp.join("sock");
+    std::fs::create_dir(&sock_dir).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&sock_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let daemon = Daemon::start(
+        &home,
+        Some(&sock_dir.join("keyd.sock")),
+        &["--socket-mode", "0666"],
+    );
+    let s = &daemon.socket;
+    let mut answers = String::new();
+
+    let (status, health) = call(s, "GET", "/v1/health", None);
+    assert_eq!((status, health["ok"].as_bool()), (200, Some(true)));
+    let (status, list) = call(s, "GET", "/v1/secrets", None);
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    answers.push_str(&list.to_string());
+    let (_, st) = call(s, "GET", "/v1/status", None);
+    assert_eq!(st.as_array().unwrap().len(), 3);
+    answers.push_str(&st.to_string());
+    let (status, versions) = call(s, "GET", "/v1/secrets/app/FERNET_KEY/versions", None);
+    assert_eq!(status, 200);
+    assert_eq!(versions["versions"][0]["label"], "current");
+    let (status, jwks) = call(s, "GET", "/v1/jwks/app/JWT_KEY", None);
+    assert_eq!(status, 200);
+    assert_eq!(jwks["keys"][0]["kty"], "RSA");
+    assert_eq!(
+        jwks.to_string(),
+        serde_json::from_str::<serde_json::Value>(
+            &std::fs::read_to_string(out.join("JWT_JWKS")).unwrap()
+        )
+        .unwrap()
+        .to_string()
+    );
+
+    // Rotate through the API, then through keyctl (which finds the daemon's socket).
+    let old_key = std::fs::read_to_string(out.join("FERNET_KEY")).unwrap();
+    let (status, report) = call(
+        s,
+        "POST",
+        "/v1/rotate",
+        Some(serde_json::json!({"selector": "FERNET_KEY"})),
+    );
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["outcomes"][0]["result"], "rotated");
+    answers.push_str(&report.to_string());
+    assert!(
+        std::fs::read_to_string(out.join("FERNET_KEY"))
+            .unwrap()
+            .ends_with(&old_key)
+    );
+    let printed = String::from_utf8(ok(keyctl(&home).arg("--socket").arg(s).args([
+        "rotate",
+        "DB_PASSWORD",
+        "--json",
+    ])))
+    .unwrap();
+    answers.push_str(&printed);
+    let audit = std::fs::read_to_string(home.join("audit.log")).unwrap();
+    assert!(
+        audit.lines().last().unwrap().contains("keyd api uid=0"),
+        "keyctl went through the daemon: {audit}"
+    );
+    let printed_status = String::from_utf8(ok(keyctl(&home)
+        .arg("--socket")
+        .arg(s)
+        .args(["status", "--json"])))
+    .unwrap();
+    answers.push_str(&printed_status);
+
+    // Malformed and wrong requests get a 4xx with a message.
+    let cases: [(&[u8], u16, &str); 8] = [
+        (
+            b"POST /v1/rotate HTTP/1.1\r\nContent-Length: 8\r\n\r\nnot json",
+            400,
+            "malformed JSON",
+        ),
+        (
+            b"POST /v1/rotate HTTP/1.1\r\nContent-Length: 14\r\n\r\n{\"selectr\":\"x\"}",
+            400,
+            "unknown field",
+        ),
+        (
+            b"POST /v1/rotate HTTP/1.1\r\nContent-Length: 21\r\n\r\n{\"selector\":\"NOPE_X\"}",
+            404,
+            "no secret named",
+        ),
+        (b"GET /v1/rotate HTTP/1.1\r\n\r\n", 405, "not allowed"),
+        (b"GET /v2/anything HTTP/1.1\r\n\r\n", 404, "no route"),
+        (b"HELLO\r\n\r\n", 400, "malformed request line"),
+        (
+            b"POST /v1/rotate HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+            413,
+            "larger than",
+        ),
+        (
+            b"POST /v1/rotate HTTP/1.1\r\nContent-Length: 21\r\n\r\n{\"selector\":\"DB_URL\"}",
+            404,
+            "no secret named",
+        ),
+    ];
+    for (request, expected, message) in cases {
+        let (status, body) = raw(s, request);
+        assert_eq!(
+            status,
+            expected,
+            "{}: {body}",
+            String::from_utf8_lossy(request)
+        );
+        assert!(
+            body.contains(message),
+            "{}: {body}",
+            String::from_utf8_lossy(request)
+        );
+    }
+
+    // A uid that is not allowed is refused, though the socket's mode lets it connect.
+    // perl from /usr/bin: a client any uid can run.
+    let script = "use IO::Socket::UNIX; my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die \"connect: $!\"; print $s \"GET /v1/status HTTP/1.1\\r\\n\\r\\n\"; my $b = ''; sysread($s, $b, 4096); print $b;";
+    let refused = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/perl",
+            "-e",
+            script,
+        ])
+        .arg(s)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        text.starts_with("HTTP/1.1 403"),
+        "{text}{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(text.contains("uid 65534 is not allowed"), "{text}");
+
+    // SIGHUP re-plans without stopping.
+    Command::new("kill")
+        .args(["-HUP", &daemon.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(call(s, "GET", "/v1/health", None).0, 200);
+
+    // No value anywhere: daemon log, audit log, API answers.
+    std::thread::sleep(std::time::Duration::from_millis(100)); // let the log reader catch up
+    let logs = daemon.logs();
+    assert!(
+        logs.contains("refused GET /v1/status from uid 65534"),
+        "{logs}"
+    );
+    let audit = std::fs::read_to_string(home.join("audit.log")).unwrap();
+    let store = Home::new(&home).peek().unwrap();
+    for record in store.stacks["app"].secrets.values() {
+        for v in &record.versions {
+            for part in [keyd::policy::Part::Main] {
+                let Some(value) = keyd::store::SecretRecord::version_value(v, part) else {
+                    continue;
+                };
+                let needle = value
+                    .expose_secret()
+                    .lines()
+                    .find(|l| !l.starts_with("-----"))
+                    .unwrap()
+                    .to_owned();
+                for (what, text) in [
+                    ("daemon log", &logs),
+                    ("audit log", &audit),
+                    ("API answers", &answers),
+                ] {
+                    assert!(!text.contains(&needle), "a value appears in the {what}");
+                }
+            }
+        }
+    }
+    drop(tmp);
+}
+
+#[test]
+fn sigterm_stops_the_daemon_cleanly_and_removes_its_socket() {
+    let (_tmp, home, _out) = setup("term");
+    let mut daemon = Daemon::start(&home, None, &[]);
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&daemon.socket)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    // A second daemon on the same socket refuses to start.
+    let second = keyd(&home).output().unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already serving"));
+    Command::new("kill")
+        .args(["-TERM", &daemon.child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = daemon.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!daemon.socket.exists());
+    assert!(daemon.logs().contains("keyd: stopped"));
+}
