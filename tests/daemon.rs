@@ -380,8 +380,16 @@ fn the_api_answers_refuses_and_never_serves_or_logs_a_value() {
     assert_eq!(call(s, "GET", "/v1/health", None).0, 200);
 
     // No value anywhere: daemon log, audit log, API answers.
-    std::thread::sleep(std::time::Duration::from_millis(100)); // let the log reader catch up
-    let logs = daemon.logs();
+    // The log reader thread may lag under load: wait (bounded) for the refusal line.
+    let mut logs = String::new();
+    for _ in 0..100 {
+        logs.push_str(&daemon.logs());
+        logs.push('\n');
+        if logs.contains("refused GET /v1/status from uid 65534") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert!(
         logs.contains("refused GET /v1/status from uid 65534"),
         "{logs}"

@@ -468,3 +468,59 @@ fn two_rotations_at_once_make_one_rotation() {
         2
     );
 }
+
+#[test]
+fn overlap_starts_at_the_deliver_step_and_private_keys_switch_only_at_promote() {
+    let s = Stack::new("rot-deliver-step");
+    let (old_fernet, old_private, old_password) = (
+        s.file("FERNET_KEY"),
+        s.file("JWT_KEY"),
+        s.file("DB_PASSWORD"),
+    );
+    for (selector, check) in [
+        (
+            "FERNET_KEY",
+            Box::new(|s: &Stack| {
+                let list = s.file("FERNET_KEY");
+                assert!(
+                    list.ends_with(&format!(",{old_fernet}")),
+                    "the list leads with the new key from deliver on: {list}"
+                );
+            }) as Box<dyn Fn(&Stack)>,
+        ),
+        (
+            "JWT_KEY",
+            Box::new(|s: &Stack| {
+                assert_eq!(
+                    kid_of(&s.file("JWT_JWKS")).len(),
+                    2,
+                    "the new key is published at deliver"
+                );
+                assert_eq!(
+                    s.file("JWT_KEY"),
+                    old_private,
+                    "the private key must not switch before promote"
+                );
+            }),
+        ),
+        (
+            "DB_PASSWORD",
+            Box::new(|s: &Stack| {
+                let password = s.file("DB_PASSWORD");
+                assert_ne!(password, old_password, "a password is delivered at deliver");
+                assert_eq!(
+                    s.file("DB_URL"),
+                    format!("postgres://app:{password}@db/app"),
+                    "templates follow at deliver"
+                );
+            }),
+        ),
+    ] {
+        let mut child = spawn_rotate(&s, selector, Some("deliver"));
+        wait_for_pause(&mut child, "deliver");
+        check(&s);
+        child.stdin.take().unwrap().write_all(b"\n").unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    assert_ne!(s.file("JWT_KEY"), old_private, "switched at promote");
+}

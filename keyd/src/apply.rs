@@ -171,6 +171,7 @@ fn new_version(number: u64, now: i64, params: String, material: Material) -> Ver
         promoted: Some(now),
         retired: None,
         params,
+        login: None,
         material,
     }
 }
@@ -229,8 +230,7 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
         .filter(|s| s.kind.kind().is_random())
         .filter(|s| {
             old.and_then(|st| st.secrets.get(&s.name))
-                .and_then(SecretRecord::current)
-                .is_none()
+                .is_none_or(|r| r.current().is_none() && r.rotation.is_none())
         })
         .collect();
     let generated: HashMap<&str, Material> = generate_all(&missing)?
@@ -325,7 +325,38 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
         // delivery never leaves a delivered value the store does not know.
         lock.save(&data)?;
     }
-    let reports = deliver_stack(&data.stacks[&policy.stack], &deliveries)?;
+    let mut reports = deliver_stack(&data.stacks[&policy.stack], &deliveries)?;
+
+    // Rotations in flight in this stack (first versions at their targets, or work a stopped
+    // process left) run now, through the same state machine as `keyctl rotate`.
+    let in_flight: Vec<String> = data.stacks[&policy.stack]
+        .secrets
+        .iter()
+        .filter(|(_, r)| r.rotation.is_some() && !r.removed)
+        .map(|(n, _)| n.clone())
+        .collect();
+    if !in_flight.is_empty() {
+        let clock = crate::rotation::SystemClock;
+        let mut engine = crate::rotation::Engine::new(&lock, &clock, "keyctl apply")?;
+        for name in &in_flight {
+            let from = engine.data.stacks[&policy.stack].secrets[name]
+                .current()
+                .map_or(0, |v| v.number);
+            engine.advance(&policy.stack, name, from, false)?;
+        }
+        for o in &engine.report.outcomes {
+            if let Some(message) = &o.message {
+                notes.push(format!(
+                    "{}: {:?} at step {}: {message}",
+                    o.name,
+                    o.result,
+                    o.step.map_or("-".into(), |s| s.to_string())
+                ));
+            }
+        }
+        reports.append(&mut engine.report.deliveries);
+        data = engine.data;
+    }
 
     let stack = &data.stacks[&policy.stack];
     let summaries = policy
@@ -333,7 +364,14 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
         .iter()
         .map(|spec| {
             let record = &stack.secrets[&spec.name];
-            let current = record.current().expect("current version");
+            let pending = record
+                .rotation
+                .as_ref()
+                .and_then(|r| record.version(r.pending));
+            let current = record
+                .current()
+                .or(pending)
+                .expect("a current or pending version");
             SecretSummary {
                 name: spec.name.clone(),
                 kind: record.kind,

@@ -62,6 +62,9 @@ pub enum Error {
         /// Kind in the policy.
         declared: policy::Kind,
     },
+    /// A target refused or could not be reached.
+    #[error(transparent)]
+    Target(#[from] targets::TargetError),
     /// The secret cannot be rotated.
     #[error("{name} cannot be rotated: {reason}")]
     NotRotatable {

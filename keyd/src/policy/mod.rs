@@ -30,6 +30,104 @@ pub struct Policy {
     pub sinks: Sinks,
     /// The secrets, in the order the policy declares them.
     pub secrets: Vec<SecretSpec>,
+    /// Outside systems that must accept new values (`[targets.NAME]`).
+    pub targets: Vec<TargetSpec>,
+}
+
+/// `[targets.NAME]`: a PostgreSQL server or Redis keyd logs into as an admin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetSpec {
+    /// Its name in the policy.
+    pub name: String,
+    /// Its kind and kind-specific settings.
+    pub kind: TargetKind,
+    /// The admin connection URL, without a password.
+    pub url: String,
+    /// Where the admin password comes from.
+    pub password: AdminPassword,
+}
+
+/// What a target is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetKind {
+    /// A PostgreSQL server.
+    Postgres,
+    /// A Redis server.
+    Redis {
+        /// The admin user keyd logs in as (`default` for requirepass servers).
+        user: String,
+        /// Replicas whose `masterauth` follows a requirepass change.
+        replicas: Vec<String>,
+    },
+}
+
+/// Where a target's admin password comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminPassword {
+    /// No password (trust or peer authentication).
+    None,
+    /// The current value of a secret of this stack (which may itself be rotated).
+    Secret(String),
+    /// A file (e.g. a mounted Docker secret).
+    File(PathBuf),
+}
+
+/// A secret's `target = { … }`: how its values reach a target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretTarget {
+    /// A PostgreSQL login role.
+    Postgres {
+        /// The target's name.
+        target: String,
+        /// The role (for `alternating`, the first of the two logins and the group's base name).
+        role: String,
+        /// How the password changes.
+        strategy: PgStrategy,
+        /// Companion output carrying the login in use (`alternating`).
+        user_secret: Option<String>,
+        /// The group role both logins belong to (`alternating`; default `<role>_group`).
+        group: String,
+    },
+    /// A Redis user.
+    Redis {
+        /// The target's name.
+        target: String,
+        /// The ACL user (`default` with `mode = "requirepass"`).
+        user: String,
+        /// ACL rules given to the user when keyd creates it.
+        acl: String,
+        /// ACL or requirepass.
+        mode: RedisMode,
+    },
+}
+
+/// PostgreSQL password strategies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PgStrategy {
+    /// One role; its password is replaced (a documented window for new connections).
+    Single,
+    /// Two login roles used in turn; no window.
+    Alternating,
+}
+
+/// Redis password modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// `ACL SETUSER`: old and new passwords both work during the overlap.
+    Acl,
+    /// `CONFIG SET requirepass`: a hard cut-over, for servers without ACLs.
+    Requirepass,
+}
+
+impl SecretTarget {
+    /// The target's name.
+    pub fn target(&self) -> &str {
+        match self {
+            SecretTarget::Postgres { target, .. } | SecretTarget::Redis { target, .. } => target,
+        }
+    }
 }
 
 /// The kinds of secret, as named in policies.
@@ -103,6 +201,8 @@ pub struct SecretSpec {
     pub grace: Option<Duration>,
     /// Free text.
     pub description: Option<String>,
+    /// The outside system that must accept its values.
+    pub target: Option<SecretTarget>,
     /// Line of its table in the policy (for messages).
     pub line: usize,
 }
@@ -200,6 +300,8 @@ pub enum Part {
     Jwks,
     /// A tls secret's private key PEM.
     TlsKey,
+    /// The login a password belongs to (PostgreSQL `alternating` strategy).
+    Login,
 }
 
 /// One delivered name: a secret's own name or a companion (`public`, `jwks`, `key`).
@@ -240,6 +342,13 @@ impl SecretSpec {
             KindSpec::Tls { key, .. } => companion(key, Part::TlsKey),
             _ => {}
         }
+        if let Some(SecretTarget::Postgres {
+            user_secret: Some(user),
+            ..
+        }) = &self.target
+        {
+            companion(user, Part::Login);
+        }
         out
     }
 }
@@ -267,6 +376,11 @@ impl Policy {
     /// The secret named `name`.
     pub fn secret(&self, name: &str) -> Option<&SecretSpec> {
         self.secrets.iter().find(|s| s.name == name)
+    }
+
+    /// The target named `name`.
+    pub fn target(&self, name: &str) -> Option<&TargetSpec> {
+        self.targets.iter().find(|t| t.name == name)
     }
 }
 

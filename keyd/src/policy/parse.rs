@@ -9,8 +9,9 @@ use toml::de::{DeTable, DeValue};
 
 use super::duration;
 use super::{
-    EnvFileSink, FernetDelivery, FilesSink, KindSpec, Policy, PolicyError, Problem, ReloadHook,
-    SecretSpec, Sinks,
+    AdminPassword, EnvFileSink, FernetDelivery, FilesSink, KindSpec, PgStrategy, Policy,
+    PolicyError, Problem, RedisMode, ReloadHook, SecretSpec, SecretTarget, Sinks, TargetKind,
+    TargetSpec,
 };
 use crate::material::password::{self, Alphabet};
 use crate::material::rsa;
@@ -283,7 +284,8 @@ pub(super) fn parse(path: &Path, source: String) -> Result<Policy, PolicyError> 
     if !c.problems.is_empty() {
         return Err(invalid(path, &source, c.problems));
     }
-    let (stack, description, sinks, secrets) = checked.expect("no problems means a policy");
+    let (stack, description, sinks, secrets, targets) =
+        checked.expect("no problems means a policy");
     Ok(Policy {
         path: path.to_owned(),
         source,
@@ -291,6 +293,7 @@ pub(super) fn parse(path: &Path, source: String) -> Result<Policy, PolicyError> 
         description,
         sinks,
         secrets,
+        targets,
     })
 }
 
@@ -315,7 +318,13 @@ fn invalid(path: &Path, src: &str, mut found: Vec<(usize, String)>) -> PolicyErr
     }
 }
 
-type Checked = (String, Option<String>, Sinks, Vec<SecretSpec>);
+type Checked = (
+    String,
+    Option<String>,
+    Sinks,
+    Vec<SecretSpec>,
+    Vec<TargetSpec>,
+);
 
 fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) -> Option<Checked> {
     let top = Fields::new("the policy", doc);
@@ -377,13 +386,22 @@ fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) ->
         None => Sinks::default(),
     };
 
+    let targets = match top.get("targets").map(|e| (e, e.value.get_ref())) {
+        Some((_, DeValue::Table(t))) => check_targets(c, t),
+        Some((e, _)) => {
+            top.wrong_type(c, e, "a table of targets ([targets.NAME])");
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+
     let mut drafts = Vec::new();
     match top.get("secrets").map(|e| (e, e.value.get_ref())) {
         Some((_, DeValue::Table(t))) => {
             for e in Fields::new("[secrets]", t).entries {
                 match e.value.get_ref() {
                     DeValue::Table(st) => {
-                        if let Some(d) = check_secret(c, src, e.key, e.key_at, st) {
+                        if let Some(d) = check_secret(c, src, e.key, e.key_at, st, &targets) {
                             drafts.push(d);
                         }
                     }
@@ -406,6 +424,25 @@ fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) ->
         ),
     }
     check_names_and_references(c, src, &drafts);
+    // An admin password named by a target must be a value this policy delivers.
+    let outputs: Vec<String> = drafts
+        .iter()
+        .flat_map(|d| d.spec.outputs())
+        .map(|o| o.name)
+        .collect();
+    for t in &targets {
+        if let AdminPassword::Secret(name) = &t.password
+            && !outputs.contains(name)
+        {
+            c.err(
+                t_start(doc, "targets"),
+                format!(
+                    "target {:?}: password_secret {name:?} is not declared in this policy",
+                    t.name
+                ),
+            );
+        }
+    }
     if let Some(env) = &sinks.envfile
         && let Some(include) = &env.include
     {
@@ -424,7 +461,7 @@ fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) ->
         }
     }
     let secrets = drafts.into_iter().map(|d| d.spec).collect();
-    Some((stack?, description, sinks, secrets))
+    Some((stack?, description, sinks, secrets, targets))
 }
 
 fn t_start(doc: &DeTable<'_>, key: &str) -> usize {
@@ -501,6 +538,259 @@ fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> Sinks {
     sinks
 }
 
+/// Whether `name` is a PostgreSQL role name keyd accepts: a lowercase identifier that needs no
+/// quoting, at most 59 bytes (room for the `_b` of the alternating strategy's second login).
+fn valid_role(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 59
+}
+
+fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetSpec> {
+    let mut out = Vec::new();
+    for e in Fields::new("[targets]", table).entries {
+        let DeValue::Table(t) = e.value.get_ref() else {
+            c.err(
+                e.value.span().start,
+                format!("target {:?} must be a table ([targets.{}])", e.key, e.key),
+            );
+            continue;
+        };
+        let f = Fields::new(format!("target {:?}", e.key), t);
+        let Some((kind, kind_at)) = f.str(c, "type") else {
+            c.err(
+                e.key_at,
+                format!(
+                    "target {:?} has no `type` (expected \"postgres\" or \"redis\")",
+                    e.key
+                ),
+            );
+            continue;
+        };
+        let common = ["type", "url", "password_secret", "password_file"];
+        let kind = match kind.as_str() {
+            "postgres" => {
+                f.only(
+                    c,
+                    &common,
+                    "for type \"postgres\": type, url, password_secret, password_file",
+                );
+                TargetKind::Postgres
+            }
+            "redis" => {
+                f.only(
+                    c,
+                    &[&common[..], &["user", "replicas"]].concat(),
+                    "for type \"redis\": type, url, user, password_secret, password_file, replicas",
+                );
+                TargetKind::Redis {
+                    user: f
+                        .str(c, "user")
+                        .map_or_else(|| "default".to_owned(), |(u, _)| u),
+                    replicas: f
+                        .str_list(c, "replicas")
+                        .map(|(r, _)| r)
+                        .unwrap_or_default(),
+                }
+            }
+            other => {
+                c.err(
+                    kind_at,
+                    format!("unknown target type {other:?} (expected \"postgres\" or \"redis\")"),
+                );
+                continue;
+            }
+        };
+        let Some((url, url_at)) = f.str(c, "url") else {
+            c.err(e.key_at, format!("target {:?} has no `url`", e.key));
+            continue;
+        };
+        let scheme_ok = match kind {
+            TargetKind::Postgres => {
+                url.starts_with("postgres://") || url.starts_with("postgresql://")
+            }
+            TargetKind::Redis { .. } => url.starts_with("redis://"),
+        };
+        if !scheme_ok {
+            c.err(url_at, format!("target {:?}: url {url:?} has the wrong scheme (expected postgres://… or redis://… to match its type)", e.key));
+        }
+        let authority = url
+            .split("://")
+            .nth(1)
+            .unwrap_or("")
+            .split('/')
+            .next()
+            .unwrap_or("");
+        if authority
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        {
+            c.err(url_at, format!("target {:?}: the url holds a password; put it in password_secret or password_file, not in the policy", e.key));
+        }
+        let password = match (f.str(c, "password_secret"), f.str(c, "password_file")) {
+            (Some(_), Some((_, at))) => {
+                c.err(at, "give password_secret or password_file, not both");
+                AdminPassword::None
+            }
+            (Some((name, _)), None) => AdminPassword::Secret(name),
+            (None, Some((path, _))) => AdminPassword::File(PathBuf::from(path)),
+            (None, None) => AdminPassword::None,
+        };
+        out.push(TargetSpec {
+            name: e.key.to_owned(),
+            kind,
+            url,
+            password,
+        });
+    }
+    out
+}
+
+fn check_secret_target(
+    c: &mut Checker,
+    name: &str,
+    e: &Entry<'_, '_>,
+    targets: &[TargetSpec],
+) -> Option<SecretTarget> {
+    let DeValue::Table(t) = e.value.get_ref() else {
+        c.err(
+            e.value.span().start,
+            "`target` must be an inline table, e.g. target = { name = \"db\", role = \"app\" }",
+        );
+        return None;
+    };
+    let f = Fields::new(format!("the target of {name:?}"), t);
+    let Some((target, target_at)) = f.str(c, "name") else {
+        c.err(
+            e.value.span().start,
+            format!(
+                "the target of {name:?} has no `name` (expected one of the [targets.*] tables)"
+            ),
+        );
+        return None;
+    };
+    let Some(spec) = targets.iter().find(|t| t.name == target) else {
+        let known: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        c.err(
+            target_at,
+            format!(
+                "unknown target {target:?} (expected one of: {})",
+                if known.is_empty() {
+                    "none declared".into()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
+        return None;
+    };
+    match &spec.kind {
+        TargetKind::Postgres => {
+            f.only(
+                c,
+                &["name", "role", "strategy", "user_secret", "group"],
+                "for a postgres target: name, role, strategy, user_secret, group",
+            );
+            let Some((role, role_at)) = f.str(c, "role") else {
+                c.err(
+                    e.value.span().start,
+                    format!("the target of {name:?} has no `role`"),
+                );
+                return None;
+            };
+            if !valid_role(&role) {
+                c.err(role_at, format!("role {role:?} is not a valid PostgreSQL identifier here (expected lowercase letters, digits and '_', starting with a letter or '_', at most 59 characters)"));
+            }
+            let strategy = match f.str(c, "strategy") {
+                None => PgStrategy::Single,
+                Some((s, _)) if s == "single" => PgStrategy::Single,
+                Some((s, _)) if s == "alternating" => PgStrategy::Alternating,
+                Some((s, at)) => {
+                    c.err(
+                        at,
+                        format!("unknown strategy {s:?} (expected \"single\" or \"alternating\")"),
+                    );
+                    PgStrategy::Single
+                }
+            };
+            let user_secret = f.str(c, "user_secret").map(|(u, at)| {
+                if let Err(m) = check_name(&u) {
+                    c.err(at, format!("`user_secret`: {m}"));
+                }
+                u
+            });
+            if strategy == PgStrategy::Alternating && user_secret.is_none() {
+                c.err(e.value.span().start, format!("the alternating strategy of {name:?} needs user_secret = \"NAME\" (the login in use is delivered under it)"));
+            }
+            let group = match f.str(c, "group") {
+                Some((g, at)) => {
+                    if !valid_role(&g) {
+                        c.err(
+                            at,
+                            format!("group {g:?} is not a valid PostgreSQL identifier here"),
+                        );
+                    }
+                    g
+                }
+                None => format!("{role}_group"),
+            };
+            Some(SecretTarget::Postgres {
+                target,
+                role,
+                strategy,
+                user_secret,
+                group,
+            })
+        }
+        TargetKind::Redis { .. } => {
+            f.only(
+                c,
+                &["name", "user", "acl", "mode"],
+                "for a redis target: name, user, acl, mode",
+            );
+            let mode = match f.str(c, "mode") {
+                None => RedisMode::Acl,
+                Some((m, _)) if m == "acl" => RedisMode::Acl,
+                Some((m, _)) if m == "requirepass" => RedisMode::Requirepass,
+                Some((m, at)) => {
+                    c.err(
+                        at,
+                        format!("unknown mode {m:?} (expected \"acl\" or \"requirepass\")"),
+                    );
+                    RedisMode::Acl
+                }
+            };
+            let user = f
+                .str(c, "user")
+                .map_or_else(|| "default".to_owned(), |(u, _)| u);
+            if let Some((bad, at)) = f
+                .str(c, "user")
+                .filter(|(u, _)| u.is_empty() || u.contains(char::is_whitespace))
+            {
+                c.err(at, format!("Redis user {bad:?} must be a single word"));
+            }
+            if mode == RedisMode::Requirepass && user != "default" {
+                c.err(
+                    e.value.span().start,
+                    "mode = \"requirepass\" sets the default user's password: leave `user` out",
+                );
+            }
+            let acl = f
+                .str(c, "acl")
+                .map_or_else(|| "~* &* +@all".to_owned(), |(a, _)| a);
+            Some(SecretTarget::Redis {
+                target,
+                user,
+                acl,
+                mode,
+            })
+        }
+    }
+}
+
 const RELOAD_EXPECTED: &str = "reload = { signal = \"HUP\", pid_file = \"/run/app.pid\" } or reload = { command = [\"prog\", \"arg\"] }";
 
 fn check_reload(c: &mut Checker, base: &Path, e: &Entry<'_, '_>) -> Option<ReloadHook> {
@@ -555,6 +845,7 @@ fn check_secret(
     name: &str,
     at: usize,
     table: &DeTable<'_>,
+    targets: &[TargetSpec],
 ) -> Option<Draft> {
     let f = Fields::new(format!("secret {name:?}"), table);
     if let Err(message) = check_name(name) {
@@ -570,7 +861,7 @@ fn check_secret(
         return None;
     };
     let specific: &[&str] = match kind.as_str() {
-        "password" => &["length", "alphabet", "allow_weak"],
+        "password" => &["length", "alphabet", "allow_weak", "target"],
         "token" => &["bytes", "encoding", "allow_weak"],
         "fernet" => &["keep", "deliver"],
         "rsa" => &["bits", "public", "jwks", "publish_ahead"],
@@ -599,6 +890,9 @@ fn check_secret(
         c.err(g_at, format!("grace {} is not shorter than rotate {} (expected the overlap to end before the next rotation)", duration::format(g), duration::format(r)));
     }
     let description = f.str(c, "description").map(|(d, _)| d);
+    let target = f
+        .get("target")
+        .and_then(|e| check_secret_target(c, name, e, targets));
     let mut companions_at = Vec::new();
     let mut companion = |c: &mut Checker, key: &'static str| -> Option<String> {
         let (n, n_at) = f.str(c, key)?;
@@ -780,6 +1074,7 @@ fn check_secret(
             rotate: rotate.map(|(d, _)| d),
             grace: grace.map(|(d, _)| d),
             description,
+            target,
             line,
         },
         at,

@@ -17,9 +17,14 @@ pub use audit::{AuditEntry, AuditLog};
 use crate::Error;
 use crate::apply::{deliver_stack, derive, generate, stack_deliveries, unix_now};
 use crate::material::{Material, fernet};
-use crate::policy::{Kind, KindSpec, Policy};
+use crate::policy::{AdminPassword, Kind, KindSpec, Policy, SecretTarget, TargetKind};
+use crate::secret::SecretString;
 use crate::sinks::DeliveryReport;
+use crate::store::SecretRecord;
 use crate::store::{Home, Label, LockedStore, Rotation, Step, StoreData, VersionRecord};
+use crate::targets::postgres::PostgresTarget;
+use crate::targets::redis::RedisTarget;
+use crate::targets::{Credential, Target};
 
 /// The grace period of a secret whose policy sets none.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(86_400);
@@ -246,6 +251,21 @@ impl<'a> Engine<'a> {
             .and_then(|s| s.secrets.get_mut(name))
             .expect("secret exists");
         let number = record.next_number();
+        let login = match self.target_for(stack, name)? {
+            Some(target) => {
+                let current = self.data.stacks[stack].secrets[name]
+                    .current()
+                    .and_then(|v| v.login.clone());
+                target.next_login(current.as_deref())
+            }
+            None => None,
+        };
+        let record = self
+            .data
+            .stacks
+            .get_mut(stack)
+            .and_then(|s| s.secrets.get_mut(name))
+            .expect("secret exists");
         record.versions.push(VersionRecord {
             number,
             label: Some(Label::Pending),
@@ -253,6 +273,7 @@ impl<'a> Engine<'a> {
             promoted: None,
             retired: None,
             params: crate::apply::params_text(&spec.kind),
+            login,
             material,
         });
         record.rotation = Some(Rotation {
@@ -366,7 +387,19 @@ impl<'a> Engine<'a> {
     }
 
     fn step_set(&mut self, stack: &str, name: &str, rotation: &Rotation) -> Result<(), Error> {
-        // Targets (PostgreSQL, Redis) plug in here: probe with `accepts`, then `set`.
+        if let Some(target) = self.target_for(stack, name)? {
+            let record = &self.data.stacks[stack].secrets[name];
+            let pending = record.version(rotation.pending).expect("pending version");
+            let pending_cred = credential(pending).ok_or_else(|| Error::NotRotatable {
+                name: name.to_owned(),
+                reason: "a target needs a text value".into(),
+            })?;
+            // Probe first: after a crash between set and the journal, the target already has it.
+            if !target.accepts(&pending_cred)? {
+                let current = record.current().and_then(credential);
+                target.set(&pending_cred, current.as_ref())?;
+            }
+        }
         self.set_step(stack, name, Step::Test);
         self.save()?;
         self.audit(stack, name, rotation.pending, "set", "ok", None);
@@ -385,6 +418,13 @@ impl<'a> Engine<'a> {
                 reason,
             }
         })?;
+        if let Some(target) = self.target_for(stack, name)? {
+            let record = &self.data.stacks[stack].secrets[name];
+            let pending = record.version(rotation.pending).expect("pending version");
+            if let Some(cred) = credential(pending) {
+                target.test(&cred)?;
+            }
+        }
         self.set_step(stack, name, Step::Deliver);
         self.save()?;
         self.audit(stack, name, rotation.pending, "test", "ok", None);
@@ -473,25 +513,44 @@ impl<'a> Engine<'a> {
     /// a fernet list) stops being delivered.
     pub(crate) fn retire(&mut self, stack: &str, name: &str) -> Result<(), Error> {
         let now = self.clock.now();
+        let record = &self.data.stacks[stack].secrets[name];
+        let from = record.current().map_or(0, |v| v.number);
+        let to_retire: Vec<u64> = record
+            .versions
+            .iter()
+            .filter(|v| {
+                let older_live = v.label.is_none() && v.retired.is_none() && v.number < from;
+                v.label == Some(Label::Previous) || older_live
+            })
+            .map(|v| v.number)
+            .collect();
+        // The target forgets old values first: a crash after this repeats an idempotent retire.
+        let target = self.target_for(stack, name)?;
+        let record = &self.data.stacks[stack].secrets[name];
+        if let Some(target) = target
+            && let Some(current) = record.current().and_then(credential)
+        {
+            for number in &to_retire {
+                if let Some(old) = record.version(*number).and_then(credential) {
+                    target.retire(&old, &current)?;
+                }
+            }
+        }
         let record = self
             .data
             .stacks
             .get_mut(stack)
             .and_then(|s| s.secrets.get_mut(name))
             .expect("secret");
-        let from = record.current().map_or(0, |v| v.number);
-        let current = record.current().map(|v| v.number);
         let mut retired = Vec::new();
-        for v in &mut record.versions {
-            let older_live = v.label.is_none() && v.retired.is_none();
-            if v.label == Some(Label::Previous)
-                || (older_live && Some(v.number) != current && v.number < from)
-            {
-                // Targets plug in here: `retire(old, current)` before the label changes.
-                v.label = None;
-                v.retired = Some(now);
-                retired.push(v.number);
-            }
+        for v in record
+            .versions
+            .iter_mut()
+            .filter(|v| to_retire.contains(&v.number))
+        {
+            v.label = None;
+            v.retired = Some(now);
+            retired.push(v.number);
         }
         if retired.is_empty() {
             self.outcome(stack, name, from, OutcomeKind::NothingToRetire, None);
@@ -511,6 +570,101 @@ impl<'a> Engine<'a> {
             Some(format!("retired version(s) {retired:?}")),
         );
         Ok(())
+    }
+}
+
+impl Engine<'_> {
+    /// The target a secret's values must reach, with its admin password resolved now (from the
+    /// store's current value of `password_secret`, which may itself have been rotated).
+    pub(crate) fn target_for(
+        &mut self,
+        stack: &str,
+        name: &str,
+    ) -> Result<Option<Box<dyn Target>>, Error> {
+        let policy = self.policy(stack)?.clone();
+        let Some(secret_target) = policy.secret(name).and_then(|s| s.target.clone()) else {
+            return Ok(None);
+        };
+        let spec = policy
+            .target(secret_target.target())
+            .expect("the policy checked target names");
+        let admin_password = match &spec.password {
+            AdminPassword::None => None,
+            AdminPassword::Secret(output) => {
+                let (_, _, record, out) = self.data.find_output(&format!("{stack}/{output}"))?;
+                let current = record.current().or_else(|| record.delivered_pending());
+                Some(
+                    current
+                        .and_then(|v| SecretRecord::version_value(v, out.part))
+                        .ok_or_else(|| Error::NotRotatable {
+                            name: name.to_owned(),
+                            reason: format!(
+                                "the admin password {output} of target {} has no value yet",
+                                spec.name
+                            ),
+                        })?,
+                )
+            }
+            AdminPassword::File(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| crate::targets::TargetError {
+                        target: spec.name.clone(),
+                        message: format!("cannot read password_file {}: {e}", path.display()),
+                    })?;
+                Some(SecretString::new(text.trim().to_owned()))
+            }
+        };
+        let target: Box<dyn Target> = match (&spec.kind, secret_target) {
+            (
+                TargetKind::Postgres,
+                SecretTarget::Postgres {
+                    role,
+                    strategy,
+                    group,
+                    ..
+                },
+            ) => Box::new(PostgresTarget::new(
+                &spec.name,
+                &spec.url,
+                admin_password.as_ref(),
+                &role,
+                strategy,
+                &group,
+            )?),
+            (
+                TargetKind::Redis {
+                    user: admin_user,
+                    replicas,
+                },
+                SecretTarget::Redis {
+                    user, acl, mode, ..
+                },
+            ) => Box::new(RedisTarget {
+                name: spec.name.clone(),
+                url: spec.url.clone(),
+                admin_user: admin_user.clone(),
+                admin_password,
+                user,
+                acl,
+                mode,
+                replicas: replicas.clone(),
+            }),
+            _ => unreachable!(
+                "the policy checked that a secret's target fields match the target's type"
+            ),
+        };
+        Ok(Some(target))
+    }
+}
+
+/// A version's login and password, for a target.
+fn credential(version: &VersionRecord) -> Option<Credential<'_>> {
+    match &version.material {
+        Material::Text { value } => Some(Credential {
+            login: version.login.as_deref(),
+            password: value,
+        }),
+        _ => None,
     }
 }
 

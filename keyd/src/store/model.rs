@@ -168,6 +168,10 @@ pub struct VersionRecord {
     pub retired: Option<i64>,
     /// The generation parameters, as text (no secret): used to notice a changed policy.
     pub params: String,
+    /// The login this password belongs to, where a target has several (PostgreSQL
+    /// alternating roles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
     /// The value(s).
     pub material: Material,
 }
@@ -193,24 +197,48 @@ impl SecretRecord {
         self.versions.iter().map(|v| v.number).max().unwrap_or(0) + 1
     }
 
+    /// The pending version, once its rotation has passed the deliver step.
+    pub fn delivered_pending(&self) -> Option<&VersionRecord> {
+        let rotation = self.rotation.as_ref().filter(|r| r.step >= Step::Promote)?;
+        self.version(rotation.pending)
+    }
+
+    /// Versions consumers still accept, newest first: a delivered pending version, the current
+    /// one, then older versions not yet retired (the previous one, and for fernet lists with
+    /// `keep` above 2, older keys still inside the list).
+    pub fn live_versions(&self) -> Vec<&VersionRecord> {
+        let pending = self.delivered_pending().map(|v| v.number);
+        let mut live: Vec<&VersionRecord> = self
+            .versions
+            .iter()
+            .filter(|v| match v.label {
+                Some(Label::Pending) => Some(v.number) == pending,
+                Some(_) => true,
+                None => v.retired.is_none(),
+            })
+            .collect();
+        live.sort_by_key(|v| std::cmp::Reverse(v.number));
+        live
+    }
+
     /// The part of the secret delivered under an output, as consumers see it now.
     ///
-    /// Fernet lists hold current then previous keys (at most `keep`); a JWKS holds the pending,
-    /// current and previous public keys, so verifiers know a key before it signs and after it
-    /// stops. Everything else is the current version's value.
+    /// From a rotation's deliver step on, consumers get the pending value where overlap allows
+    /// it: fernet lists lead with it (`new,old`, at most `keep` keys), a JWKS holds it beside
+    /// the current and previous public keys (published before anything signs with it), and
+    /// passwords, tokens, primary fernet keys and certificates switch to it. An RSA private key
+    /// and its public PEM switch only at promote.
     pub fn delivered(&self, part: Part) -> Option<SecretString> {
-        let current = self.current()?;
-        let overlap = || {
-            [Label::Pending, Label::Current, Label::Previous]
-                .into_iter()
-                .filter_map(|l| self.labelled(l))
-        };
+        // A first version made through a target has no current one until its promote.
+        let current = self.current().or_else(|| self.delivered_pending())?;
+        let newest = self.delivered_pending().unwrap_or(current);
         match (part, &current.material) {
-            (Part::Main, Material::Text { value }) => match self.fernet_list_keep {
+            (Part::Login, _) => Self::version_value(newest, part),
+            (Part::Main, Material::Text { .. }) => match self.fernet_list_keep {
                 Some(keep) => {
-                    let keys: Vec<&str> = [Label::Current, Label::Previous]
+                    let keys: Vec<&str> = self
+                        .live_versions()
                         .into_iter()
-                        .filter_map(|l| self.labelled(l))
                         .filter_map(|v| match &v.material {
                             Material::Text { value } => Some(value.expose_secret()),
                             _ => None,
@@ -219,21 +247,22 @@ impl SecretRecord {
                         .collect();
                     Some(SecretString::new(keys.join(",")))
                 }
-                None => Some(value.clone()),
+                None => Self::version_value(newest, part),
             },
-            (Part::Main, Material::Rsa(pair)) => Some(pair.private_pem.clone()),
-            (Part::PublicPem, Material::Rsa(pair)) => {
-                Some(SecretString::new(pair.public_pem.clone()))
-            }
+            (Part::Main | Part::PublicPem, Material::Rsa(_)) => Self::version_value(current, part),
             (Part::Jwks, Material::Rsa(_)) => {
-                let jwks = rsa::jwks(overlap().filter_map(|v| match &v.material {
-                    Material::Rsa(pair) => Some(&pair.jwk),
-                    _ => None,
-                }));
+                let jwks =
+                    rsa::jwks(
+                        self.live_versions()
+                            .into_iter()
+                            .filter_map(|v| match &v.material {
+                                Material::Rsa(pair) => Some(&pair.jwk),
+                                _ => None,
+                            }),
+                    );
                 Some(SecretString::new(jwks))
             }
-            (Part::Main, Material::Tls(cert)) => Some(SecretString::new(cert.cert_pem.clone())),
-            (Part::TlsKey, Material::Tls(cert)) => Some(cert.key_pem.clone()),
+            (Part::Main | Part::TlsKey, Material::Tls(_)) => Self::version_value(newest, part),
             _ => None,
         }
     }
@@ -249,6 +278,7 @@ impl SecretRecord {
             (Part::Jwks, Material::Rsa(pair)) => Some(SecretString::new(rsa::jwks([&pair.jwk]))),
             (Part::Main, Material::Tls(cert)) => Some(SecretString::new(cert.cert_pem.clone())),
             (Part::TlsKey, Material::Tls(cert)) => Some(cert.key_pem.clone()),
+            (Part::Login, _) => version.login.clone().map(SecretString::new),
             _ => None,
         }
     }

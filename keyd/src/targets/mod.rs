@@ -2,7 +2,20 @@
 //! PostgreSQL role, a Redis ACL user). The rotation state machine drives them through the
 //! [`Target`] trait; implementations live in this module, one file each.
 
+pub mod postgres;
+pub mod redis;
+mod resp;
+
 use crate::secret::SecretString;
+
+/// A login and its password, as a target sees them.
+#[derive(Clone, Copy, Debug)]
+pub struct Credential<'a> {
+    /// The login name, when the target has several (PostgreSQL alternating roles).
+    pub login: Option<&'a str>,
+    /// The password.
+    pub password: &'a SecretString,
+}
 
 /// Why a target refused or could not be reached. Messages name the target, never a value.
 #[derive(Debug, thiserror::Error)]
@@ -27,16 +40,20 @@ pub struct TargetError {
 /// - never send a plaintext value where the target could log it, and never put one in an
 ///   error message.
 pub trait Target {
-    /// Whether `value` already works (a crash after `set` changed the target).
-    fn accepts(&self, value: &SecretString) -> Result<bool, TargetError>;
-    /// Makes the target accept `pending` (alongside `current` where it can).
+    /// The login the next version uses, given the current one's (alternating strategies flip
+    /// between two; others return their one login or `None`).
+    fn next_login(&self, current: Option<&str>) -> Option<String>;
+    /// Whether `credential` already works (a crash after `set` changed the target).
+    fn accepts(&self, credential: &Credential<'_>) -> Result<bool, TargetError>;
+    /// Makes the target accept `pending` (alongside `current` where it can), creating the
+    /// login if it does not exist.
     fn set(
         &self,
-        pending: &SecretString,
-        current: Option<&SecretString>,
+        pending: &Credential<'_>,
+        current: Option<&Credential<'_>>,
     ) -> Result<(), TargetError>;
     /// Proves `pending` works from a new session.
-    fn test(&self, pending: &SecretString) -> Result<(), TargetError>;
+    fn test(&self, pending: &Credential<'_>) -> Result<(), TargetError>;
     /// Stops the target accepting `old`; `current` must keep working.
-    fn retire(&self, old: &SecretString, current: &SecretString) -> Result<(), TargetError>;
+    fn retire(&self, old: &Credential<'_>, current: &Credential<'_>) -> Result<(), TargetError>;
 }

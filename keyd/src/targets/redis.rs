@@ -1,0 +1,210 @@
+//! The Redis target. `mode = "acl"`: a new password is added to the ACL user by its SHA-256
+//! (`ACL SETUSER u on #<hash>`), so the plaintext never reaches the server and old and new both
+//! work during the overlap; retire removes the old one (`!<hash>`). `mode = "requirepass"`:
+//! `CONFIG SET requirepass`, a hard cut-over for servers without ACLs. Changes are persisted
+//! with `ACL SAVE` (an ACL file) or `CONFIG REWRITE` (a config file), with a warning when
+//! neither is possible.
+
+use super::resp::{Reply, Resp};
+use super::{Credential, Target, TargetError};
+use crate::policy::RedisMode;
+use crate::secret::SecretString;
+
+/// A Redis user whose password keyd rotates.
+pub struct RedisTarget {
+    /// The target's name in the policy.
+    pub name: String,
+    /// `redis://host:port`.
+    pub url: String,
+    /// The admin user.
+    pub admin_user: String,
+    /// The admin password, if any.
+    pub admin_password: Option<SecretString>,
+    /// The user rotated.
+    pub user: String,
+    /// ACL rules for a user keyd creates.
+    pub acl: String,
+    /// ACL or requirepass.
+    pub mode: RedisMode,
+    /// Replicas whose `masterauth` follows (requirepass).
+    pub replicas: Vec<String>,
+}
+
+fn sha256_hex(value: &SecretString) -> String {
+    let digest =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.expose_secret().as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl RedisTarget {
+    fn fail(&self, message: impl Into<String>) -> TargetError {
+        TargetError {
+            target: self.name.clone(),
+            message: message.into(),
+        }
+    }
+
+    fn connect(&self, url: &str) -> Result<Resp, TargetError> {
+        Resp::connect(url).map_err(|e| self.fail(format!("cannot connect to {url}: {e}")))
+    }
+
+    fn run(&self, conn: &mut Resp, args: &[&[u8]]) -> Result<Reply, TargetError> {
+        match conn.command(args) {
+            Ok(Reply::Error(e)) => {
+                Err(self.fail(format!("{} refused: {e}", String::from_utf8_lossy(args[0]))))
+            }
+            Ok(reply) => Ok(reply),
+            Err(e) => Err(self.fail(format!("{}: {e}", String::from_utf8_lossy(args[0])))),
+        }
+    }
+
+    /// An admin session on `url`.
+    fn admin(&self, url: &str) -> Result<Resp, TargetError> {
+        let mut conn = self.connect(url)?;
+        if let Some(password) = &self.admin_password {
+            let reply = conn
+                .command(&[
+                    b"AUTH",
+                    self.admin_user.as_bytes(),
+                    password.expose_secret().as_bytes(),
+                ])
+                .map_err(|e| self.fail(format!("AUTH: {e}")))?;
+            if let Reply::Error(e) = reply {
+                return Err(self.fail(format!(
+                    "the admin login as {:?} was refused: {e}",
+                    self.admin_user
+                )));
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Persists an ACL or config change, warning when the server cannot.
+    fn persist(&self, conn: &mut Resp) {
+        let acl_file = match conn.command(&[b"CONFIG", b"GET", b"aclfile"]) {
+            Ok(Reply::Array(Some(items))) => {
+                matches!(items.get(1), Some(Reply::Bulk(Some(v))) if !v.is_empty())
+            }
+            _ => false,
+        };
+        let (what, result) = if acl_file && self.mode == RedisMode::Acl {
+            ("ACL SAVE", conn.command(&[b"ACL", b"SAVE"]))
+        } else {
+            ("CONFIG REWRITE", conn.command(&[b"CONFIG", b"REWRITE"]))
+        };
+        if !matches!(result, Ok(Reply::Simple(_))) {
+            eprintln!(
+                "keyd: warning: target {}: {what} failed, the change lives in memory only and a Redis restart would undo it (start Redis with an aclfile or a config file)",
+                self.name
+            );
+        }
+    }
+
+    fn login(&self, password: &SecretString) -> Result<bool, TargetError> {
+        let mut conn = self.connect(&self.url)?;
+        let reply = match self.mode {
+            RedisMode::Acl => conn.command(&[
+                b"AUTH",
+                self.user.as_bytes(),
+                password.expose_secret().as_bytes(),
+            ]),
+            RedisMode::Requirepass => conn.command(&[b"AUTH", password.expose_secret().as_bytes()]),
+        }
+        .map_err(|e| self.fail(format!("AUTH: {e}")))?;
+        match reply {
+            Reply::Simple(_) => {
+                let pong = conn
+                    .command(&[b"PING"])
+                    .map_err(|e| self.fail(format!("PING: {e}")))?;
+                Ok(pong == Reply::Simple("PONG".into()))
+            }
+            Reply::Error(e)
+                if e.contains("WRONGPASS")
+                    || e.contains("invalid")
+                    || e.contains("no password") =>
+            {
+                Ok(false)
+            }
+            Reply::Error(e) => Err(self.fail(format!("AUTH: {e}"))),
+            _ => Err(self.fail("AUTH: unexpected reply")),
+        }
+    }
+}
+
+impl Target for RedisTarget {
+    fn next_login(&self, _current: Option<&str>) -> Option<String> {
+        None
+    }
+
+    fn accepts(&self, credential: &Credential<'_>) -> Result<bool, TargetError> {
+        self.login(credential.password)
+    }
+
+    fn set(
+        &self,
+        pending: &Credential<'_>,
+        _current: Option<&Credential<'_>>,
+    ) -> Result<(), TargetError> {
+        let mut conn = self.admin(&self.url)?;
+        match self.mode {
+            RedisMode::Acl => {
+                let hash = format!("#{}", sha256_hex(pending.password));
+                let exists = !matches!(
+                    self.run(&mut conn, &[b"ACL", b"GETUSER", self.user.as_bytes()])?,
+                    Reply::Array(None) | Reply::Bulk(None)
+                );
+                let mut args: Vec<&[u8]> = vec![
+                    b"ACL",
+                    b"SETUSER",
+                    self.user.as_bytes(),
+                    b"on",
+                    hash.as_bytes(),
+                ];
+                if !exists {
+                    args.extend(self.acl.split_whitespace().map(str::as_bytes));
+                }
+                self.run(&mut conn, &args)?;
+            }
+            RedisMode::Requirepass => {
+                let value = pending.password.expose_secret().as_bytes();
+                for replica in &self.replicas {
+                    let mut r = self.admin(replica)?;
+                    self.run(&mut r, &[b"CONFIG", b"SET", b"masterauth", value])?;
+                    self.persist(&mut r);
+                }
+                self.run(&mut conn, &[b"CONFIG", b"SET", b"requirepass", value])?;
+            }
+        }
+        self.persist(&mut conn);
+        Ok(())
+    }
+
+    fn test(&self, pending: &Credential<'_>) -> Result<(), TargetError> {
+        if self.login(pending.password)? {
+            Ok(())
+        } else {
+            Err(self.fail(format!(
+                "a new login as {:?} with the new password was refused",
+                self.user
+            )))
+        }
+    }
+
+    fn retire(&self, old: &Credential<'_>, _current: &Credential<'_>) -> Result<(), TargetError> {
+        if self.mode == RedisMode::Requirepass {
+            return Ok(()); // the old password stopped working at set
+        }
+        let mut conn = self.admin(&self.url)?;
+        let hash = format!("!{}", sha256_hex(old.password));
+        match conn.command(&[b"ACL", b"SETUSER", self.user.as_bytes(), hash.as_bytes()]) {
+            Ok(Reply::Simple(_)) => {}
+            // Already removed (a repeated retire): nothing to do.
+            Ok(Reply::Error(e)) if e.contains("not") => {}
+            Ok(Reply::Error(e)) => return Err(self.fail(format!("ACL SETUSER refused: {e}"))),
+            Ok(_) => {}
+            Err(e) => return Err(self.fail(format!("ACL SETUSER: {e}"))),
+        }
+        self.persist(&mut conn);
+        Ok(())
+    }
+}
