@@ -2,6 +2,8 @@
 //! directories, and running the independent implementations (openssl, Python's cryptography)
 //! that keyd's output is checked against.
 
+pub mod servers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -330,8 +330,8 @@ fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) ->
     let top = Fields::new("the policy", doc);
     top.only(
         c,
-        &["stack", "sinks", "secrets"],
-        "[stack], [sinks.*] or [secrets.*]",
+        &["stack", "sinks", "targets", "secrets"],
+        "[stack], [sinks.*], [targets.*] or [secrets.*]",
     );
 
     let mut stack = None;

@@ -388,6 +388,23 @@ impl<'a> Engine<'a> {
 
     fn step_set(&mut self, stack: &str, name: &str, rotation: &Rotation) -> Result<(), Error> {
         if let Some(target) = self.target_for(stack, name)? {
+            // A first version made by apply has no login yet: it takes the target's first one.
+            let record = self
+                .data
+                .stacks
+                .get_mut(stack)
+                .and_then(|s| s.secrets.get_mut(name))
+                .expect("secret");
+            let has_current = record.current().is_some();
+            if let Some(v) = record
+                .versions
+                .iter_mut()
+                .find(|v| v.number == rotation.pending)
+                && v.login.is_none()
+                && !has_current
+            {
+                v.login = target.next_login(None);
+            }
             let record = &self.data.stacks[stack].secrets[name];
             let pending = record.version(rotation.pending).expect("pending version");
             let pending_cred = credential(pending).ok_or_else(|| Error::NotRotatable {
@@ -591,8 +608,14 @@ impl Engine<'_> {
         let admin_password = match &spec.password {
             AdminPassword::None => None,
             AdminPassword::Secret(output) => {
-                let (_, _, record, out) = self.data.find_output(&format!("{stack}/{output}"))?;
+                let (_, owner, record, out) =
+                    self.data.find_output(&format!("{stack}/{output}"))?;
                 let current = record.current().or_else(|| record.delivered_pending());
+                // A target whose admin password is the secret being set for the first time has
+                // no password yet (e.g. a fresh Redis whose requirepass keyd sets).
+                if current.is_none() && owner == name {
+                    return Ok(Some(build_target(&policy, name, None)?));
+                }
                 Some(
                     current
                         .and_then(|v| SecretRecord::version_value(v, out.part))
@@ -614,47 +637,63 @@ impl Engine<'_> {
                 Some(SecretString::new(text.trim().to_owned()))
             }
         };
-        let target: Box<dyn Target> = match (&spec.kind, secret_target) {
-            (
-                TargetKind::Postgres,
-                SecretTarget::Postgres {
-                    role,
-                    strategy,
-                    group,
-                    ..
-                },
-            ) => Box::new(PostgresTarget::new(
-                &spec.name,
-                &spec.url,
-                admin_password.as_ref(),
-                &role,
-                strategy,
-                &group,
-            )?),
-            (
-                TargetKind::Redis {
-                    user: admin_user,
-                    replicas,
-                },
-                SecretTarget::Redis {
-                    user, acl, mode, ..
-                },
-            ) => Box::new(RedisTarget {
-                name: spec.name.clone(),
-                url: spec.url.clone(),
-                admin_user: admin_user.clone(),
-                admin_password,
-                user,
-                acl,
-                mode,
-                replicas: replicas.clone(),
-            }),
-            _ => unreachable!(
-                "the policy checked that a secret's target fields match the target's type"
-            ),
-        };
-        Ok(Some(target))
+        Ok(Some(build_target(&policy, name, admin_password)?))
     }
+}
+
+/// Builds the target of secret `name` of `policy` with a resolved admin password.
+fn build_target(
+    policy: &Policy,
+    name: &str,
+    admin_password: Option<SecretString>,
+) -> Result<Box<dyn Target>, Error> {
+    let secret_target = policy
+        .secret(name)
+        .and_then(|s| s.target.clone())
+        .expect("checked by the caller");
+    let spec = policy
+        .target(secret_target.target())
+        .expect("the policy checked target names");
+    let target: Box<dyn Target> = match (&spec.kind, secret_target) {
+        (
+            TargetKind::Postgres,
+            SecretTarget::Postgres {
+                role,
+                strategy,
+                group,
+                ..
+            },
+        ) => Box::new(PostgresTarget::new(
+            &spec.name,
+            &spec.url,
+            admin_password.as_ref(),
+            &role,
+            strategy,
+            &group,
+        )?),
+        (
+            TargetKind::Redis {
+                user: admin_user,
+                replicas,
+            },
+            SecretTarget::Redis {
+                user, acl, mode, ..
+            },
+        ) => Box::new(RedisTarget {
+            name: spec.name.clone(),
+            url: spec.url.clone(),
+            admin_user: admin_user.clone(),
+            admin_password,
+            user,
+            acl,
+            mode,
+            replicas: replicas.clone(),
+        }),
+        _ => {
+            unreachable!("the policy checked that a secret's target fields match the target's type")
+        }
+    };
+    Ok(target)
 }
 
 /// A version's login and password, for a target.

@@ -1,0 +1,427 @@
+//! Rotating real PostgreSQL and Redis credentials, each server started by the test on a free
+//! loopback port: logins keep working through a rotation (counted by a bounded client loop that
+//! reads the delivered files and reconnects), old passwords stop working at retire, no
+//! plaintext password reaches PostgreSQL's statement log, and faults leave the current value
+//! working and the rotation resumable. Logins are checked with psql and redis-cli, clients
+//! independent of keyd's own.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use keyd_tests::servers::{Postgres, Redis};
+use keyd_tests::{TempDir, keyctl, keyd, ok, run};
+
+struct Setup {
+    tmp: TempDir,
+}
+
+impl Setup {
+    fn new(tag: &str, policy: &str) -> Setup {
+        let tmp = TempDir::new(tag);
+        std::fs::write(tmp.join("policy.toml"), policy).unwrap();
+        Setup { tmp }
+    }
+    fn home(&self) -> std::path::PathBuf {
+        self.tmp.join("home")
+    }
+    fn quickstart(&self) -> std::process::Output {
+        run(keyctl(&self.home())
+            .arg("quickstart")
+            .arg("--policy")
+            .arg(self.tmp.join("policy.toml"))
+            .arg("--out")
+            .arg(self.tmp.join("out")))
+    }
+    fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.tmp.join("out").join(name)).unwrap()
+    }
+    fn rotate(&self, name: &str) -> std::process::Output {
+        run(keyctl(&self.home()).args(["rotate", name]))
+    }
+    fn retire(&self, name: &str) {
+        ok(keyctl(&self.home()).args(["retire", name]));
+    }
+}
+
+/// Runs `attempts` logins in a thread, each reading the delivered credentials afresh, while
+/// `during` runs; returns how many failed.
+fn count_failures(
+    attempts: usize,
+    login: impl Fn() -> bool + Send + 'static,
+    during: impl FnOnce(),
+) -> usize {
+    let started = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, st) = (started.clone(), stop.clone());
+    let client = std::thread::spawn(move || {
+        let mut failures = 0;
+        for i in 0..attempts {
+            if !login() {
+                failures += 1;
+            }
+            s.store(i + 1, Ordering::SeqCst);
+            if st.load(Ordering::SeqCst) && i > attempts / 2 {
+                break;
+            }
+        }
+        failures
+    });
+    while started.load(Ordering::SeqCst) < 10 {
+        std::thread::yield_now();
+    }
+    during();
+    // Keep logging in for a while after the rotation too.
+    let after = started.load(Ordering::SeqCst) + 20;
+    while started.load(Ordering::SeqCst) < after.min(attempts) && !client.is_finished() {
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::SeqCst);
+    client.join().unwrap()
+}
+
+fn redis_policy(redis: &Redis, dir: &Path, mode: &str) -> String {
+    std::fs::write(dir.join("redis-admin"), &redis.admin_password).unwrap();
+    format!(
+        r#"[stack]
+name = "cache"
+
+[targets.cache]
+type = "redis"
+url = "redis://127.0.0.1:{port}"
+user = "default"
+password_file = "{admin}"
+
+[secrets.REDIS_PASSWORD]
+kind = "password"
+grace = "1h"
+target = {{ name = "cache", {user}mode = "{mode}" }}
+"#,
+        port = redis.port,
+        admin = dir.join("redis-admin").display(),
+        user = if mode == "acl" {
+            "user = \"app\", acl = \"~app:* +@all\", "
+        } else {
+            ""
+        },
+    )
+}
+
+#[test]
+fn redis_acl_rotation_has_zero_failed_logins_and_retire_removes_the_old_password() {
+    let redis = Redis::start("acl", true);
+    let dir = TempDir::new("redis-acl-policy");
+    let s = Setup::new("redis-acl", &redis_policy(&redis, dir.path(), "acl"));
+    let out = s.quickstart();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The first version went through set and test: the user exists and the delivered value logs in.
+    let first = s.file("REDIS_PASSWORD");
+    assert!(redis.can_login("app", &first));
+
+    let out_dir = s.tmp.join("out");
+    let port = redis.port;
+    let failures = count_failures(
+        300,
+        move || {
+            let password = std::fs::read_to_string(out_dir.join("REDIS_PASSWORD")).unwrap();
+            let out = std::process::Command::new("redis-cli")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "--user",
+                    "app",
+                    "--no-auth-warning",
+                    "PING",
+                ])
+                .env("REDISCLI_AUTH", password)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim() == "PONG"
+        },
+        || assert!(s.rotate("REDIS_PASSWORD").status.success()),
+    );
+    assert_eq!(failures, 0, "logins failed during an ACL rotation");
+    let second = s.file("REDIS_PASSWORD");
+    assert_ne!(first, second);
+    assert!(redis.can_login("app", &second));
+    assert!(
+        redis.can_login("app", &first),
+        "the old password works during the overlap"
+    );
+    s.retire("REDIS_PASSWORD");
+    assert!(
+        !redis.can_login("app", &first),
+        "retire removes the old password"
+    );
+    assert!(redis.can_login("app", &second));
+    // Persisted with ACL SAVE, by hash: the ACL file holds no plaintext.
+    let acl = std::fs::read_to_string(redis.dir.join("users.acl")).unwrap();
+    assert!(acl.contains("user app"), "{acl}");
+    assert!(!acl.contains(&second) && !acl.contains(&first));
+}
+
+#[test]
+fn redis_requirepass_is_a_hard_cut_over() {
+    let redis = Redis::start("requirepass", false);
+    let dir = TempDir::new("redis-rp-policy");
+    let s = Setup::new("redis-rp", &redis_policy(&redis, dir.path(), "requirepass"));
+    let out = s.quickstart();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = s.file("REDIS_PASSWORD");
+    assert!(redis.can_auth(&first));
+    assert!(
+        !redis.can_auth(&redis.admin_password),
+        "requirepass was replaced"
+    );
+    // The admin password file now is stale: the target's admin password moves with the secret.
+    std::fs::write(dir.join("redis-admin"), &first).unwrap();
+    assert!(s.rotate("REDIS_PASSWORD").status.success());
+    let second = s.file("REDIS_PASSWORD");
+    assert!(redis.can_auth(&second));
+    assert!(!redis.can_auth(&first), "requirepass has no overlap");
+}
+
+fn pg_policy(pg: &Postgres, dir: &Path, strategy: &str) -> String {
+    std::fs::write(dir.join("pg-admin"), &pg.admin_password).unwrap();
+    let alternating = strategy == "alternating";
+    format!(
+        r#"[stack]
+name = "shop"
+
+[targets.db]
+type = "postgres"
+url = "postgres://admin@127.0.0.1:{port}/postgres"
+password_file = "{admin}"
+
+[secrets.DB_PASSWORD]
+kind = "password"
+grace = "1h"
+target = {{ name = "db", role = "app", strategy = "{strategy}"{user} }}
+
+[secrets.DB_URL]
+kind = "template"
+template = "postgres://{login}:{{DB_PASSWORD|url}}@127.0.0.1:{port}/postgres"
+"#,
+        port = pg.port,
+        admin = dir.join("pg-admin").display(),
+        user = if alternating {
+            r#", user_secret = "DB_USER""#
+        } else {
+            ""
+        },
+        login = if alternating { "{DB_USER}" } else { "app" },
+    )
+}
+
+fn pg_login_from_url(port: u16, url: &str) -> bool {
+    // postgres://USER:PASSWORD@host:port/db, password URL-encoded (letters and digits here).
+    let rest = url.strip_prefix("postgres://").unwrap();
+    let (userinfo, _) = rest.split_once('@').unwrap();
+    let (user, password) = userinfo.split_once(':').unwrap();
+    let out = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            user,
+            "-d",
+            "postgres",
+            "-tAc",
+            "SELECT 1",
+        ])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .unwrap();
+    out.status.success()
+}
+
+#[test]
+fn postgres_alternating_has_zero_failed_logins_and_keeps_plaintext_out_of_the_server_log() {
+    let pg = Postgres::start("alt");
+    let dir = TempDir::new("pg-alt-policy");
+    let s = Setup::new("pg-alt", &pg_policy(&pg, dir.path(), "alternating"));
+    let out = s.quickstart();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.file("DB_USER"), "app");
+    let first = s.file("DB_PASSWORD");
+    assert!(pg.can_login("app", &first));
+    assert_eq!(pg.admin_sql("SELECT count(*) FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE g.rolname = 'app_group'"), "1");
+
+    let url_file = s.tmp.join("out").join("DB_URL");
+    let port = pg.port;
+    let failures = count_failures(
+        150,
+        move || pg_login_from_url(port, &std::fs::read_to_string(&url_file).unwrap()),
+        || assert!(s.rotate("DB_PASSWORD").status.success()),
+    );
+    assert_eq!(failures, 0, "logins failed during an alternating rotation");
+    assert_eq!(
+        s.file("DB_USER"),
+        "app_b",
+        "the rotation switched to the other login"
+    );
+    let second = s.file("DB_PASSWORD");
+    assert!(pg.can_login("app_b", &second));
+    assert!(
+        pg.can_login("app", &first),
+        "the old login works during the overlap"
+    );
+    assert_eq!(pg.admin_sql("SELECT string_agg(r.rolname, ',' ORDER BY r.rolname) FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member WHERE g.rolname = 'app_group'"), "app,app_b");
+    s.retire("DB_PASSWORD");
+    assert!(
+        !pg.can_login("app", &first),
+        "retire clears the old login's password"
+    );
+    assert!(pg.can_login("app_b", &second));
+    // A second rotation goes back to the first login.
+    assert!(s.rotate("DB_PASSWORD").status.success());
+    assert_eq!(s.file("DB_USER"), "app");
+    assert!(pg.can_login("app", &s.file("DB_PASSWORD")));
+
+    // The server logged every statement; no password ever appears in it.
+    let log = pg.log();
+    assert!(log.contains("ALTER ROLE"), "log_statement = all is on");
+    assert!(
+        log.contains("SCRAM-SHA-256$"),
+        "verifiers, not passwords, were sent"
+    );
+    for password in [first, second, s.file("DB_PASSWORD")] {
+        assert!(
+            !log.contains(&password),
+            "a plaintext password reached the server log"
+        );
+    }
+}
+
+#[test]
+fn postgres_single_rotation_works_and_its_window_is_measured() {
+    let pg = Postgres::start("single");
+    let dir = TempDir::new("pg-single-policy");
+    let s = Setup::new("pg-single", &pg_policy(&pg, dir.path(), "single"));
+    assert!(s.quickstart().status.success());
+    let first = s.file("DB_PASSWORD");
+    assert!(pg.can_login("app", &first));
+    let url_file = s.tmp.join("out").join("DB_URL");
+    let port = pg.port;
+    let failures = count_failures(
+        150,
+        move || pg_login_from_url(port, &std::fs::read_to_string(&url_file).unwrap()),
+        || assert!(s.rotate("DB_PASSWORD").status.success()),
+    );
+    // The documented window: logins that read the old file after set fail until delivery.
+    eprintln!("single strategy: {failures} of up to 150 logins failed during the rotation window");
+    let second = s.file("DB_PASSWORD");
+    assert!(pg.can_login("app", &second));
+    assert!(
+        !pg.can_login("app", &first),
+        "one role, one password: the old one stops at set"
+    );
+    assert!(!pg.log().contains(&second));
+}
+
+#[test]
+fn faults_leave_the_current_value_working_and_the_rotation_resumable() {
+    let pg = Postgres::start("faults");
+    let dir = TempDir::new("pg-faults-policy");
+    let s = Setup::new("pg-faults", &pg_policy(&pg, dir.path(), "single"));
+    assert!(s.quickstart().status.success());
+    let first = s.file("DB_PASSWORD");
+
+    // A wrong admin password: a clear error, status shows it, the current value still works.
+    std::fs::write(dir.path().join("pg-admin"), "wrong").unwrap();
+    let failed = s.rotate("DB_PASSWORD");
+    assert_eq!(failed.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&failed.stdout);
+    assert!(
+        stdout.contains("stopped at step set") && stdout.contains("admin connection failed"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("wrong"),
+        "the admin password leaked into the message"
+    );
+    let status = String::from_utf8(ok(keyctl(&s.home()).args(["status", "--json"]))).unwrap();
+    assert!(status.contains("admin connection failed"), "{status}");
+    assert_eq!(s.file("DB_PASSWORD"), first);
+    assert!(pg.can_login("app", &first));
+    std::fs::write(dir.path().join("pg-admin"), &pg.admin_password).unwrap();
+    assert!(
+        s.rotate("DB_PASSWORD").status.success(),
+        "the retry resumes the same rotation"
+    );
+    let history: serde_json::Value = serde_json::from_slice(&ok(keyctl(&s.home()).args([
+        "history",
+        "DB_PASSWORD",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(
+        history["versions"].as_array().unwrap().len(),
+        2,
+        "one rotation, not two"
+    );
+    let second = s.file("DB_PASSWORD");
+    assert!(pg.can_login("app", &second));
+
+    // The server stopped mid-rotation: the rotation waits at its step; restarted, it completes.
+    pg.stop();
+    assert_eq!(s.rotate("DB_PASSWORD").status.code(), Some(1));
+    assert_eq!(s.file("DB_PASSWORD"), second, "nothing half-applied");
+    pg.restart();
+    assert!(pg.can_login("app", &second));
+    assert!(s.rotate("DB_PASSWORD").status.success());
+    let third = s.file("DB_PASSWORD");
+    assert!(pg.can_login("app", &third));
+
+    // Killed between set and promote: the restart probes (the new password works), continues,
+    // and one new version results.
+    let mut child = keyctl(&s.home())
+        .args(["rotate", "DB_PASSWORD"])
+        .env("KEYD_PAUSE_AFTER", "set")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stderr.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "keyd: paused after set");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !pg.can_login("app", &third),
+        "set happened: the old single password is gone"
+    );
+    ok(keyd(&s.home()).arg("--once"));
+    let fourth = s.file("DB_PASSWORD");
+    assert_ne!(fourth, third);
+    assert!(pg.can_login("app", &fourth));
+    let history: serde_json::Value = serde_json::from_slice(&ok(keyctl(&s.home()).args([
+        "history",
+        "DB_PASSWORD",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(history["versions"].as_array().unwrap().len(), 4);
+}
