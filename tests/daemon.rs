@@ -351,7 +351,7 @@ fn the_api_answers_refuses_and_never_serves_or_logs_a_value() {
 
     // A uid that is not allowed is refused, though the socket's mode lets it connect.
     // perl from /usr/bin: a client any uid can run.
-    let script = "use IO::Socket::UNIX; my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die \"connect: $!\"; print $s \"GET /v1/status HTTP/1.1\\r\\n\\r\\n\"; my $b = ''; sysread($s, $b, 4096); print $b;";
+    let script = "use IO::Socket::UNIX; my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die \"connect: $!\"; print $s \"GET /v1/status HTTP/1.1\\r\\n\\r\\n\"; my $b = ''; while (sysread($s, $b, 4096, length $b)) {} print $b;";
     let refused = Command::new("setpriv")
         .args([
             "--reuid=65534",
