@@ -68,6 +68,21 @@ const BROKEN: &[(&str, &str, &str)] = &[
         ":7:9: grace 2d is not shorter than rotate 1d",
     ),
     (
+        "target role not an identifier",
+        "[stack]\nname = \"shop\"\n\n[targets.db]\ntype = \"postgres\"\nurl = \"postgres://admin@127.0.0.1/db\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\ntarget = { name = \"db\", role = \"App-User\" }\n",
+        ":10:32: role \"App-User\" is not a valid PostgreSQL identifier here",
+    ),
+    (
+        "unknown target",
+        "[stack]\nname = \"shop\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\ntarget = { name = \"db\", role = \"app\" }\n",
+        ":6:19: unknown target \"db\" (expected one of: none declared)",
+    ),
+    (
+        "password in a target url",
+        "[stack]\nname = \"shop\"\n\n[targets.db]\ntype = \"postgres\"\nurl = \"postgres://admin:hunter2@127.0.0.1/db\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\n",
+        ":6:7: target \"db\": the url holds a password",
+    ),
+    (
         "no stack",
         "[secrets.DB_PASSWORD]\nkind = \"password\"\n",
         ":1:1: the policy has no [stack] table",

@@ -524,3 +524,60 @@ fn overlap_starts_at_the_deliver_step_and_private_keys_switch_only_at_promote() 
     }
     assert_ne!(s.file("JWT_KEY"), old_private, "switched at promote");
 }
+
+#[test]
+fn reload_hooks_run_after_a_delivery_changed_files() {
+    let tmp = TempDir::new("reload");
+    // A process to signal, and a command that leaves a mark.
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    std::fs::write(tmp.join("app.pid"), sleeper.id().to_string()).unwrap();
+    let marker = tmp.join("reloaded");
+    for (hook, signal) in [
+        (
+            format!(
+                r#"reload = {{ signal = "TERM", pid_file = "{}" }}"#,
+                tmp.join("app.pid").display()
+            ),
+            true,
+        ),
+        (
+            format!(
+                r#"reload = {{ command = ["touch", "{}"] }}"#,
+                marker.display()
+            ),
+            false,
+        ),
+    ] {
+        let home = tmp.join(if signal {
+            "home-signal"
+        } else {
+            "home-command"
+        });
+        let policy = format!(
+            "[stack]\nname = \"hooks\"\n\n[sinks.files]\ndir = \"{}\"\n{hook}\n\n[secrets.KEY]\nkind = \"fernet\"\n",
+            tmp.join("out").display()
+        );
+        std::fs::write(tmp.join("hooks.toml"), policy).unwrap();
+        ok(keyctl(&home)
+            .arg("quickstart")
+            .arg("--policy")
+            .arg(tmp.join("hooks.toml")));
+        if signal {
+            // SIGTERM ends the sleeper: the hook ran after the first delivery.
+            let status = sleeper.wait().unwrap();
+            use std::os::unix::process::ExitStatusExt as _;
+            assert_eq!(status.signal(), Some(15), "{status}");
+        } else {
+            assert!(marker.exists());
+            std::fs::remove_file(&marker).unwrap();
+            // A run that changes nothing does not reload; a rotation does.
+            ok(keyctl(&home)
+                .arg("quickstart")
+                .arg("--policy")
+                .arg(tmp.join("hooks.toml")));
+            assert!(!marker.exists(), "reloaded although nothing changed");
+            ok(keyctl(&home).args(["rotate", "KEY"]));
+            assert!(marker.exists(), "not reloaded after a rotation");
+        }
+    }
+}

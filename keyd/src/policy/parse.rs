@@ -489,8 +489,8 @@ fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> Sinks {
                 let s = Fields::new("[sinks.files]", t);
                 s.only(
                     c,
-                    &["dir", "mode", "dir_mode", "uid", "gid"],
-                    "dir, mode, dir_mode, uid or gid",
+                    &["dir", "mode", "dir_mode", "uid", "gid", "reload"],
+                    "dir, mode, dir_mode, uid, gid or reload",
                 );
                 let dir = s
                     .str(c, "dir")
