@@ -580,4 +580,7 @@ fn reload_hooks_run_after_a_delivery_changed_files() {
             assert!(marker.exists(), "not reloaded after a rotation");
         }
     }
+    // Reaped above when the hook worked; never left running when it did not.
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
 }
