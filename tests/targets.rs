@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use keyd_tests::servers::{Postgres, Redis};
+use keyd_tests::servers::{Postgres, Redis, redis_ping};
 use keyd_tests::{TempDir, keyctl, keyd, ok, run};
 
 struct Setup {
@@ -128,21 +128,7 @@ fn redis_acl_rotation_has_zero_failed_logins_and_retire_removes_the_old_password
         300,
         move || {
             let password = std::fs::read_to_string(out_dir.join("REDIS_PASSWORD")).unwrap();
-            let out = std::process::Command::new("redis-cli")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "--user",
-                    "app",
-                    "--no-auth-warning",
-                    "PING",
-                ])
-                .env("REDISCLI_AUTH", password)
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).trim() == "PONG"
+            redis_ping(port, Some("app"), &password)
         },
         || assert!(s.rotate("REDIS_PASSWORD").status.success()),
     );

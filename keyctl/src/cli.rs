@@ -338,40 +338,26 @@ pub fn run(args: Args) -> Result<(), Failure> {
             write_stdout(out.as_bytes())
         }
         Command::Rotate { selector, json } => {
-            let home = home(args.home)?;
             let body = serde_json::json!({ "selector": selector });
-            let report = match via_daemon(
-                &home,
+            rotation_command(
+                home(args.home)?,
                 args.socket.as_deref(),
-                "POST",
                 "/v1/rotate",
-                Some(&body),
-            )? {
-                Some(report) => report,
-                None => keyd::rotation::rotate(&home, &selector, &SystemClock, &actor("keyctl"))?,
-            };
-            let mut out = String::new();
-            output::rotation(&mut out, &report, json);
-            write_stdout(out.as_bytes())?;
-            rotation_exit(&report)
+                &body,
+                json,
+                |home| keyd::rotation::rotate(home, &selector, &SystemClock, &actor("keyctl")),
+            )
         }
         Command::Retire { name, json } => {
-            let home = home(args.home)?;
             let body = serde_json::json!({ "name": name });
-            let report = match via_daemon(
-                &home,
+            rotation_command(
+                home(args.home)?,
                 args.socket.as_deref(),
-                "POST",
                 "/v1/retire",
-                Some(&body),
-            )? {
-                Some(report) => report,
-                None => keyd::rotation::retire(&home, &name, &SystemClock, &actor("keyctl"))?,
-            };
-            let mut out = String::new();
-            output::rotation(&mut out, &report, json);
-            write_stdout(out.as_bytes())?;
-            rotation_exit(&report)
+                &body,
+                json,
+                |home| keyd::rotation::retire(home, &name, &SystemClock, &actor("keyctl")),
+            )
         }
         Command::Status { json } => {
             let home = home(args.home)?;
@@ -437,6 +423,26 @@ fn via_daemon<T: serde::de::DeserializeOwned>(
             None,
         )
     })
+}
+
+/// Rotate or retire: through the daemon when one answers, else `local` on the store under
+/// its lock; the same report is printed either way.
+fn rotation_command(
+    home: Home,
+    socket: Option<&Path>,
+    path: &str,
+    body: &serde_json::Value,
+    json: bool,
+    local: impl FnOnce(&Home) -> Result<keyd::rotation::RotationReport, Error>,
+) -> Result<(), Failure> {
+    let report = match via_daemon(&home, socket, "POST", path, Some(body))? {
+        Some(report) => report,
+        None => local(&home)?,
+    };
+    let mut out = String::new();
+    output::rotation(&mut out, &report, json);
+    write_stdout(out.as_bytes())?;
+    rotation_exit(&report)
 }
 
 /// A rotation whose step failed exits 1 after printing its report: it stays in flight and is

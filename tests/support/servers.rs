@@ -70,30 +70,13 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = free_port();
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c log_statement=all -c fsync=off",
-            dir.path().display()
-        );
-        let out = as_postgres(&pg_bin("pg_ctl"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-o", &options, "-l"])
-            .arg(dir.join("server.log"))
-            .args(["-w", "-t", "30", "start"])
-            .stdout(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Postgres {
+        let pg = Postgres {
             dir,
-            port,
+            port: free_port(),
             admin_password,
-        }
+        };
+        pg.restart();
+        pg
     }
 
     /// The server's log (every statement, with log_statement = all).
@@ -112,7 +95,7 @@ impl Postgres {
             .status();
     }
 
-    /// Starts it again after `stop`.
+    /// Starts the server (again, after `stop`), waiting until it accepts connections.
     pub fn restart(&self) {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c log_statement=all -c fsync=off",
@@ -257,42 +240,37 @@ impl Redis {
         panic!("redis-server did not start");
     }
 
-    /// Whether `user` can authenticate with `password` on a new connection (redis-cli: an
-    /// implementation independent of keyd's client; the password goes through its env).
+    /// Whether `user` can authenticate with `password` on a new connection.
     pub fn can_login(&self, user: &str, password: &str) -> bool {
-        let out = Command::new("redis-cli")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "--user",
-                user,
-                "--no-auth-warning",
-                "PING",
-            ])
-            .env("REDISCLI_AUTH", password)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim() == "PONG"
+        redis_ping(self.port, Some(user), password)
     }
 
     /// Whether the (requirepass) default user accepts `password`.
     pub fn can_auth(&self, password: &str) -> bool {
-        let out = Command::new("redis-cli")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "--no-auth-warning",
-                "PING",
-            ])
-            .env("REDISCLI_AUTH", password)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim() == "PONG"
+        redis_ping(self.port, None, password)
     }
+}
+
+/// A new connection with redis-cli (a client independent of keyd's): AUTH, then PING. The
+/// password goes through redis-cli's environment, not its arguments.
+pub fn redis_ping(port: u16, user: Option<&str>, password: &str) -> bool {
+    let mut cmd = Command::new("redis-cli");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "--no-auth-warning",
+    ]);
+    if let Some(user) = user {
+        cmd.args(["--user", user]);
+    }
+    let out = cmd
+        .arg("PING")
+        .env("REDISCLI_AUTH", password)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "PONG"
 }
 
 impl Drop for Redis {

@@ -386,6 +386,22 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// Records a finished step: the journal moves to `next` (persisted), then the audit line.
+    fn complete(
+        &mut self,
+        stack: &str,
+        name: &str,
+        pending: u64,
+        done: &str,
+        next: Step,
+    ) -> Result<(), Error> {
+        self.set_step(stack, name, next);
+        self.save()?;
+        self.audit(stack, name, pending, done, "ok", None);
+        pause_point(done);
+        Ok(())
+    }
+
     fn step_set(&mut self, stack: &str, name: &str, rotation: &Rotation) -> Result<(), Error> {
         if let Some(target) = self.target_for(stack, name)? {
             // A first version made by apply has no login yet: it takes the target's first one.
@@ -417,11 +433,7 @@ impl<'a> Engine<'a> {
                 target.set(&pending_cred, current.as_ref())?;
             }
         }
-        self.set_step(stack, name, Step::Test);
-        self.save()?;
-        self.audit(stack, name, rotation.pending, "set", "ok", None);
-        pause_point("set");
-        Ok(())
+        self.complete(stack, name, rotation.pending, "set", Step::Test)
     }
 
     fn step_test(&mut self, stack: &str, name: &str, rotation: &Rotation) -> Result<(), Error> {
@@ -435,18 +447,14 @@ impl<'a> Engine<'a> {
                 reason,
             }
         })?;
-        if let Some(target) = self.target_for(stack, name)? {
-            let record = &self.data.stacks[stack].secrets[name];
-            let pending = record.version(rotation.pending).expect("pending version");
-            if let Some(cred) = credential(pending) {
-                target.test(&cred)?;
-            }
+        if let Some(target) = self.target_for(stack, name)?
+            && let Some(cred) = self.data.stacks[stack].secrets[name]
+                .version(rotation.pending)
+                .and_then(credential)
+        {
+            target.test(&cred)?;
         }
-        self.set_step(stack, name, Step::Deliver);
-        self.save()?;
-        self.audit(stack, name, rotation.pending, "test", "ok", None);
-        pause_point("test");
-        Ok(())
+        self.complete(stack, name, rotation.pending, "test", Step::Deliver)
     }
 
     fn step_deliver(&mut self, stack: &str, name: &str, rotation: &Rotation) -> Result<(), Error> {
