@@ -355,3 +355,41 @@ fn envfile_sink_writes_compose_safe_values_and_refuses_the_rest_before_writing_a
         "the value leaked into the error"
     );
 }
+
+#[test]
+fn one_store_holds_several_stacks_and_an_ambiguous_name_asks_for_its_stack() {
+    let tmp = TempDir::new("stacks");
+    let home = tmp.join("home");
+    for stack in ["blue", "green"] {
+        let policy = tmp.join(format!("{stack}.toml"));
+        std::fs::write(
+            &policy,
+            format!("[stack]\nname = \"{stack}\"\n\n[secrets.SECRET_KEY]\nkind = \"token\"\n"),
+        )
+        .unwrap();
+        ok(keyctl(&home)
+            .arg("quickstart")
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--out")
+            .arg(tmp.join(stack)));
+    }
+    let ambiguous = run(keyctl(&home).args(["show", "SECRET_KEY"]));
+    assert_eq!(ambiguous.status.code(), Some(5));
+    let stderr = String::from_utf8_lossy(&ambiguous.stderr);
+    assert!(
+        stderr.contains("exists in stacks blue, green; name one as STACK/SECRET_KEY"),
+        "{stderr}"
+    );
+    for stack in ["blue", "green"] {
+        let shown = ok(keyctl(&home).arg("show").arg(format!("{stack}/SECRET_KEY")));
+        assert_eq!(
+            shown,
+            std::fs::read(tmp.join(stack).join("SECRET_KEY")).unwrap()
+        );
+    }
+    assert_ne!(
+        std::fs::read(tmp.join("blue/SECRET_KEY")).unwrap(),
+        std::fs::read(tmp.join("green/SECRET_KEY")).unwrap()
+    );
+}
