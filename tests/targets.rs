@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use keyd_tests::servers::{Postgres, Redis, redis_ping};
+use keyd_tests::servers::{Postgres, Redis, psql, redis_ping};
 use keyd_tests::{TempDir, keyctl, keyd, ok, run};
 
 struct Setup {
@@ -214,24 +214,7 @@ fn pg_login_from_url(port: u16, url: &str) -> bool {
     let rest = url.strip_prefix("postgres://").unwrap();
     let (userinfo, _) = rest.split_once('@').unwrap();
     let (user, password) = userinfo.split_once(':').unwrap();
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            user,
-            "-d",
-            "postgres",
-            "-tAc",
-            "SELECT 1",
-        ])
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "5")
-        .output()
-        .unwrap();
-    out.status.success()
+    psql(port, user, password, "SELECT 1").status.success()
 }
 
 #[test]

@@ -121,44 +121,13 @@ impl Postgres {
     /// Whether `user` can log in with `password` (a new connection, through psql: an
     /// implementation independent of keyd's client).
     pub fn can_login(&self, user: &str, password: &str) -> bool {
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                user,
-                "-d",
-                "postgres",
-                "-tAc",
-                "SELECT current_user",
-            ])
-            .env("PGPASSWORD", password)
-            .env("PGCONNECT_TIMEOUT", "5")
-            .output()
-            .unwrap();
+        let out = psql(self.port, user, password, "SELECT current_user");
         out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == user
     }
 
     /// Runs SQL as the superuser; returns stdout.
     pub fn admin_sql(&self, sql: &str) -> String {
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "admin",
-                "-d",
-                "postgres",
-                "-tAc",
-                sql,
-            ])
-            .env("PGPASSWORD", &self.admin_password)
-            .output()
-            .unwrap();
+        let out = psql(self.port, "admin", &self.admin_password, sql);
         assert!(
             out.status.success(),
             "{sql}: {}",
@@ -166,6 +135,28 @@ impl Postgres {
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
+}
+
+/// Runs one statement through psql on a new connection as `user` (the password goes through
+/// psql's environment, not its arguments).
+pub fn psql(port: u16, user: &str, password: &str, sql: &str) -> std::process::Output {
+    Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            user,
+            "-d",
+            "postgres",
+            "-tAc",
+            sql,
+        ])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .unwrap()
 }
 
 impl Drop for Postgres {

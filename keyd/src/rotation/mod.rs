@@ -139,6 +139,15 @@ impl<'a> Engine<'a> {
         })
     }
 
+    /// The record of `stack/name` (the caller resolved both from the store it holds).
+    fn record_mut(&mut self, stack: &str, name: &str) -> &mut SecretRecord {
+        self.data
+            .stacks
+            .get_mut(stack)
+            .and_then(|s| s.secrets.get_mut(name))
+            .expect("the secret was resolved from this store")
+    }
+
     fn policy(&mut self, stack: &str) -> Result<&Policy, Error> {
         if !self.policies.contains_key(stack) {
             let record = &self.data.stacks[stack];
@@ -244,12 +253,7 @@ impl<'a> Engine<'a> {
         }
         let material = generate(&spec.kind)?;
         let by = self.by.clone();
-        let record = self
-            .data
-            .stacks
-            .get_mut(stack)
-            .and_then(|s| s.secrets.get_mut(name))
-            .expect("secret exists");
+        let record = self.record_mut(stack, name);
         let number = record.next_number();
         let login = match self.target_for(stack, name)? {
             Some(target) => {
@@ -260,12 +264,7 @@ impl<'a> Engine<'a> {
             }
             None => None,
         };
-        let record = self
-            .data
-            .stacks
-            .get_mut(stack)
-            .and_then(|s| s.secrets.get_mut(name))
-            .expect("secret exists");
+        let record = self.record_mut(stack, name);
         record.versions.push(VersionRecord {
             number,
             label: Some(Label::Pending),
@@ -342,12 +341,7 @@ impl<'a> Engine<'a> {
             if let Err(e) = result {
                 let message = e.to_string();
                 let now = self.clock.now();
-                let record = self
-                    .data
-                    .stacks
-                    .get_mut(stack)
-                    .and_then(|s| s.secrets.get_mut(name))
-                    .expect("secret");
+                let record = self.record_mut(stack, name);
                 let r = record.rotation.as_mut().expect("in flight");
                 r.attempts += 1;
                 r.last_error = Some(message.clone());
@@ -405,12 +399,7 @@ impl<'a> Engine<'a> {
     fn step_set(&mut self, stack: &str, name: &str, rotation: &Rotation) -> Result<(), Error> {
         if let Some(target) = self.target_for(stack, name)? {
             // A first version made by apply has no login yet: it takes the target's first one.
-            let record = self
-                .data
-                .stacks
-                .get_mut(stack)
-                .and_then(|s| s.secrets.get_mut(name))
-                .expect("secret");
+            let record = self.record_mut(stack, name);
             let has_current = record.current().is_some();
             if let Some(v) = record
                 .versions
@@ -487,12 +476,7 @@ impl<'a> Engine<'a> {
         {
             return Ok(false);
         }
-        let record = self
-            .data
-            .stacks
-            .get_mut(stack)
-            .and_then(|s| s.secrets.get_mut(name))
-            .expect("secret");
+        let record = self.record_mut(stack, name);
         let keeps_older = record.fernet_list_keep.is_some_and(|keep| keep > 2);
         for v in &mut record.versions {
             match v.label {
@@ -522,12 +506,7 @@ impl<'a> Engine<'a> {
 
     /// Closes the journal once the promoted state is delivered.
     fn step_finish(&mut self, stack: &str, name: &str, rotation: &Rotation) -> Result<(), Error> {
-        let record = self
-            .data
-            .stacks
-            .get_mut(stack)
-            .and_then(|s| s.secrets.get_mut(name))
-            .expect("secret");
+        let record = self.record_mut(stack, name);
         record.rotation = None;
         self.save()?;
         self.audit(stack, name, rotation.pending, "finish", "ok", None);
@@ -561,12 +540,7 @@ impl<'a> Engine<'a> {
                 }
             }
         }
-        let record = self
-            .data
-            .stacks
-            .get_mut(stack)
-            .and_then(|s| s.secrets.get_mut(name))
-            .expect("secret");
+        let record = self.record_mut(stack, name);
         let mut retired = Vec::new();
         for v in record
             .versions
