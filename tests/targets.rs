@@ -394,3 +394,35 @@ fn faults_leave_the_current_value_working_and_the_rotation_resumable() {
     .unwrap();
     assert_eq!(history["versions"].as_array().unwrap().len(), 4);
 }
+
+#[test]
+fn a_first_version_that_its_target_refuses_is_reported_and_not_delivered() {
+    // Nothing listens on this port: the connection is refused at once.
+    let port = keyd_tests::servers::free_port();
+    let s = Setup::new(
+        "target-down",
+        &format!(
+            "[stack]\nname = \"down\"\n\n[targets.db]\ntype = \"postgres\"\nurl = \"postgres://admin@127.0.0.1:{port}/postgres\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\ntarget = {{ name = \"db\", role = \"app\" }}\n\n[secrets.OTHER]\nkind = \"token\"\n"
+        ),
+    );
+    let out = s.quickstart();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("a target did not accept DB_PASSWORD"),
+        "{stderr}"
+    );
+    assert!(
+        !s.tmp.join("out/DB_PASSWORD").exists(),
+        "a value the target never accepted was delivered"
+    );
+    assert!(
+        s.tmp.join("out/OTHER").exists(),
+        "the other secrets are delivered"
+    );
+    let status = String::from_utf8(ok(keyctl(&s.home()).args(["status", "--json"]))).unwrap();
+    assert!(
+        status.contains("error connecting to server: Connection refused"),
+        "{status}"
+    );
+}

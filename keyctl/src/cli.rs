@@ -488,7 +488,15 @@ fn apply(home: Home, a: ApplyArgs, first_run: bool) -> Result<(), Failure> {
     })?;
     let mut out = String::new();
     output::apply(&mut out, &report, first_run, a.json);
-    write_stdout(out.as_bytes())
+    write_stdout(out.as_bytes())?;
+    if report.failed.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        1,
+        format!("a target did not accept {}: not delivered", report.failed.join(", ")),
+        Some("`keyctl status` shows the error; fix the target or its admin password, then re-run this command or `keyctl rotate NAME`".into()),
+    ))
 }
 
 /// Writes to stdout; a reader that closed the pipe early (`| head`) is not an error.

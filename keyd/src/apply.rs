@@ -43,6 +43,9 @@ pub struct ApplyReport {
     pub store_written: bool,
     /// Things the user should know (changed parameters, secrets no longer in the policy).
     pub notes: Vec<String>,
+    /// Secrets whose first version (or a resumed rotation) a target did not accept: they stay
+    /// in flight with the error in `keyctl status`, and are not delivered.
+    pub failed: Vec<String>,
 }
 
 impl ApplyReport {
@@ -352,6 +355,7 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
 
     // Rotations in flight in this stack (first versions at their targets, or work a stopped
     // process left) run now, through the same state machine as `keyctl rotate`.
+    let mut failed = Vec::new();
     let in_flight: Vec<String> = data.stacks[&policy.stack]
         .secrets
         .iter()
@@ -367,6 +371,14 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
                 .map_or(0, |v| v.number);
             engine.advance(&policy.stack, name, from, false)?;
         }
+        failed.extend(
+            engine
+                .report
+                .outcomes
+                .iter()
+                .filter(|o| o.result == crate::rotation::OutcomeKind::Failed)
+                .map(|o| o.name.clone()),
+        );
         for o in &engine.report.outcomes {
             if let Some(message) = &o.message {
                 notes.push(format!(
@@ -415,6 +427,7 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
         deliveries: reports,
         store_written,
         notes,
+        failed,
     })
 }
 

@@ -72,7 +72,11 @@ impl PostgresTarget {
     fn describe(e: &postgres::Error) -> String {
         match e.as_db_error() {
             Some(db) => format!("{} ({})", db.message(), db.code().code()),
-            None => e.to_string(),
+            // The cause ("Connection refused") sits in the error's source.
+            None => match std::error::Error::source(e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            },
         }
     }
 
