@@ -18,6 +18,15 @@ fn timestamp(unix: i64) -> String {
     keyd::store::format_time(unix)
 }
 
+/// `--json` output: the value, pretty-printed, on its own lines.
+fn json<T: serde::Serialize + ?Sized>(out: &mut String, value: &T) {
+    say!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(value).expect("keyctl's output values serialise")
+    );
+}
+
 pub fn init(out: &mut String, home: &Home, created: bool) {
     if created {
         say!(out, "Created keyd home {}", home.dir().display());
@@ -42,11 +51,7 @@ pub fn init(out: &mut String, home: &Home, created: bool) {
 
 pub fn apply(out: &mut String, report: &ApplyReport, first_run: bool, as_json: bool) {
     if as_json {
-        say!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(report).expect("the report serialises")
-        );
+        json(out, report);
         return;
     }
     if report.initialised {
@@ -172,11 +177,7 @@ pub fn list(out: &mut String, data: &StoreData, as_json: bool) {
                 })
             })
             .collect();
-        say!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&items).expect("serialises")
-        );
+        json(out, &items);
         return;
     }
     if rows.is_empty() {
@@ -236,11 +237,7 @@ pub fn history(out: &mut String, stack: &str, name: &str, record: &SecretRecord,
             .collect();
         let doc =
             json!({ "stack": stack, "name": name, "kind": record.kind, "versions": versions });
-        say!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&doc).expect("serialises")
-        );
+        json(out, &doc);
         return;
     }
     say!(out, "{stack}/{name} ({})", record.kind);
@@ -270,11 +267,7 @@ pub fn history(out: &mut String, stack: &str, name: &str, record: &SecretRecord,
 pub fn rotation(out: &mut String, report: &keyd::rotation::RotationReport, as_json: bool) {
     use keyd::rotation::OutcomeKind;
     if as_json {
-        say!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(report).expect("the report serialises")
-        );
+        json(out, report);
         return;
     }
     for o in &report.outcomes {
@@ -321,11 +314,7 @@ pub fn rotation(out: &mut String, report: &keyd::rotation::RotationReport, as_js
 
 pub fn status(out: &mut String, status: &[keyd::rotation::schedule::SecretStatus], as_json: bool) {
     if as_json {
-        say!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(status).expect("serialises")
-        );
+        json(out, status);
         return;
     }
     let width = status

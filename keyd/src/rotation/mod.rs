@@ -185,9 +185,10 @@ impl<'a> Engine<'a> {
     /// Re-derives templates of `stack` from what is delivered now. Persisting is the caller's.
     fn rederive(&mut self, stack: &str) -> Result<(), Error> {
         let now = self.clock.now();
-        let policy = self.policy(stack)?.clone();
+        self.policy(stack)?;
+        // Disjoint fields: the cached policy is read while the store's records change.
         let record = self.data.stacks.get_mut(stack).expect("stack exists");
-        derive(&policy, &mut record.secrets, now);
+        derive(&self.policies[stack], &mut record.secrets, now);
         Ok(())
     }
 
@@ -446,17 +447,31 @@ impl<'a> Engine<'a> {
         self.complete(stack, name, rotation.pending, "test", Step::Deliver)
     }
 
+    /// Records a step that changes what consumers see: the journal moves to `next` and templates
+    /// are re-derived in one persisted write, and only then are sinks written. A crash between
+    /// the two is repaired by the re-delivery every resume begins with.
+    fn publish(
+        &mut self,
+        stack: &str,
+        name: &str,
+        pending: u64,
+        done: &str,
+        next: Step,
+    ) -> Result<(), Error> {
+        self.set_step(stack, name, next);
+        self.rederive(stack)?;
+        self.save()?;
+        pause_point(&format!("{done}-persisted"));
+        self.deliver(stack)?;
+        self.audit(stack, name, pending, done, "ok", None);
+        pause_point(done);
+        Ok(())
+    }
+
     fn step_deliver(&mut self, stack: &str, name: &str, rotation: &Rotation) -> Result<(), Error> {
         // The pending value becomes visible to sinks (see SecretRecord::delivered) once the
         // step is Promote; templates using it are re-derived in the same write.
-        self.set_step(stack, name, Step::Promote);
-        self.rederive(stack)?;
-        self.save()?;
-        pause_point("deliver-persisted");
-        self.deliver(stack)?;
-        self.audit(stack, name, rotation.pending, "deliver", "ok", None);
-        pause_point("deliver");
-        Ok(())
+        self.publish(stack, name, rotation.pending, "deliver", Step::Promote)
     }
 
     /// Promotes when `publish_ahead` has passed; `false` while waiting.
@@ -494,13 +509,7 @@ impl<'a> Engine<'a> {
                 _ => {}
             }
         }
-        self.set_step(stack, name, Step::Finish);
-        self.rederive(stack)?;
-        self.save()?;
-        pause_point("promote-persisted");
-        self.deliver(stack)?;
-        self.audit(stack, name, rotation.pending, "promote", "ok", None);
-        pause_point("promote");
+        self.publish(stack, name, rotation.pending, "promote", Step::Finish)?;
         Ok(true)
     }
 
@@ -580,7 +589,9 @@ impl Engine<'_> {
         stack: &str,
         name: &str,
     ) -> Result<Option<Box<dyn Target>>, Error> {
-        let policy = self.policy(stack)?.clone();
+        self.policy(stack)?;
+        // Disjoint fields: the cached policy and the store are both only read from here on.
+        let policy = &self.policies[stack];
         let Some(secret_target) = policy.secret(name).and_then(|s| s.target.clone()) else {
             return Ok(None);
         };
@@ -596,7 +607,7 @@ impl Engine<'_> {
                 // A target whose admin password is the secret being set for the first time has
                 // no password yet (e.g. a fresh Redis whose requirepass keyd sets).
                 if current.is_none() && owner == name {
-                    return Ok(Some(build_target(&policy, name, None)?));
+                    return Ok(Some(build_target(policy, name, None)?));
                 }
                 Some(
                     current
@@ -619,7 +630,7 @@ impl Engine<'_> {
                 Some(SecretString::new(text.trim().to_owned()))
             }
         };
-        Ok(Some(build_target(&policy, name, admin_password)?))
+        Ok(Some(build_target(policy, name, admin_password)?))
     }
 }
 
