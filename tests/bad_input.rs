@@ -98,18 +98,25 @@ fn apply(home: &Path, policy: &Path, out: &Path) -> std::process::Output {
         .arg(out))
 }
 
-#[test]
-fn broken_policies_give_their_specific_error_and_change_nothing() {
-    let tmp = TempDir::new("broken");
-    let (home, out) = (tmp.join("home"), tmp.join("out"));
+/// Writes the good policy into `tmp` and quickstarts it into `home` and `out`: the state each
+/// test then tries to damage. Returns the policy's path.
+fn provision(tmp: &TempDir, home: &Path, out: &Path) -> std::path::PathBuf {
     let good = tmp.join("good.toml");
     std::fs::write(&good, GOOD).unwrap();
-    ok(keyctl(&home)
+    ok(keyctl(home)
         .arg("quickstart")
         .arg("--policy")
         .arg(&good)
         .arg("--out")
-        .arg(&out));
+        .arg(out));
+    good
+}
+
+#[test]
+fn broken_policies_give_their_specific_error_and_change_nothing() {
+    let tmp = TempDir::new("broken");
+    let (home, out) = (tmp.join("home"), tmp.join("out"));
+    let good = provision(&tmp, &home, &out);
     let before = (snapshot(&home), snapshot(&out));
 
     for (what, text, expected) in BROKEN {
@@ -149,14 +156,7 @@ fn broken_policies_give_their_specific_error_and_change_nothing() {
 fn a_store_opened_with_another_identity_is_refused_and_left_alone() {
     let tmp = TempDir::new("wrong-identity");
     let (home, other, out) = (tmp.join("home"), tmp.join("other"), tmp.join("out"));
-    let good = tmp.join("good.toml");
-    std::fs::write(&good, GOOD).unwrap();
-    ok(keyctl(&home)
-        .arg("quickstart")
-        .arg("--policy")
-        .arg(&good)
-        .arg("--out")
-        .arg(&out));
+    let good = provision(&tmp, &home, &out);
     ok(keyctl(&other).arg("init"));
     std::fs::copy(other.join("identity.txt"), home.join("identity.txt")).unwrap();
     let store_before = std::fs::read(home.join("store.age")).unwrap();
@@ -180,14 +180,7 @@ fn a_store_opened_with_another_identity_is_refused_and_left_alone() {
 fn a_truncated_store_is_reported_and_never_overwritten() {
     let tmp = TempDir::new("truncated");
     let (home, out) = (tmp.join("home"), tmp.join("out"));
-    let good = tmp.join("good.toml");
-    std::fs::write(&good, GOOD).unwrap();
-    ok(keyctl(&home)
-        .arg("quickstart")
-        .arg("--policy")
-        .arg(&good)
-        .arg("--out")
-        .arg(&out));
+    let good = provision(&tmp, &home, &out);
     let full = std::fs::read(home.join("store.age")).unwrap();
     for cut in [full.len() - 1, full.len() / 2, 20] {
         std::fs::write(home.join("store.age"), &full[..cut]).unwrap();
@@ -212,14 +205,7 @@ fn a_truncated_store_is_reported_and_never_overwritten() {
 fn a_store_whose_identity_is_gone_is_not_given_a_new_one() {
     let tmp = TempDir::new("no-identity");
     let (home, out) = (tmp.join("home"), tmp.join("out"));
-    let good = tmp.join("good.toml");
-    std::fs::write(&good, GOOD).unwrap();
-    ok(keyctl(&home)
-        .arg("quickstart")
-        .arg("--policy")
-        .arg(&good)
-        .arg("--out")
-        .arg(&out));
+    let good = provision(&tmp, &home, &out);
     std::fs::remove_file(home.join("identity.txt")).unwrap();
     for cmd in ["init", "quickstart"] {
         let mut c = keyctl(&home);

@@ -177,6 +177,16 @@ key.verify(b(sig), f"{head}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256(
 print("VERIFIED", len(jwks["keys"]))
 "#;
 
+/// Verifies `jwt` (Python's cryptography) against the JWKS delivered now, found by its kid:
+/// "VERIFIED n" with n keys in the JWKS, or "NO-KEY".
+fn verify_with_jwks(s: &Stack, jwt: &str) -> String {
+    let path = s.tmp.join("jwks.json");
+    std::fs::write(&path, s.file("JWT_JWKS")).unwrap();
+    python(PY_JWKS_VERIFY, &[path.to_str().unwrap(), jwt])
+        .trim()
+        .to_owned()
+}
+
 fn jwt_signed_with(dir: &Path, private_pem: &str, kid: &str) -> String {
     let b64 = |s: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
     let header = b64(format!(r#"{{"alg":"RS256","typ":"JWT","kid":"{kid}"}}"#).as_bytes());
@@ -212,40 +222,17 @@ fn jwks_holds_both_keys_during_overlap_and_drops_the_old_one_at_retire() {
     let old_kids = kid_of(&s.file("JWT_JWKS"));
     assert_eq!(old_kids.len(), 1);
     let old_jwt = jwt_signed_with(s.tmp.path(), &s.file("JWT_KEY"), &old_kids[0]);
-    std::fs::write(s.tmp.join("jwks.json"), s.file("JWT_JWKS")).unwrap();
-    assert_eq!(
-        python(
-            PY_JWKS_VERIFY,
-            &[s.tmp.join("jwks.json").to_str().unwrap(), &old_jwt]
-        )
-        .trim(),
-        "VERIFIED 1"
-    );
+    assert_eq!(verify_with_jwks(&s, &old_jwt), "VERIFIED 1");
 
     ok(s.keyctl().args(["rotate", "rsa"]));
     let kids = kid_of(&s.file("JWT_JWKS"));
     assert_eq!(kids.len(), 2, "both keys are published during the overlap");
     assert_eq!(kids[1], old_kids[0]);
     // A token signed with the old key still verifies against the JWKS.
-    std::fs::write(s.tmp.join("jwks.json"), s.file("JWT_JWKS")).unwrap();
-    assert_eq!(
-        python(
-            PY_JWKS_VERIFY,
-            &[s.tmp.join("jwks.json").to_str().unwrap(), &old_jwt]
-        )
-        .trim(),
-        "VERIFIED 2"
-    );
+    assert_eq!(verify_with_jwks(&s, &old_jwt), "VERIFIED 2");
     // The private key and public PEM switched; the new kid is the new public key's thumbprint.
     let new_jwt = jwt_signed_with(s.tmp.path(), &s.file("JWT_KEY"), &kids[0]);
-    assert_eq!(
-        python(
-            PY_JWKS_VERIFY,
-            &[s.tmp.join("jwks.json").to_str().unwrap(), &new_jwt]
-        )
-        .trim(),
-        "VERIFIED 2"
-    );
+    assert_eq!(verify_with_jwks(&s, &new_jwt), "VERIFIED 2");
     let derived = pipe(
         "openssl",
         &["pkey", "-pubout"],
@@ -255,23 +242,8 @@ fn jwks_holds_both_keys_during_overlap_and_drops_the_old_one_at_retire() {
 
     ok(s.keyctl().args(["retire", "JWT_KEY"]));
     assert_eq!(kid_of(&s.file("JWT_JWKS")), vec![kids[0].clone()]);
-    std::fs::write(s.tmp.join("jwks.json"), s.file("JWT_JWKS")).unwrap();
-    assert_eq!(
-        python(
-            PY_JWKS_VERIFY,
-            &[s.tmp.join("jwks.json").to_str().unwrap(), &old_jwt]
-        )
-        .trim(),
-        "NO-KEY"
-    );
-    assert_eq!(
-        python(
-            PY_JWKS_VERIFY,
-            &[s.tmp.join("jwks.json").to_str().unwrap(), &new_jwt]
-        )
-        .trim(),
-        "VERIFIED 1"
-    );
+    assert_eq!(verify_with_jwks(&s, &old_jwt), "NO-KEY");
+    assert_eq!(verify_with_jwks(&s, &new_jwt), "VERIFIED 1");
 }
 
 fn spawn_rotate(s: &Stack, selector: &str, pause: Option<&str>) -> Child {

@@ -33,6 +33,15 @@ impl Setup {
             .arg("--out")
             .arg(self.tmp.join("out")))
     }
+    /// Quickstart that must succeed (its stderr is shown when it does not).
+    fn quickstart_ok(&self) {
+        let out = self.quickstart();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     fn file(&self, name: &str) -> String {
         std::fs::read_to_string(self.tmp.join("out").join(name)).unwrap()
     }
@@ -112,12 +121,7 @@ fn redis_acl_rotation_has_zero_failed_logins_and_retire_removes_the_old_password
     let redis = Redis::start("acl", true);
     let dir = TempDir::new("redis-acl-policy");
     let s = Setup::new("redis-acl", &redis_policy(&redis, dir.path(), "acl"));
-    let out = s.quickstart();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.quickstart_ok();
     // The first version went through set and test: the user exists and the delivered value logs in.
     let first = s.file("REDIS_PASSWORD");
     assert!(redis.can_login("app", &first));
@@ -157,12 +161,7 @@ fn redis_requirepass_is_a_hard_cut_over() {
     let redis = Redis::start("requirepass", false);
     let dir = TempDir::new("redis-rp-policy");
     let s = Setup::new("redis-rp", &redis_policy(&redis, dir.path(), "requirepass"));
-    let out = s.quickstart();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.quickstart_ok();
     let first = s.file("REDIS_PASSWORD");
     assert!(redis.can_auth(&first));
     assert!(
@@ -222,12 +221,7 @@ fn postgres_alternating_has_zero_failed_logins_and_keeps_plaintext_out_of_the_se
     let pg = Postgres::start("alt");
     let dir = TempDir::new("pg-alt-policy");
     let s = Setup::new("pg-alt", &pg_policy(&pg, dir.path(), "alternating"));
-    let out = s.quickstart();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.quickstart_ok();
     assert_eq!(s.file("DB_USER"), "app");
     let first = s.file("DB_PASSWORD");
     assert!(pg.can_login("app", &first));
@@ -284,7 +278,7 @@ fn postgres_single_rotation_works_and_its_window_is_measured() {
     let pg = Postgres::start("single");
     let dir = TempDir::new("pg-single-policy");
     let s = Setup::new("pg-single", &pg_policy(&pg, dir.path(), "single"));
-    assert!(s.quickstart().status.success());
+    s.quickstart_ok();
     let first = s.file("DB_PASSWORD");
     assert!(pg.can_login("app", &first));
     let url_file = s.tmp.join("out").join("DB_URL");
@@ -310,7 +304,7 @@ fn faults_leave_the_current_value_working_and_the_rotation_resumable() {
     let pg = Postgres::start("faults");
     let dir = TempDir::new("pg-faults-policy");
     let s = Setup::new("pg-faults", &pg_policy(&pg, dir.path(), "single"));
-    assert!(s.quickstart().status.success());
+    s.quickstart_ok();
     let first = s.file("DB_PASSWORD");
 
     // A wrong admin password: a clear error, status shows it, the current value still works.
