@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::material::{self, Material};
-use crate::policy::{FilesSink, Kind, KindSpec, Policy, SecretSpec, Sinks};
+use crate::policy::{FilesSpec, Kind, KindSpec, Policy, SecretSpec, SinkSpec, Sinks};
 use crate::secret::SecretString;
 use crate::sinks::{Delivery, DeliveryReport, Sink};
 use crate::store::{
@@ -158,10 +158,13 @@ pub fn resolve_sinks(policy: &Policy, out: Option<&std::path::Path>) -> Sinks {
     let mut sinks = policy.sinks.clone();
     if let Some(out) = out {
         let dir = std::path::absolute(out).unwrap_or_else(|_| out.to_owned());
-        sinks.files = Some(match sinks.files {
-            Some(files) => FilesSink { dir, ..files },
-            None => FilesSink::in_dir(dir),
-        });
+        sinks.set(SinkSpec::Files(match sinks.files() {
+            Some(files) => FilesSpec {
+                dir,
+                ..files.clone()
+            },
+            None => FilesSpec::in_dir(dir),
+        }));
     }
     sinks
 }
@@ -326,7 +329,7 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
     // Every sink checks every value before anything is written.
     let deliveries = stack_deliveries(&new_stack);
     check_sinks(&new_stack.sinks, &deliveries)?;
-    if new_stack.sinks.files.is_none() && new_stack.sinks.envfile.is_none() {
+    if new_stack.sinks.is_empty() {
         notes.push("the policy has no sinks and no --out was given: values are in the store only (see `keyctl show`)".into());
     }
 
@@ -529,13 +532,13 @@ pub(crate) fn stack_deliveries(stack: &StackRecord) -> Vec<Delivery> {
 }
 
 fn sink_list(sinks: &Sinks) -> Vec<&dyn Sink> {
-    [
-        sinks.files.as_ref().map(|s| s as &dyn Sink),
-        sinks.envfile.as_ref().map(|s| s as &dyn Sink),
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
+    sinks
+        .iter()
+        .map(|s| match s {
+            SinkSpec::Files(f) => f as &dyn Sink,
+            SinkSpec::EnvFile(e) => e as &dyn Sink,
+        })
+        .collect()
 }
 
 /// Has every sink check every value, writing nothing.
@@ -557,7 +560,7 @@ pub(crate) fn deliver_stack(
     for sink in sink_list(&stack.sinks) {
         reports.push(sink.deliver(deliveries)?);
     }
-    if let Some(files) = &stack.sinks.files
+    if let Some(files) = stack.sinks.files()
         && reports
             .iter()
             .any(|r| r.sink == "files" && !r.written.is_empty())

@@ -5,6 +5,7 @@
 pub mod duration;
 mod parse;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ pub struct Policy {
     pub secrets: Vec<SecretSpec>,
     /// Outside systems that must accept new values (`[targets.NAME]`).
     pub targets: Vec<TargetSpec>,
+    /// Position of each secret in `secrets`, by name: lookups stay O(1) at 10,000 secrets.
+    index: HashMap<String, usize>,
 }
 
 /// `[targets.NAME]`: a PostgreSQL server or Redis keyd logs into as an admin.
@@ -375,7 +378,7 @@ impl Policy {
 
     /// The secret named `name`.
     pub fn secret(&self, name: &str) -> Option<&SecretSpec> {
-        self.secrets.iter().find(|s| s.name == name)
+        self.index.get(name).map(|&i| &self.secrets[i])
     }
 
     /// The target named `name`.
@@ -384,18 +387,107 @@ impl Policy {
     }
 }
 
-/// Where a stack's values go.
+/// One `[sinks.*]` table as the parser read it: settings, not behaviour. The sinks that act on
+/// them are types of `crate::sinks`, built from these.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SinkSpec {
+    /// `[sinks.files]`: one file per output in a directory.
+    Files(FilesSpec),
+    /// `[sinks.envfile]`: a `.env` file for `docker compose --env-file`.
+    EnvFile(EnvFileSpec),
+}
+
+impl SinkSpec {
+    /// The sink's name in policies (`files`, `envfile`).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            SinkSpec::Files(_) => "files",
+            SinkSpec::EnvFile(_) => "envfile",
+        }
+    }
+}
+
+/// Where a stack's values go: at most one sink of each kind, in a fixed order (files first).
+/// Stored as `{"files": …, "envfile": …}`, the shape stores have always had.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sinks {
-    /// One file per output in a directory.
-    pub files: Option<FilesSink>,
-    /// A `.env` file for `docker compose --env-file`.
-    pub envfile: Option<EnvFileSink>,
+#[serde(from = "SinksRecord", into = "SinksRecord")]
+pub struct Sinks(Vec<SinkSpec>);
+
+/// The stored shape of [`Sinks`].
+#[derive(Clone, Default, Serialize, Deserialize)]
+struct SinksRecord {
+    files: Option<FilesSpec>,
+    envfile: Option<EnvFileSpec>,
+}
+
+impl From<SinksRecord> for Sinks {
+    fn from(r: SinksRecord) -> Self {
+        let mut sinks = Sinks::default();
+        if let Some(f) = r.files {
+            sinks.set(SinkSpec::Files(f));
+        }
+        if let Some(e) = r.envfile {
+            sinks.set(SinkSpec::EnvFile(e));
+        }
+        sinks
+    }
+}
+
+impl From<Sinks> for SinksRecord {
+    fn from(s: Sinks) -> Self {
+        let mut r = SinksRecord::default();
+        for spec in s.0 {
+            match spec {
+                SinkSpec::Files(f) => r.files = Some(f),
+                SinkSpec::EnvFile(e) => r.envfile = Some(e),
+            }
+        }
+        r
+    }
+}
+
+impl Sinks {
+    /// Every sink, files first.
+    pub fn iter(&self) -> std::slice::Iter<'_, SinkSpec> {
+        self.0.iter()
+    }
+
+    /// Whether values go nowhere but the store.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds `spec`, replacing a sink of the same kind.
+    pub fn set(&mut self, spec: SinkSpec) {
+        let rank = |s: &SinkSpec| match s {
+            SinkSpec::Files(_) => 0,
+            SinkSpec::EnvFile(_) => 1,
+        };
+        self.0.retain(|s| rank(s) != rank(&spec));
+        self.0.push(spec);
+        self.0.sort_by_key(rank);
+    }
+
+    /// The files sink's settings.
+    pub fn files(&self) -> Option<&FilesSpec> {
+        self.0.iter().find_map(|s| match s {
+            SinkSpec::Files(f) => Some(f),
+            _ => None,
+        })
+    }
+
+    /// The envfile sink's settings.
+    pub fn envfile(&self) -> Option<&EnvFileSpec> {
+        self.0.iter().find_map(|s| match s {
+            SinkSpec::EnvFile(e) => Some(e),
+            _ => None,
+        })
+    }
 }
 
 /// `[sinks.files]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FilesSink {
+pub struct FilesSpec {
     /// The directory (default `/run/secrets`).
     pub dir: PathBuf,
     /// Mode of delivered files (default 0400).
@@ -411,6 +503,49 @@ pub struct FilesSink {
     pub reload: Option<ReloadHook>,
 }
 
+/// A signal a reload hook may send, parsed once from the policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Signal {
+    /// SIGHUP.
+    Hup,
+    /// SIGUSR1.
+    Usr1,
+    /// SIGUSR2.
+    Usr2,
+    /// SIGINT.
+    Int,
+    /// SIGTERM.
+    Term,
+}
+
+impl Signal {
+    /// Every signal a hook may send, in documentation order.
+    pub const ALL: [Signal; 5] = [
+        Signal::Hup,
+        Signal::Usr1,
+        Signal::Usr2,
+        Signal::Int,
+        Signal::Term,
+    ];
+
+    /// The name policies use (`HUP`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Hup => "HUP",
+            Signal::Usr1 => "USR1",
+            Signal::Usr2 => "USR2",
+            Signal::Int => "INT",
+            Signal::Term => "TERM",
+        }
+    }
+
+    /// The signal named `name` (`HUP`, …).
+    pub fn parse(name: &str) -> Option<Signal> {
+        Signal::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
 /// A reload hook of the files sink: `reload = { signal = "HUP", pid_file = "/run/app.pid" }`
 /// or `reload = { command = ["nginx", "-s", "reload"] }`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -418,8 +553,8 @@ pub struct FilesSink {
 pub enum ReloadHook {
     /// Send a signal to the process whose pid is in a file.
     Signal {
-        /// HUP, USR1, USR2, INT or TERM.
-        signal: String,
+        /// The signal.
+        signal: Signal,
         /// The pid file.
         pid_file: PathBuf,
     },
@@ -430,13 +565,13 @@ pub enum ReloadHook {
     },
 }
 
-impl FilesSink {
+impl FilesSpec {
     /// The default directory.
     pub const DEFAULT_DIR: &'static str = "/run/secrets";
 
-    /// A sink with default settings delivering into `dir`.
+    /// Default settings delivering into `dir`.
     pub fn in_dir(dir: PathBuf) -> Self {
-        FilesSink {
+        FilesSpec {
             dir,
             mode: 0o400,
             dir_mode: 0o755,
@@ -449,7 +584,7 @@ impl FilesSink {
 
 /// `[sinks.envfile]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnvFileSink {
+pub struct EnvFileSpec {
     /// The file.
     pub path: PathBuf,
     /// Its mode (default 0600).

@@ -9,9 +9,9 @@ use toml::de::{DeTable, DeValue};
 
 use super::duration;
 use super::{
-    AdminPassword, EnvFileSink, FernetDelivery, FilesSink, KindSpec, PgStrategy, Policy,
-    PolicyError, Problem, RedisMode, ReloadHook, SecretSpec, SecretTarget, Sinks, TargetKind,
-    TargetSpec,
+    AdminPassword, EnvFileSpec, FernetDelivery, FilesSpec, KindSpec, PgStrategy, Policy,
+    PolicyError, Problem, RedisMode, ReloadHook, SecretSpec, SecretTarget, Signal, SinkSpec, Sinks,
+    TargetKind, TargetSpec,
 };
 use crate::material::password::{self, Alphabet};
 use crate::material::rsa;
@@ -25,6 +25,31 @@ const COMMON_FIELDS: [&str; 4] = ["kind", "description", "rotate", "grace"];
 /// Problems found so far, by byte offset.
 struct Checker {
     problems: Vec<(usize, String)>,
+}
+
+/// Byte offsets of line starts, so a span's start turns into a line and column by binary
+/// search instead of by scanning the text before it (which made parsing quadratic).
+pub(super) struct LineIndex<'s> {
+    src: &'s str,
+    starts: Vec<usize>,
+}
+
+impl<'s> LineIndex<'s> {
+    pub(super) fn new(src: &'s str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(src.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { src, starts }
+    }
+
+    /// The 1-based line and column (in characters) of byte offset `at`.
+    pub(super) fn position(&self, at: usize) -> (usize, usize) {
+        let at = at.min(self.src.len());
+        let line = self.starts.partition_point(|&s| s <= at);
+        let start = self.starts[line - 1];
+        let column = self.src.get(start..at).map_or(0, |t| t.chars().count()) + 1;
+        (line, column)
+    }
 }
 
 impl Checker {
@@ -292,6 +317,11 @@ pub(super) fn parse(path: &Path, source: String) -> Result<Policy, PolicyError> 
         stack,
         description,
         sinks,
+        index: secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect(),
         secrets,
         targets,
     })
@@ -299,12 +329,11 @@ pub(super) fn parse(path: &Path, source: String) -> Result<Policy, PolicyError> 
 
 fn invalid(path: &Path, src: &str, mut found: Vec<(usize, String)>) -> PolicyError {
     found.sort_by_key(|(at, _)| *at);
+    let lines = LineIndex::new(src);
     let problems = found
         .into_iter()
         .map(|(at, message)| {
-            let before = &src[..at.min(src.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            let (line, column) = lines.position(at);
             Problem {
                 line,
                 column,
@@ -395,13 +424,14 @@ fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) ->
         None => Vec::new(),
     };
 
+    let lines = LineIndex::new(src);
     let mut drafts = Vec::new();
     match top.get("secrets").map(|e| (e, e.value.get_ref())) {
         Some((_, DeValue::Table(t))) => {
             for e in Fields::new("[secrets]", t).entries {
                 match e.value.get_ref() {
                     DeValue::Table(st) => {
-                        if let Some(d) = check_secret(c, src, e.key, e.key_at, st, &targets) {
+                        if let Some(d) = check_secret(c, &lines, e.key, e.key_at, st, &targets) {
                             drafts.push(d);
                         }
                     }
@@ -443,7 +473,7 @@ fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) ->
             );
         }
     }
-    if let Some(env) = &sinks.envfile
+    if let Some(env) = sinks.envfile()
         && let Some(include) = &env.include
     {
         let names: Vec<String> = drafts
@@ -494,8 +524,8 @@ fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> Sinks {
                 );
                 let dir = s
                     .str(c, "dir")
-                    .map_or(PathBuf::from(FilesSink::DEFAULT_DIR), |(d, _)| resolve(&d));
-                let mut sink = FilesSink::in_dir(dir);
+                    .map_or(PathBuf::from(FilesSpec::DEFAULT_DIR), |(d, _)| resolve(&d));
+                let mut sink = FilesSpec::in_dir(dir);
                 sink.mode = s.mode(c, "mode", 0o400);
                 sink.dir_mode = s.mode(c, "dir_mode", 0o755);
                 sink.uid = s
@@ -507,7 +537,7 @@ fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> Sinks {
                 if let Some(e) = s.get("reload") {
                     sink.reload = check_reload(c, base, e);
                 }
-                sinks.files = Some(sink);
+                sinks.set(SinkSpec::Files(sink));
             }
             _ => f.wrong_type(c, e, "a table ([sinks.files])"),
         }
@@ -518,13 +548,11 @@ fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> Sinks {
                 let s = Fields::new("[sinks.envfile]", t);
                 s.only(c, &["path", "mode", "include"], "path, mode or include");
                 match s.str(c, "path") {
-                    Some((p, _)) => {
-                        sinks.envfile = Some(EnvFileSink {
-                            path: resolve(&p),
-                            mode: s.mode(c, "mode", 0o600),
-                            include: s.str_list(c, "include").map(|(l, _)| l),
-                        })
-                    }
+                    Some((p, _)) => sinks.set(SinkSpec::EnvFile(EnvFileSpec {
+                        path: resolve(&p),
+                        mode: s.mode(c, "mode", 0o600),
+                        include: s.str_list(c, "include").map(|(l, _)| l),
+                    })),
                     None if s.get("path").is_none() => c.err(
                         e.key_at,
                         "[sinks.envfile] has no `path` (expected path = \".env\")",
@@ -813,16 +841,17 @@ fn check_reload(c: &mut Checker, base: &Path, e: &Entry<'_, '_>) -> Option<Reloa
         f.str_list(c, "command"),
     ) {
         (Some((signal, s_at)), Some((pid_file, _)), None) => {
-            if !crate::sinks::SIGNALS.contains(&signal.as_str()) {
+            let Some(signal) = Signal::parse(&signal) else {
+                let names: Vec<&str> = Signal::ALL.iter().map(|s| s.as_str()).collect();
                 c.err(
                     s_at,
                     format!(
                         "unknown signal {signal:?} (expected one of {})",
-                        crate::sinks::SIGNALS.join(", ")
+                        names.join(", ")
                     ),
                 );
                 return None;
-            }
+            };
             let p = Path::new(&pid_file);
             let pid_file = if p.is_absolute() {
                 p.to_owned()
@@ -841,7 +870,7 @@ fn check_reload(c: &mut Checker, base: &Path, e: &Entry<'_, '_>) -> Option<Reloa
 
 fn check_secret(
     c: &mut Checker,
-    src: &str,
+    lines: &LineIndex<'_>,
     name: &str,
     at: usize,
     table: &DeTable<'_>,
@@ -1057,7 +1086,7 @@ fn check_secret(
                 Ok(pieces) => KindSpec::Template { text, pieces },
                 Err(e) => {
                     c.err(
-                        offset_in_string(src, text_at, e.offset),
+                        offset_in_string(lines.src, text_at, e.offset),
                         format!("template of {name:?}: {}", e.message),
                     );
                     return None;
@@ -1066,7 +1095,7 @@ fn check_secret(
         }
         _ => unreachable!("kinds were matched above"),
     };
-    let line = src[..at].matches('\n').count() + 1;
+    let (line, _) = lines.position(at);
     Some(Draft {
         spec: SecretSpec {
             name: name.to_owned(),

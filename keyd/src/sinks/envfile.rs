@@ -7,7 +7,7 @@ use std::fs;
 use zeroize::Zeroizing;
 
 use super::{Delivery, DeliveryReport, Sink, SinkError, same_bytes};
-use crate::policy::EnvFileSink;
+use crate::policy::EnvFileSpec;
 
 const SINK: &str = "envfile";
 
@@ -24,7 +24,7 @@ fn env_name_ok(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-impl EnvFileSink {
+impl EnvFileSpec {
     fn selected<'d>(&self, deliveries: &'d [Delivery]) -> impl Iterator<Item = &'d Delivery> {
         deliveries.iter().filter(move |d| {
             self.include
@@ -76,7 +76,7 @@ impl EnvFileSink {
     }
 }
 
-impl Sink for EnvFileSink {
+impl Sink for EnvFileSpec {
     fn check(&self, deliveries: &[Delivery]) -> Result<(), SinkError> {
         self.render(deliveries).map(drop)
     }

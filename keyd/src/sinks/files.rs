@@ -10,11 +10,11 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 use super::{Delivery, DeliveryReport, Sink, SinkError, same_bytes};
-use crate::policy::FilesSink;
+use crate::policy::FilesSpec;
 
 const SINK: &str = "files";
 
-impl Sink for FilesSink {
+impl Sink for FilesSpec {
     fn check(&self, _deliveries: &[Delivery]) -> Result<(), SinkError> {
         // Any byte string can be a file; names were checked by the policy.
         Ok(())
@@ -90,7 +90,7 @@ impl Sink for FilesSink {
     }
 }
 
-impl FilesSink {
+impl FilesSpec {
     /// Whether `path` already holds exactly `value` with the configured mode and owner.
     fn is_current(&self, path: &Path, value: &[u8]) -> bool {
         let Ok(mut f) = File::open(path) else {

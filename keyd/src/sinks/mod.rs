@@ -73,13 +73,10 @@ pub trait Sink {
     fn deliver(&self, deliveries: &[Delivery]) -> Result<DeliveryReport, SinkError>;
 }
 
-/// Signals a reload hook may send.
-pub const SIGNALS: [&str; 5] = ["HUP", "USR1", "USR2", "INT", "TERM"];
-
 /// Runs a files sink's reload hook after a delivery changed something. The command gets no
 /// secret: not in argv, not in its environment (keyd's own environment holds none).
 pub fn run_reload_hook(hook: &crate::policy::ReloadHook) -> Result<(), SinkError> {
-    use crate::policy::ReloadHook;
+    use crate::policy::{ReloadHook, Signal};
     let fail = |path: &std::path::Path, source: std::io::Error| SinkError::Io {
         sink: "files reload",
         path: path.to_owned(),
@@ -99,12 +96,12 @@ pub fn run_reload_hook(hook: &crate::policy::ReloadHook) -> Result<(), SinkError
                         std::io::Error::other("does not hold a process id"),
                     )
                 })?;
-            let sig = match signal.as_str() {
-                "HUP" => rustix::process::Signal::HUP,
-                "USR1" => rustix::process::Signal::USR1,
-                "USR2" => rustix::process::Signal::USR2,
-                "INT" => rustix::process::Signal::INT,
-                _ => rustix::process::Signal::TERM,
+            let sig = match signal {
+                Signal::Hup => rustix::process::Signal::HUP,
+                Signal::Usr1 => rustix::process::Signal::USR1,
+                Signal::Usr2 => rustix::process::Signal::USR2,
+                Signal::Int => rustix::process::Signal::INT,
+                Signal::Term => rustix::process::Signal::TERM,
             };
             rustix::process::kill_process(pid, sig).map_err(|e| fail(pid_file, e.into()))
         }
