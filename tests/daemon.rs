@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use keyd::rotation::{Clock, schedule};
+use keyd::clock::Clock;
+use keyd::ops::run_due;
 use keyd::store::Home;
 use keyd_tests::{TempDir, keyctl, keyd, ok};
 
@@ -77,13 +78,13 @@ fn the_scheduler_rotates_and_retires_on_time_under_a_controlled_clock() {
     let first_key = fernet();
 
     // Day 10: nothing is due; the next wake-up is the fernet rotation at day 30.
-    let (report, next) = schedule::run_due(&home, &clock, "test").unwrap();
+    let (report, next) = run_due(&home, &clock, "test").unwrap();
     assert!(report.outcomes.is_empty());
     assert_eq!(next, Some(t0 + 30 * DAY));
 
     // Day 30: the fernet key rotates; the list is new,old; retire is planned a day later.
     clock.set(t0 + 30 * DAY);
-    let (report, next) = schedule::run_due(&home, &clock, "test").unwrap();
+    let (report, next) = run_due(&home, &clock, "test").unwrap();
     assert_eq!(report.outcomes.len(), 1, "{report:?}");
     assert_eq!(report.outcomes[0].name, "FERNET_KEY");
     assert!(fernet().ends_with(&format!(",{first_key}")));
@@ -92,14 +93,14 @@ fn the_scheduler_rotates_and_retires_on_time_under_a_controlled_clock() {
     // One second before the grace ends nothing happens; at the end the overlap closes.
     clock.set(t0 + 31 * DAY - 1);
     assert!(
-        schedule::run_due(&home, &clock, "test")
+        run_due(&home, &clock, "test")
             .unwrap()
             .0
             .outcomes
             .is_empty()
     );
     clock.set(t0 + 31 * DAY);
-    let (report, next) = schedule::run_due(&home, &clock, "test").unwrap();
+    let (report, next) = run_due(&home, &clock, "test").unwrap();
     assert_eq!(
         report.outcomes[0].result,
         keyd::rotation::OutcomeKind::Retired
@@ -113,7 +114,7 @@ fn the_scheduler_rotates_and_retires_on_time_under_a_controlled_clock() {
 
     // Day 180: the JWT key is published first and promoted only after publish_ahead (1h).
     clock.set(t0 + 180 * DAY);
-    let (report, next) = schedule::run_due(&home, &clock, "test").unwrap();
+    let (report, next) = run_due(&home, &clock, "test").unwrap();
     let jwt = report
         .outcomes
         .iter()
@@ -126,7 +127,7 @@ fn the_scheduler_rotates_and_retires_on_time_under_a_controlled_clock() {
     let private_before = std::fs::read(out.join("JWT_KEY")).unwrap();
     assert!(next.unwrap() <= t0 + 180 * DAY + 3600);
     clock.set(t0 + 180 * DAY + 3600);
-    let (report, _) = schedule::run_due(&home, &clock, "test").unwrap();
+    let (report, _) = run_due(&home, &clock, "test").unwrap();
     let jwt = report
         .outcomes
         .iter()
@@ -403,7 +404,7 @@ fn the_api_answers_refuses_and_never_serves_or_logs_a_value() {
                     continue;
                 };
                 let needle = value
-                    .expose_secret()
+                    .expose()
                     .lines()
                     .find(|l| !l.starts_with("-----"))
                     .unwrap()

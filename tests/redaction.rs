@@ -2,6 +2,8 @@
 
 use keyd::material::{Material, fernet, password, rsa, tls, token};
 use keyd::policy::Policy;
+use keyd::secret::Value;
+use keyd::sinks::Delivery;
 use keyd::store::StoreData;
 use keyd_tests::{TempDir, keyctl, ok, workspace};
 
@@ -26,9 +28,23 @@ fn debug_output_of_secret_holding_types_carries_no_secret_bytes() {
         format!("{parsed:?}"),
         format!("{pair:?}"),
         format!("{cert:?}"),
-        format!("{:?}", Material::Text { value: pw.clone() }),
-        format!("{:?}", Material::Rsa(pair.clone())),
-        format!("{:?}", Material::Tls(cert.clone())),
+        format!(
+            "{:?}",
+            Material::Text {
+                value: pw.duplicate()
+            }
+        ),
+        format!("{:?}", Material::Rsa(pair.duplicate())),
+        format!("{:?}", Material::Tls(cert.duplicate())),
+        format!("{:?}", Value::Secret(tok.duplicate())),
+        format!(
+            "{:?}",
+            Delivery {
+                name: "K".into(),
+                version: 1,
+                value: Value::Secret(fkey.duplicate()),
+            }
+        ),
     ]
     .join("\n");
     let key_body = |pem: &str| pem.lines().nth(1).unwrap().to_owned();

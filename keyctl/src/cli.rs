@@ -7,10 +7,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
+use keyd::clock::{Clock as _, SystemClock};
 use keyd::material::{self, password::Alphabet, tls, token::Encoding};
+use keyd::ops::actor;
 use keyd::policy::{Policy, PolicyError};
-use keyd::rotation::{Clock as _, SystemClock, actor};
 use keyd::store::{Home, InitOutcome, SecretRecord, StoreError};
+use keyd::wire::{ErrorAnswer, RetireRequest, RotateRequest};
 use keyd::{ApplyOptions, Error};
 
 use crate::output;
@@ -317,7 +319,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             let data = home.lock_shared()?.load()?;
             let (_, _, record, out) = data.find_output(&name).map_err(Error::from)?;
             let value = match version {
-                None => record.delivered(out.part),
+                None => record.delivered(out.part).map(|(_, v)| v),
                 Some(n) => {
                     let v = record.version(n).ok_or(Error::NoSuchVersion {
                         name: name.clone(),
@@ -327,7 +329,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 }
             }
             .ok_or_else(|| Failure::new(5, format!("{name} has no current value"), None))?;
-            write_stdout(value.expose_secret().as_bytes())
+            write_stdout(value.expose().as_bytes())
         }
         Command::History { name, json } => {
             let home = home(args.home)?;
@@ -338,25 +340,29 @@ pub fn run(args: Args) -> Result<(), Failure> {
             write_stdout(out.as_bytes())
         }
         Command::Rotate { selector, json } => {
-            let body = serde_json::json!({ "selector": selector });
+            let body = serde_json::to_value(RotateRequest {
+                selector: selector.clone(),
+            })
+            .expect("a request serialises");
             rotation_command(
                 home(args.home)?,
                 args.socket.as_deref(),
                 "/v1/rotate",
                 &body,
                 json,
-                |home| keyd::rotation::rotate(home, &selector, &SystemClock, &actor("keyctl")),
+                |home| keyd::ops::rotate(home, &selector, &SystemClock, &actor("keyctl")),
             )
         }
         Command::Retire { name, json } => {
-            let body = serde_json::json!({ "name": name });
+            let body = serde_json::to_value(RetireRequest { name: name.clone() })
+                .expect("a request serialises");
             rotation_command(
                 home(args.home)?,
                 args.socket.as_deref(),
                 "/v1/retire",
                 &body,
                 json,
-                |home| keyd::rotation::retire(home, &name, &SystemClock, &actor("keyctl")),
+                |home| keyd::ops::retire(home, &name, &SystemClock, &actor("keyctl")),
             )
         }
         Command::Status { json } => {
@@ -405,9 +411,9 @@ fn via_daemon<T: serde::de::DeserializeOwned>(
     let (status, response) = keyd::daemon::client::call(&mut stream, &socket, method, path, body)
         .map_err(|e| Failure::new(1, e.to_string(), None))?;
     if status != 200 {
-        let message = serde_json::from_slice::<serde_json::Value>(&response)
+        let message = serde_json::from_slice::<ErrorAnswer>(&response)
             .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .map(|a| a.error)
             .unwrap_or_else(|| format!("HTTP {status}"));
         let code = match status {
             403 => 4,

@@ -2,8 +2,9 @@
 //! Nothing here ever receives a secret value; fingerprints are public. Each function appends
 //! to a buffer that the caller writes to stdout once.
 
+use keyd::ApplyReport;
+use keyd::derive::Change;
 use keyd::store::{Home, SecretRecord, StoreData};
-use keyd::{ApplyReport, Change};
 use serde_json::json;
 
 /// `writeln!` into the output buffer (a `String` cannot fail to take text).
@@ -15,7 +16,7 @@ macro_rules! say {
 }
 
 fn timestamp(unix: i64) -> String {
-    keyd::store::format_time(unix)
+    keyd::clock::format_time(unix)
 }
 
 /// `--json` output: the value, pretty-printed, on its own lines.

@@ -2,91 +2,41 @@
 //! Fernet keys, RSA JWT signing pairs, TLS certificates, passwords and tokens, and values
 //! derived from them. This crate is the library behind the `keyd` daemon and `keyctl`.
 //!
+//! Modules, top to bottom; each imports only modules below it (docs/architecture.md):
+//!
+//! - [`daemon`]: the keyd daemon: scheduler and local API on a Unix socket.
+//! - [`wire`]: the API's requests and answers, shared by the daemon and keyctl.
+//! - [`ops`]: user operations: quickstart/apply, rotate, retire, re-deliver.
+//! - `reconcile`: policy against store: what an apply creates, derives and records.
+//! - [`rotation`]: the crash-safe rotation state machine, its audit log and scheduler.
+//! - [`deliver`]: one delivery pass: a stack's values to its sinks.
+//! - [`derive`]: literals and templates computed from other values.
+//! - [`Error`]: the library's error, wrapping each layer's.
+//! - [`sinks`]: files and envfile sinks, built from the policy's `SinkSpec`s.
+//! - [`targets`]: the `Target` trait and the PostgreSQL and Redis targets.
+//! - [`store`]: the age-encrypted, versioned store under the keyd home.
 //! - [`policy`]: the declarative policy of a stack, with file:line:col errors.
 //! - [`material`]: one generator per kind.
-//! - [`store`]: the age-encrypted, versioned store under the keyd home.
-//! - [`sinks`]: delivery to a directory of files or a compose env file.
-//! - [`apply()`]: reconcile a policy with the store and deliver (quickstart, apply).
-//! - [`rotation`]: the crash-safe rotation state machine, its audit log and scheduler.
-//! - [`targets`]: the `Target` trait outside systems implement.
-//! - [`daemon`]: the keyd daemon: scheduler and local API on a Unix socket.
-//! - [`secret`]: zeroizing secret types whose `Debug` prints nothing.
+//! - [`secret`]: zeroizing secret types whose `Debug` prints nothing; [`clock`]: time.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod apply;
+pub mod clock;
 pub mod daemon;
+pub mod deliver;
+pub mod derive;
+mod error;
 pub mod material;
+pub mod ops;
 pub mod policy;
+mod reconcile;
 pub mod rotation;
 pub mod secret;
 pub mod sinks;
 pub mod store;
 pub mod targets;
+pub mod wire;
 
-pub use apply::{ApplyOptions, ApplyReport, Change, SecretSummary, apply, resolve_sinks};
-
-/// Every error the library returns. Messages name files, lines and secrets, never values.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The policy is invalid or unreadable.
-    #[error(transparent)]
-    Policy(#[from] policy::PolicyError),
-    /// The store cannot be opened, read or written.
-    #[error(transparent)]
-    Store(#[from] store::StoreError),
-    /// A sink refused or failed.
-    #[error(transparent)]
-    Sink(#[from] sinks::SinkError),
-    /// A name did not resolve.
-    #[error(transparent)]
-    Lookup(#[from] store::LookupError),
-    /// RSA generation failed.
-    #[error(transparent)]
-    Rsa(#[from] material::rsa::RsaError),
-    /// Certificate generation failed.
-    #[error(transparent)]
-    Tls(#[from] material::tls::TlsError),
-    /// A secret's kind differs between the store and the policy.
-    #[error(
-        "{stack}/{name} is a {stored} secret in the store but the policy declares it as {declared}"
-    )]
-    KindChanged {
-        /// The stack.
-        stack: String,
-        /// The secret.
-        name: String,
-        /// Kind in the store.
-        stored: policy::Kind,
-        /// Kind in the policy.
-        declared: policy::Kind,
-    },
-    /// A target refused or could not be reached.
-    #[error(transparent)]
-    Target(#[from] targets::TargetError),
-    /// The secret cannot be rotated.
-    #[error("{name} cannot be rotated: {reason}")]
-    NotRotatable {
-        /// The secret.
-        name: String,
-        /// Why.
-        reason: String,
-    },
-    /// The test step refused the pending value.
-    #[error("{name}: the new value failed its test: {reason}")]
-    TestFailed {
-        /// The secret.
-        name: String,
-        /// What failed (no values).
-        reason: String,
-    },
-    /// A version that does not exist was asked for.
-    #[error("{name} has no version {version}")]
-    NoSuchVersion {
-        /// The output name.
-        name: String,
-        /// The version asked for.
-        version: u64,
-    },
-}
+pub use error::Error;
+pub use ops::{ApplyOptions, ApplyReport, SecretSummary, apply};

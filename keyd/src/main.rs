@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use keyd::rotation::SystemClock;
+use keyd::clock::SystemClock;
 use keyd::store::Home;
 
 /// keyd: rotates and delivers a stack's secrets on schedule, and serves the local API.

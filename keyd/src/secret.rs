@@ -1,14 +1,23 @@
-//! Secret value types. Owns the rule that key material is zeroized when dropped, never shown by
-//! `Debug`, and read only through an explicit `expose_secret()` call that stands out in review.
+//! Secret and public value types, and the system's randomness. Owns the rule that key material
+//! is zeroized when dropped, never shown by `Debug`, never copied, compared or serialised
+//! implicitly: reading is `expose_secret()`, copying is `duplicate()`, equality is `ct_eq()`,
+//! and the store serialises through [`stored`], so each of them stands out in review.
 
 use std::fmt;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::{Zeroize, Zeroizing};
 
+/// Fills `buf` from the operating system's CSPRNG (through aws-lc-rs).
+///
+/// # Panics
+/// If the system has no working randomness source: no key material can be made safely then.
+pub fn fill_random(buf: &mut [u8]) {
+    aws_lc_rs::rand::fill(buf).expect("the system's random number generator failed");
+}
+
 /// A secret text value: a password, token, Fernet key, private key PEM, or a rendered template
-/// that contains one. Zeroized on drop; `Debug` prints no byte of it.
-#[derive(Clone, PartialEq, Eq)]
+/// that contains one. Zeroized on drop; `Debug` prints no byte of it. It is deliberately not
+/// `Clone`, `PartialEq` or `Serialize`.
 pub struct SecretString(Zeroizing<String>);
 
 impl SecretString {
@@ -20,6 +29,17 @@ impl SecretString {
     /// The value itself. Every call is a place where key material leaves its wrapper.
     pub fn expose_secret(&self) -> &str {
         &self.0
+    }
+
+    /// A second copy of the value, itself zeroized on drop. Every copy of key material in keyd
+    /// is a call to this function.
+    pub fn duplicate(&self) -> SecretString {
+        SecretString::new(String::clone(&self.0))
+    }
+
+    /// Equality in time that depends only on the lengths, not on where the values differ.
+    pub fn ct_eq(&self, other: &SecretString) -> bool {
+        same_bytes(self.0.as_bytes(), other.0.as_bytes())
     }
 
     /// Length in bytes (not secret: policies fix it).
@@ -45,15 +65,64 @@ impl fmt::Debug for SecretString {
     }
 }
 
-impl Serialize for SecretString {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
+/// Serialisation of secret values, for the store model only (inside the age-encrypted file):
+/// `#[serde(with = "crate::secret::stored")]` on each field that holds one.
+pub mod stored {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::SecretString;
+
+    /// Writes the value as a JSON string.
+    pub fn serialize<S: Serializer>(value: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(value.expose_secret())
+    }
+
+    /// Reads a JSON string into a zeroizing value.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+        String::deserialize(d).map(SecretString::new)
     }
 }
 
-impl<'de> Deserialize<'de> for SecretString {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Self::new)
+/// A delivered value: key material, or public data (a public key, a JWKS, a certificate, a
+/// login name) that a sink may show in full. Which one is decided where the value is made,
+/// so a sink knows what it may log.
+pub enum Value {
+    /// Key material.
+    Secret(SecretString),
+    /// Public data.
+    Public(String),
+}
+
+impl Value {
+    /// The bytes to deliver. For [`Value::Secret`] this is an exposure like `expose_secret()`.
+    pub fn expose(&self) -> &str {
+        match self {
+            Value::Secret(s) => s.expose_secret(),
+            Value::Public(p) => p,
+        }
+    }
+
+    /// The value as a secret, whatever it was: for a caller that must treat it as one (an
+    /// admin password read from another secret's output).
+    pub fn into_secret(self) -> SecretString {
+        match self {
+            Value::Secret(s) => s,
+            Value::Public(p) => SecretString::new(p),
+        }
+    }
+
+    /// Whether the value is key material.
+    pub fn is_secret(&self) -> bool {
+        matches!(self, Value::Secret(_))
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Secret(_) => f.write_str("Value::Secret([redacted])"),
+            Value::Public(p) => write!(f, "Value::Public({} bytes)", p.len()),
+        }
     }
 }
 
@@ -64,7 +133,7 @@ impl SecretBytes {
     /// `len` bytes from the operating system's CSPRNG.
     pub fn random(len: usize) -> Self {
         let mut bytes = Zeroizing::new(vec![0u8; len]);
-        crate::material::fill_random(&mut bytes);
+        fill_random(&mut bytes);
         Self(bytes)
     }
 
@@ -80,7 +149,50 @@ impl fmt::Debug for SecretBytes {
     }
 }
 
+/// Compares two byte strings without an early exit on the first differing byte.
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    a.len() == b.len() && std::hint::black_box(diff) == 0
+}
+
 /// Zeroizes a temporary buffer that held encoded key material (e.g. a DER before PEM encoding).
 pub(crate) fn wipe(mut buffer: Vec<u8>) {
     buffer.zeroize();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ct_eq_compares_whole_values() {
+        let a = SecretString::new("correct horse".into());
+        assert!(a.ct_eq(&a.duplicate()));
+        assert!(!a.ct_eq(&SecretString::new("correct hors".into())));
+        assert!(!a.ct_eq(&SecretString::new("correct horsf".into())));
+    }
+
+    #[test]
+    fn debug_prints_no_secret_bytes() {
+        let s = SecretString::new("hunter2-value".into());
+        let v = Value::Secret(s.duplicate());
+        for text in [format!("{s:?}"), format!("{v:?}")] {
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+    }
+
+    #[test]
+    fn stored_round_trips_through_json() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Holder {
+            #[serde(with = "stored")]
+            value: SecretString,
+        }
+        let json = serde_json::to_string(&Holder {
+            value: SecretString::new("v\"1".into()),
+        })
+        .unwrap();
+        let back: Holder = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.value.expose_secret(), "v\"1");
+    }
 }

@@ -7,20 +7,8 @@ use serde::Deserialize;
 
 use super::State;
 use super::http::{Request, Response};
-use crate::rotation;
-use crate::store::{Label, SecretRecord};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RotateBody {
-    selector: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RetireBody {
-    name: String,
-}
+use crate::wire::{Health, RetireRequest, RotateRequest, SecretEntry, Versions};
+use crate::{ops, rotation};
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8], expected: &str) -> Result<T, Response> {
     serde_json::from_slice(body).map_err(|e| {
@@ -31,10 +19,11 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8], expected: &str) -> Result<T, Re
     })
 }
 
-fn failure(e: crate::Error) -> Response {
+fn failure(e: crate::error::Error) -> Response {
+    use crate::error::Error;
     let status = match &e {
-        crate::Error::Lookup(_) | crate::Error::NoSuchVersion { .. } => 404,
-        crate::Error::NotRotatable { .. } => 409,
+        Error::Lookup(_) | Error::NoSuchVersion { .. } => 404,
+        Error::NotRotatable { .. } => 409,
         _ => 500,
     };
     Response::error(status, e.to_string())
@@ -45,10 +34,10 @@ pub async fn handle(state: &Arc<State>, request: &Request, uid: u32) -> Response
     let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
     let actor = format!("keyd api uid={uid}");
     match (request.method.as_str(), segments.as_slice()) {
-        ("GET", ["v1", "health"]) => Response::json(&serde_json::json!({
-            "ok": true,
-            "version": env!("CARGO_PKG_VERSION"),
-        })),
+        ("GET", ["v1", "health"]) => Response::json(&Health {
+            ok: true,
+            version: env!("CARGO_PKG_VERSION").into(),
+        }),
         ("GET", ["v1", "status"]) => match state.home.peek() {
             Ok(data) => Response::json(&rotation::schedule::status(&data, state.clock.now())),
             Err(e) => failure(e.into()),
@@ -59,15 +48,16 @@ pub async fn handle(state: &Arc<State>, request: &Request, uid: u32) -> Response
                     .stacks
                     .iter()
                     .flat_map(|(stack, rec)| {
-                        rec.secrets.iter().filter(|(_, s)| !s.removed).map(move |(name, s)| {
-                            serde_json::json!({
-                                "stack": stack,
-                                "name": name,
-                                "kind": s.kind,
-                                "version": s.current().map(|v| v.number),
-                                "outputs": s.outputs.iter().map(|o| &o.name).collect::<Vec<_>>(),
+                        rec.secrets
+                            .iter()
+                            .filter(|(_, s)| !s.removed)
+                            .map(move |(name, s)| SecretEntry {
+                                stack: stack.clone(),
+                                name: name.clone(),
+                                kind: s.kind,
+                                version: s.current().map(|v| v.number),
+                                outputs: s.outputs.iter().map(|o| o.name.clone()).collect(),
                             })
-                        })
                     })
                     .collect();
                 Response::json(&list)
@@ -76,7 +66,7 @@ pub async fn handle(state: &Arc<State>, request: &Request, uid: u32) -> Response
         },
         ("GET", ["v1", "secrets", stack, name, "versions"]) => match state.home.peek() {
             Ok(data) => match data.find_output(&format!("{stack}/{name}")) {
-                Ok((_, _, record, _)) => Response::json(&versions(record)),
+                Ok((_, _, record, _)) => Response::json(&Versions::of(record)),
                 Err(e) => failure(e.into()),
             },
             Err(e) => failure(e.into()),
@@ -84,12 +74,13 @@ pub async fn handle(state: &Arc<State>, request: &Request, uid: u32) -> Response
         ("GET", ["v1", "jwks", stack, name]) => match state.home.peek() {
             Ok(data) => match data.find_output(&format!("{stack}/{name}")) {
                 Ok((_, _, record, _)) if record.kind == crate::policy::Kind::Rsa => {
-                    let jwks = record
+                    let (_, jwks) = record
                         .delivered(crate::policy::Part::Jwks)
                         .expect("an rsa secret has a JWKS");
+                    // A JWKS is public data (Value::Public).
                     Response {
                         status: 200,
-                        body: jwks.expose_secret().as_bytes().to_vec(),
+                        body: jwks.expose().as_bytes().to_vec(),
                     }
                 }
                 Ok(_) => Response::error(404, format!("{stack}/{name} is not an rsa secret")),
@@ -98,12 +89,13 @@ pub async fn handle(state: &Arc<State>, request: &Request, uid: u32) -> Response
             Err(e) => failure(e.into()),
         },
         ("POST", ["v1", "rotate"]) => {
-            let body: RotateBody = match parse(&request.body, r#"{"selector": "NAME or KIND"}"#) {
+            let body: RotateRequest = match parse(&request.body, r#"{"selector": "NAME or KIND"}"#)
+            {
                 Ok(b) => b,
                 Err(r) => return r,
             };
             let result = state
-                .exclusive(move |home, clock| rotation::rotate(home, &body.selector, clock, &actor))
+                .exclusive(move |home, clock| ops::rotate(home, &body.selector, clock, &actor))
                 .await;
             match result {
                 Ok(report) => {
@@ -114,12 +106,12 @@ pub async fn handle(state: &Arc<State>, request: &Request, uid: u32) -> Response
             }
         }
         ("POST", ["v1", "retire"]) => {
-            let body: RetireBody = match parse(&request.body, r#"{"name": "NAME"}"#) {
+            let body: RetireRequest = match parse(&request.body, r#"{"name": "NAME"}"#) {
                 Ok(b) => b,
                 Err(r) => return r,
             };
             match state
-                .exclusive(move |home, clock| rotation::retire(home, &body.name, clock, &actor))
+                .exclusive(move |home, clock| ops::retire(home, &body.name, clock, &actor))
                 .await
             {
                 Ok(report) => Response::json(&report),
@@ -139,23 +131,4 @@ pub async fn handle(state: &Arc<State>, request: &Request, uid: u32) -> Response
         ),
         _ => Response::error(404, format!("no route {} {}", request.method, request.path)),
     }
-}
-
-fn versions(record: &SecretRecord) -> serde_json::Value {
-    let versions: Vec<_> = record
-        .versions
-        .iter()
-        .map(|v| {
-            serde_json::json!({
-                "version": v.number,
-                "label": v.label,
-                "created": crate::store::format_time(v.created),
-                "promoted": v.promoted.map(crate::store::format_time),
-                "retired": v.retired.map(crate::store::format_time),
-                "fingerprint": v.material.fingerprint(),
-                "current": v.label == Some(Label::Current),
-            })
-        })
-        .collect();
-    serde_json::json!({ "kind": record.kind, "versions": versions })
 }

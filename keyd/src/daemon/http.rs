@@ -44,8 +44,10 @@ impl Response {
     pub fn error(status: u16, message: impl Into<String>) -> Self {
         Self {
             status,
-            body: serde_json::to_vec(&serde_json::json!({ "error": message.into() }))
-                .expect("serialises"),
+            body: serde_json::to_vec(&crate::wire::ErrorAnswer {
+                error: message.into(),
+            })
+            .expect("serialises"),
         }
     }
 }

@@ -18,8 +18,10 @@ use tokio::io::BufReader;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Mutex, Notify, Semaphore};
 
-use crate::Error;
-use crate::rotation::{Clock, RotationReport, SystemClock, schedule};
+use crate::clock::{Clock, SystemClock};
+use crate::error::Error;
+use crate::ops;
+use crate::rotation::RotationReport;
 use crate::store::Home;
 
 /// Most connections served at once; further ones wait in the accept queue.
@@ -110,8 +112,8 @@ pub fn start_up(
     clock: &dyn Clock,
     by: &str,
 ) -> Result<(RotationReport, Option<i64>), Error> {
-    crate::rotation::deliver_all(home, clock, by)?;
-    schedule::run_due(home, clock, by)
+    ops::deliver_all(home, clock, by)?;
+    ops::run_due(home, clock, by)
 }
 
 /// Binds the API socket: refuses when another daemon answers on it, replaces a stale file.
@@ -211,7 +213,7 @@ async fn serve(state: &Arc<State>, stream: UnixStream) {
 async fn scheduler(state: Arc<State>) {
     loop {
         let pass = state
-            .exclusive(|home, clock| schedule::run_due(home, clock, "keyd schedule"))
+            .exclusive(|home, clock| ops::run_due(home, clock, "keyd schedule"))
             .await;
         let next = match pass {
             Ok((report, next)) => {

@@ -75,7 +75,7 @@ impl FernetKey {
     /// Encrypts `plaintext` into a Fernet token stamped with `timestamp` (Unix seconds).
     pub fn encrypt(&self, plaintext: &[u8], timestamp: u64) -> String {
         let mut iv = [0u8; 16];
-        super::fill_random(&mut iv);
+        crate::secret::fill_random(&mut iv);
         let key = UnboundCipherKey::new(&AES_128, &self.encryption[..])
             .and_then(PaddedBlockEncryptingKey::cbc_pkcs7)
             .expect("a 16-byte AES-128 key is always accepted");

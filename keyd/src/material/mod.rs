@@ -12,21 +12,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::SecretString;
 
-/// Fills `buf` from the operating system's CSPRNG (through aws-lc-rs).
-///
-/// # Panics
-/// If the system has no working randomness source: no key material can be made safely then.
-pub fn fill_random(buf: &mut [u8]) {
-    aws_lc_rs::rand::fill(buf).expect("the system's random number generator failed");
+/// Why key material could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum MaterialError {
+    /// RSA generation failed.
+    #[error(transparent)]
+    Rsa(#[from] rsa::RsaError),
+    /// Certificate generation failed.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
-/// One generated value of a secret, with every part that gets delivered.
-#[derive(Clone, Serialize, Deserialize)]
+/// One generated value of a secret, with every part that gets delivered. Not `Clone`: a copy
+/// is [`Material::duplicate`].
+#[derive(Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Material {
     /// A single text value: password, token, Fernet key, literal, rendered template.
     Text {
         /// The value.
+        #[serde(with = "crate::secret::stored")]
         value: SecretString,
     },
     /// An RSA signing key pair.
@@ -36,6 +41,17 @@ pub enum Material {
 }
 
 impl Material {
+    /// An explicit copy (the secret parts through [`SecretString::duplicate`]).
+    pub fn duplicate(&self) -> Material {
+        match self {
+            Material::Text { value } => Material::Text {
+                value: value.duplicate(),
+            },
+            Material::Rsa(pair) => Material::Rsa(pair.duplicate()),
+            Material::Tls(cert) => Material::Tls(cert.duplicate()),
+        }
+    }
+
     /// A short public identifier of the key, shown in summaries: the JWK thumbprint of an RSA key,
     /// the SHA-256 fingerprint of a certificate. Text values have none: a hash of a password
     /// would let anyone holding the summary test guesses offline.

@@ -15,9 +15,10 @@ pub const SIZES: [usize; 3] = [2048, 3072, 4096];
 pub const DEFAULT_BITS: usize = 4096;
 
 /// A generated RSA key pair with its public forms.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct RsaKeyPair {
     /// PKCS#8 private key, PEM.
+    #[serde(with = "crate::secret::stored")]
     pub private_pem: SecretString,
     /// SubjectPublicKeyInfo public key, PEM.
     pub public_pem: String,
@@ -25,6 +26,18 @@ pub struct RsaKeyPair {
     pub jwk: Jwk,
     /// RFC 7638 thumbprint of the public key (base64url SHA-256), also the JWK's `kid`.
     pub kid: String,
+}
+
+impl RsaKeyPair {
+    /// An explicit copy (the private key through [`SecretString::duplicate`]).
+    pub fn duplicate(&self) -> RsaKeyPair {
+        RsaKeyPair {
+            private_pem: self.private_pem.duplicate(),
+            public_pem: self.public_pem.clone(),
+            jwk: self.jwk.clone(),
+            kid: self.kid.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for RsaKeyPair {

@@ -109,14 +109,14 @@ pub fn references(pieces: &[Piece]) -> impl Iterator<Item = &str> {
 /// Renders `pieces`, looking values up with `lookup` (the policy checked every name exists).
 pub fn render<'a>(
     pieces: &[Piece],
-    lookup: impl Fn(&str) -> Option<&'a SecretString>,
+    lookup: impl Fn(&str) -> Option<&'a str>,
 ) -> Option<SecretString> {
     let mut out = String::new();
     for piece in pieces {
         match piece {
             Piece::Text(text) => out.push_str(text),
             Piece::Ref { name, url, .. } => {
-                let value = lookup(name)?.expose_secret();
+                let value = lookup(name)?;
                 if *url {
                     percent_encode_into(value, &mut out);
                 } else {
@@ -147,7 +147,7 @@ mod tests {
     fn renders_with_url_encoding_and_escaped_braces() {
         let pieces = parse("postgres://u:{P|url}@db/{{x}} {P}").unwrap();
         let value = SecretString::new("a@b:c/d#e f".into());
-        let out = render(&pieces, |n| (n == "P").then_some(&value)).unwrap();
+        let out = render(&pieces, |n| (n == "P").then_some(value.expose_secret())).unwrap();
         assert_eq!(
             out.expose_secret(),
             "postgres://u:a%40b%3Ac%2Fd%23e%20f@db/{x} a@b:c/d#e f"

@@ -35,16 +35,29 @@ pub struct TlsSpec {
 }
 
 /// A generated certificate and its key.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct TlsCertificate {
     /// The certificate, PEM.
     pub cert_pem: String,
     /// The private key, PKCS#8 PEM.
+    #[serde(with = "crate::secret::stored")]
     pub key_pem: SecretString,
     /// SHA-256 of the certificate's DER, hex with colons (as `openssl x509 -fingerprint -sha256`).
     pub fingerprint: String,
     /// Expiry, Unix seconds.
     pub not_after: i64,
+}
+
+impl TlsCertificate {
+    /// An explicit copy (the private key through [`SecretString::duplicate`]).
+    pub fn duplicate(&self) -> TlsCertificate {
+        TlsCertificate {
+            cert_pem: self.cert_pem.clone(),
+            key_pem: self.key_pem.duplicate(),
+            fingerprint: self.fingerprint.clone(),
+            not_after: self.not_after,
+        }
+    }
 }
 
 impl std::fmt::Debug for TlsCertificate {
@@ -86,7 +99,7 @@ pub fn generate(spec: &TlsSpec) -> Result<TlsCertificate, TlsError> {
     params.not_before = now - time::Duration::minutes(1);
     params.not_after = now + time::Duration::days(i64::from(spec.days));
     let mut serial = [0u8; 16];
-    super::fill_random(&mut serial);
+    crate::secret::fill_random(&mut serial);
     serial[0] &= 0x7f; // positive, as RFC 5280 asks
     params.serial_number = Some(serial.to_vec().into());
     let cert = params

@@ -15,6 +15,7 @@ use crate::material::password::Alphabet;
 use crate::material::template::Piece;
 use crate::material::tls::TlsSpec;
 use crate::material::token::Encoding;
+use crate::material::{Material, MaterialError};
 
 /// A validated policy.
 #[derive(Clone, Debug)]
@@ -277,6 +278,53 @@ pub enum KindSpec {
 }
 
 impl KindSpec {
+    /// Makes a new value for a random kind (literals and templates are derived instead: see
+    /// `crate::derive`).
+    pub fn generate(&self) -> Result<Material, MaterialError> {
+        let text = |value| Ok(Material::Text { value });
+        match self {
+            KindSpec::Password { length, alphabet } => {
+                text(crate::material::password::generate(*length, alphabet))
+            }
+            KindSpec::Token { bytes, encoding } => {
+                text(crate::material::token::generate(*bytes, *encoding))
+            }
+            KindSpec::Fernet { .. } => text(crate::material::fernet::generate()),
+            KindSpec::Rsa { bits, .. } => Ok(Material::Rsa(crate::material::rsa::generate(*bits)?)),
+            KindSpec::Tls { spec, .. } => Ok(Material::Tls(crate::material::tls::generate(spec)?)),
+            KindSpec::Literal { .. } | KindSpec::Template { .. } => {
+                unreachable!("literals and templates are derived, not generated")
+            }
+        }
+    }
+
+    /// Whether generating takes long enough (RSA prime search) to give it a thread of its own.
+    pub fn is_slow(&self) -> bool {
+        matches!(self, KindSpec::Rsa { .. })
+            || matches!(self, KindSpec::Tls { spec, .. } if matches!(spec.key_type, crate::material::tls::KeyType::Rsa(_)))
+    }
+
+    /// The generation parameters as text: stored with each version so a changed policy can be
+    /// noticed (and reported) without regenerating anything.
+    pub fn params_text(&self) -> String {
+        match self {
+            KindSpec::Password { length, alphabet } => {
+                format!("length={length} alphabet={alphabet}")
+            }
+            KindSpec::Token { bytes, encoding } => format!("bytes={bytes} encoding={encoding}"),
+            KindSpec::Fernet { .. } | KindSpec::Literal { .. } => String::new(),
+            KindSpec::Rsa { bits, .. } => format!("bits={bits}"),
+            KindSpec::Tls { spec, .. } => format!(
+                "cn={} sans={} days={} key_type={:?}",
+                spec.cn,
+                spec.sans.join(","),
+                spec.days,
+                spec.key_type
+            ),
+            KindSpec::Template { text, .. } => text.clone(),
+        }
+    }
+
     /// The kind.
     pub fn kind(&self) -> Kind {
         match self {

@@ -7,43 +7,29 @@
 mod audit;
 pub mod schedule;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 pub use audit::{AuditEntry, AuditLog};
 
-use crate::Error;
-use crate::apply::{deliver_stack, derive, generate, stack_deliveries, unix_now};
+use crate::clock::{Clock, unix_now};
+use crate::deliver;
+use crate::derive::{Change, derive};
+use crate::error::Error;
 use crate::material::{Material, fernet};
 use crate::policy::{AdminPassword, Kind, KindSpec, Policy, SecretTarget, TargetKind};
 use crate::secret::SecretString;
 use crate::sinks::DeliveryReport;
 use crate::store::SecretRecord;
-use crate::store::{Home, Label, LockedStore, Rotation, Step, StoreData, VersionRecord};
+use crate::store::{Label, LockedStore, Rotation, Step, StoreData, VersionRecord};
 use crate::targets::postgres::PostgresTarget;
 use crate::targets::redis::RedisTarget;
 use crate::targets::{Credential, Target};
 
 /// The grace period of a secret whose policy sets none.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(86_400);
-
-/// Where time comes from: the system clock in production, a controlled one in tests.
-pub trait Clock: Send + Sync {
-    /// Unix seconds now.
-    fn now(&self) -> i64;
-}
-
-/// The system clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> i64 {
-        unix_now()
-    }
-}
 
 /// What happened to one secret.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -100,7 +86,10 @@ pub struct RotationReport {
 /// Where a process stops on purpose (`KEYD_PAUSE_AFTER=create,set,…`): a testing aid that
 /// lets the crash tests SIGKILL the process exactly at a step boundary, and the concurrency
 /// tests hold a rotation while another process queues behind it. It announces the pause on
-/// stderr, then waits for a line (or end of input) on stdin.
+/// stderr, then waits for a line (or end of input) on stdin. Compiled only with the
+/// `test-hooks` feature (which the workspace's test crate turns on): a release build ignores
+/// the variable.
+#[cfg(feature = "test-hooks")]
 fn pause_point(point: &str) {
     if let Ok(points) = std::env::var("KEYD_PAUSE_AFTER")
         && points.split(',').any(|p| p == point)
@@ -109,6 +98,9 @@ fn pause_point(point: &str) {
         let _ = std::io::stdin().read_line(&mut String::new());
     }
 }
+
+#[cfg(not(feature = "test-hooks"))]
+fn pause_point(_point: &str) {}
 
 /// One locked session on the store: the rotation engine.
 pub(crate) struct Engine<'a> {
@@ -128,7 +120,17 @@ impl<'a> Engine<'a> {
         by: &str,
     ) -> Result<Self, Error> {
         let data = lock.load()?;
-        Ok(Engine {
+        Ok(Self::with_data(lock, data, clock, by))
+    }
+
+    /// An engine on `data`, which the caller loaded under `lock` (and may have changed).
+    pub(crate) fn with_data(
+        lock: &'a LockedStore,
+        data: StoreData,
+        clock: &'a dyn Clock,
+        by: &str,
+    ) -> Self {
+        Engine {
             audit: AuditLog::new(lock.home().dir().join("audit.log")),
             lock,
             data,
@@ -136,7 +138,7 @@ impl<'a> Engine<'a> {
             by: by.to_owned(),
             policies: HashMap::new(),
             report: RotationReport::default(),
-        })
+        }
     }
 
     /// The record of `stack/name` (the caller resolved both from the store it holds).
@@ -171,7 +173,7 @@ impl<'a> Engine<'a> {
         error: Option<&str>,
     ) {
         self.audit.write(&AuditEntry {
-            time: crate::store::format_time(self.clock.now()),
+            time: crate::clock::format_time(self.clock.now()),
             stack,
             secret,
             version,
@@ -182,28 +184,42 @@ impl<'a> Engine<'a> {
         });
     }
 
-    /// Re-derives templates of `stack` from what is delivered now. Persisting is the caller's.
-    fn rederive(&mut self, stack: &str) -> Result<(), Error> {
+    /// Re-derives templates of `stack` from what is delivered now, and returns the outputs
+    /// whose values may have changed: those of `name` and of every template that changed.
+    /// Persisting is the caller's.
+    fn rederive(&mut self, stack: &str, name: &str) -> Result<HashSet<String>, Error> {
         let now = self.clock.now();
         self.policy(stack)?;
         // Disjoint fields: the cached policy is read while the store's records change.
         let record = self.data.stacks.get_mut(stack).expect("stack exists");
-        derive(&self.policies[stack], &mut record.secrets, now);
-        Ok(())
+        let changes = derive(&self.policies[stack], &mut record.secrets, now);
+        let changed = changes
+            .into_iter()
+            .filter(|(_, c)| *c != Change::Unchanged)
+            .map(|(n, _)| n)
+            .chain(std::iter::once(name.to_owned()));
+        Ok(changed
+            .filter_map(|n| record.secrets.get(&n))
+            .flat_map(|r| r.outputs.iter().map(|o| o.name.clone()))
+            .collect())
     }
 
-    /// Delivers the persisted state of `stack` (unchanged files are left alone).
-    pub(crate) fn deliver(&mut self, stack: &str) -> Result<(), Error> {
-        let record = &self.data.stacks[stack];
-        let deliveries = stack_deliveries(record);
-        let reports = deliver_stack(record, &deliveries)?;
+    /// Delivers the persisted state of `stack`: every output (`changed = None`, unchanged
+    /// files are left alone), or only the outputs a step changed.
+    pub(crate) fn deliver(
+        &mut self,
+        stack: &str,
+        changed: Option<&HashSet<String>>,
+    ) -> Result<(), Error> {
+        let record = self.data.stacks.get_mut(stack).expect("stack exists");
+        let reports = deliver::deliver(record, changed)?;
         for r in reports.into_iter().filter(|r| !r.written.is_empty()) {
             self.report.deliveries.push(r);
         }
         Ok(())
     }
 
-    fn outcome(
+    pub(crate) fn outcome(
         &mut self,
         stack: &str,
         name: &str,
@@ -252,7 +268,7 @@ impl<'a> Engine<'a> {
                 ),
             });
         }
-        let material = generate(&spec.kind)?;
+        let material = spec.kind.generate()?;
         let by = self.by.clone();
         let record = self.record_mut(stack, name);
         let number = record.next_number();
@@ -272,7 +288,7 @@ impl<'a> Engine<'a> {
             created: now,
             promoted: None,
             retired: None,
-            params: crate::apply::params_text(&spec.kind),
+            params: spec.kind.params_text(),
             login,
             material,
         });
@@ -307,7 +323,7 @@ impl<'a> Engine<'a> {
             if let Some(r) = self.data.stacks[stack].secrets[name].rotation.clone() {
                 self.audit(stack, name, r.pending, &r.step.to_string(), "resumed", None);
             }
-            self.deliver(stack)?;
+            self.deliver(stack, None)?;
         }
         loop {
             let record = &self.data.stacks[stack].secrets[name];
@@ -459,10 +475,10 @@ impl<'a> Engine<'a> {
         next: Step,
     ) -> Result<(), Error> {
         self.set_step(stack, name, next);
-        self.rederive(stack)?;
+        let changed = self.rederive(stack, name)?;
         self.save()?;
         pause_point(&format!("{done}-persisted"));
-        self.deliver(stack)?;
+        self.deliver(stack, Some(&changed))?;
         self.audit(stack, name, pending, done, "ok", None);
         pause_point(done);
         Ok(())
@@ -564,9 +580,11 @@ impl<'a> Engine<'a> {
             self.outcome(stack, name, from, OutcomeKind::NothingToRetire, None);
             return Ok(());
         }
-        self.rederive(stack)?;
+        let changed = self.rederive(stack, name)?;
         self.save()?;
-        self.deliver(stack)?;
+        let record = self.data.stacks.get_mut(stack).expect("stack exists");
+        deliver::retire(record, name, &retired)?;
+        self.deliver(stack, Some(&changed))?;
         for v in &retired {
             self.audit(stack, name, *v, "retire", "ok", None);
         }
@@ -612,6 +630,7 @@ impl Engine<'_> {
                 Some(
                     current
                         .and_then(|v| SecretRecord::version_value(v, out.part))
+                        .map(crate::secret::Value::into_secret)
                         .ok_or_else(|| Error::NotRotatable {
                             name: name.to_owned(),
                             reason: format!(
@@ -728,120 +747,6 @@ fn prove(pending: &Material, current: Option<&Material>) -> Result<(), String> {
         Material::Rsa(pair) => crate::material::rsa::prove(pair),
         Material::Tls(cert) => crate::material::tls::prove(cert),
     }
-}
-
-/// Who is acting, for the audit log: the program and the caller's uid and pid.
-pub fn actor(program: &str) -> String {
-    format!(
-        "{program} uid={} pid={}",
-        rustix::process::getuid().as_raw(),
-        std::process::id()
-    )
-}
-
-/// The secrets a selector names: a secret or companion name (`NAME`, `STACK/NAME`), or a kind
-/// (`fernet`, `STACK/fernet`) for every secret of that kind.
-pub fn select(data: &StoreData, selector: &str) -> Result<Vec<(String, String)>, Error> {
-    let (stack_filter, rest) = match selector.split_once('/') {
-        Some((s, r)) => (Some(s), r),
-        None => (None, selector),
-    };
-    if let Some(kind) = Kind::ALL.into_iter().find(|k| k.as_str() == rest) {
-        let found: Vec<(String, String)> = data
-            .stacks
-            .iter()
-            .filter(|(s, _)| stack_filter.is_none_or(|f| f == s.as_str()))
-            .flat_map(|(s, rec)| {
-                rec.secrets
-                    .iter()
-                    .filter(|(_, r)| r.kind == kind && !r.removed)
-                    .map(move |(n, _)| (s.clone(), n.clone()))
-            })
-            .collect();
-        if found.is_empty() {
-            return Err(crate::store::LookupError::NotFound(selector.to_owned()).into());
-        }
-        return Ok(found);
-    }
-    let (stack, secret, _, _) = data.find_output(selector)?;
-    Ok(vec![(stack.to_owned(), secret.to_owned())])
-}
-
-/// Rotates every secret `selector` names (see [`select`]); resumes a rotation in flight instead
-/// of starting a second one, and does nothing for a secret another process rotated while this
-/// one waited for the lock.
-pub fn rotate(
-    home: &Home,
-    selector: &str,
-    clock: &dyn Clock,
-    by: &str,
-) -> Result<RotationReport, Error> {
-    // What the caller saw before waiting for the lock (rename-safe read, no lock).
-    let seen = home.peek().ok();
-    let lock = home.lock()?;
-    let mut engine = Engine::new(&lock, clock, by)?;
-    let selected = select(&engine.data, selector)?;
-    for (stack, name) in &selected {
-        let record = &engine.data.stacks[stack].secrets[name];
-        let from = record.current().map_or(0, |v| v.number);
-        if record.rotation.is_some() {
-            engine.advance(stack, name, from, true)?;
-            continue;
-        }
-        let seen_version = seen
-            .as_ref()
-            .and_then(|d| d.stacks.get(stack))
-            .and_then(|s| s.secrets.get(name))
-            .map(|r| (r.current().map(|v| v.number), r.rotation.is_some()));
-        if seen_version.is_some_and(|(v, in_flight)| in_flight || v != Some(from)) {
-            engine.outcome(
-                stack,
-                name,
-                from,
-                OutcomeKind::AlreadyRotated,
-                Some("rotated by another process while this one waited".into()),
-            );
-            continue;
-        }
-        engine.start(stack, name)?;
-        engine.advance(stack, name, from, false)?;
-    }
-    Ok(engine.report)
-}
-
-/// Re-delivers every stack's persisted state (files already right are left alone).
-pub fn deliver_all(home: &Home, clock: &dyn Clock, by: &str) -> Result<RotationReport, Error> {
-    let lock = home.lock()?;
-    let mut engine = Engine::new(&lock, clock, by)?;
-    let stacks: Vec<String> = engine.data.stacks.keys().cloned().collect();
-    for stack in stacks {
-        engine.deliver(&stack)?;
-    }
-    Ok(engine.report)
-}
-
-/// Ends the overlap of the secret `name` now (see `Engine::retire`).
-pub fn retire(
-    home: &Home,
-    name: &str,
-    clock: &dyn Clock,
-    by: &str,
-) -> Result<RotationReport, Error> {
-    let lock = home.lock()?;
-    let mut engine = Engine::new(&lock, clock, by)?;
-    let (stack, secret, _, _) = engine.data.find_output(name)?;
-    let (stack, secret) = (stack.to_owned(), secret.to_owned());
-    if engine.data.stacks[&stack].secrets[&secret]
-        .rotation
-        .is_some()
-    {
-        let from = engine.data.stacks[&stack].secrets[&secret]
-            .current()
-            .map_or(0, |v| v.number);
-        engine.advance(&stack, &secret, from, true)?;
-    }
-    engine.retire(&stack, &secret)?;
-    Ok(engine.report)
 }
 
 /// Grace period of a secret (policy value or [`DEFAULT_GRACE`]).

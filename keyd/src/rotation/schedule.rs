@@ -5,10 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Clock, Engine, OutcomeKind, RotationReport, grace_of};
-use crate::Error;
+use super::grace_of;
 use crate::policy::{KindSpec, Policy};
-use crate::store::{Home, Label, StoreData};
+use crate::store::{Label, StoreData};
 
 /// One thing to do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -103,46 +102,6 @@ pub fn plan(data: &StoreData, now: i64) -> (Vec<Action>, Option<i64>) {
     (due, next)
 }
 
-/// Does everything due now under the store lock (resumes first), and returns what it did and
-/// when to run again.
-pub fn run_due(
-    home: &Home,
-    clock: &dyn Clock,
-    by: &str,
-) -> Result<(RotationReport, Option<i64>), Error> {
-    let lock = home.lock()?;
-    let mut engine = Engine::new(&lock, clock, by)?;
-    let (actions, _) = plan(&engine.data, clock.now());
-    for action in actions {
-        match action {
-            Action::Resume { stack, name } => {
-                let from = engine.data.stacks[&stack].secrets[&name]
-                    .current()
-                    .map_or(0, |v| v.number);
-                engine.advance(&stack, &name, from, true)?;
-            }
-            Action::Rotate { stack, name } => {
-                let from = engine.data.stacks[&stack].secrets[&name]
-                    .current()
-                    .map_or(0, |v| v.number);
-                engine.start(&stack, &name)?;
-                engine.advance(&stack, &name, from, false)?;
-            }
-            Action::Retire { stack, name } => engine.retire(&stack, &name)?,
-        }
-    }
-    // A failed step leaves a retry time; the next plan accounts for it.
-    let (_, next) = plan(&engine.data, clock.now());
-    let report = engine.report;
-    debug_assert!(
-        report
-            .outcomes
-            .iter()
-            .all(|o| o.result != OutcomeKind::AlreadyRotated)
-    );
-    Ok((report, next))
-}
-
 /// One secret's rotation status (no values).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SecretStatus {
@@ -187,11 +146,11 @@ pub fn status(data: &StoreData, now: i64) -> Vec<SecretStatus> {
                 next_rotation: spec
                     .and_then(|s| s.rotate)
                     .zip(since)
-                    .map(|(r, s)| crate::store::format_time(s + r.as_secs() as i64)),
+                    .map(|(r, s)| crate::clock::format_time(s + r.as_secs() as i64)),
                 retire_at: previous
                     .and(since)
                     .zip(grace)
-                    .map(|(s, g)| crate::store::format_time(s + g.as_secs() as i64)),
+                    .map(|(s, g)| crate::clock::format_time(s + g.as_secs() as i64)),
                 rotation: secret.rotation.clone(),
             });
         }

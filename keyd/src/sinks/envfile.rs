@@ -6,10 +6,19 @@ use std::fs;
 
 use zeroize::Zeroizing;
 
-use super::{Delivery, DeliveryReport, Sink, SinkError, same_bytes};
+use super::{Delivery, DeliveryReport, Pass, Sink, SinkError, digest, ledger_says_current, stamp};
 use crate::policy::EnvFileSpec;
+use crate::secret::same_bytes;
+use crate::store::Ledger;
 
 const SINK: &str = "envfile";
+const LEDGER_KEY: &str = "envfile";
+
+/// Writes a compose env file, as `[sinks.envfile]` says.
+#[derive(Debug)]
+pub struct EnvFileSink {
+    spec: EnvFileSpec,
+}
 
 /// Characters written without quotes: none of them means anything to compose's parser.
 fn plain(c: char) -> bool {
@@ -24,10 +33,16 @@ fn env_name_ok(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-impl EnvFileSpec {
+impl EnvFileSink {
+    /// The sink `spec` describes.
+    pub fn new(spec: EnvFileSpec) -> Self {
+        EnvFileSink { spec }
+    }
+
     fn selected<'d>(&self, deliveries: &'d [Delivery]) -> impl Iterator<Item = &'d Delivery> {
         deliveries.iter().filter(move |d| {
-            self.include
+            self.spec
+                .include
                 .as_ref()
                 .is_none_or(|names| names.contains(&d.name))
         })
@@ -36,7 +51,7 @@ impl EnvFileSpec {
     fn unsafe_value(&self, name: &str, reason: &str) -> SinkError {
         SinkError::Unsafe {
             sink: SINK,
-            location: self.path.clone(),
+            location: self.spec.path.clone(),
             name: name.to_owned(),
             reason: format!(
                 "{reason}; leave it out with [sinks.envfile] include = [...] and deliver it as a file"
@@ -54,7 +69,7 @@ impl EnvFileSpec {
                     self.unsafe_value(&d.name, "the name is not an environment variable name")
                 );
             }
-            let v = d.value.expose_secret();
+            let v = d.value.expose();
             out.push_str(&d.name);
             out.push('=');
             if v.chars().all(plain) {
@@ -76,44 +91,68 @@ impl EnvFileSpec {
     }
 }
 
-impl Sink for EnvFileSpec {
+impl Sink for EnvFileSink {
+    fn kind(&self) -> &'static str {
+        SINK
+    }
+
     fn check(&self, deliveries: &[Delivery]) -> Result<(), SinkError> {
         self.render(deliveries).map(drop)
     }
 
-    fn deliver(&self, deliveries: &[Delivery]) -> Result<DeliveryReport, SinkError> {
+    /// The file holds every output, so every pass renders all of them.
+    fn deliver(
+        &self,
+        deliveries: &[Delivery],
+        _pass: Pass<'_>,
+        ledger: &mut Ledger,
+    ) -> Result<DeliveryReport, SinkError> {
+        let spec = &self.spec;
         let text = self.render(deliveries)?;
         let names: Vec<String> = self.selected(deliveries).map(|d| d.name.clone()).collect();
         let mut report = DeliveryReport {
             sink: SINK.into(),
-            location: self.path.clone(),
+            location: spec.path.clone(),
             ..Default::default()
         };
-        let existing = fs::read(&self.path).ok().map(Zeroizing::new);
-        let mode_ok = fs::metadata(&self.path)
+        let digest = digest(text.as_bytes());
+        if ledger_says_current(&spec.path, ledger.get(LEDGER_KEY), &digest) {
+            report.unchanged = names;
+            return Ok(report);
+        }
+        let existing = fs::read(&spec.path).ok().map(Zeroizing::new);
+        let mode_ok = fs::metadata(&spec.path)
             .map(|m| {
-                std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777 == self.mode
+                std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777 == spec.mode
             })
             .unwrap_or(false);
         if mode_ok && existing.is_some_and(|e| same_bytes(&e, text.as_bytes())) {
             report.unchanged = names;
-            return Ok(report);
-        }
-        if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir).map_err(|source| SinkError::Io {
-                sink: SINK,
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
-        crate::store::write_atomic(&self.path, text.as_bytes(), self.mode).map_err(|e| {
-            SinkError::Io {
-                sink: SINK,
-                path: self.path.clone(),
-                source: std::io::Error::other(e.to_string()),
+        } else {
+            if let Some(dir) = spec.path.parent() {
+                fs::create_dir_all(dir).map_err(|source| SinkError::Io {
+                    sink: SINK,
+                    path: dir.to_owned(),
+                    source,
+                })?;
             }
-        })?;
-        report.written = names;
+            crate::store::write_atomic(&spec.path, text.as_bytes(), spec.mode).map_err(|e| {
+                SinkError::Io {
+                    sink: SINK,
+                    path: spec.path.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                }
+            })?;
+            report.written = names;
+        }
+        if let Ok(meta) = fs::symlink_metadata(&spec.path) {
+            ledger.insert(LEDGER_KEY.into(), stamp(&meta, digest));
+        }
         Ok(report)
+    }
+
+    fn retire(&self, _name: &str, _version: u64, _ledger: &mut Ledger) -> Result<(), SinkError> {
+        // The file is rewritten whole on every change: a retired version is already gone.
+        Ok(())
     }
 }

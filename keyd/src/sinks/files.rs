@@ -1,6 +1,7 @@
 //! The files sink: one file per output in a directory (default `/run/secrets`), exact value with
 //! no added newline, mode 0400 by default, replaced by temp file + fsync + rename inside the same
-//! directory so consumers that mount the directory see each change whole.
+//! directory so consumers that mount the directory see each change whole. Owns the reload hook
+//! run after a delivery changed something.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write as _};
@@ -9,103 +10,215 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use super::{Delivery, DeliveryReport, Sink, SinkError, same_bytes};
-use crate::policy::FilesSpec;
+use super::{Delivery, DeliveryReport, Pass, Sink, SinkError, digest, ledger_says_current, stamp};
+use crate::policy::{FilesSpec, ReloadHook, Signal};
+use crate::secret::same_bytes;
+use crate::store::Ledger;
 
 const SINK: &str = "files";
 
-impl Sink for FilesSpec {
-    fn check(&self, _deliveries: &[Delivery]) -> Result<(), SinkError> {
-        // Any byte string can be a file; names were checked by the policy.
-        Ok(())
-    }
+/// Delivers into a directory, as `[sinks.files]` says.
+#[derive(Debug)]
+pub struct FilesSink {
+    spec: FilesSpec,
+}
 
-    fn deliver(&self, deliveries: &[Delivery]) -> Result<DeliveryReport, SinkError> {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| SinkError::Io {
-                sink: SINK,
-                path,
-                source,
-            }
-        };
-        if !self.dir.is_dir() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(self.dir_mode)
-                .create(&self.dir)
-                .map_err(io(&self.dir))?;
-        }
-        // Temp files of a delivery cut off by a crash (only keyd writes them, under the lock).
-        for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') && name.ends_with(".keyd-tmp") {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-        let mut report = DeliveryReport {
-            sink: SINK.into(),
-            location: self.dir.clone(),
-            ..Default::default()
-        };
-        for d in deliveries {
-            let path = self.dir.join(&d.name);
-            if self.is_current(&path, d.value.expose_secret().as_bytes()) {
-                report.unchanged.push(d.name.clone());
-                continue;
-            }
-            let tmp = self.dir.join(format!(".{}.keyd-tmp", d.name));
-            let _ = fs::remove_file(&tmp);
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(self.mode)
-                .open(&tmp)
-                .map_err(io(&tmp))?;
-            let written = f
-                .write_all(d.value.expose_secret().as_bytes())
-                .and_then(|()| f.set_permissions(fs::Permissions::from_mode(self.mode)))
-                .and_then(|()| {
-                    if self.uid.is_some() || self.gid.is_some() {
-                        std::os::unix::fs::fchown(&f, self.uid, self.gid)
-                    } else {
-                        Ok(())
-                    }
-                })
-                .and_then(|()| f.sync_all());
-            if let Err(e) = written {
-                let _ = fs::remove_file(&tmp);
-                return Err(io(&tmp)(e));
-            }
-            fs::rename(&tmp, &path).map_err(io(&path))?;
-            report.written.push(d.name.clone());
-        }
-        if !report.written.is_empty() {
-            File::open(&self.dir)
-                .and_then(|dir| dir.sync_all())
-                .map_err(io(&self.dir))?;
-        }
-        Ok(report)
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError {
+    let path = path.to_owned();
+    move |source| SinkError::Io {
+        sink: SINK,
+        path,
+        source,
     }
 }
 
-impl FilesSpec {
-    /// Whether `path` already holds exactly `value` with the configured mode and owner.
+fn ledger_key(name: &str) -> String {
+    format!("files:{name}")
+}
+
+impl FilesSink {
+    /// The sink `spec` describes.
+    pub fn new(spec: FilesSpec) -> Self {
+        FilesSink { spec }
+    }
+
+    /// Whether `path` already holds exactly `value` with the configured mode and owner (read).
     fn is_current(&self, path: &Path, value: &[u8]) -> bool {
         let Ok(mut f) = File::open(path) else {
             return false;
         };
         let Ok(meta) = f.metadata() else { return false };
         if !meta.is_file()
-            || meta.mode() & 0o7777 != self.mode
-            || self.uid.is_some_and(|u| u != meta.uid())
-            || self.gid.is_some_and(|g| g != meta.gid())
+            || meta.mode() & 0o7777 != self.spec.mode
+            || self.spec.uid.is_some_and(|u| u != meta.uid())
+            || self.spec.gid.is_some_and(|g| g != meta.gid())
             || meta.len() != value.len() as u64
         {
             return false;
         }
         let mut existing = Zeroizing::new(Vec::with_capacity(value.len()));
         f.read_to_end(&mut existing).is_ok() && same_bytes(&existing, value)
+    }
+
+    /// Writes one output: temp file, fsync, rename.
+    fn write(&self, name: &str, value: &[u8]) -> Result<(), SinkError> {
+        let (dir, mode) = (&self.spec.dir, self.spec.mode);
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.keyd-tmp"));
+        let _ = fs::remove_file(&tmp);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        let written = f
+            .write_all(value)
+            .and_then(|()| f.set_permissions(fs::Permissions::from_mode(mode)))
+            .and_then(|()| {
+                if self.spec.uid.is_some() || self.spec.gid.is_some() {
+                    std::os::unix::fs::fchown(&f, self.spec.uid, self.spec.gid)
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then(|()| f.sync_all());
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io(&tmp)(e));
+        }
+        fs::rename(&tmp, &path).map_err(io(&path))
+    }
+
+    /// Removes temp files of a delivery cut off by a crash (only keyd writes them, under the
+    /// store lock).
+    fn remove_leftovers(&self) {
+        for entry in fs::read_dir(&self.spec.dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".keyd-tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+impl Sink for FilesSink {
+    fn kind(&self) -> &'static str {
+        SINK
+    }
+
+    fn check(&self, _deliveries: &[Delivery]) -> Result<(), SinkError> {
+        // Any byte string can be a file; names were checked by the policy.
+        Ok(())
+    }
+
+    fn deliver(
+        &self,
+        deliveries: &[Delivery],
+        pass: Pass<'_>,
+        ledger: &mut Ledger,
+    ) -> Result<DeliveryReport, SinkError> {
+        let dir = &self.spec.dir;
+        if !dir.is_dir() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(self.spec.dir_mode)
+                .create(dir)
+                .map_err(io(dir))?;
+        }
+        if matches!(pass, Pass::Full) {
+            self.remove_leftovers();
+        }
+        let mut report = DeliveryReport {
+            sink: SINK.into(),
+            location: dir.clone(),
+            ..Default::default()
+        };
+        for d in deliveries.iter().filter(|d| pass.includes(&d.name)) {
+            let path = dir.join(&d.name);
+            let key = ledger_key(&d.name);
+            let value = d.value.expose().as_bytes();
+            let digest = digest(value);
+            if ledger_says_current(&path, ledger.get(&key), &digest) {
+                report.unchanged.push(d.name.clone());
+                continue;
+            }
+            if self.is_current(&path, value) {
+                report.unchanged.push(d.name.clone());
+            } else {
+                self.write(&d.name, value)?;
+                report.written.push(d.name.clone());
+            }
+            match fs::symlink_metadata(&path) {
+                Ok(meta) => ledger.insert(key, stamp(&meta, digest)),
+                Err(_) => ledger.remove(&key),
+            };
+        }
+        if !report.written.is_empty() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(dir))?;
+            if let Some(hook) = &self.spec.reload {
+                run_reload_hook(hook)?;
+            }
+        }
+        Ok(report)
+    }
+
+    fn retire(&self, _name: &str, _version: u64, _ledger: &mut Ledger) -> Result<(), SinkError> {
+        // One file per output, replaced in place: once a newer version is delivered nothing of
+        // a retired one remains here.
+        Ok(())
+    }
+}
+
+/// Runs a files sink's reload hook after a delivery changed something. The command gets no
+/// secret: not in argv, not in its environment (keyd's own environment holds none).
+fn run_reload_hook(hook: &ReloadHook) -> Result<(), SinkError> {
+    let fail = |path: &Path, source: std::io::Error| SinkError::Io {
+        sink: "files reload",
+        path: path.to_owned(),
+        source,
+    };
+    match hook {
+        ReloadHook::Signal { signal, pid_file } => {
+            let text = fs::read_to_string(pid_file).map_err(|e| fail(pid_file, e))?;
+            let pid = text
+                .trim()
+                .parse::<i32>()
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+                .ok_or_else(|| {
+                    fail(
+                        pid_file,
+                        std::io::Error::other("does not hold a process id"),
+                    )
+                })?;
+            let sig = match signal {
+                Signal::Hup => rustix::process::Signal::HUP,
+                Signal::Usr1 => rustix::process::Signal::USR1,
+                Signal::Usr2 => rustix::process::Signal::USR2,
+                Signal::Int => rustix::process::Signal::INT,
+                Signal::Term => rustix::process::Signal::TERM,
+            };
+            rustix::process::kill_process(pid, sig).map_err(|e| fail(pid_file, e.into()))
+        }
+        ReloadHook::Command { argv } => {
+            let program = Path::new(&argv[0]);
+            let status = std::process::Command::new(program)
+                .args(&argv[1..])
+                .stdin(std::process::Stdio::null())
+                .status()
+                .map_err(|e| fail(program, e))?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(fail(
+                    program,
+                    std::io::Error::other(format!("reload command exited with {status}")),
+                ))
+            }
+        }
     }
 }

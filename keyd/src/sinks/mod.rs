@@ -1,19 +1,52 @@
-//! Sinks deliver values to consumers: one file per secret in a directory, or a compose env file.
-//! Each sink is configured by the policy (`crate::policy::Sinks`) and implements [`Sink`].
+//! Sinks deliver values to consumers: one file per output in a directory ([`FilesSink`]), or
+//! a compose env file ([`EnvFileSink`]). The policy declares them as data (`SinkSpec`);
+//! [`build`] turns that into the sink that acts on it. A sink is given [`Delivery`]s and
+//! records what it wrote in the stack's [`Ledger`], so a later pass can tell an output is
+//! current without opening it.
 
 mod envfile;
 mod files;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
-use crate::secret::SecretString;
+pub use envfile::EnvFileSink;
+pub use files::FilesSink;
+
+use crate::policy::SinkSpec;
+use crate::secret::Value;
+use crate::store::{Ledger, Stamp};
 
 /// One named value to deliver.
+#[derive(Debug)]
 pub struct Delivery {
     /// The output name (file name, variable name).
     pub name: String,
-    /// The value.
-    pub value: SecretString,
+    /// The newest version the value carries (a fernet list or JWKS holds older ones too).
+    pub version: u64,
+    /// The value: key material, or public data a sink may show.
+    pub value: Value,
+}
+
+/// Which outputs a delivery pass looks at.
+#[derive(Clone, Copy, Debug)]
+pub enum Pass<'a> {
+    /// Every output: check each against the ledger, restore anything changed by hand, clean up
+    /// temp files a crash left.
+    Full,
+    /// Only these outputs changed (a rotation step): the others are not looked at. A sink that
+    /// keeps every value in one file (envfile) still renders the whole file.
+    Only(&'a HashSet<String>),
+}
+
+impl Pass<'_> {
+    /// Whether output `name` is looked at in this pass.
+    pub fn includes(&self, name: &str) -> bool {
+        match self {
+            Pass::Full => true,
+            Pass::Only(names) => names.contains(name),
+        }
+    }
 }
 
 /// What a sink did.
@@ -63,68 +96,73 @@ pub enum SinkError {
 ///   so that a refused delivery leaves nothing half done;
 /// - in `deliver`, replace each output atomically (a consumer reads the old value or the new
 ///   one, never a mix or an empty file), leave outputs whose content is already right
-///   untouched (no rewrite, so re-running changes nothing), and make the result durable before
-///   returning;
-/// - never write a value anywhere but its destination: not to logs, errors or argv.
+///   untouched (no rewrite, so re-running changes nothing), make the result durable before
+///   returning, and record in the ledger what it wrote, under keys only it uses;
+/// - trust a ledger entry only while the output's metadata still matches it, so an output
+///   removed or altered by hand is restored by the next full pass;
+/// - in `retire`, remove only what this sink published for that version of that output, and
+///   nothing that a newer version still needs; retiring twice is not an error;
+/// - never write a value anywhere but its destination: not to logs, errors or argv; only a
+///   [`Value::Public`] may be shown.
 pub trait Sink {
-    /// Refuses values this sink cannot deliver.
+    /// The sink's name in policies and reports (`files`, `envfile`).
+    fn kind(&self) -> &'static str;
+    /// Refuses values this sink cannot deliver, writing nothing.
     fn check(&self, deliveries: &[Delivery]) -> Result<(), SinkError>;
-    /// Delivers every value.
-    fn deliver(&self, deliveries: &[Delivery]) -> Result<DeliveryReport, SinkError>;
+    /// Delivers the outputs of `pass` from `deliveries` (which always holds every output).
+    fn deliver(
+        &self,
+        deliveries: &[Delivery],
+        pass: Pass<'_>,
+        ledger: &mut Ledger,
+    ) -> Result<DeliveryReport, SinkError>;
+    /// Removes what this sink published for `version` of output `name`, once that version is
+    /// retired.
+    fn retire(&self, name: &str, version: u64, ledger: &mut Ledger) -> Result<(), SinkError>;
 }
 
-/// Runs a files sink's reload hook after a delivery changed something. The command gets no
-/// secret: not in argv, not in its environment (keyd's own environment holds none).
-pub fn run_reload_hook(hook: &crate::policy::ReloadHook) -> Result<(), SinkError> {
-    use crate::policy::{ReloadHook, Signal};
-    let fail = |path: &std::path::Path, source: std::io::Error| SinkError::Io {
-        sink: "files reload",
-        path: path.to_owned(),
-        source,
-    };
-    match hook {
-        ReloadHook::Signal { signal, pid_file } => {
-            let text = std::fs::read_to_string(pid_file).map_err(|e| fail(pid_file, e))?;
-            let pid = text
-                .trim()
-                .parse::<i32>()
-                .ok()
-                .and_then(rustix::process::Pid::from_raw)
-                .ok_or_else(|| {
-                    fail(
-                        pid_file,
-                        std::io::Error::other("does not hold a process id"),
-                    )
-                })?;
-            let sig = match signal {
-                Signal::Hup => rustix::process::Signal::HUP,
-                Signal::Usr1 => rustix::process::Signal::USR1,
-                Signal::Usr2 => rustix::process::Signal::USR2,
-                Signal::Int => rustix::process::Signal::INT,
-                Signal::Term => rustix::process::Signal::TERM,
-            };
-            rustix::process::kill_process(pid, sig).map_err(|e| fail(pid_file, e.into()))
-        }
-        ReloadHook::Command { argv } => {
-            let program = std::path::Path::new(&argv[0]);
-            let status = std::process::Command::new(program)
-                .args(&argv[1..])
-                .stdin(std::process::Stdio::null())
-                .status()
-                .map_err(|e| fail(program, e))?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(fail(
-                    program,
-                    std::io::Error::other(format!("reload command exited with {status}")),
-                ))
-            }
-        }
+/// The sink a policy's settings describe.
+pub fn build(spec: &SinkSpec) -> Box<dyn Sink> {
+    match spec {
+        SinkSpec::Files(s) => Box::new(FilesSink::new(s.clone())),
+        SinkSpec::EnvFile(s) => Box::new(EnvFileSink::new(s.clone())),
     }
 }
 
-/// Compares two values without an early exit on the first differing byte.
-pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// SHA-256 of `bytes`, hex.
+fn digest(bytes: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The stamp of the file `meta` describes, holding content with `digest`.
+fn stamp(meta: &std::fs::Metadata, digest: String) -> Stamp {
+    use std::os::unix::fs::MetadataExt as _;
+    Stamp {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        size: meta.size(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        digest,
+    }
+}
+
+/// Whether the file at `path` is, by its metadata alone, the one recorded in `recorded`, and
+/// `recorded` holds `digest`. Reads no content.
+fn ledger_says_current(path: &std::path::Path, recorded: Option<&Stamp>, digest: &str) -> bool {
+    let Some(r) = recorded.filter(|r| r.digest == digest) else {
+        return false;
+    };
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    let now = stamp(&meta, String::new());
+    meta.is_file()
+        && (now.dev, now.ino, now.size, now.mtime_ns, now.ctime_ns)
+            == (r.dev, r.ino, r.size, r.mtime_ns, r.ctime_ns)
+        && (now.mode, now.uid, now.gid) == (r.mode, r.uid, r.gid)
 }

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 pub use file::StoreError;
 pub(crate) use file::write_atomic;
 pub use model::{
-    Label, LookupError, OutputRecord, Rotation, SecretRecord, StackRecord, Step, StoreData,
-    VersionRecord,
+    Label, Ledger, LookupError, OutputRecord, Rotation, SecretRecord, StackRecord, Stamp, Step,
+    StoreData, VersionRecord,
 };
 
 /// The keyd home: `identity.txt` (the X25519 age identity, 0600), `store.age` (the store,
@@ -213,15 +213,4 @@ fn load(home: &Home) -> Result<StoreData, StoreError> {
         });
     }
     file::read_store(&home.identity_path(), &home.store_path())
-}
-
-/// Formats Unix seconds as RFC 3339 UTC (`2026-11-22T03:59:00Z`).
-pub fn format_time(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }

@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::material::{Material, rsa};
-use crate::policy::{Kind, Part, Sinks};
-use crate::secret::SecretString;
+use crate::policy::{FernetDelivery, Kind, KindSpec, Part, SecretSpec, Sinks};
+use crate::secret::{SecretString, Value};
 
 /// The store format this build writes.
 pub const FORMAT: u32 = 1;
 
-/// Everything in the store.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// Everything in the store. Not `Clone`: it holds key material.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct StoreData {
     /// Format version.
     pub format: u32,
@@ -32,7 +32,7 @@ impl Default for StoreData {
 }
 
 /// One stack as last applied.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct StackRecord {
     /// The policy file it came from.
     pub policy_path: PathBuf,
@@ -44,10 +44,43 @@ pub struct StackRecord {
     pub sinks: Sinks,
     /// Secrets by name.
     pub secrets: BTreeMap<String, SecretRecord>,
+    /// What the sinks last wrote, so a delivery pass can tell an output is current from its
+    /// metadata without opening it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ledger: Ledger,
+}
+
+/// What sinks wrote, by a key each sink chooses (`files:NAME`, `envfile`).
+pub type Ledger = BTreeMap<String, Stamp>;
+
+/// What a sink knows of an output it wrote: the file's identity and metadata right after the
+/// write, and a SHA-256 of the content (inside the encrypted store, beside the values
+/// themselves). An output whose metadata still matches holds exactly what was written; any
+/// change by hand (edit, chmod, chown, replace, delete) changes one of these.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// Device and inode.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds.
+    pub mtime_ns: i128,
+    /// Status change time, nanoseconds (changed by every write, chmod, chown or rename).
+    pub ctime_ns: i128,
+    /// Mode bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// SHA-256 of the content, hex.
+    pub digest: String,
 }
 
 /// One secret's history.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SecretRecord {
     /// Its kind.
     pub kind: Kind,
@@ -152,7 +185,7 @@ impl std::fmt::Display for Label {
 }
 
 /// One generated value.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct VersionRecord {
     /// 1, 2, 3, … never reused.
     pub number: u64,
@@ -176,7 +209,58 @@ pub struct VersionRecord {
     pub material: Material,
 }
 
+impl VersionRecord {
+    /// A version that is current from `now` on.
+    pub fn current_from(number: u64, now: i64, params: String, material: Material) -> Self {
+        VersionRecord {
+            number,
+            label: Some(Label::Current),
+            created: now,
+            promoted: Some(now),
+            retired: None,
+            params,
+            login: None,
+            material,
+        }
+    }
+}
+
 impl SecretRecord {
+    /// The record of `spec` as the policy declares it now, continuing `previous` (its versions
+    /// and any rotation in flight are moved over). The flag says whether what the policy
+    /// decides (outputs, fernet list length, removal) differs from `previous`.
+    pub fn for_spec(spec: &SecretSpec, previous: Option<SecretRecord>) -> (SecretRecord, bool) {
+        let outputs: Vec<OutputRecord> = spec
+            .outputs()
+            .into_iter()
+            .map(|o| OutputRecord {
+                name: o.name,
+                part: o.part,
+            })
+            .collect();
+        let fernet_list_keep = match spec.kind {
+            KindSpec::Fernet {
+                keep,
+                deliver: FernetDelivery::List,
+            } => Some(keep),
+            _ => None,
+        };
+        let changed = previous.as_ref().is_none_or(|p| {
+            p.outputs != outputs || p.fernet_list_keep != fernet_list_keep || p.removed
+        });
+        let (versions, rotation) =
+            previous.map_or((Vec::new(), None), |p| (p.versions, p.rotation));
+        let record = SecretRecord {
+            kind: spec.kind.kind(),
+            outputs,
+            fernet_list_keep,
+            versions,
+            rotation,
+            removed: false,
+        };
+        (record, changed)
+    }
+
     /// The version labelled `label`.
     pub fn labelled(&self, label: Label) -> Option<&VersionRecord> {
         self.versions.iter().find(|v| v.label == Some(label))
@@ -228,57 +312,55 @@ impl SecretRecord {
     /// the current and previous public keys (published before anything signs with it), and
     /// passwords, tokens, primary fernet keys and certificates switch to it. An RSA private key
     /// and its public PEM switch only at promote.
-    pub fn delivered(&self, part: Part) -> Option<SecretString> {
+    ///
+    /// Returns the newest version number the value carries, and the value.
+    pub fn delivered(&self, part: Part) -> Option<(u64, Value)> {
         // A first version made through a target has no current one until its promote.
         let current = self.current().or_else(|| self.delivered_pending())?;
         let newest = self.delivered_pending().unwrap_or(current);
+        let of = |v: &VersionRecord| Some((v.number, Self::version_value(v, part)?));
         match (part, &current.material) {
-            (Part::Login, _) => Self::version_value(newest, part),
+            (Part::Login, _) => of(newest),
             (Part::Main, Material::Text { .. }) => match self.fernet_list_keep {
                 Some(keep) => {
-                    let keys: Vec<&str> = self
-                        .live_versions()
-                        .into_iter()
+                    let live = self.live_versions();
+                    let keys: Vec<&str> = live
+                        .iter()
                         .filter_map(|v| match &v.material {
                             Material::Text { value } => Some(value.expose_secret()),
                             _ => None,
                         })
                         .take(keep)
                         .collect();
-                    Some(SecretString::new(keys.join(",")))
+                    let list = SecretString::new(keys.join(","));
+                    Some((live.first()?.number, Value::Secret(list)))
                 }
-                None => Self::version_value(newest, part),
+                None => of(newest),
             },
-            (Part::Main | Part::PublicPem, Material::Rsa(_)) => Self::version_value(current, part),
+            (Part::Main | Part::PublicPem, Material::Rsa(_)) => of(current),
             (Part::Jwks, Material::Rsa(_)) => {
-                let jwks =
-                    rsa::jwks(
-                        self.live_versions()
-                            .into_iter()
-                            .filter_map(|v| match &v.material {
-                                Material::Rsa(pair) => Some(&pair.jwk),
-                                _ => None,
-                            }),
-                    );
-                Some(SecretString::new(jwks))
+                let live = self.live_versions();
+                let jwks = rsa::jwks(live.iter().filter_map(|v| match &v.material {
+                    Material::Rsa(pair) => Some(&pair.jwk),
+                    _ => None,
+                }));
+                Some((live.first()?.number, Value::Public(jwks)))
             }
-            (Part::Main | Part::TlsKey, Material::Tls(_)) => Self::version_value(newest, part),
+            (Part::Main | Part::TlsKey, Material::Tls(_)) => of(newest),
             _ => None,
         }
     }
 
     /// The part of one version's material under an output, as that version alone has it.
-    pub fn version_value(version: &VersionRecord, part: Part) -> Option<SecretString> {
+    pub fn version_value(version: &VersionRecord, part: Part) -> Option<Value> {
         match (part, &version.material) {
-            (Part::Main, Material::Text { value }) => Some(value.clone()),
-            (Part::Main, Material::Rsa(pair)) => Some(pair.private_pem.clone()),
-            (Part::PublicPem, Material::Rsa(pair)) => {
-                Some(SecretString::new(pair.public_pem.clone()))
-            }
-            (Part::Jwks, Material::Rsa(pair)) => Some(SecretString::new(rsa::jwks([&pair.jwk]))),
-            (Part::Main, Material::Tls(cert)) => Some(SecretString::new(cert.cert_pem.clone())),
-            (Part::TlsKey, Material::Tls(cert)) => Some(cert.key_pem.clone()),
-            (Part::Login, _) => version.login.clone().map(SecretString::new),
+            (Part::Main, Material::Text { value }) => Some(Value::Secret(value.duplicate())),
+            (Part::Main, Material::Rsa(pair)) => Some(Value::Secret(pair.private_pem.duplicate())),
+            (Part::PublicPem, Material::Rsa(pair)) => Some(Value::Public(pair.public_pem.clone())),
+            (Part::Jwks, Material::Rsa(pair)) => Some(Value::Public(rsa::jwks([&pair.jwk]))),
+            (Part::Main, Material::Tls(cert)) => Some(Value::Public(cert.cert_pem.clone())),
+            (Part::TlsKey, Material::Tls(cert)) => Some(Value::Secret(cert.key_pem.duplicate())),
+            (Part::Login, _) => version.login.clone().map(Value::Public),
             _ => None,
         }
     }

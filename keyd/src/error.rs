@@ -1,0 +1,65 @@
+//! The library's error: one enum that wraps each layer's typed error and adds the few failures
+//! of the operations themselves. Messages name files, lines and secrets, never values.
+
+use crate::{material, policy, sinks, store, targets};
+
+/// Every error the library returns. Messages name files, lines and secrets, never values.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The policy is invalid or unreadable.
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    /// The store cannot be opened, read or written.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// A sink refused or failed.
+    #[error(transparent)]
+    Sink(#[from] sinks::SinkError),
+    /// A name did not resolve.
+    #[error(transparent)]
+    Lookup(#[from] store::LookupError),
+    /// Key material could not be made.
+    #[error(transparent)]
+    Material(#[from] material::MaterialError),
+    /// A secret's kind differs between the store and the policy.
+    #[error(
+        "{stack}/{name} is a {stored} secret in the store but the policy declares it as {declared}"
+    )]
+    KindChanged {
+        /// The stack.
+        stack: String,
+        /// The secret.
+        name: String,
+        /// Kind in the store.
+        stored: policy::Kind,
+        /// Kind in the policy.
+        declared: policy::Kind,
+    },
+    /// A target refused or could not be reached.
+    #[error(transparent)]
+    Target(#[from] targets::TargetError),
+    /// The secret cannot be rotated.
+    #[error("{name} cannot be rotated: {reason}")]
+    NotRotatable {
+        /// The secret.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The test step refused the pending value.
+    #[error("{name}: the new value failed its test: {reason}")]
+    TestFailed {
+        /// The secret.
+        name: String,
+        /// What failed (no values).
+        reason: String,
+    },
+    /// A version that does not exist was asked for.
+    #[error("{name} has no version {version}")]
+    NoSuchVersion {
+        /// The output name.
+        name: String,
+        /// The version asked for.
+        version: u64,
+    },
+}

@@ -1,0 +1,203 @@
+//! `keyctl quickstart` and `keyctl apply`: reconcile a policy with the store, persist, deliver,
+//! then run any rotation in flight in the stack (first versions at their targets).
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::clock::{SystemClock, unix_now};
+use crate::deliver;
+use crate::derive::Change;
+use crate::error::Error;
+use crate::policy::{FilesSpec, Kind, Policy, SinkSpec, Sinks};
+use crate::reconcile::reconcile;
+use crate::rotation::{Engine, OutcomeKind};
+use crate::sinks::DeliveryReport;
+use crate::store::{Home, InitOutcome};
+
+/// How to apply.
+#[derive(Clone, Debug, Default)]
+pub struct ApplyOptions {
+    /// Deliver files here instead of the policy's `[sinks.files] dir`.
+    pub out: Option<PathBuf>,
+    /// Initialise the home first when it has no identity (`quickstart`).
+    pub init: bool,
+}
+
+/// What an apply did, for the summary (no values in it).
+#[derive(Clone, Debug, Serialize)]
+pub struct ApplyReport {
+    /// The stack.
+    pub stack: String,
+    /// The keyd home.
+    pub home: PathBuf,
+    /// Whether this run created the home's identity and store.
+    pub initialised: bool,
+    /// Each secret of the policy, in policy order.
+    pub secrets: Vec<SecretSummary>,
+    /// Each sink's delivery.
+    pub deliveries: Vec<DeliveryReport>,
+    /// Whether the store file was rewritten.
+    pub store_written: bool,
+    /// Things the user should know (changed parameters, secrets no longer in the policy).
+    pub notes: Vec<String>,
+    /// Secrets whose first version (or a resumed rotation) a target did not accept: they stay
+    /// in flight with the error in `keyctl status`, and are not delivered.
+    pub failed: Vec<String>,
+}
+
+impl ApplyReport {
+    /// Whether any value was created or changed.
+    pub fn changed_values(&self) -> bool {
+        self.secrets.iter().any(|s| s.change != Change::Unchanged)
+    }
+}
+
+/// One secret in the summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct SecretSummary {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// The current version.
+    pub version: u64,
+    /// What happened.
+    pub change: Change,
+    /// Names it is delivered under.
+    pub outputs: Vec<String>,
+    /// Key fingerprint (RSA kid, certificate SHA-256), if it has one.
+    pub fingerprint: Option<String>,
+}
+
+/// The sinks to deliver to: the policy's, with `--out` replacing the files directory.
+pub fn resolve_sinks(policy: &Policy, out: Option<&Path>) -> Sinks {
+    let mut sinks = policy.sinks.clone();
+    if let Some(out) = out {
+        let dir = std::path::absolute(out).unwrap_or_else(|_| out.to_owned());
+        sinks.set(SinkSpec::Files(match sinks.files() {
+            Some(files) => FilesSpec {
+                dir,
+                ..files.clone()
+            },
+            None => FilesSpec::in_dir(dir),
+        }));
+    }
+    sinks
+}
+
+/// Reconciles `policy` with the store in `home` and delivers. See the module comment.
+pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<ApplyReport, Error> {
+    let sinks = resolve_sinks(policy, options.out.as_deref());
+    let lock = home.lock()?;
+    let initialised = options.init && lock.init()? == InitOutcome::Created;
+    let mut data = lock.load()?;
+    let now = unix_now();
+    let old = data.stacks.remove(&policy.stack);
+    let mut plan = reconcile(policy, sinks, old, now)?;
+    let mut notes = std::mem::take(&mut plan.notes);
+    // Every sink checks every value before anything is written.
+    let deliveries = deliver::stack_deliveries(&plan.stack);
+    deliver::check(&plan.stack, &deliveries)?;
+    if plan.stack.sinks.is_empty() {
+        notes.push("the policy has no sinks and no --out was given: values are in the store only (see `keyctl show`)".into());
+    }
+    let store_written = plan.store_changed;
+    if store_written {
+        // The store is the truth: persisted before any sink sees a new value, so a crash after
+        // delivery never leaves a delivered value the store does not know.
+        data.stacks.insert(policy.stack.clone(), plan.stack);
+        lock.save(&data)?;
+    } else {
+        data.stacks.insert(policy.stack.clone(), plan.stack);
+    }
+    let stack = data.stacks.get_mut(&policy.stack).expect("just inserted");
+    let ledger_before = stack.ledger.clone();
+    let mut reports = deliver::deliver_values(stack, &deliveries, None)?;
+    // What the sinks recorded is kept even when nothing else changed, so the next pass can
+    // trust it without opening files.
+    let ledger_changed = stack.ledger != ledger_before;
+
+    // Rotations in flight in this stack (first versions at their targets, or work a stopped
+    // process left) run now, through the same state machine as `keyctl rotate`.
+    let mut failed = Vec::new();
+    let in_flight: Vec<String> = stack
+        .secrets
+        .iter()
+        .filter(|(_, r)| r.rotation.is_some() && !r.removed)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let data = if in_flight.is_empty() {
+        if ledger_changed {
+            lock.save(&data)?;
+        }
+        data
+    } else {
+        let clock = SystemClock;
+        let mut engine = Engine::with_data(&lock, data, &clock, "keyctl apply");
+        for name in &in_flight {
+            let from = engine.data.stacks[&policy.stack].secrets[name]
+                .current()
+                .map_or(0, |v| v.number);
+            engine.advance(&policy.stack, name, from, false)?;
+        }
+        failed.extend(
+            engine
+                .report
+                .outcomes
+                .iter()
+                .filter(|o| o.result == OutcomeKind::Failed)
+                .map(|o| o.name.clone()),
+        );
+        for o in &engine.report.outcomes {
+            if let Some(message) = &o.message {
+                notes.push(format!(
+                    "{}: {:?} at step {}: {message}",
+                    o.name,
+                    o.result,
+                    o.step.map_or("-".into(), |s| s.to_string())
+                ));
+            }
+        }
+        reports.append(&mut engine.report.deliveries);
+        engine.data
+    };
+
+    let stack = &data.stacks[&policy.stack];
+    let summaries = policy
+        .secrets
+        .iter()
+        // A template whose input is still at its target has no value yet: it is left out.
+        .filter_map(|spec| {
+            let record = stack.secrets.get(&spec.name)?;
+            let pending = record
+                .rotation
+                .as_ref()
+                .and_then(|r| record.version(r.pending));
+            let current = record.current().or(pending)?;
+            Some(SecretSummary {
+                name: spec.name.clone(),
+                kind: record.kind,
+                version: current.number,
+                change: plan
+                    .changes
+                    .get(spec.name.as_str())
+                    .copied()
+                    .unwrap_or(Change::Created),
+                outputs: record.outputs.iter().map(|o| o.name.clone()).collect(),
+                fingerprint: current.material.fingerprint(),
+            })
+        })
+        .collect();
+    drop(lock);
+    Ok(ApplyReport {
+        stack: policy.stack.clone(),
+        home: home.dir().to_owned(),
+        initialised,
+        secrets: summaries,
+        deliveries: reports,
+        store_written,
+        notes,
+        failed,
+    })
+}

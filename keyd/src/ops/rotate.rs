@@ -1,0 +1,163 @@
+//! `keyctl rotate`, `keyctl retire` and the daemon's re-delivery: select secrets by name or
+//! kind, then drive the rotation engine under the store lock.
+
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::policy::Kind;
+use crate::rotation::schedule::{Action, plan};
+use crate::rotation::{Engine, OutcomeKind, RotationReport};
+use crate::store::{Home, LookupError, StoreData};
+
+/// Who is acting, for the audit log: the program and the caller's uid and pid.
+pub fn actor(program: &str) -> String {
+    format!(
+        "{program} uid={} pid={}",
+        rustix::process::getuid().as_raw(),
+        std::process::id()
+    )
+}
+
+/// The secrets a selector names: a secret or companion name (`NAME`, `STACK/NAME`), or a kind
+/// (`fernet`, `STACK/fernet`) for every secret of that kind.
+pub fn select(data: &StoreData, selector: &str) -> Result<Vec<(String, String)>, Error> {
+    let (stack_filter, rest) = match selector.split_once('/') {
+        Some((s, r)) => (Some(s), r),
+        None => (None, selector),
+    };
+    if let Some(kind) = Kind::ALL.into_iter().find(|k| k.as_str() == rest) {
+        let found: Vec<(String, String)> = data
+            .stacks
+            .iter()
+            .filter(|(s, _)| stack_filter.is_none_or(|f| f == s.as_str()))
+            .flat_map(|(s, rec)| {
+                rec.secrets
+                    .iter()
+                    .filter(|(_, r)| r.kind == kind && !r.removed)
+                    .map(move |(n, _)| (s.clone(), n.clone()))
+            })
+            .collect();
+        if found.is_empty() {
+            return Err(LookupError::NotFound(selector.to_owned()).into());
+        }
+        return Ok(found);
+    }
+    let (stack, secret, _, _) = data.find_output(selector)?;
+    Ok(vec![(stack.to_owned(), secret.to_owned())])
+}
+
+/// Rotates every secret `selector` names (see [`select`]); resumes a rotation in flight instead
+/// of starting a second one, and does nothing for a secret another process rotated while this
+/// one waited for the lock.
+pub fn rotate(
+    home: &Home,
+    selector: &str,
+    clock: &dyn Clock,
+    by: &str,
+) -> Result<RotationReport, Error> {
+    // What the caller saw before waiting for the lock (rename-safe read, no lock).
+    let seen = home.peek().ok();
+    let lock = home.lock()?;
+    let mut engine = Engine::new(&lock, clock, by)?;
+    let selected = select(&engine.data, selector)?;
+    for (stack, name) in &selected {
+        let record = &engine.data.stacks[stack].secrets[name];
+        let from = record.current().map_or(0, |v| v.number);
+        if record.rotation.is_some() {
+            engine.advance(stack, name, from, true)?;
+            continue;
+        }
+        let seen_version = seen
+            .as_ref()
+            .and_then(|d| d.stacks.get(stack))
+            .and_then(|s| s.secrets.get(name))
+            .map(|r| (r.current().map(|v| v.number), r.rotation.is_some()));
+        if seen_version.is_some_and(|(v, in_flight)| in_flight || v != Some(from)) {
+            engine.outcome(
+                stack,
+                name,
+                from,
+                OutcomeKind::AlreadyRotated,
+                Some("rotated by another process while this one waited".into()),
+            );
+            continue;
+        }
+        engine.start(stack, name)?;
+        engine.advance(stack, name, from, false)?;
+    }
+    Ok(engine.report)
+}
+
+/// Re-delivers every stack's persisted state (files already right are left alone).
+pub fn deliver_all(home: &Home, clock: &dyn Clock, by: &str) -> Result<RotationReport, Error> {
+    let lock = home.lock()?;
+    let mut engine = Engine::new(&lock, clock, by)?;
+    let stacks: Vec<String> = engine.data.stacks.keys().cloned().collect();
+    for stack in stacks {
+        engine.deliver(&stack, None)?;
+    }
+    Ok(engine.report)
+}
+
+/// Ends the overlap of the secret `name` now (see `Engine::retire`).
+pub fn retire(
+    home: &Home,
+    name: &str,
+    clock: &dyn Clock,
+    by: &str,
+) -> Result<RotationReport, Error> {
+    let lock = home.lock()?;
+    let mut engine = Engine::new(&lock, clock, by)?;
+    let (stack, secret, _, _) = engine.data.find_output(name)?;
+    let (stack, secret) = (stack.to_owned(), secret.to_owned());
+    if engine.data.stacks[&stack].secrets[&secret]
+        .rotation
+        .is_some()
+    {
+        let from = engine.data.stacks[&stack].secrets[&secret]
+            .current()
+            .map_or(0, |v| v.number);
+        engine.advance(&stack, &secret, from, true)?;
+    }
+    engine.retire(&stack, &secret)?;
+    Ok(engine.report)
+}
+
+/// Does everything due now under the store lock (resumes first), and returns what it did and
+/// when to run again.
+pub fn run_due(
+    home: &Home,
+    clock: &dyn Clock,
+    by: &str,
+) -> Result<(RotationReport, Option<i64>), Error> {
+    let lock = home.lock()?;
+    let mut engine = Engine::new(&lock, clock, by)?;
+    let (actions, _) = plan(&engine.data, clock.now());
+    for action in actions {
+        match action {
+            Action::Resume { stack, name } => {
+                let from = engine.data.stacks[&stack].secrets[&name]
+                    .current()
+                    .map_or(0, |v| v.number);
+                engine.advance(&stack, &name, from, true)?;
+            }
+            Action::Rotate { stack, name } => {
+                let from = engine.data.stacks[&stack].secrets[&name]
+                    .current()
+                    .map_or(0, |v| v.number);
+                engine.start(&stack, &name)?;
+                engine.advance(&stack, &name, from, false)?;
+            }
+            Action::Retire { stack, name } => engine.retire(&stack, &name)?,
+        }
+    }
+    // A failed step leaves a retry time; the next plan accounts for it.
+    let (_, next) = plan(&engine.data, clock.now());
+    let report = engine.report;
+    debug_assert!(
+        report
+            .outcomes
+            .iter()
+            .all(|o| o.result != OutcomeKind::AlreadyRotated)
+    );
+    Ok((report, next))
+}

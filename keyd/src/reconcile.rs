@@ -1,0 +1,189 @@
+//! Policy against store: what `quickstart` and `apply` must create, re-derive and record for a
+//! stack. Pure of I/O: it takes the stack as stored and returns the stack as it must be stored
+//! next; the caller persists and delivers. Existing random values are never regenerated here;
+//! that is what rotation is for.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::derive::{Change, derive};
+use crate::error::Error;
+use crate::material::{Material, MaterialError};
+use crate::policy::{Policy, SecretSpec, Sinks};
+use crate::store::{Label, Rotation, SecretRecord, StackRecord, Step, VersionRecord};
+
+/// A stack as it must be stored after an apply, and what changed.
+pub struct Reconciled {
+    /// The new record.
+    pub stack: StackRecord,
+    /// What happened to each secret of the policy.
+    pub changes: HashMap<String, Change>,
+    /// Things the user should know (changed parameters, secrets no longer in the policy).
+    pub notes: Vec<String>,
+    /// Whether the store must be written: a value, the policy or what it decides changed.
+    pub store_changed: bool,
+}
+
+/// Generates every spec's value, the slow ones (RSA) in parallel threads.
+fn generate_all<'p>(
+    specs: &[&'p SecretSpec],
+) -> Result<Vec<(&'p SecretSpec, Material)>, MaterialError> {
+    std::thread::scope(|scope| {
+        let slow: Vec<_> = specs
+            .iter()
+            .filter(|s| s.kind.is_slow())
+            .map(|&s| (s, scope.spawn(move || s.kind.generate())))
+            .collect();
+        let mut done = Vec::with_capacity(specs.len());
+        for &s in specs.iter().filter(|s| !s.kind.is_slow()) {
+            done.push((s, s.kind.generate()?));
+        }
+        for (s, handle) in slow {
+            let material = handle.join().expect("a key generation thread panicked")?;
+            done.push((s, material));
+        }
+        Ok(done)
+    })
+}
+
+/// Reconciles `policy` (delivering to `sinks`) with `old`, the stack as stored, at `now`.
+pub fn reconcile(
+    policy: &Policy,
+    sinks: Sinks,
+    old: Option<StackRecord>,
+    now: i64,
+) -> Result<Reconciled, Error> {
+    for spec in &policy.secrets {
+        if let Some(rec) = old.as_ref().and_then(|s| s.secrets.get(&spec.name))
+            && rec.kind != spec.kind.kind()
+        {
+            return Err(Error::KindChanged {
+                stack: policy.stack.clone(),
+                name: spec.name.clone(),
+                stored: rec.kind,
+                declared: spec.kind.kind(),
+            });
+        }
+    }
+    let mut store_changed = old.as_ref().is_none_or(|o| {
+        o.sinks != sinks || o.policy_source != policy.source || o.policy_path != policy.path
+    });
+    let (mut old_secrets, ledger) = old.map_or_else(Default::default, |o| (o.secrets, o.ledger));
+    let mut notes = Vec::new();
+
+    // Random values that do not exist yet.
+    let missing: Vec<&SecretSpec> = policy
+        .secrets
+        .iter()
+        .filter(|s| s.kind.kind().is_random())
+        .filter(|s| {
+            old_secrets
+                .get(&s.name)
+                .is_none_or(|r| r.current().is_none() && r.rotation.is_none())
+        })
+        .collect();
+    let mut generated: HashMap<&str, Material> = generate_all(&missing)?
+        .into_iter()
+        .map(|(s, m)| (s.name.as_str(), m))
+        .collect();
+
+    let mut secrets = BTreeMap::new();
+    let mut changes: HashMap<String, Change> = HashMap::new();
+    for spec in &policy.secrets {
+        let previous = old_secrets.remove(&spec.name);
+        if !spec.kind.kind().is_random() {
+            // Literals and templates keep their stored records (versions continue); derive
+            // below decides whether they change.
+            if let Some(record) = previous {
+                store_changed |= record.removed;
+                secrets.insert(spec.name.clone(), record);
+            }
+            continue;
+        }
+        let (mut record, decided_changed) = SecretRecord::for_spec(spec, previous);
+        store_changed |= decided_changed;
+        let params = spec.kind.params_text();
+        let change = match generated.remove(spec.name.as_str()) {
+            Some(material) if spec.target.is_some() => {
+                // A value with a target is not current until the target accepts it: it starts
+                // as a rotation from nothing (set, test, deliver, promote run after the save).
+                let number = record.next_number();
+                let mut version = VersionRecord::current_from(number, now, params, material);
+                version.label = Some(Label::Pending);
+                version.promoted = None;
+                record.versions.push(version);
+                record.rotation = Some(Rotation {
+                    pending: number,
+                    step: Step::Set,
+                    started: now,
+                    delivered_at: None,
+                    by: "keyctl apply".into(),
+                    attempts: 0,
+                    last_error: None,
+                    retry_at: None,
+                });
+                Change::Created
+            }
+            Some(material) => {
+                let number = record.next_number();
+                record
+                    .versions
+                    .push(VersionRecord::current_from(number, now, params, material));
+                Change::Created
+            }
+            None => {
+                // A first version still in flight at its target has no current one: the
+                // rotation engine resumes it.
+                if let Some(current) = record.current()
+                    && current.params != params
+                {
+                    notes.push(format!(
+                        "{}: the policy now says {params:?} but version {} was made with {:?}; values are never regenerated by apply: run `keyctl rotate {}` to make a value with the new parameters",
+                        spec.name, current.number, current.params, spec.name
+                    ));
+                }
+                Change::Unchanged
+            }
+        };
+        changes.insert(spec.name.clone(), change);
+        secrets.insert(spec.name.clone(), record);
+    }
+    for (name, change) in derive(policy, &mut secrets, now) {
+        changes.insert(name, change);
+    }
+    // A derived secret whose record is new or whose outputs changed changes the store too.
+    store_changed |= policy
+        .secrets
+        .iter()
+        .filter(|s| !s.kind.kind().is_random())
+        .any(|s| {
+            changes
+                .get(&s.name)
+                .is_some_and(|c| *c != Change::Unchanged)
+        });
+
+    // Secrets the store has but the policy no longer declares are kept, not delivered.
+    for (name, mut record) in old_secrets {
+        notes.push(format!(
+            "{name}: in the store but no longer in the policy; kept (versions are never deleted) and not delivered"
+        ));
+        store_changed |= !record.removed;
+        record.removed = true;
+        secrets.insert(name, record);
+    }
+    store_changed |= changes.values().any(|c| *c != Change::Unchanged);
+
+    let stack = StackRecord {
+        policy_path: policy.path.clone(),
+        policy_source: policy.source.clone(),
+        applied_at: now,
+        sinks,
+        secrets,
+        ledger,
+    };
+    Ok(Reconciled {
+        stack,
+        changes,
+        notes,
+        store_changed,
+    })
+}
