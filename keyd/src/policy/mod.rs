@@ -279,7 +279,7 @@ pub enum KindSpec {
 
 impl KindSpec {
     /// Makes a new value for a random kind (literals and templates are derived instead: see
-    /// `crate::derive`).
+    /// the derive module).
     pub fn generate(&self) -> Result<Material, MaterialError> {
         let text = |value| Ok(Material::Text { value });
         match self {
@@ -436,7 +436,7 @@ impl Policy {
 }
 
 /// One `[sinks.*]` table as the parser read it: settings, not behaviour. The sinks that act on
-/// them are types of `crate::sinks`, built from these.
+/// them are the sink types of the sinks module, built from these.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SinkSpec {
     /// `[sinks.files]`: one file per output in a directory.

@@ -272,7 +272,8 @@ impl<'a> Engine<'a> {
         let by = self.by.clone();
         let record = self.record_mut(stack, name);
         let number = record.next_number();
-        let login = match self.target_for(stack, name)? {
+        let target = self.target_for(stack, name)?;
+        let login = match &target {
             Some(target) => {
                 let current = self.data.stacks[stack].secrets[name]
                     .current()
@@ -302,9 +303,26 @@ impl<'a> Engine<'a> {
             last_error: None,
             retry_at: None,
         });
+        // Without a target, set does nothing and test is a computation: both run before the
+        // first write, so a rotation costs one store write fewer per step. A crash before the
+        // write loses only a version nobody saw; after it, the journal resumes at deliver.
+        let early = target.is_none() && {
+            let record = &self.data.stacks[stack].secrets[name];
+            let pending = record.version(number).expect("just pushed");
+            prove(&pending.material, record.current().map(|v| &v.material)).is_ok()
+        };
+        if early {
+            self.set_step(stack, name, Step::Deliver);
+        }
         self.save()?;
         self.audit(stack, name, number, "create", "ok", None);
         pause_point("create");
+        if early {
+            for step in ["set", "test"] {
+                self.audit(stack, name, number, step, "ok", None);
+                pause_point(step);
+            }
+        }
         Ok(())
     }
 

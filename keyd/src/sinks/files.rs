@@ -6,7 +6,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
@@ -16,6 +16,8 @@ use crate::secret::same_bytes;
 use crate::store::Ledger;
 
 const SINK: &str = "files";
+/// Passes over at most this many outputs fsync each file; larger ones use one syncfs.
+const FSYNC_EACH_UP_TO: usize = 64;
 
 /// Delivers into a directory, as `[sinks.files]` says.
 #[derive(Debug)]
@@ -60,18 +62,27 @@ impl FilesSink {
         f.read_to_end(&mut existing).is_ok() && same_bytes(&existing, value)
     }
 
-    /// Writes one output: temp file, fsync, rename.
-    fn write(&self, name: &str, value: &[u8]) -> Result<(), SinkError> {
+    /// Writes one output's temp file, not yet in place, made durable here when `fsync`.
+    /// Returns its path.
+    fn write_temp(&self, name: &str, value: &[u8], fsync: bool) -> Result<PathBuf, SinkError> {
         let (dir, mode) = (&self.spec.dir, self.spec.mode);
-        let path = dir.join(name);
         let tmp = dir.join(format!(".{name}.keyd-tmp"));
-        let _ = fs::remove_file(&tmp);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&tmp)
+        };
+        let mut f = match create() {
+            // Left by a cut-off delivery; only keyd writes these, under the store lock.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = fs::remove_file(&tmp);
+                create()
+            }
+            other => other,
+        }
+        .map_err(io(&tmp))?;
         let written = f
             .write_all(value)
             .and_then(|()| f.set_permissions(fs::Permissions::from_mode(mode)))
@@ -82,12 +93,12 @@ impl FilesSink {
                     Ok(())
                 }
             })
-            .and_then(|()| f.sync_all());
+            .and_then(|()| if fsync { f.sync_all() } else { Ok(()) });
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
             return Err(io(&tmp)(e));
         }
-        fs::rename(&tmp, &path).map_err(io(&path))
+        Ok(tmp)
     }
 
     /// Removes temp files of a delivery cut off by a crash (only keyd writes them, under the
@@ -135,6 +146,12 @@ impl Sink for FilesSink {
             location: dir.clone(),
             ..Default::default()
         };
+        // A few outputs (a rotation) are made durable one fsync each; a large batch (a first
+        // quickstart: 10,000 fsyncs took seconds) by one syncfs of the filesystem, below.
+        let batch = deliveries.iter().filter(|d| pass.includes(&d.name)).count() > FSYNC_EACH_UP_TO;
+        // Outputs to write, with their temp files and digests.
+        let mut pending: Vec<(PathBuf, PathBuf, String, String)> = Vec::new();
+        let mut verified: Vec<(PathBuf, String, String)> = Vec::new();
         for d in deliveries.iter().filter(|d| pass.includes(&d.name)) {
             let path = dir.join(&d.name);
             let key = ledger_key(&d.name);
@@ -142,26 +159,41 @@ impl Sink for FilesSink {
             let digest = digest(value);
             if ledger_says_current(&path, ledger.get(&key), &digest) {
                 report.unchanged.push(d.name.clone());
-                continue;
-            }
-            if self.is_current(&path, value) {
+            } else if self.is_current(&path, value) {
                 report.unchanged.push(d.name.clone());
+                verified.push((path, key, digest));
             } else {
-                self.write(&d.name, value)?;
+                let tmp = self.write_temp(&d.name, value, !batch).inspect_err(|_| {
+                    for (tmp, ..) in &pending {
+                        let _ = fs::remove_file(tmp);
+                    }
+                })?;
                 report.written.push(d.name.clone());
+                pending.push((tmp, path, key, digest));
             }
+        }
+        if !pending.is_empty() {
+            // Every temp file is durable before any rename shows it.
+            let dir_file = File::open(dir).map_err(io(dir))?;
+            if batch {
+                rustix::fs::syncfs(&dir_file).map_err(|e| io(dir)(e.into()))?;
+            }
+            for (tmp, path, key, digest) in pending {
+                fs::rename(&tmp, &path).map_err(io(&path))?;
+                verified.push((path, key, digest));
+            }
+            dir_file.sync_all().map_err(io(dir))?;
+        }
+        for (path, key, digest) in verified {
             match fs::symlink_metadata(&path) {
                 Ok(meta) => ledger.insert(key, stamp(&meta, digest)),
                 Err(_) => ledger.remove(&key),
             };
         }
-        if !report.written.is_empty() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(dir))?;
-            if let Some(hook) = &self.spec.reload {
-                run_reload_hook(hook)?;
-            }
+        if !report.written.is_empty()
+            && let Some(hook) = &self.spec.reload
+        {
+            run_reload_hook(hook)?;
         }
         Ok(report)
     }
