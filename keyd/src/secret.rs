@@ -7,12 +7,21 @@ use std::fmt;
 
 use zeroize::{Zeroize, Zeroizing};
 
-/// Fills `buf` from the operating system's CSPRNG (through aws-lc-rs).
+/// Fills `buf` from the operating system's CSPRNG: the kernel's `getrandom(2)`, which blocks
+/// only until the kernel pool is first seeded. Asked directly rather than through aws-lc's
+/// generator, whose first use in a process seeds a CPU-jitter source for tens of milliseconds.
 ///
 /// # Panics
 /// If the system has no working randomness source: no key material can be made safely then.
 pub fn fill_random(buf: &mut [u8]) {
-    aws_lc_rs::rand::fill(buf).expect("the system's random number generator failed");
+    let mut filled = 0;
+    while filled < buf.len() {
+        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => panic!("the system's random number generator failed: {e}"),
+        }
+    }
 }
 
 /// A secret text value: a password, token, Fernet key, private key PEM, or a rendered template

@@ -54,9 +54,8 @@ pub fn rotate(
     clock: &dyn Clock,
     by: &str,
 ) -> Result<RotationReport, Error> {
-    // What the caller saw before waiting for the lock (rename-safe read, no lock).
-    let seen = home.peek().ok();
-    let lock = home.lock()?;
+    // What the caller saw before waiting for the lock, if it had to wait.
+    let (lock, seen) = home.lock_seen()?;
     let mut engine = Engine::new(&lock, clock, by)?;
     let selected = select(&engine.data, selector)?;
     for (stack, name) in &selected {

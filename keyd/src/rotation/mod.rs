@@ -111,6 +111,9 @@ pub(crate) struct Engine<'a> {
     audit: AuditLog,
     policies: HashMap<String, Policy>,
     pub(crate) report: RotationReport,
+    /// Steps done in memory only (a rotation without a target: create, set, test), logged
+    /// and marked by the next store write, which makes them durable.
+    unsaved: Option<(String, String, u64)>,
 }
 
 impl<'a> Engine<'a> {
@@ -138,6 +141,7 @@ impl<'a> Engine<'a> {
             by: by.to_owned(),
             policies: HashMap::new(),
             report: RotationReport::default(),
+            unsaved: None,
         }
     }
 
@@ -159,8 +163,16 @@ impl<'a> Engine<'a> {
         Ok(&self.policies[stack])
     }
 
-    fn save(&self) -> Result<(), Error> {
-        Ok(self.lock.save(&self.data)?)
+    /// Writes the store; then logs the steps that were done in memory only, now durable.
+    fn save(&mut self) -> Result<(), Error> {
+        self.lock.save(&self.data)?;
+        if let Some((stack, name, number)) = self.unsaved.take() {
+            for step in ["create", "set", "test"] {
+                self.audit(&stack, &name, number, step, "ok", None);
+                pause_point(step);
+            }
+        }
+        Ok(())
     }
 
     fn audit(
@@ -303,9 +315,11 @@ impl<'a> Engine<'a> {
             last_error: None,
             retry_at: None,
         });
-        // Without a target, set does nothing and test is a computation: both run before the
-        // first write, so a rotation costs one store write fewer per step. A crash before the
-        // write loses only a version nobody saw; after it, the journal resumes at deliver.
+        // Without a target, set does nothing and test is a computation: both run in memory,
+        // and the deliver step's write (which persists the pending value before any sink sees
+        // it) is the rotation's first, so it costs two store writes fewer. A crash before that
+        // write loses only a version nobody saw; the create, set and test lines are logged
+        // once it is durable.
         let early = target.is_none() && {
             let record = &self.data.stacks[stack].secrets[name];
             let pending = record.version(number).expect("just pushed");
@@ -313,16 +327,12 @@ impl<'a> Engine<'a> {
         };
         if early {
             self.set_step(stack, name, Step::Deliver);
+            self.unsaved = Some((stack.to_owned(), name.to_owned(), number));
+            return Ok(());
         }
         self.save()?;
         self.audit(stack, name, number, "create", "ok", None);
         pause_point("create");
-        if early {
-            for step in ["set", "test"] {
-                self.audit(stack, name, number, step, "ok", None);
-                pause_point(step);
-            }
-        }
         Ok(())
     }
 

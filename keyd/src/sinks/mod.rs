@@ -132,14 +132,13 @@ pub fn build(spec: &SinkSpec) -> Box<dyn Sink> {
 /// The first 128 bits of SHA-256 of `bytes`, hex: enough to tell what was written from what
 /// must be written now (nothing adversarial hangs on it: the ledger is inside the store).
 fn digest(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
     d.as_ref()[..16]
         .iter()
-        .fold(String::with_capacity(32), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
+        .map(char::from)
+        .collect()
 }
 
 /// The stamp of the file `meta` describes, holding content with `digest`.
@@ -172,4 +171,13 @@ fn ledger_says_current(path: &std::path::Path, recorded: Option<&Stamp>, digest:
         && (now.dev, now.ino, now.size, now.mtime_ns, now.ctime_ns)
             == (r.dev, r.ino, r.size, r.mtime_ns, r.ctime_ns)
         && (now.mode, now.uid, now.gid) == (r.mode, r.uid, r.gid)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn digest_is_the_first_128_bits_of_sha256_in_hex() {
+        // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
+        assert_eq!(super::digest(b"abc"), "ba7816bf8f01cfea414140de5dae2223");
+    }
 }

@@ -8,7 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use age::secrecy::ExposeSecret as _;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize as _, Zeroizing};
 
 use super::model::{FORMAT, StoreData};
 
@@ -146,20 +146,67 @@ pub(super) fn read_store(identity_path: &Path, store_path: &Path) -> Result<Stor
     Ok(data)
 }
 
-/// Counts bytes, so the plaintext buffer can be allocated once at its final size: a growing
-/// `Vec` would leave unzeroized copies of secrets behind in freed memory.
-struct CountingWriter(usize);
+/// A write buffer for plaintext that never grows (so no reallocation leaves a copy behind in
+/// freed memory) and is zeroized when dropped. serde_json writes many small pieces; this turns
+/// them into few large writes to the encryptor.
+struct PlainBuffer<W: Write> {
+    buf: Zeroizing<Vec<u8>>,
+    inner: W,
+}
 
-impl Write for CountingWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
+impl<W: Write> PlainBuffer<W> {
+    const CAPACITY: usize = 64 * 1024;
+
+    fn new(inner: W) -> Self {
+        Self {
+            buf: Zeroizing::new(Vec::with_capacity(Self::CAPACITY)),
+            inner,
+        }
     }
+
+    fn drain(&mut self) -> std::io::Result<()> {
+        self.inner.write_all(&self.buf)?;
+        self.buf.zeroize();
+        Ok(())
+    }
+
+    fn into_inner(mut self) -> std::io::Result<W> {
+        self.drain()?;
+        let Self { buf, inner } = self;
+        drop(buf);
+        Ok(inner)
+    }
+}
+
+impl<W: Write> Write for PlainBuffer<W> {
+    #[inline]
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.write_all(data).map(|()| data.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        if self.buf.len() + data.len() <= Self::CAPACITY {
+            self.buf.extend_from_slice(data);
+            return Ok(());
+        }
+        self.drain()?;
+        if data.len() >= Self::CAPACITY {
+            self.inner.write_all(data)
+        } else {
+            self.buf.extend_from_slice(data);
+            Ok(())
+        }
+    }
+
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
 
+/// Encrypts the store to the home's identity, streaming: the JSON goes through a zeroized
+/// buffer into age's encryptor and from there straight into the temp file, so neither a
+/// plaintext copy of the whole store nor its ciphertext is ever held in memory.
 pub(super) fn write_store(
     identity_path: &Path,
     store_path: &Path,
@@ -167,28 +214,30 @@ pub(super) fn write_store(
 ) -> Result<(), StoreError> {
     let identity = read_identity(identity_path)?;
     let recipient = identity.to_public();
-    let mut counter = CountingWriter(0);
-    serde_json::to_writer(&mut counter, data).expect("the store model always serialises");
-    let mut plaintext = Zeroizing::new(Vec::with_capacity(counter.0));
-    serde_json::to_writer(&mut *plaintext, data).expect("the store model always serialises");
-
     let encryptor =
         age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
             .expect("one X25519 recipient is always accepted");
-    let mut ciphertext = Vec::with_capacity(plaintext.len() + 512);
-    let mut writer = encryptor
-        .wrap_output(&mut ciphertext)
-        .map_err(io_at(store_path))?;
-    writer.write_all(&plaintext).map_err(io_at(store_path))?;
-    writer.finish().map_err(io_at(store_path))?;
-    drop(plaintext);
-
-    write_atomic(store_path, &ciphertext, 0o600)
+    write_atomic_with(store_path, 0o600, |file| {
+        let mut plain = PlainBuffer::new(encryptor.wrap_output(file)?);
+        serde_json::to_writer(&mut plain, data).map_err(std::io::Error::other)?;
+        plain.into_inner()?.finish()?;
+        Ok(())
+    })
 }
 
 /// Writes `bytes` to `path` through a temp file in the same directory: fsync, rename over
 /// `path`, fsync the directory. Readers see the old file or the new one, never a part.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
+    write_atomic_with(path, mode, |f| f.write_all(bytes))
+}
+
+/// [`write_atomic`] with the content written by `fill` into the temp file (unbuffered: fill
+/// should write in large pieces). A failure removes the temp file and leaves `path` as it was.
+fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -204,10 +253,11 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), S
         .map_err(io_at(&tmp))?;
     // Set the mode explicitly: the one given to open() is narrowed by the umask.
     let written = f
-        .write_all(bytes)
-        .and_then(|()| f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode)))
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .and_then(|()| fill(&mut f))
         .and_then(|()| f.sync_all());
     if let Err(e) = written {
+        drop(f);
         let _ = fs::remove_file(&tmp);
         return Err(io_at(&tmp)(e));
     }

@@ -103,6 +103,20 @@ impl Home {
                 .create(&self.dir)
                 .map_err(io)?;
         }
+        let (lock, ()) =
+            self.open_lock_with(|f| if exclusive { f.lock() } else { f.lock_shared() })?;
+        Ok(lock)
+    }
+
+    /// Opens (creates) `store.lock` and calls `take` on it; the lock is whatever `take` took.
+    fn open_lock_with<T>(
+        &self,
+        take: impl FnOnce(&fs::File) -> std::io::Result<T>,
+    ) -> Result<(LockedStore, T), StoreError> {
+        let io = |source| StoreError::Io {
+            path: self.dir.clone(),
+            source,
+        };
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -110,16 +124,36 @@ impl Home {
             .mode(0o600)
             .open(self.lock_path())
             .map_err(io)?;
-        if exclusive {
-            file.lock()
-        } else {
-            file.lock_shared()
+        let taken = take(&file).map_err(io)?;
+        Ok((
+            LockedStore {
+                home: self.clone(),
+                _lock: file,
+            },
+            taken,
+        ))
+    }
+
+    /// Takes the exclusive lock, and if another process holds it, first reads the store as it
+    /// is before waiting ([`Home::peek`]), so the caller can tell what changed meanwhile.
+    /// `None` means the lock was free: nothing can have changed since the caller looked.
+    pub fn lock_seen(&self) -> Result<(LockedStore, Option<StoreData>), StoreError> {
+        if !self.dir.exists() {
+            return Ok((self.lock()?, None));
         }
-        .map_err(io)?;
-        Ok(LockedStore {
-            home: self.clone(),
-            _lock: file,
-        })
+        let free = self.open_lock_with(|f| match f.try_lock() {
+            Ok(()) => Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        })?;
+        match free {
+            (lock, true) => Ok((lock, None)),
+            (busy, false) => {
+                drop(busy);
+                let seen = self.peek().ok();
+                Ok((self.lock()?, seen))
+            }
+        }
     }
 
     /// Reads the store without any lock. Safe because every write replaces the file by rename:

@@ -56,8 +56,10 @@ pub type Ledger = BTreeMap<String, Stamp>;
 /// What a sink knows of an output it wrote: the file's identity and metadata right after the
 /// write, and a SHA-256 of the content (inside the encrypted store, beside the values
 /// themselves). An output whose metadata still matches holds exactly what was written; any
-/// change by hand (edit, chmod, chown, replace, delete) changes one of these.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// change by hand (edit, chmod, chown, replace, delete) changes one of these. Stored as a JSON
+/// array in field order (one per delivered file, so it is kept short).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "StampRepr")]
 pub struct Stamp {
     /// Device and inode.
     pub dev: u64,
@@ -77,6 +79,43 @@ pub struct Stamp {
     pub gid: u32,
     /// SHA-256 of the content, hex.
     pub digest: String,
+}
+
+#[derive(Deserialize)]
+struct StampRepr(u64, u64, u64, i128, i128, u32, u32, u32, String);
+
+impl From<StampRepr> for Stamp {
+    fn from(r: StampRepr) -> Self {
+        let StampRepr(dev, ino, size, mtime_ns, ctime_ns, mode, uid, gid, digest) = r;
+        Stamp {
+            dev,
+            ino,
+            size,
+            mtime_ns,
+            ctime_ns,
+            mode,
+            uid,
+            gid,
+            digest,
+        }
+    }
+}
+
+impl Serialize for Stamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple as _;
+        let mut t = s.serialize_tuple(9)?;
+        t.serialize_element(&self.dev)?;
+        t.serialize_element(&self.ino)?;
+        t.serialize_element(&self.size)?;
+        t.serialize_element(&self.mtime_ns)?;
+        t.serialize_element(&self.ctime_ns)?;
+        t.serialize_element(&self.mode)?;
+        t.serialize_element(&self.uid)?;
+        t.serialize_element(&self.gid)?;
+        t.serialize_element(&self.digest)?;
+        t.end()
+    }
 }
 
 /// One secret's history.
