@@ -57,7 +57,7 @@ enum Command {
     /// Create the home: an age X25519 identity (identity.txt, 0600) and an empty encrypted store
     #[command(after_help = EXIT_CODES)]
     Init,
-    /// Initialise if needed, create every secret of a policy that does not exist yet, deliver
+    /// Initialise if needed, create the secrets of a policy that do not exist yet, deliver them
     ///
     /// Idempotent: a second run changes no value, rewrites no file and says so.
     #[command(after_help = EXIT_CODES)]
