@@ -1,0 +1,766 @@
+//! Turns policy text into a [`Policy`], collecting every problem with its position. Works on
+//! toml's spanned document tree so each message can point at the key or value at fault.
+//!
+//! This module owns the entry point ([`parse`]), the problems found and their positions
+//! ([`LineIndex`]), the document's shape (`[stack]`, the top-level keys and the checks across
+//! sections) and names, template references and cycles across secrets. The parts below it:
+//! `fields` reads one table's typed values, `kinds` checks one secret and its kind's fields,
+//! `targets` the `[targets.*]` tables and a secret's `target`, `sinks` the `[sinks.*]` tables.
+
+mod fields;
+mod kinds;
+mod sinks;
+mod targets;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use toml::de::{DeTable, DeValue};
+
+use self::fields::Fields;
+use self::kinds::{Draft, check_secret};
+use self::sinks::check_sinks;
+use self::targets::check_targets;
+use super::{
+    AdminPassword, KindSpec, Part, Policy, PolicyError, Problem, SecretSpec, Sinks, TargetSpec,
+};
+use crate::material::template::Piece;
+
+/// Problems found so far, by byte offset.
+struct Checker {
+    problems: Vec<(usize, String)>,
+}
+
+/// Byte offsets of line starts, so a span's start turns into a line and column by binary
+/// search instead of by scanning the text before it (which made parsing quadratic).
+struct LineIndex<'s> {
+    src: &'s str,
+    starts: Vec<usize>,
+}
+
+impl<'s> LineIndex<'s> {
+    fn new(src: &'s str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(src.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { src, starts }
+    }
+
+    /// The 1-based line and column (in characters) of byte offset `at`.
+    fn position(&self, at: usize) -> (usize, usize) {
+        let at = at.min(self.src.len());
+        let line = self.starts.partition_point(|&s| s <= at);
+        let start = self.starts[line - 1];
+        let column = self.src.get(start..at).map_or(0, |t| t.chars().count()) + 1;
+        (line, column)
+    }
+}
+
+impl Checker {
+    fn err(&mut self, at: usize, message: impl Into<String>) {
+        self.problems.push((at, message.into()));
+    }
+}
+
+/// Where in the source the character at `offset` of a string value starts, when that can be
+/// known (no escapes before it); otherwise the value's start.
+fn offset_in_string(src: &str, value_at: usize, offset: usize) -> usize {
+    let raw = &src[value_at..];
+    let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
+        3
+    } else {
+        1
+    };
+    let body = &raw[quote..];
+    if raw.starts_with('\'') || !body[..offset.min(body.len())].contains('\\') {
+        value_at + quote + offset
+    } else {
+        value_at
+    }
+}
+
+pub(super) fn parse(path: &Path, source: String) -> Result<Policy, PolicyError> {
+    let mut c = Checker {
+        problems: Vec::new(),
+    };
+    let checked = match DeTable::parse(&source) {
+        Ok(doc) => check_document(&mut c, path, &source, doc.get_ref()),
+        Err(e) => {
+            let at = e.span().map_or(0, |s| s.start);
+            c.err(at, format!("invalid TOML: {}", e.message().trim()));
+            None
+        }
+    };
+    if !c.problems.is_empty() {
+        return Err(invalid(path, &source, c.problems));
+    }
+    let (stack, description, sinks, secrets, targets) =
+        checked.expect("no problems means a policy");
+    Ok(Policy {
+        path: path.to_owned(),
+        source,
+        stack,
+        description,
+        sinks,
+        index: secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect(),
+        secrets,
+        targets,
+    })
+}
+
+fn invalid(path: &Path, src: &str, mut found: Vec<(usize, String)>) -> PolicyError {
+    found.sort_by_key(|(at, _)| *at);
+    let lines = LineIndex::new(src);
+    let problems = found
+        .into_iter()
+        .map(|(at, message)| {
+            let (line, column) = lines.position(at);
+            Problem {
+                line,
+                column,
+                message,
+            }
+        })
+        .collect();
+    PolicyError::Invalid {
+        path: path.to_owned(),
+        problems,
+    }
+}
+
+type Checked = (
+    String,
+    Option<String>,
+    Sinks,
+    Vec<SecretSpec>,
+    Vec<TargetSpec>,
+);
+
+fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) -> Option<Checked> {
+    let top = Fields::new("the policy", doc);
+    top.only(
+        c,
+        &["stack", "sinks", "targets", "secrets"],
+        "[stack], [sinks.*], [targets.*] or [secrets.*]",
+    );
+
+    let mut stack = None;
+    let mut description = None;
+    match top.get("stack").map(|e| (e, e.value.get_ref())) {
+        Some((_, DeValue::Table(t))) => {
+            let f = Fields::new("[stack]", t);
+            f.only(c, &["name", "description"], "name or description");
+            match f.str(c, "name") {
+                Some((name, at)) => {
+                    let ok = name
+                        .chars()
+                        .next()
+                        .is_some_and(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+                        && name.len() <= 40
+                        && name.chars().all(|ch| {
+                            ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_'
+                        });
+                    if ok {
+                        stack = Some(name);
+                    } else {
+                        c.err(at, format!("stack name {name:?} is not valid (expected up to 40 lowercase letters, digits, '-' or '_', starting with a letter or digit)"));
+                    }
+                }
+                None if f.get("name").is_none() => {
+                    c.err(
+                        t_start(doc, "stack"),
+                        "[stack] has no `name` (expected name = \"mystack\")",
+                    );
+                }
+                None => {}
+            }
+            description = f.str(c, "description").map(|(d, _)| d);
+        }
+        Some((e, _)) => top.wrong_type(c, e, "a table ([stack])"),
+        None => c.err(
+            0,
+            "the policy has no [stack] table (expected [stack] with name = \"mystack\")",
+        ),
+    }
+
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let sinks = match top.get("sinks").map(|e| (e, e.value.get_ref())) {
+        Some((_, DeValue::Table(t))) => check_sinks(c, base, t),
+        Some((e, _)) => {
+            top.wrong_type(c, e, "a table ([sinks.files], [sinks.envfile])");
+            Sinks::default()
+        }
+        None => Sinks::default(),
+    };
+
+    let targets = match top.get("targets").map(|e| (e, e.value.get_ref())) {
+        Some((_, DeValue::Table(t))) => check_targets(c, t),
+        Some((e, _)) => {
+            top.wrong_type(c, e, "a table of targets ([targets.NAME])");
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+
+    let lines = LineIndex::new(src);
+    let mut drafts = Vec::new();
+    match top.get("secrets").map(|e| (e, e.value.get_ref())) {
+        Some((_, DeValue::Table(t))) => {
+            for e in Fields::new("[secrets]", t).entries {
+                match e.value.get_ref() {
+                    DeValue::Table(st) => {
+                        if let Some(d) = check_secret(c, &lines, e.key, e.key_at, st, &targets) {
+                            drafts.push(d);
+                        }
+                    }
+                    other => c.err(
+                        e.value.span().start,
+                        format!(
+                            "secret {:?} must be a table ([secrets.{}] with a kind) (found {})",
+                            e.key,
+                            e.key,
+                            other.type_str()
+                        ),
+                    ),
+                }
+            }
+        }
+        Some((e, _)) => top.wrong_type(c, e, "a table of secrets ([secrets.NAME])"),
+        None => c.err(
+            0,
+            "the policy declares no secrets (expected [secrets.NAME] tables)",
+        ),
+    }
+    check_names_and_references(c, src, &drafts);
+    // An admin password named by a target must be a value this policy delivers.
+    let outputs: Vec<String> = drafts
+        .iter()
+        .flat_map(|d| d.spec.outputs())
+        .map(|o| o.name)
+        .collect();
+    for t in &targets {
+        if let AdminPassword::Secret(name) = &t.password
+            && !outputs.contains(name)
+        {
+            c.err(
+                t_start(doc, "targets"),
+                format!(
+                    "target {:?}: password_secret {name:?} is not declared in this policy",
+                    t.name
+                ),
+            );
+        }
+    }
+    if let Some(env) = sinks.envfile()
+        && let Some(include) = &env.include
+    {
+        let names: Vec<String> = drafts
+            .iter()
+            .flat_map(|d| d.spec.outputs())
+            .map(|o| o.name)
+            .collect();
+        for name in include.iter().filter(|n| !names.contains(n)) {
+            c.err(
+                t_start(doc, "sinks"),
+                format!(
+                    "[sinks.envfile] include names {name:?}, which this policy does not declare"
+                ),
+            );
+        }
+    }
+    let secrets = drafts.into_iter().map(|d| d.spec).collect();
+    Some((stack?, description, sinks, secrets, targets))
+}
+
+fn t_start(doc: &DeTable<'_>, key: &str) -> usize {
+    doc.iter()
+        .find(|(k, _)| k.get_ref().as_ref() == key)
+        .map_or(0, |(k, _)| k.span().start)
+}
+
+/// Every output name unique; every template reference known; no template cycles.
+fn check_names_and_references(c: &mut Checker, src: &str, drafts: &[Draft]) {
+    let mut owner: HashMap<String, (usize, usize)> = HashMap::new(); // output -> (draft, line)
+    for (i, d) in drafts.iter().enumerate() {
+        for out in d.spec.outputs() {
+            let line = d.spec.line;
+            if let Some((j, first_line)) = owner.get(&out.name) {
+                let first = &drafts[*j].spec.name;
+                let earlier = if *first == out.name {
+                    String::new()
+                } else {
+                    format!(" (by secret {first:?})")
+                };
+                let (at, this) = match d.companions_at.iter().find(|(n, _, _)| *n == out.name) {
+                    Some((_, key, at)) if out.part != Part::Main => {
+                        (*at, format!(" as the `{key}` of {:?}", d.spec.name))
+                    }
+                    _ => (d.at, String::new()),
+                };
+                c.err(at, format!("duplicate name {:?}{this}: already declared on line {first_line}{earlier} (expected every secret and companion name to be unique in the stack)", out.name));
+            } else {
+                owner.insert(out.name, (i, line));
+            }
+        }
+    }
+    // Template references, then cycles over secret-to-secret edges.
+    let mut edges: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, d) in drafts.iter().enumerate() {
+        let KindSpec::Template { pieces, .. } = &d.spec.kind else {
+            continue;
+        };
+        for piece in pieces {
+            let Piece::Ref { name, offset, .. } = piece else {
+                continue;
+            };
+            match owner.get(name) {
+                Some((j, _)) => edges.entry(i).or_default().push(*j),
+                None => c.err(
+                    offset_in_string(src, d.template_at, *offset),
+                    format!("template of {:?} refers to unknown name {{{name}}} (expected a secret or companion name declared in this policy)", d.spec.name),
+                ),
+            }
+        }
+    }
+    let mut state = vec![0u8; drafts.len()]; // 0 new, 1 on the path, 2 done
+    for start in edges.keys().copied().collect::<Vec<_>>() {
+        let mut path = Vec::new();
+        if let Some(cycle) = find_cycle(start, &edges, &mut state, &mut path) {
+            let names: Vec<&str> = cycle
+                .iter()
+                .map(|&k| drafts[k].spec.name.as_str())
+                .collect();
+            let first = cycle[0];
+            c.err(drafts[first].template_at.max(drafts[first].at), format!("template cycle: {} (expected templates to refer to values that do not depend on them)", names.join(" -> ")));
+            break; // one cycle is enough to act on; the search state is not valid past it
+        }
+    }
+}
+
+fn find_cycle(
+    node: usize,
+    edges: &BTreeMap<usize, Vec<usize>>,
+    state: &mut [u8],
+    path: &mut Vec<usize>,
+) -> Option<Vec<usize>> {
+    match state[node] {
+        2 => return None,
+        1 => {
+            let from = path.iter().position(|&n| n == node).expect("on the path");
+            let mut cycle = path[from..].to_vec();
+            cycle.push(node);
+            return Some(cycle);
+        }
+        _ => {}
+    }
+    state[node] = 1;
+    path.push(node);
+    for &next in edges.get(&node).map(Vec::as_slice).unwrap_or(&[]) {
+        if let Some(cycle) = find_cycle(next, edges, state, path) {
+            return Some(cycle);
+        }
+    }
+    path.pop();
+    state[node] = 2;
+    None
+}
+
+/// Shared by the parts' unit tests: policies read from `p.toml`.
+#[cfg(test)]
+mod testing {
+    use std::path::Path;
+
+    use crate::policy::Policy;
+
+    /// The policy `src` gives; panics with every problem if it is refused.
+    pub(super) fn policy(src: &str) -> Policy {
+        super::parse(Path::new("p.toml"), src.to_string())
+            .unwrap_or_else(|e| panic!("expected a valid policy, got:\n{e}"))
+    }
+
+    /// Every problem of `src` as `PolicyError` shows them (`p.toml:LINE:COL: message` lines).
+    pub(super) fn err_text(src: &str) -> String {
+        match super::parse(Path::new("p.toml"), src.to_string()) {
+            Ok(_) => panic!("expected problems in:\n{src}"),
+            Err(e) => e.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{err_text, policy};
+    use super::*;
+    use crate::policy::{Kind, Output};
+
+    #[test]
+    fn minimal_policy_keeps_order_lines_and_lookups() {
+        let p = policy(
+            r#"[stack]
+name = "shop-1"
+description = "the shop"
+
+[secrets.DB_PASSWORD]
+kind = "password"
+
+[secrets.FERNET]
+kind = "fernet"
+"#,
+        );
+        assert_eq!(p.stack, "shop-1");
+        assert_eq!(p.description.as_deref(), Some("the shop"));
+        assert!(p.sinks.is_empty());
+        assert!(p.targets.is_empty());
+        let names: Vec<&str> = p.secrets.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["DB_PASSWORD", "FERNET"]);
+        assert_eq!(p.secrets[0].line, 5);
+        assert_eq!(p.secrets[1].line, 8);
+        assert_eq!(p.secret("FERNET").unwrap().kind.kind(), Kind::Fernet);
+        assert!(p.secret("NOPE").is_none());
+        assert_eq!(p.path, Path::new("p.toml"));
+        assert!(p.source.starts_with("[stack]\n"));
+    }
+
+    #[test]
+    fn invalid_toml_is_reported_at_the_parser_position() {
+        assert_eq!(
+            err_text("[stack]\nname = \"s\"\n\n[secrets.A\nkind = \"password\"\n"),
+            "p.toml:4:11: invalid TOML: unclosed table, expected `]`"
+        );
+    }
+
+    #[test]
+    fn missing_stack_and_missing_secrets() {
+        assert_eq!(
+            err_text("[secrets.A]\nkind = \"password\"\n"),
+            "p.toml:1:1: the policy has no [stack] table (expected [stack] with name = \"mystack\")"
+        );
+        assert_eq!(
+            err_text("[stack]\nname = \"s\"\n"),
+            "p.toml:1:1: the policy declares no secrets (expected [secrets.NAME] tables)"
+        );
+        assert_eq!(
+            err_text(""),
+            "p.toml:1:1: the policy has no [stack] table (expected [stack] with name = \"mystack\")\n\
+             p.toml:1:1: the policy declares no secrets (expected [secrets.NAME] tables)"
+        );
+    }
+
+    #[test]
+    fn stack_without_a_name() {
+        assert_eq!(
+            err_text("[stack]\ndescription = \"x\"\n[secrets.A]\nkind = \"fernet\"\n"),
+            "p.toml:1:2: [stack] has no `name` (expected name = \"mystack\")"
+        );
+    }
+
+    #[test]
+    fn bad_stack_names() {
+        let msg = "is not valid (expected up to 40 lowercase letters, digits, '-' or '_', starting with a letter or digit)";
+        for (name, col) in [("My Stack", 8), ("-shop", 8), ("", 8)] {
+            let src = format!("[stack]\nname = {name:?}\n[secrets.A]\nkind = \"fernet\"\n");
+            assert_eq!(
+                err_text(&src),
+                format!("p.toml:2:{col}: stack name {name:?} {msg}")
+            );
+        }
+        let long = "a".repeat(41);
+        let src = format!("[stack]\nname = \"{long}\"\n[secrets.A]\nkind = \"fernet\"\n");
+        assert_eq!(
+            err_text(&src),
+            format!("p.toml:2:8: stack name \"{long}\" {msg}")
+        );
+        let ok = "a".repeat(40);
+        let src = format!("[stack]\nname = \"{ok}\"\n[secrets.A]\nkind = \"fernet\"\n");
+        assert_eq!(policy(&src).stack, ok);
+    }
+
+    #[test]
+    fn unknown_top_level_key_and_unknown_stack_field() {
+        assert_eq!(
+            err_text(
+                "version = 2\n[stack]\nname = \"s\"\nowner = \"me\"\n[secrets.A]\nkind = \"fernet\"\n"
+            ),
+            "p.toml:1:1: unknown field `version` in the policy (expected [stack], [sinks.*], [targets.*] or [secrets.*])\n\
+             p.toml:4:1: unknown field `owner` in [stack] (expected name or description)"
+        );
+    }
+
+    #[test]
+    fn wrong_types_at_the_top() {
+        assert_eq!(
+            err_text("stack = \"s\"\nsecrets = 3\nsinks = []\ntargets = true\n"),
+            "p.toml:1:9: `stack` in the policy must be a table ([stack]) (found string)\n\
+             p.toml:2:11: `secrets` in the policy must be a table of secrets ([secrets.NAME]) (found integer)\n\
+             p.toml:3:9: `sinks` in the policy must be a table ([sinks.files], [sinks.envfile]) (found array)\n\
+             p.toml:4:11: `targets` in the policy must be a table of targets ([targets.NAME]) (found boolean)"
+        );
+        assert_eq!(
+            err_text("[stack]\nname = 5\ndescription = [\"x\"]\n[secrets]\nA = \"password\"\n"),
+            "p.toml:2:8: `name` in [stack] must be a string (found integer)\n\
+             p.toml:3:15: `description` in [stack] must be a string (found array)\n\
+             p.toml:5:5: secret \"A\" must be a table ([secrets.A] with a kind) (found string)"
+        );
+    }
+
+    #[test]
+    fn a_companion_may_not_reuse_a_secret_name() {
+        // The secret first: the companion is at fault, at its value.
+        assert_eq!(
+            err_text(
+                r#"[stack]
+name = "s"
+[secrets.PUB]
+kind = "fernet"
+[secrets.JWT]
+kind = "rsa"
+public = "PUB"
+"#
+            ),
+            "p.toml:7:10: duplicate name \"PUB\" as the `public` of \"JWT\": already declared on line 3 (expected every secret and companion name to be unique in the stack)"
+        );
+        // The companion first: the later secret is at fault, at its name.
+        assert_eq!(
+            err_text(
+                r#"[stack]
+name = "s"
+[secrets.CERT]
+kind = "tls"
+key = "CERT_KEY"
+cn = "db.example"
+[secrets.CERT_KEY]
+kind = "fernet"
+"#
+            ),
+            "p.toml:7:10: duplicate name \"CERT_KEY\": already declared on line 3 (by secret \"CERT\") (expected every secret and companion name to be unique in the stack)"
+        );
+    }
+
+    #[test]
+    fn two_companions_with_one_name() {
+        assert_eq!(
+            err_text(
+                r#"[stack]
+name = "s"
+[secrets.A]
+kind = "tls"
+key = "SHARED"
+cn = "a.example"
+[secrets.B]
+kind = "rsa"
+jwks = "SHARED"
+"#
+            ),
+            "p.toml:9:8: duplicate name \"SHARED\" as the `jwks` of \"B\": already declared on line 3 (by secret \"A\") (expected every secret and companion name to be unique in the stack)"
+        );
+    }
+
+    #[test]
+    fn template_references_resolve_to_secrets_and_companions() {
+        let p = policy(
+            r#"[stack]
+name = "s"
+[secrets.JWT]
+kind = "rsa"
+bits = 2048
+public = "JWT_PUB"
+[secrets.CONF]
+kind = "template"
+template = "key={JWT_PUB|url} again={{literal}}"
+"#,
+        );
+        let KindSpec::Template { text, pieces } = &p.secret("CONF").unwrap().kind else {
+            panic!("a template");
+        };
+        assert_eq!(text, "key={JWT_PUB|url} again={{literal}}");
+        assert_eq!(
+            pieces,
+            &[
+                Piece::Text("key=".into()),
+                Piece::Ref {
+                    name: "JWT_PUB".into(),
+                    url: true,
+                    offset: 4
+                },
+                Piece::Text(" again={literal}".into()),
+            ]
+        );
+        assert_eq!(
+            p.outputs()[1],
+            Output {
+                name: "JWT_PUB".into(),
+                secret: "JWT".into(),
+                part: Part::PublicPem
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_reference_points_inside_the_string() {
+        let tail = "(expected a secret or companion name declared in this policy)";
+        // Basic string: the column of the `{`.
+        assert_eq!(
+            err_text(
+                "[stack]\nname = \"s\"\n[secrets.U]\nkind = \"template\"\ntemplate = \"db://{HOST}/{NAME}\"\n"
+            ),
+            format!(
+                "p.toml:5:18: template of \"U\" refers to unknown name {{HOST}} {tail}\n\
+                 p.toml:5:25: template of \"U\" refers to unknown name {{NAME}} {tail}"
+            )
+        );
+        // Literal string and multi-line literal string.
+        assert_eq!(
+            err_text(
+                "[stack]\nname = \"s\"\n[secrets.U]\nkind = \"template\"\ntemplate = 'a\\b{X}'\n"
+            ),
+            format!("p.toml:5:16: template of \"U\" refers to unknown name {{X}} {tail}")
+        );
+        assert_eq!(
+            err_text(
+                "[stack]\nname = \"s\"\n[secrets.U]\nkind = \"template\"\ntemplate = '''ab{X}'''\n"
+            ),
+            format!("p.toml:5:17: template of \"U\" refers to unknown name {{X}} {tail}")
+        );
+        // An escape before it: the source column is not known, so the string's start.
+        assert_eq!(
+            err_text(
+                "[stack]\nname = \"s\"\n[secrets.U]\nkind = \"template\"\ntemplate = \"a\\tb{X}\"\n"
+            ),
+            format!("p.toml:5:12: template of \"U\" refers to unknown name {{X}} {tail}")
+        );
+    }
+
+    #[test]
+    fn template_cycles() {
+        let tail = "(expected templates to refer to values that do not depend on them)";
+        assert_eq!(
+            err_text(
+                r#"[stack]
+name = "s"
+[secrets.A]
+kind = "template"
+template = "{B}"
+[secrets.B]
+kind = "template"
+template = "{C}"
+[secrets.C]
+kind = "template"
+template = "x{A}"
+"#
+            ),
+            format!("p.toml:5:12: template cycle: A -> B -> C -> A {tail}")
+        );
+        assert_eq!(
+            err_text(
+                "[stack]\nname = \"s\"\n[secrets.SELF]\nkind = \"template\"\ntemplate = \"{SELF}\"\n"
+            ),
+            format!("p.toml:5:12: template cycle: SELF -> SELF {tail}")
+        );
+        // Two templates on one value are not a cycle.
+        let p = policy(
+            r#"[stack]
+name = "s"
+[secrets.P]
+kind = "password"
+[secrets.A]
+kind = "template"
+template = "{P}"
+[secrets.B]
+kind = "template"
+template = "{A}{P}"
+"#,
+        );
+        assert_eq!(p.secrets.len(), 3);
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        // "é" and "€" are 2 and 3 bytes: the column after them is still one per character.
+        assert_eq!(
+            err_text(
+                "[stack]\nname = \"s\"\n[secrets]\nA = { description = \"é€\", kind = \"passwrd\" }\n"
+            ),
+            "p.toml:4:34: unknown kind \"passwrd\" (expected one of password, token, fernet, rsa, tls, literal, template)"
+        );
+        assert_eq!(
+            err_text(
+                "[stack]\nname = \"s\"\n[secrets.U]\nkind = \"template\"\ntemplate = \"€€ {X}\"\n"
+            ),
+            "p.toml:5:16: template of \"U\" refers to unknown name {X} (expected a secret or companion name declared in this policy)"
+        );
+    }
+
+    #[test]
+    fn problems_come_in_source_order() {
+        // Sinks and targets are checked before secrets, but reported where they are written.
+        assert_eq!(
+            err_text(
+                r#"[stack]
+name = "Shop"
+
+[secrets.A]
+kind = "password"
+length = 5000
+
+[targets.db]
+type = "mysql"
+
+[sinks.files]
+mode = "0666"
+"#
+            ),
+            "p.toml:2:8: stack name \"Shop\" is not valid (expected up to 40 lowercase letters, digits, '-' or '_', starting with a letter or digit)\n\
+             p.toml:6:10: `length` = 5000 in secret \"A\" is out of range (expected 1 to 4096)\n\
+             p.toml:9:8: unknown target type \"mysql\" (expected \"postgres\" or \"redis\")\n\
+             p.toml:12:8: `mode` 0666 lets group or others write secrets (expected a mode without write bits for them, e.g. \"0400\")"
+        );
+    }
+
+    #[test]
+    fn line_index_positions() {
+        let src = "ab\né€x\n\nz";
+        let lines = LineIndex::new(src);
+        assert_eq!(lines.position(0), (1, 1));
+        assert_eq!(lines.position(2), (1, 3));
+        assert_eq!(lines.position(3), (2, 1));
+        assert_eq!(lines.position(8), (2, 3)); // the `x`, after 2 + 3 bytes
+        assert_eq!(lines.position(10), (3, 1));
+        assert_eq!(lines.position(11), (4, 1));
+        assert_eq!(lines.position(99), (4, 2)); // past the end: the end
+    }
+
+    #[test]
+    fn offsets_inside_strings() {
+        let src = r#"t = "ab{X}" u = 'a\{X}' v = """{X}""" w = "\n{X}""#;
+        let at = |needle: &str| src.find(needle).unwrap();
+        assert_eq!(offset_in_string(src, at("\"ab"), 2), at("{X}\" u"));
+        assert_eq!(offset_in_string(src, at("'a"), 2), at("{X}' v"));
+        assert_eq!(offset_in_string(src, at("\"\"\""), 0), at("{X}\"\"\""));
+        assert_eq!(offset_in_string(src, at("\"\\n"), 1), at("\"\\n"));
+    }
+
+    #[test]
+    fn ten_thousand_passwords() {
+        let mut src = String::from("[stack]\nname = \"big\"\n");
+        for i in 1..=10_000 {
+            src.push_str(&format!(
+                "\n[secrets.P{i:05}]\nkind = \"password\"\nlength = 32\n"
+            ));
+        }
+        let p = policy(&src);
+        assert_eq!(p.secrets.len(), 10_000);
+        let last = &p.secrets[9_999];
+        assert_eq!(last.name, "P10000");
+        // Two stack lines, then four lines per secret with its header on the second.
+        assert_eq!(last.line, 2 + 4 * 9_999 + 2);
+        assert_eq!(p.secret("P10000").unwrap().line, last.line);
+        assert!(matches!(last.kind, KindSpec::Password { length: 32, .. }));
+    }
+}

@@ -1,0 +1,334 @@
+//! Sinks: the `[sinks.files]` and `[sinks.envfile]` tables, their paths (relative ones
+//! resolved against the policy's directory) and modes, and the files sink's reload hook.
+
+use std::path::{Path, PathBuf};
+
+use toml::de::{DeTable, DeValue};
+
+use super::Checker;
+use super::fields::{Entry, Fields};
+use crate::policy::{EnvFileSpec, FilesSpec, ReloadHook, Signal, SinkSpec, Sinks};
+
+/// Checks `[sinks.*]`; relative paths are resolved against `base`, the policy's directory.
+pub(super) fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> Sinks {
+    let f = Fields::new("[sinks]", table);
+    f.only(c, &["files", "envfile"], "files or envfile");
+    let mut sinks = Sinks::default();
+    let resolve = |p: &str| -> PathBuf {
+        let p = Path::new(p);
+        let joined = if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        };
+        std::path::absolute(&joined).unwrap_or(joined)
+    };
+    if let Some(e) = f.get("files") {
+        match e.value.get_ref() {
+            DeValue::Table(t) => {
+                let s = Fields::new("[sinks.files]", t);
+                s.only(
+                    c,
+                    &["dir", "mode", "dir_mode", "uid", "gid", "reload"],
+                    "dir, mode, dir_mode, uid, gid or reload",
+                );
+                let dir = s
+                    .str(c, "dir")
+                    .map_or(PathBuf::from(FilesSpec::DEFAULT_DIR), |(d, _)| resolve(&d));
+                let mut sink = FilesSpec::in_dir(dir);
+                sink.mode = s.mode(c, "mode", 0o400);
+                sink.dir_mode = s.mode(c, "dir_mode", 0o755);
+                sink.uid = s
+                    .get("uid")
+                    .map(|_| s.int_in(c, "uid", 0..=i64::from(u32::MAX - 1), 0).0 as u32);
+                sink.gid = s
+                    .get("gid")
+                    .map(|_| s.int_in(c, "gid", 0..=i64::from(u32::MAX - 1), 0).0 as u32);
+                if let Some(e) = s.get("reload") {
+                    sink.reload = check_reload(c, base, e);
+                }
+                sinks.set(SinkSpec::Files(sink));
+            }
+            _ => f.wrong_type(c, e, "a table ([sinks.files])"),
+        }
+    }
+    if let Some(e) = f.get("envfile") {
+        match e.value.get_ref() {
+            DeValue::Table(t) => {
+                let s = Fields::new("[sinks.envfile]", t);
+                s.only(c, &["path", "mode", "include"], "path, mode or include");
+                match s.str(c, "path") {
+                    Some((p, _)) => sinks.set(SinkSpec::EnvFile(EnvFileSpec {
+                        path: resolve(&p),
+                        mode: s.mode(c, "mode", 0o600),
+                        include: s.str_list(c, "include").map(|(l, _)| l),
+                    })),
+                    None if s.get("path").is_none() => c.err(
+                        e.key_at,
+                        "[sinks.envfile] has no `path` (expected path = \".env\")",
+                    ),
+                    None => {}
+                }
+            }
+            _ => f.wrong_type(c, e, "a table ([sinks.envfile])"),
+        }
+    }
+    sinks
+}
+
+const RELOAD_EXPECTED: &str = "reload = { signal = \"HUP\", pid_file = \"/run/app.pid\" } or reload = { command = [\"prog\", \"arg\"] }";
+
+/// Checks the files sink's `reload` (entry `e`).
+fn check_reload(c: &mut Checker, base: &Path, e: &Entry<'_, '_>) -> Option<ReloadHook> {
+    let DeValue::Table(t) = e.value.get_ref() else {
+        c.err(
+            e.value.span().start,
+            format!("`reload` must be a table ({RELOAD_EXPECTED})"),
+        );
+        return None;
+    };
+    let f = Fields::new("`reload` of [sinks.files]", t);
+    f.only(
+        c,
+        &["signal", "pid_file", "command"],
+        "signal and pid_file, or command",
+    );
+    match (
+        f.str(c, "signal"),
+        f.str(c, "pid_file"),
+        f.str_list(c, "command"),
+    ) {
+        (Some((signal, s_at)), Some((pid_file, _)), None) => {
+            let Some(signal) = Signal::parse(&signal) else {
+                let names: Vec<&str> = Signal::ALL.iter().map(|s| s.as_str()).collect();
+                c.err(
+                    s_at,
+                    format!(
+                        "unknown signal {signal:?} (expected one of {})",
+                        names.join(", ")
+                    ),
+                );
+                return None;
+            };
+            let p = Path::new(&pid_file);
+            let pid_file = if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            };
+            Some(ReloadHook::Signal { signal, pid_file })
+        }
+        (None, None, Some((argv, _))) if !argv.is_empty() => Some(ReloadHook::Command { argv }),
+        _ => {
+            c.err(e.value.span().start, format!("`reload` needs either signal and pid_file, or a non-empty command ({RELOAD_EXPECTED})"));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{err_text, policy};
+    use super::*;
+    use crate::policy::Policy;
+
+    /// `[sinks.files]` (line 3) with `body` from line 4 on, then secret A.
+    fn files(body: &str) -> String {
+        format!("[stack]\nname = \"s\"\n[sinks.files]\n{body}[secrets.A]\nkind = \"fernet\"\n")
+    }
+
+    /// `[sinks.envfile]` (line 3, `envfile` at column 8) with `body` from line 4 on, then
+    /// secret A.
+    fn envfile(body: &str) -> String {
+        format!("[stack]\nname = \"s\"\n[sinks.envfile]\n{body}[secrets.A]\nkind = \"fernet\"\n")
+    }
+
+    const EXPECTED_RELOAD: &str = "(reload = { signal = \"HUP\", pid_file = \"/run/app.pid\" } or reload = { command = [\"prog\", \"arg\"] })";
+
+    #[test]
+    fn files_and_envfile_values() {
+        let src = r#"[stack]
+name = "s"
+[sinks.files]
+dir = "out/secrets"
+mode = "0440"
+dir_mode = 0o750
+uid = 1000
+gid = 0
+reload = { signal = "HUP", pid_file = "run/app.pid" }
+[sinks.envfile]
+path = "/srv/app/.env"
+include = ["A"]
+[secrets.A]
+kind = "fernet"
+"#;
+        // Relative paths are relative to the policy's directory.
+        let p = Policy::parse(Path::new("/srv/stack/p.toml"), src.to_string()).unwrap();
+        assert_eq!(
+            p.sinks.files(),
+            Some(&FilesSpec {
+                dir: PathBuf::from("/srv/stack/out/secrets"),
+                mode: 0o440,
+                dir_mode: 0o750,
+                uid: Some(1000),
+                gid: Some(0),
+                reload: Some(ReloadHook::Signal {
+                    signal: Signal::Hup,
+                    pid_file: PathBuf::from("/srv/stack/run/app.pid"),
+                }),
+            })
+        );
+        assert_eq!(
+            p.sinks.envfile(),
+            Some(&EnvFileSpec {
+                path: PathBuf::from("/srv/app/.env"),
+                mode: 0o600,
+                include: Some(vec!["A".into()]),
+            })
+        );
+        let kinds: Vec<&str> = p.sinks.iter().map(SinkSpec::kind_name).collect();
+        assert_eq!(kinds, ["files", "envfile"]);
+
+        // A policy in the current directory: the directory is made absolute, the pid file not.
+        let p = policy(src);
+        let files = p.sinks.files().unwrap();
+        assert_eq!(
+            files.dir,
+            std::env::current_dir().unwrap().join("out/secrets")
+        );
+        assert_eq!(
+            files.reload,
+            Some(ReloadHook::Signal {
+                signal: Signal::Hup,
+                pid_file: PathBuf::from("./run/app.pid"),
+            })
+        );
+    }
+
+    #[test]
+    fn defaults_and_reload_command() {
+        let p = policy(&files(
+            "reload = { command = [\"nginx\", \"-s\", \"reload\"] }\n",
+        ));
+        let mut expected = FilesSpec::in_dir(PathBuf::from(FilesSpec::DEFAULT_DIR));
+        expected.reload = Some(ReloadHook::Command {
+            argv: vec!["nginx".into(), "-s".into(), "reload".into()],
+        });
+        assert_eq!(p.sinks.files(), Some(&expected));
+        assert_eq!((expected.mode, expected.dir_mode), (0o400, 0o755));
+        assert!(p.sinks.envfile().is_none());
+
+        let p = policy(&envfile("path = \"/e/.env\"\nmode = \"0640\"\n"));
+        assert_eq!(
+            p.sinks.envfile(),
+            Some(&EnvFileSpec {
+                path: PathBuf::from("/e/.env"),
+                mode: 0o640,
+                include: None,
+            })
+        );
+        assert!(p.sinks.files().is_none());
+    }
+
+    #[test]
+    fn sinks_table_shape() {
+        assert_eq!(
+            err_text(
+                "[stack]\nname = \"s\"\n[sinks]\nfiles = \"/run/secrets\"\n[sinks.s3]\nbucket = \"b\"\n[secrets.A]\nkind = \"fernet\"\n"
+            ),
+            "p.toml:4:9: `files` in [sinks] must be a table ([sinks.files]) (found string)\n\
+             p.toml:5:8: unknown field `s3` in [sinks] (expected files or envfile)"
+        );
+        assert_eq!(
+            err_text(&files("directory = \"/x\"\ndir = 5\n")),
+            "p.toml:4:1: unknown field `directory` in [sinks.files] (expected dir, mode, dir_mode, uid, gid or reload)\n\
+             p.toml:5:7: `dir` in [sinks.files] must be a string (found integer)"
+        );
+    }
+
+    #[test]
+    fn files_modes_and_owners() {
+        assert_eq!(
+            err_text(&files("mode = \"0664\"\ndir_mode = 0o775\n")),
+            "p.toml:4:8: `mode` 0664 lets group or others write secrets (expected a mode without write bits for them, e.g. \"0400\")\n\
+             p.toml:5:12: `dir_mode` 0775 lets group or others write secrets (expected a mode without write bits for them, e.g. \"0400\")"
+        );
+        assert_eq!(
+            err_text(&files("mode = 400\ndir_mode = \"rwx\"\n")),
+            "p.toml:4:8: `mode` in [sinks.files] must be an octal mode like \"0400\" or 0o400\n\
+             p.toml:5:12: `dir_mode` in [sinks.files] must be an octal mode like \"0400\" or 0o400"
+        );
+        assert_eq!(
+            err_text(&files("mode = \"01400\"\n")),
+            "p.toml:4:8: `mode` in [sinks.files] must be an octal mode like \"0400\" or 0o400"
+        );
+        assert_eq!(
+            err_text(&files("uid = -1\ngid = \"0\"\n")),
+            "p.toml:4:7: `uid` = -1 in [sinks.files] is out of range (expected 0 to 4294967294)\n\
+             p.toml:5:7: `gid` in [sinks.files] must be an integer (found string)"
+        );
+    }
+
+    #[test]
+    fn envfile_path_mode_and_include() {
+        assert_eq!(
+            err_text(&envfile("mode = \"0600\"\n")),
+            "p.toml:3:8: [sinks.envfile] has no `path` (expected path = \".env\")"
+        );
+        assert_eq!(
+            err_text(&envfile(
+                "path = \".env\"\nmode = \"0660\"\ninclude = \"A\"\n"
+            )),
+            "p.toml:5:8: `mode` 0660 lets group or others write secrets (expected a mode without write bits for them, e.g. \"0400\")\n\
+             p.toml:6:11: `include` in [sinks.envfile] must be a list of strings (found string)"
+        );
+        // Unknown names are reported at the first [sinks.*] header.
+        assert_eq!(
+            err_text(&envfile(
+                "path = \".env\"\ninclude = [\"A\", \"B\", \"C\"]\n"
+            )),
+            "p.toml:3:2: [sinks.envfile] include names \"B\", which this policy does not declare\n\
+             p.toml:3:2: [sinks.envfile] include names \"C\", which this policy does not declare"
+        );
+        assert_eq!(
+            err_text(&envfile("path = 1\nowner = \"me\"\n")),
+            "p.toml:4:8: `path` in [sinks.envfile] must be a string (found integer)\n\
+             p.toml:5:1: unknown field `owner` in [sinks.envfile] (expected path, mode or include)"
+        );
+    }
+
+    #[test]
+    fn reload_hook_problems() {
+        assert_eq!(
+            err_text(&files("reload = \"HUP\"\n")),
+            format!("p.toml:4:10: `reload` must be a table {EXPECTED_RELOAD}")
+        );
+        assert_eq!(
+            err_text(&files(
+                "reload = { signal = \"KILL\", pid_file = \"/run/a.pid\" }\n"
+            )),
+            "p.toml:4:21: unknown signal \"KILL\" (expected one of HUP, USR1, USR2, INT, TERM)"
+        );
+        let needs = format!(
+            "`reload` needs either signal and pid_file, or a non-empty command {EXPECTED_RELOAD}"
+        );
+        for reload in [
+            "{ signal = \"HUP\" }",
+            "{ command = [] }",
+            "{ signal = \"HUP\", pid_file = \"/run/a.pid\", command = [\"x\"] }",
+            "{}",
+        ] {
+            assert_eq!(
+                err_text(&files(&format!("reload = {reload}\n"))),
+                format!("p.toml:4:10: {needs}")
+            );
+        }
+        assert_eq!(
+            err_text(&files(
+                "reload = { command = [\"nginx\", 1], user = \"root\" }\n"
+            )),
+            "p.toml:4:32: `command` in `reload` of [sinks.files] must list strings (found integer)\n\
+             p.toml:4:36: unknown field `user` in `reload` of [sinks.files] (expected signal and pid_file, or command)"
+        );
+    }
+}

@@ -1,0 +1,531 @@
+//! Targets: the `[targets.NAME]` tables (PostgreSQL and Redis servers keyd logs into) and a
+//! password's `target = { … }`, which names one of them and says how its values reach it.
+
+use std::path::PathBuf;
+
+use toml::de::{DeTable, DeValue};
+
+use super::Checker;
+use super::fields::{Entry, Fields};
+use super::kinds::check_name;
+use crate::policy::{AdminPassword, PgStrategy, RedisMode, SecretTarget, TargetKind, TargetSpec};
+
+/// Whether `name` is a PostgreSQL role name keyd accepts: a lowercase identifier that needs no
+/// quoting, at most 59 bytes (room for the `_b` of the alternating strategy's second login).
+fn valid_role(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 59
+}
+
+/// Checks the `[targets.NAME]` tables; a target with a problem in its type or url is left out.
+pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetSpec> {
+    let mut out = Vec::new();
+    for e in Fields::new("[targets]", table).entries {
+        let DeValue::Table(t) = e.value.get_ref() else {
+            c.err(
+                e.value.span().start,
+                format!("target {:?} must be a table ([targets.{}])", e.key, e.key),
+            );
+            continue;
+        };
+        let f = Fields::new(format!("target {:?}", e.key), t);
+        let Some((kind, kind_at)) = f.str(c, "type") else {
+            c.err(
+                e.key_at,
+                format!(
+                    "target {:?} has no `type` (expected \"postgres\" or \"redis\")",
+                    e.key
+                ),
+            );
+            continue;
+        };
+        let common = ["type", "url", "password_secret", "password_file"];
+        let kind = match kind.as_str() {
+            "postgres" => {
+                f.only(
+                    c,
+                    &common,
+                    "for type \"postgres\": type, url, password_secret, password_file",
+                );
+                TargetKind::Postgres
+            }
+            "redis" => {
+                f.only(
+                    c,
+                    &[&common[..], &["user", "replicas"]].concat(),
+                    "for type \"redis\": type, url, user, password_secret, password_file, replicas",
+                );
+                TargetKind::Redis {
+                    user: f
+                        .str(c, "user")
+                        .map_or_else(|| "default".to_owned(), |(u, _)| u),
+                    replicas: f
+                        .str_list(c, "replicas")
+                        .map(|(r, _)| r)
+                        .unwrap_or_default(),
+                }
+            }
+            other => {
+                c.err(
+                    kind_at,
+                    format!("unknown target type {other:?} (expected \"postgres\" or \"redis\")"),
+                );
+                continue;
+            }
+        };
+        let Some((url, url_at)) = f.str(c, "url") else {
+            c.err(e.key_at, format!("target {:?} has no `url`", e.key));
+            continue;
+        };
+        let scheme_ok = match kind {
+            TargetKind::Postgres => {
+                url.starts_with("postgres://") || url.starts_with("postgresql://")
+            }
+            TargetKind::Redis { .. } => url.starts_with("redis://"),
+        };
+        if !scheme_ok {
+            c.err(url_at, format!("target {:?}: url {url:?} has the wrong scheme (expected postgres://… or redis://… to match its type)", e.key));
+        }
+        let authority = url
+            .split("://")
+            .nth(1)
+            .unwrap_or("")
+            .split('/')
+            .next()
+            .unwrap_or("");
+        if authority
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        {
+            c.err(url_at, format!("target {:?}: the url holds a password; put it in password_secret or password_file, not in the policy", e.key));
+        }
+        let password = match (f.str(c, "password_secret"), f.str(c, "password_file")) {
+            (Some(_), Some((_, at))) => {
+                c.err(at, "give password_secret or password_file, not both");
+                AdminPassword::None
+            }
+            (Some((name, _)), None) => AdminPassword::Secret(name),
+            (None, Some((path, _))) => AdminPassword::File(PathBuf::from(path)),
+            (None, None) => AdminPassword::None,
+        };
+        out.push(TargetSpec {
+            name: e.key.to_owned(),
+            kind,
+            url,
+            password,
+        });
+    }
+    out
+}
+
+/// Checks the `target = { … }` (entry `e`) of secret `name` against the declared targets.
+pub(super) fn check_secret_target(
+    c: &mut Checker,
+    name: &str,
+    e: &Entry<'_, '_>,
+    targets: &[TargetSpec],
+) -> Option<SecretTarget> {
+    let DeValue::Table(t) = e.value.get_ref() else {
+        c.err(
+            e.value.span().start,
+            "`target` must be an inline table, e.g. target = { name = \"db\", role = \"app\" }",
+        );
+        return None;
+    };
+    let f = Fields::new(format!("the target of {name:?}"), t);
+    let Some((target, target_at)) = f.str(c, "name") else {
+        c.err(
+            e.value.span().start,
+            format!(
+                "the target of {name:?} has no `name` (expected one of the [targets.*] tables)"
+            ),
+        );
+        return None;
+    };
+    let Some(spec) = targets.iter().find(|t| t.name == target) else {
+        let known: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        c.err(
+            target_at,
+            format!(
+                "unknown target {target:?} (expected one of: {})",
+                if known.is_empty() {
+                    "none declared".into()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
+        return None;
+    };
+    match &spec.kind {
+        TargetKind::Postgres => {
+            f.only(
+                c,
+                &["name", "role", "strategy", "user_secret", "group"],
+                "for a postgres target: name, role, strategy, user_secret, group",
+            );
+            let Some((role, role_at)) = f.str(c, "role") else {
+                c.err(
+                    e.value.span().start,
+                    format!("the target of {name:?} has no `role`"),
+                );
+                return None;
+            };
+            if !valid_role(&role) {
+                c.err(role_at, format!("role {role:?} is not a valid PostgreSQL identifier here (expected lowercase letters, digits and '_', starting with a letter or '_', at most 59 characters)"));
+            }
+            let strategy = match f.str(c, "strategy") {
+                None => PgStrategy::Single,
+                Some((s, _)) if s == "single" => PgStrategy::Single,
+                Some((s, _)) if s == "alternating" => PgStrategy::Alternating,
+                Some((s, at)) => {
+                    c.err(
+                        at,
+                        format!("unknown strategy {s:?} (expected \"single\" or \"alternating\")"),
+                    );
+                    PgStrategy::Single
+                }
+            };
+            let user_secret = f.str(c, "user_secret").map(|(u, at)| {
+                if let Err(m) = check_name(&u) {
+                    c.err(at, format!("`user_secret`: {m}"));
+                }
+                u
+            });
+            if strategy == PgStrategy::Alternating && user_secret.is_none() {
+                c.err(e.value.span().start, format!("the alternating strategy of {name:?} needs user_secret = \"NAME\" (the login in use is delivered under it)"));
+            }
+            let group = match f.str(c, "group") {
+                Some((g, at)) => {
+                    if !valid_role(&g) {
+                        c.err(
+                            at,
+                            format!("group {g:?} is not a valid PostgreSQL identifier here"),
+                        );
+                    }
+                    g
+                }
+                None => format!("{role}_group"),
+            };
+            Some(SecretTarget::Postgres {
+                target,
+                role,
+                strategy,
+                user_secret,
+                group,
+            })
+        }
+        TargetKind::Redis { .. } => {
+            f.only(
+                c,
+                &["name", "user", "acl", "mode"],
+                "for a redis target: name, user, acl, mode",
+            );
+            let mode = match f.str(c, "mode") {
+                None => RedisMode::Acl,
+                Some((m, _)) if m == "acl" => RedisMode::Acl,
+                Some((m, _)) if m == "requirepass" => RedisMode::Requirepass,
+                Some((m, at)) => {
+                    c.err(
+                        at,
+                        format!("unknown mode {m:?} (expected \"acl\" or \"requirepass\")"),
+                    );
+                    RedisMode::Acl
+                }
+            };
+            let user = f
+                .str(c, "user")
+                .map_or_else(|| "default".to_owned(), |(u, _)| u);
+            if let Some((bad, at)) = f
+                .str(c, "user")
+                .filter(|(u, _)| u.is_empty() || u.contains(char::is_whitespace))
+            {
+                c.err(at, format!("Redis user {bad:?} must be a single word"));
+            }
+            if mode == RedisMode::Requirepass && user != "default" {
+                c.err(
+                    e.value.span().start,
+                    "mode = \"requirepass\" sets the default user's password: leave `user` out",
+                );
+            }
+            let acl = f
+                .str(c, "acl")
+                .map_or_else(|| "~* &* +@all".to_owned(), |(a, _)| a);
+            Some(SecretTarget::Redis {
+                target,
+                user,
+                acl,
+                mode,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::super::testing::{err_text, policy};
+    use super::*;
+    use crate::policy::Part;
+
+    /// A postgres target `db` and a redis target `cache` (lines 3 to 8), then secret A, a
+    /// password on lines 9 and 10, whose `target = ` value starts at 11:10.
+    fn with_target(target: &str) -> String {
+        format!(
+            "[stack]\nname = \"s\"\n[targets.db]\ntype = \"postgres\"\nurl = \"postgres://admin@db/app\"\n[targets.cache]\ntype = \"redis\"\nurl = \"redis://cache:6379\"\n[secrets.A]\nkind = \"password\"\ntarget = {target}\n"
+        )
+    }
+
+    /// Target `db` (name at 3:10) with `body` from line 4 on, then a fernet secret.
+    fn target_table(body: &str) -> String {
+        format!("[stack]\nname = \"s\"\n[targets.db]\n{body}[secrets.F]\nkind = \"fernet\"\n")
+    }
+
+    #[test]
+    fn targets_and_secret_targets() {
+        let p = policy(
+            r#"[stack]
+name = "s"
+[targets.db]
+type = "postgres"
+url = "postgresql://admin@127.0.0.1/app"
+password_secret = "DB_ADMIN"
+[targets.cache]
+type = "redis"
+url = "redis://127.0.0.1:6379"
+user = "keyd"
+replicas = ["redis://replica:6379"]
+password_file = "/run/secrets/redis_admin"
+[secrets.DB_ADMIN]
+kind = "password"
+[secrets.APP]
+kind = "password"
+target = { name = "db", role = "app" }
+[secrets.APP2]
+kind = "password"
+target = { name = "db", role = "app2", strategy = "alternating", user_secret = "APP2_USER", group = "apps" }
+[secrets.CACHE]
+kind = "password"
+target = { name = "cache", user = "worker", acl = "~jobs:* +@all" }
+[secrets.CACHE_DEFAULT]
+kind = "password"
+target = { name = "cache", mode = "requirepass" }
+"#,
+        );
+        assert_eq!(
+            p.targets,
+            [
+                TargetSpec {
+                    name: "db".into(),
+                    kind: TargetKind::Postgres,
+                    url: "postgresql://admin@127.0.0.1/app".into(),
+                    password: AdminPassword::Secret("DB_ADMIN".into()),
+                },
+                TargetSpec {
+                    name: "cache".into(),
+                    kind: TargetKind::Redis {
+                        user: "keyd".into(),
+                        replicas: vec!["redis://replica:6379".into()],
+                    },
+                    url: "redis://127.0.0.1:6379".into(),
+                    password: AdminPassword::File(PathBuf::from("/run/secrets/redis_admin")),
+                },
+            ]
+        );
+        let target = |name: &str| p.secret(name).unwrap().target.clone();
+        assert_eq!(target("DB_ADMIN"), None);
+        assert_eq!(
+            target("APP"),
+            Some(SecretTarget::Postgres {
+                target: "db".into(),
+                role: "app".into(),
+                strategy: PgStrategy::Single,
+                user_secret: None,
+                group: "app_group".into(),
+            })
+        );
+        assert_eq!(
+            target("APP2"),
+            Some(SecretTarget::Postgres {
+                target: "db".into(),
+                role: "app2".into(),
+                strategy: PgStrategy::Alternating,
+                user_secret: Some("APP2_USER".into()),
+                group: "apps".into(),
+            })
+        );
+        let login = p.outputs().into_iter().find(|o| o.name == "APP2_USER");
+        assert_eq!(
+            login.map(|o| (o.secret, o.part)),
+            Some(("APP2".into(), Part::Login))
+        );
+        assert_eq!(
+            target("CACHE"),
+            Some(SecretTarget::Redis {
+                target: "cache".into(),
+                user: "worker".into(),
+                acl: "~jobs:* +@all".into(),
+                mode: RedisMode::Acl,
+            })
+        );
+        assert_eq!(
+            target("CACHE_DEFAULT"),
+            Some(SecretTarget::Redis {
+                target: "cache".into(),
+                user: "default".into(),
+                acl: "~* &* +@all".into(),
+                mode: RedisMode::Requirepass,
+            })
+        );
+    }
+
+    #[test]
+    fn target_tables_type_and_url() {
+        assert_eq!(
+            err_text(
+                "[stack]\nname = \"s\"\n[targets]\ndb = \"postgres://db\"\n[secrets.F]\nkind = \"fernet\"\n"
+            ),
+            "p.toml:4:6: target \"db\" must be a table ([targets.db])"
+        );
+        assert_eq!(
+            err_text(&target_table("url = \"postgres://db\"\n")),
+            "p.toml:3:10: target \"db\" has no `type` (expected \"postgres\" or \"redis\")"
+        );
+        assert_eq!(
+            err_text(&target_table("type = \"mysql\"\n")),
+            "p.toml:4:8: unknown target type \"mysql\" (expected \"postgres\" or \"redis\")"
+        );
+        assert_eq!(
+            err_text(&target_table("type = \"postgres\"\n")),
+            "p.toml:3:10: target \"db\" has no `url`"
+        );
+        assert_eq!(
+            err_text(&target_table("type = \"postgres\"\nurl = \"redis://db\"\n")),
+            "p.toml:5:7: target \"db\": url \"redis://db\" has the wrong scheme (expected postgres://… or redis://… to match its type)"
+        );
+        assert_eq!(
+            err_text(&target_table(
+                "type = \"redis\"\nurl = \"redis://u:hunter2@cache/0\"\n"
+            )),
+            "p.toml:5:7: target \"db\": the url holds a password; put it in password_secret or password_file, not in the policy"
+        );
+    }
+
+    #[test]
+    fn target_fields_and_admin_password() {
+        assert_eq!(
+            err_text(&target_table(
+                "type = \"postgres\"\nurl = \"postgres://db\"\nuser = \"admin\"\npassword_secret = \"F\"\npassword_file = \"/p\"\n"
+            )),
+            "p.toml:6:1: unknown field `user` in target \"db\" (expected for type \"postgres\": type, url, password_secret, password_file)\n\
+             p.toml:8:17: give password_secret or password_file, not both"
+        );
+        // An admin password must be a value of this policy; reported at the first [targets.*].
+        assert_eq!(
+            err_text(&target_table(
+                "type = \"postgres\"\nurl = \"postgres://db\"\npassword_secret = \"ADMIN\"\n"
+            )),
+            "p.toml:3:2: target \"db\": password_secret \"ADMIN\" is not declared in this policy"
+        );
+        assert_eq!(
+            err_text(&target_table(
+                "type = \"redis\"\nurl = \"redis://db\"\nreplicas = \"redis://r\"\n"
+            )),
+            "p.toml:6:12: `replicas` in target \"db\" must be a list of strings (found string)"
+        );
+    }
+
+    #[test]
+    fn secret_target_shape_and_name() {
+        assert_eq!(
+            err_text(&with_target("\"db\"")),
+            "p.toml:11:10: `target` must be an inline table, e.g. target = { name = \"db\", role = \"app\" }"
+        );
+        assert_eq!(
+            err_text(&with_target("{ role = \"app\" }")),
+            "p.toml:11:10: the target of \"A\" has no `name` (expected one of the [targets.*] tables)"
+        );
+        assert_eq!(
+            err_text(&with_target("{ name = \"dbx\", role = \"app\" }")),
+            "p.toml:11:19: unknown target \"dbx\" (expected one of: db, cache)"
+        );
+    }
+
+    #[test]
+    fn postgres_secret_targets() {
+        assert_eq!(
+            err_text(&with_target("{ name = \"db\" }")),
+            "p.toml:11:10: the target of \"A\" has no `role`"
+        );
+        assert_eq!(
+            err_text(&with_target(
+                "{ name = \"db\", role = \"1app\", acl = \"x\" }"
+            )),
+            "p.toml:11:32: role \"1app\" is not a valid PostgreSQL identifier here (expected lowercase letters, digits and '_', starting with a letter or '_', at most 59 characters)\n\
+             p.toml:11:40: unknown field `acl` in the target of \"A\" (expected for a postgres target: name, role, strategy, user_secret, group)"
+        );
+        assert_eq!(
+            err_text(&with_target(
+                "{ name = \"db\", role = \"app\", strategy = \"rotate\" }"
+            )),
+            "p.toml:11:50: unknown strategy \"rotate\" (expected \"single\" or \"alternating\")"
+        );
+        assert_eq!(
+            err_text(&with_target(
+                "{ name = \"db\", role = \"app\", strategy = \"alternating\" }"
+            )),
+            "p.toml:11:10: the alternating strategy of \"A\" needs user_secret = \"NAME\" (the login in use is delivered under it)"
+        );
+        assert_eq!(
+            err_text(&with_target(
+                "{ name = \"db\", role = \"app\", user_secret = \"a b\", group = \"Apps\" }"
+            )),
+            "p.toml:11:53: `user_secret`: name \"a b\" contains ' ' (expected letters, digits, '.', '_' or '-')\n\
+             p.toml:11:68: group \"Apps\" is not a valid PostgreSQL identifier here"
+        );
+    }
+
+    #[test]
+    fn redis_secret_targets() {
+        assert_eq!(
+            err_text(&with_target(
+                "{ name = \"cache\", mode = \"cluster\", role = \"x\" }"
+            )),
+            "p.toml:11:35: unknown mode \"cluster\" (expected \"acl\" or \"requirepass\")\n\
+             p.toml:11:46: unknown field `role` in the target of \"A\" (expected for a redis target: name, user, acl, mode)"
+        );
+        assert_eq!(
+            err_text(&with_target("{ name = \"cache\", user = \"two words\" }")),
+            "p.toml:11:35: Redis user \"two words\" must be a single word"
+        );
+        assert_eq!(
+            err_text(&with_target(
+                "{ name = \"cache\", user = \"app\", mode = \"requirepass\" }"
+            )),
+            "p.toml:11:10: mode = \"requirepass\" sets the default user's password: leave `user` out"
+        );
+    }
+
+    #[test]
+    fn role_names() {
+        for ok in ["app", "_app", "app_2", &"a".repeat(59)] {
+            assert!(valid_role(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "App",
+            "2app",
+            "app-user",
+            "app user",
+            "rôle",
+            &"a".repeat(60),
+        ] {
+            assert!(!valid_role(bad), "{bad}");
+        }
+    }
+}
