@@ -66,16 +66,23 @@ impl Checker {
 /// known (no escapes before it); otherwise the value's start.
 fn offset_in_string(src: &str, value_at: usize, offset: usize) -> usize {
     let raw = &src[value_at..];
-    let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
-        3
-    } else {
-        1
-    };
-    let body = &raw[quote..];
-    if raw.starts_with('\'') || !body[..offset.min(body.len())].contains('\\') {
-        value_at + quote + offset
-    } else {
-        value_at
+    let multi_line = raw.starts_with("\"\"\"") || raw.starts_with("'''");
+    let mut start = if multi_line { 3 } else { 1 };
+    // TOML drops a newline right after the opening quotes of a multi-line string.
+    if multi_line {
+        start += [("\r\n", 2), ("\n", 1)]
+            .iter()
+            .find(|(nl, _)| raw[3..].starts_with(nl))
+            .map_or(0, |(_, n)| *n);
+    }
+    let body = &raw[start..];
+    // The offset counts characters of the value as TOML read it; it is a byte offset in the
+    // source only while no escape comes before it (and never inside a character).
+    match body.get(..offset) {
+        Some(before) if raw.starts_with('\'') || !before.contains('\\') => {
+            value_at + start + offset
+        }
+        _ => value_at,
     }
 }
 
@@ -399,6 +406,28 @@ mod tests {
     use super::testing::{err_text, policy};
     use super::*;
     use crate::policy::{Kind, Output};
+
+    #[test]
+    fn an_escape_then_a_multibyte_character_in_a_template_is_an_error_not_a_panic() {
+        let text = err_text(
+            "[stack]\nname = \"d\"\n\n[secrets.U]\nkind = \"template\"\ntemplate = \"\\t€{X}\"\n",
+        );
+        assert_eq!(
+            text,
+            "p.toml:6:12: template of \"U\" refers to unknown name {X} (expected a secret or companion name declared in this policy)"
+        );
+    }
+
+    #[test]
+    fn an_unknown_name_in_a_multi_line_template_is_reported_on_its_own_line() {
+        let text = err_text(
+            "[stack]\nname = \"d\"\n\n[secrets.U]\nkind = \"template\"\ntemplate = \"\"\"\npostgres://{X}@db\"\"\"\n",
+        );
+        assert_eq!(
+            text,
+            "p.toml:7:12: template of \"U\" refers to unknown name {X} (expected a secret or companion name declared in this policy)"
+        );
+    }
 
     #[test]
     fn minimal_policy_keeps_order_lines_and_lookups() {
