@@ -1,6 +1,6 @@
 //! Typed reads of one TOML table for the parser: its entries in source order with their
 //! positions, and strings, integers, booleans, lists, ranges, file modes and durations, each
-//! reporting a wrong type or value at the value's position.
+//! reporting a wrong type or value at the value's position; and the rule for secret names.
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -201,6 +201,26 @@ impl<'t, 'i> Fields<'t, 'i> {
             }
         }
     }
+}
+
+/// Checks a secret or companion name; the rules keep it a safe file name, Swarm secret name
+/// (with room for the `_v<version>` suffix) and, usually, an env var name.
+pub(super) fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 60 {
+        return Err(format!("name {name:?} must be 1 to 60 characters long"));
+    }
+    if name.starts_with('.') {
+        return Err(format!("name {name:?} must not start with '.'"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "name {name:?} contains {bad:?} (expected letters, digits, '.', '_' or '-')"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use toml::de::DeTable;
 
-use super::fields::Fields;
+use super::fields::{Fields, check_name};
 use super::targets::check_secret_target;
 use super::{Checker, LineIndex, offset_in_string};
 use crate::material::password::{self, Alphabet};
@@ -25,26 +25,6 @@ pub(super) struct Draft {
     pub(super) template_at: usize,
     /// Where each companion name (`public`, `jwks`, `key`) is written.
     pub(super) companions_at: Vec<(String, &'static str, usize)>,
-}
-
-/// Checks a secret or companion name; the rules keep it a safe file name, Swarm secret name
-/// (with room for the `_v<version>` suffix) and, usually, an env var name.
-pub(super) fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 60 {
-        return Err(format!("name {name:?} must be 1 to 60 characters long"));
-    }
-    if name.starts_with('.') {
-        return Err(format!("name {name:?} must not start with '.'"));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "name {name:?} contains {bad:?} (expected letters, digits, '.', '_' or '-')"
-        ));
-    }
-    Ok(())
 }
 
 /// Checks `[secrets.NAME]` (`at` is where NAME is written); `None` when it cannot be used.
