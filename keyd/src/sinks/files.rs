@@ -205,6 +205,32 @@ impl Sink for FilesSink {
     }
 }
 
+/// The process a reload hook's pid file names: a positive pid above 1 (never 0, -1 or a
+/// negative number, which `kill(2)` reads as a process group or every process; never init) of
+/// a process that exists now.
+fn read_pid_file(pid_file: &Path) -> std::io::Result<rustix::process::Pid> {
+    let text = fs::read_to_string(pid_file)?;
+    let text = text.trim();
+    let pid = text
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| i32::try_from(n).ok())
+        .filter(|&n| n > 1)
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| {
+            std::io::Error::other(format!(
+                "holds {text:?}, not the process id of a running program (a number above 1)"
+            ))
+        })?;
+    rustix::process::test_kill_process(pid).map_err(|e| {
+        std::io::Error::other(format!(
+            "names process {text}, which cannot be signalled ({}): is the pid file stale?",
+            std::io::Error::from(e)
+        ))
+    })?;
+    Ok(pid)
+}
+
 /// Runs a files sink's reload hook after a delivery changed something. The command gets no
 /// secret: not in argv, not in its environment (keyd's own environment holds none).
 fn run_reload_hook(hook: &ReloadHook) -> Result<(), SinkError> {
@@ -215,18 +241,7 @@ fn run_reload_hook(hook: &ReloadHook) -> Result<(), SinkError> {
     };
     match hook {
         ReloadHook::Signal { signal, pid_file } => {
-            let text = fs::read_to_string(pid_file).map_err(|e| fail(pid_file, e))?;
-            let pid = text
-                .trim()
-                .parse::<i32>()
-                .ok()
-                .and_then(rustix::process::Pid::from_raw)
-                .ok_or_else(|| {
-                    fail(
-                        pid_file,
-                        std::io::Error::other("does not hold a process id"),
-                    )
-                })?;
+            let pid = read_pid_file(pid_file).map_err(|e| fail(pid_file, e))?;
             let sig = match signal {
                 Signal::Hup => rustix::process::Signal::HUP,
                 Signal::Usr1 => rustix::process::Signal::USR1,
