@@ -535,8 +535,18 @@ impl<'a> Engine<'a> {
         {
             return Ok(false);
         }
+        let keeps_older = self.data.stacks[stack].secrets[name]
+            .fernet_list_keep
+            .is_some_and(|keep| keep > 2);
+        // The previous version stops being live here (the rotation before this one was never
+        // retired): the target forgets it first, as `retire` would, so that no value the store
+        // calls retired still logs in. A crash after this repeats an idempotent retire.
+        if !keeps_older {
+            self.retire_at_target(stack, name, rotation.pending, |v| {
+                v.label == Some(Label::Previous)
+            })?;
+        }
         let record = self.record_mut(stack, name);
-        let keeps_older = record.fernet_list_keep.is_some_and(|keep| keep > 2);
         for v in &mut record.versions {
             match v.label {
                 Some(Label::Previous) => {
@@ -582,17 +592,7 @@ impl<'a> Engine<'a> {
             .map(|v| v.number)
             .collect();
         // The target forgets old values first: a crash after this repeats an idempotent retire.
-        let target = self.target_for(stack, name)?;
-        let record = &self.data.stacks[stack].secrets[name];
-        if let Some(target) = target
-            && let Some(current) = record.current().and_then(credential)
-        {
-            for number in &to_retire {
-                if let Some(old) = record.version(*number).and_then(credential) {
-                    target.retire(&old, &current)?;
-                }
-            }
-        }
+        self.retire_at_target(stack, name, from, |v| to_retire.contains(&v.number))?;
         let record = self.record_mut(stack, name);
         let mut retired = Vec::new();
         for v in record
@@ -628,6 +628,34 @@ impl<'a> Engine<'a> {
 }
 
 impl Engine<'_> {
+    /// Makes the target of `stack/name` (if it has one) stop accepting the versions `which`
+    /// selects, keeping version `keep` working.
+    fn retire_at_target(
+        &mut self,
+        stack: &str,
+        name: &str,
+        keep: u64,
+        which: impl Fn(&VersionRecord) -> bool,
+    ) -> Result<(), Error> {
+        let Some(target) = self.target_for(stack, name)? else {
+            return Ok(());
+        };
+        let record = &self.data.stacks[stack].secrets[name];
+        let Some(current) = record.version(keep).and_then(credential) else {
+            return Ok(());
+        };
+        for old in record
+            .versions
+            .iter()
+            .filter(|v| v.number != keep && which(v))
+        {
+            if let Some(old) = credential(old) {
+                target.retire(&old, &current)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The target a secret's values must reach, with its admin password resolved now (from the
     /// store's current value of `password_secret`, which may itself have been rotated).
     pub(crate) fn target_for(
