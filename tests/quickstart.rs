@@ -291,7 +291,7 @@ fn envfile_sink_writes_compose_safe_values_and_refuses_the_rest_before_writing_a
     let tmp = TempDir::new("envfile");
     let home = tmp.join("home");
     let policy = tmp.join("env.toml");
-    let base = "[stack]\nname = \"env\"\n\n[sinks.envfile]\npath = \"stack.env\"\n\n[secrets.API_TOKEN]\nkind = \"token\"\nencoding = \"base64\"\n\n[secrets.ADMIN_PASSWORD]\nkind = \"password\"\nalphabet = \"abcdefghijklmnopqrstuvwxyz0123456789$#@\"\n\n[secrets.FERNET_KEY]\nkind = \"fernet\"\n";
+    let base = "[stack]\nname = \"env\"\n\n[sinks.envfile]\npath = \"stack.env\"\n\n[secrets.API_TOKEN]\nkind = \"token\"\nencoding = \"base64\"\n\n[secrets.ADMIN_PASSWORD]\nkind = \"password\"\nalphabet = \"abcdefghijklmnopqrstuvwxyz0123456789#@!\"\n\n[secrets.FERNET_KEY]\nkind = \"fernet\"\n";
     std::fs::write(&policy, base).unwrap();
     ok(keyctl(&home).arg("quickstart").arg("--policy").arg(&policy));
     let env = std::fs::read_to_string(tmp.join("stack.env")).unwrap();
@@ -319,12 +319,13 @@ fn envfile_sink_writes_compose_safe_values_and_refuses_the_rest_before_writing_a
             ok(keyctl(&home).arg("show").arg(name)),
             "{name}"
         );
-        if value.contains(['$', '#']) {
-            assert!(raw.starts_with('\''), "{name}: $ and # must be quoted");
+        if value.contains(['#', '!']) {
+            assert!(raw.starts_with('\''), "{name}: # and ! must be quoted");
         }
     }
 
-    // A PEM key cannot go into an env file: refused, nothing written, store untouched.
+    // A PEM key cannot go into an env file: the policy is refused, nothing written, store
+    // untouched.
     std::fs::write(
         &policy,
         format!(
@@ -337,7 +338,7 @@ fn envfile_sink_writes_compose_safe_values_and_refuses_the_rest_before_writing_a
         std::fs::read(tmp.join("stack.env")).unwrap(),
     );
     let refused = run(keyctl(&home).arg("apply").arg("--policy").arg(&policy));
-    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(refused.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
         stderr.contains("TLS_CERT") && stderr.contains("include"),

@@ -78,3 +78,194 @@ fn a_reload_pid_file_holding_minus_one_zero_or_a_group_signals_no_other_process(
         );
     }
 }
+
+/// `s` as a TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A policy of literals `V0, V1, …` holding `values`, all delivered to an env file.
+fn envfile_policy(tmp: &TempDir, file: &str, values: &[&str]) -> std::path::PathBuf {
+    let mut text = format!(
+        "[stack]\nname = \"env\"\n\n[sinks.envfile]\npath = \"{}\"\n",
+        tmp.join("stack.env").display()
+    );
+    for (i, v) in values.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[secrets.V{i}]\nkind = \"literal\"\nvalue = {}\n",
+            toml_string(v)
+        ));
+    }
+    let path = tmp.join(file);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn envfile_values_round_trip_through_docker_compose_and_python_dotenv_or_are_refused() {
+    let tmp = TempDir::new("sec-envfile");
+    // Each special character alone, first, last and inside a value, and the combinations
+    // that broke out of single quotes.
+    let mut candidates: Vec<String> = Vec::new();
+    for c in ["\\", "'", "\"", "$", "#", " ", "=", "\n", "\t", "é"] {
+        candidates.extend([c.into(), format!("a{c}"), format!("{c}a"), format!("a{c}b")]);
+    }
+    candidates.extend(
+        [
+            "x\\' B=evil",
+            "${HOME}",
+            "$HOME",
+            "a #b",
+            "  lead and trail  ",
+            "plain-._~:/+=@%^,",
+            "say \"hi\"",
+        ]
+        .map(String::from),
+    );
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    for (i, value) in candidates.iter().enumerate() {
+        let policy = envfile_policy(&tmp, &format!("one{i}.toml"), &[value]);
+        let out = run(keyctl(&tmp.join("home-check"))
+            .args(["policy", "check"])
+            .arg(&policy));
+        if out.status.success() {
+            accepted.push(value.as_str());
+        } else {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("[sinks.envfile] cannot carry"),
+                "{value:?} refused for another reason: {stderr}"
+            );
+            refused.push(value.as_str());
+        }
+    }
+    // What cannot round-trip through both parsers is refused; what can is accepted.
+    for must_refuse in ["a\\", "\\", "a'b", "${HOME}", "a\nb", "a\tb", "x\\' B=evil"] {
+        assert!(refused.contains(&must_refuse), "{must_refuse:?} accepted");
+    }
+    for must_accept in [
+        "a b",
+        "a#b",
+        "#",
+        "a=b",
+        "say \"hi\"",
+        "é",
+        "  lead and trail  ",
+    ] {
+        assert!(accepted.contains(&must_accept), "{must_accept:?} refused");
+    }
+
+    // Every accepted value, delivered in one file, reads back unchanged through the real
+    // docker-compose (v1, which parses with python-dotenv) and through python-dotenv itself.
+    let policy = envfile_policy(&tmp, "all.toml", &accepted);
+    ok(keyctl(&tmp.join("home"))
+        .args(["quickstart", "--policy"])
+        .arg(&policy));
+    let mut compose =
+        String::from("version: \"3.7\"\nservices:\n  app:\n    image: busybox\n    environment:\n");
+    for i in 0..accepted.len() {
+        compose.push_str(&format!("      V{i}: ${{V{i}}}\n"));
+    }
+    std::fs::write(tmp.join("docker-compose.yml"), compose).unwrap();
+    let config = ok(Command::new("docker-compose")
+        .arg("--project-directory")
+        .arg(tmp.path())
+        .arg("-f")
+        .arg(tmp.join("docker-compose.yml"))
+        .arg("--env-file")
+        .arg(tmp.join("stack.env"))
+        .arg("config"));
+    let read_back = |script: &str, stdin: &[u8]| -> serde_json::Value {
+        let out = keyd_tests::pipe("/usr/bin/python3", &["-c", script], stdin);
+        serde_json::from_slice(&out).unwrap()
+    };
+    let from_compose = read_back(
+        "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)['services']['app']['environment']))",
+        &config,
+    );
+    let from_dotenv = read_back(
+        &format!(
+            "import json, dotenv; print(json.dumps(dict(dotenv.dotenv_values({:?}))))",
+            tmp.join("stack.env").display().to_string()
+        ),
+        b"",
+    );
+    for (i, value) in accepted.iter().enumerate() {
+        let key = format!("V{i}");
+        assert_eq!(
+            from_compose[&key], **value,
+            "docker-compose read {key} differently"
+        );
+        assert_eq!(
+            from_dotenv[&key], **value,
+            "python-dotenv read {key} differently"
+        );
+    }
+}
+
+#[test]
+fn a_password_alphabet_the_envfile_cannot_carry_is_refused_by_policy_check() {
+    let tmp = TempDir::new("sec-alphabet");
+    let path = tmp.join("p.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[stack]\nname = \"a\"\n\n[sinks.envfile]\npath = \"{}\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\nalphabet = \"ascii-printable\"\n",
+            tmp.join("a.env").display()
+        ),
+    )
+    .unwrap();
+    let out = run(keyctl(&tmp.join("home"))
+        .args(["policy", "check"])
+        .arg(&path));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:7:10: \"DB_PASSWORD\" can hold",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn one_sink_that_cannot_deliver_does_not_stop_the_others() {
+    let tmp = TempDir::new("sec-sinks");
+    // The files sink's directory is taken by a regular file: it cannot deliver.
+    std::fs::write(tmp.join("out"), "not a directory").unwrap();
+    let path = policy(
+        &tmp,
+        &format!(
+            "\n[sinks.envfile]\npath = \"{}\"",
+            tmp.join("a.env").display()
+        ),
+    );
+    let out = run(keyctl(&tmp.join("home"))
+        .args(["quickstart", "--policy"])
+        .arg(&path));
+    assert!(
+        !out.status.success(),
+        "the files sink's failure is reported"
+    );
+    let env = std::fs::read_to_string(tmp.join("a.env")).expect("the env file was delivered");
+    assert!(env.contains("KEY="), "{env}");
+    // Fixed, the next run delivers the same value to the files sink.
+    std::fs::remove_file(tmp.join("out")).unwrap();
+    ok(keyctl(&tmp.join("home"))
+        .args(["apply", "--policy"])
+        .arg(&path));
+    let key = std::fs::read_to_string(tmp.join("out/KEY")).unwrap();
+    assert!(env.contains(&format!("KEY={key}")), "{env} vs {key}");
+}

@@ -9,11 +9,16 @@ use crate::store::StackRecord;
 
 /// Every value a stack delivers now, by output name (secrets removed from the policy excluded).
 pub fn stack_deliveries(stack: &StackRecord) -> Vec<Delivery> {
+    deliveries_of(stack, |_| true)
+}
+
+/// The values of the secrets `which` selects (by name) that a stack delivers now.
+pub fn deliveries_of(stack: &StackRecord, which: impl Fn(&str) -> bool) -> Vec<Delivery> {
     stack
         .secrets
-        .values()
-        .filter(|r| !r.removed)
-        .flat_map(|r| {
+        .iter()
+        .filter(|(name, r)| !r.removed && which(name))
+        .flat_map(|(_, r)| {
             r.outputs.iter().filter_map(|o| {
                 let (version, value) = r.delivered(o.part)?;
                 Some(Delivery {
@@ -45,22 +50,50 @@ pub fn deliver(
     deliver_values(stack, &deliveries, changed)
 }
 
-/// [`deliver`] with deliveries the caller already computed (and checked).
+/// [`deliver`] with deliveries the caller already computed.
+///
+/// One value's failure never blocks the others: a value a sink refuses is left out of that
+/// sink's pass (the sink keeps delivering the rest), a sink that fails does not stop the next
+/// one, and every failure is returned together once all sinks had their turn. The next pass
+/// tries again.
 pub fn deliver_values(
     stack: &mut StackRecord,
     deliveries: &[Delivery],
     changed: Option<&HashSet<String>>,
 ) -> Result<Vec<DeliveryReport>, SinkError> {
     let sinks: Vec<_> = stack.sinks.iter().map(sinks::build).collect();
-    for sink in &sinks {
-        sink.check(deliveries)?;
-    }
     let pass = changed.map_or(Pass::Full, Pass::Only);
     let mut reports = Vec::with_capacity(sinks.len());
+    let mut failures = Vec::new();
     for sink in &sinks {
-        reports.push(sink.deliver(deliveries, pass, &mut stack.ledger)?);
+        let delivered = if sink.check(deliveries).is_ok() {
+            sink.deliver(deliveries, pass, &mut stack.ledger)
+        } else {
+            // Find the values this sink refuses, one by one; deliver the others.
+            let refused: HashSet<&str> = deliveries
+                .iter()
+                .filter_map(|d| {
+                    let error = sink.check(std::slice::from_ref(d)).err()?;
+                    failures.push(error);
+                    Some(d.name.as_str())
+                })
+                .collect();
+            let accepted: Vec<Delivery> = stack_deliveries(stack)
+                .into_iter()
+                .filter(|d| !refused.contains(d.name.as_str()))
+                .collect();
+            sink.deliver(&accepted, pass, &mut stack.ledger)
+        };
+        match delivered {
+            Ok(report) => reports.push(report),
+            Err(e) => failures.push(e),
+        }
     }
-    Ok(reports)
+    match failures.len() {
+        0 => Ok(reports),
+        1 => Err(failures.remove(0)),
+        _ => Err(SinkError::Several(failures)),
+    }
 }
 
 /// Tells every sink of `stack` that `versions` of secret `name` are retired.

@@ -96,9 +96,17 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
     let old = data.stacks.remove(&policy.stack);
     let mut plan = reconcile(policy, sinks, old, now)?;
     let mut notes = std::mem::take(&mut plan.notes);
-    // Every sink checks every value before anything is written.
+    // Every sink checks every value this run makes before anything is written. Values the
+    // store already holds are not checked here: one a sink cannot carry (an older policy let
+    // it in) is reported by the delivery below without blocking the others.
     let deliveries = deliver::stack_deliveries(&plan.stack);
-    deliver::check(&plan.stack, &deliveries)?;
+    let fresh = deliver::deliveries_of(&plan.stack, |name| {
+        plan.changes
+            .get(name)
+            .is_some_and(|c| *c != Change::Unchanged)
+    });
+    deliver::check(&plan.stack, &fresh)?;
+    drop(fresh);
     if plan.stack.sinks.is_empty() {
         notes.push("the policy has no sinks and no --out was given: values are in the store only (see `keyctl show`)".into());
     }

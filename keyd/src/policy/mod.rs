@@ -2,6 +2,7 @@
 //! This module owns the validated model; `parse` turns text into it, reporting every problem
 //! with file, line and column.
 
+pub mod chars;
 pub mod duration;
 mod parse;
 
@@ -639,6 +640,39 @@ pub struct EnvFileSpec {
     pub mode: u32,
     /// Outputs written (default: all).
     pub include: Option<Vec<String>>,
+}
+
+impl EnvFileSpec {
+    /// Whether output `name` goes into the file.
+    pub fn includes(&self, name: &str) -> bool {
+        self.include
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == name))
+    }
+
+    /// Whether `name` can be a variable of the file: `[A-Za-z_][A-Za-z0-9_]*`.
+    pub fn is_variable_name(name: &str) -> bool {
+        let mut chars = name.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    }
+
+    /// Whether a value holding `c` can be written so that compose reads it back unchanged
+    /// (compose v1's python-dotenv and v2's own parser agree on it): single-quoted, anything
+    /// printable but `'`, `\` (python-dotenv unescapes `\\` and `\'` even in single quotes,
+    /// so a value ending in `\` runs into the next line) and `$` (python-dotenv expands
+    /// `${NAME}` even in single quotes).
+    pub fn carries(c: char) -> bool {
+        !c.is_control() && !matches!(c, '\'' | '\\' | '$')
+    }
+
+    /// Whether `c` means nothing to either parser outside quotes, so a value made only of such
+    /// characters is written as is.
+    pub fn plain(c: char) -> bool {
+        c.is_ascii_alphanumeric() || "_-.,:/+=@%^~".contains(c)
+    }
 }
 
 /// One problem in a policy, with its position.

@@ -20,19 +20,6 @@ pub struct EnvFileSink {
     spec: EnvFileSpec,
 }
 
-/// Characters written without quotes: none of them means anything to compose's parser.
-fn plain(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "_-.,:/+=@%^~".contains(c)
-}
-
-fn env_name_ok(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 impl EnvFileSink {
     /// The sink `spec` describes.
     pub fn new(spec: EnvFileSpec) -> Self {
@@ -40,12 +27,9 @@ impl EnvFileSink {
     }
 
     fn selected<'d>(&self, deliveries: &'d [Delivery]) -> impl Iterator<Item = &'d Delivery> {
-        deliveries.iter().filter(move |d| {
-            self.spec
-                .include
-                .as_ref()
-                .is_none_or(|names| names.contains(&d.name))
-        })
+        deliveries
+            .iter()
+            .filter(move |d| self.spec.includes(&d.name))
     }
 
     fn unsafe_value(&self, name: &str, reason: &str) -> SinkError {
@@ -64,7 +48,7 @@ impl EnvFileSink {
             "# Written by keyd (keyctl apply). Do not edit: the next apply or rotation rewrites it.\n",
         ));
         for d in self.selected(deliveries) {
-            if !env_name_ok(&d.name) {
+            if !EnvFileSpec::is_variable_name(&d.name) {
                 return Err(
                     self.unsafe_value(&d.name, "the name is not an environment variable name")
                 );
@@ -72,15 +56,15 @@ impl EnvFileSink {
             let v = d.value.expose();
             out.push_str(&d.name);
             out.push('=');
-            if v.chars().all(plain) {
+            if v.chars().all(EnvFileSpec::plain) {
                 out.push_str(v);
-            } else if v.chars().any(|c| c == '\'' || c.is_control()) {
+            } else if !v.chars().all(EnvFileSpec::carries) {
                 return Err(self.unsafe_value(
                     &d.name,
-                    "the value holds a single quote, a newline or a control character, which an env file cannot carry unchanged",
+                    "the value holds a single quote, a backslash, a $, a newline or a control character, which compose would not read back unchanged from an env file",
                 ));
             } else {
-                // Single quotes: compose takes the contents literally (no $ interpolation).
+                // Single quotes: no escapes, and no $ to interpolate inside (see carries).
                 out.push('\'');
                 out.push_str(v);
                 out.push('\'');

@@ -77,6 +77,9 @@ pub enum SinkError {
         /// Why (no value bytes).
         reason: String,
     },
+    /// Several sinks or values failed (each delivered what it could).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<SinkError>),
     /// The operating system refused.
     #[error("{sink} {}: {source}", path.display())]
     Io {

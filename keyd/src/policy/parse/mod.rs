@@ -21,8 +21,10 @@ use self::fields::Fields;
 use self::kinds::{Draft, check_secret};
 use self::sinks::check_sinks;
 use self::targets::check_targets;
+use super::chars;
 use super::{
-    AdminPassword, KindSpec, Part, Policy, PolicyError, Problem, SecretSpec, Sinks, TargetSpec,
+    AdminPassword, EnvFileSpec, KindSpec, Part, Policy, PolicyError, Problem, SecretSpec, Sinks,
+    TargetSpec,
 };
 use crate::material::template::Piece;
 
@@ -282,6 +284,11 @@ fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) ->
             );
         }
     }
+    if let Some(env) = sinks.envfile()
+        && c.problems.is_empty()
+    {
+        check_envfile_values(c, env, &drafts);
+    }
     let secrets = drafts.into_iter().map(|d| d.spec).collect();
     Some((stack?, description, sinks, secrets, targets))
 }
@@ -290,6 +297,47 @@ fn t_start(doc: &DeTable<'_>, key: &str) -> usize {
     doc.iter()
         .find(|(k, _)| k.get_ref().as_ref() == key)
         .map_or(0, |(k, _)| k.span().start)
+}
+
+/// Every output the env file receives has a variable name, and can hold only characters the
+/// file carries unchanged: found now, not when the first unlucky value is generated.
+fn check_envfile_values(c: &mut Checker, env: &EnvFileSpec, drafts: &[Draft]) {
+    let outputs = chars::outputs_by_name(drafts.iter().map(|d| &d.spec));
+    let fix = "leave it out with [sinks.envfile] include = [...] and deliver it as a file";
+    for d in drafts {
+        for out in d
+            .spec
+            .outputs()
+            .into_iter()
+            .filter(|o| env.includes(&o.name))
+        {
+            let at = d
+                .companions_at
+                .iter()
+                .find(|(n, _, _)| *n == out.name)
+                .map_or(d.at, |(_, _, at)| *at);
+            if !EnvFileSpec::is_variable_name(&out.name) {
+                c.err(at, format!("[sinks.envfile] cannot carry {:?}: it is not an environment variable name (expected letters, digits and '_'); {fix}", out.name));
+                continue;
+            }
+            let bad = chars::possible(&outputs, &out.name)
+                .and_then(|set| set.chars().find(|&ch| !EnvFileSpec::carries(ch)));
+            if let Some(ch) = bad {
+                let what = match ch {
+                    '\n' => "a newline".to_owned(),
+                    ch if ch.is_control() => format!("the control character {ch:?}"),
+                    ch => format!("{ch:?}"),
+                };
+                let hint = match &d.spec.kind {
+                    KindSpec::Password { .. } => {
+                        "; choose an alphabet without ' \\ $ (the default alphanumeric is safe), or"
+                    }
+                    _ => ";",
+                };
+                c.err(at, format!("{:?} can hold {what}, which [sinks.envfile] cannot carry unchanged (compose would read another value){hint} {fix}", out.name));
+            }
+        }
+    }
 }
 
 /// Every output name unique; every template reference known; no template cycles.
