@@ -527,7 +527,7 @@ fn reload_hooks_run_after_a_delivery_changed_files() {
         });
         let policy = format!(
             "[stack]\nname = \"hooks\"\n\n[sinks.files]\ndir = \"{}\"\n{hook}\n\n[secrets.KEY]\nkind = \"fernet\"\n",
-            tmp.join("out").display()
+            home.join("out").display()
         );
         std::fs::write(tmp.join("hooks.toml"), policy).unwrap();
         ok(keyctl(&home)

@@ -68,6 +68,7 @@ fn a_reload_pid_file_holding_minus_one_zero_or_a_group_signals_no_other_process(
         .enumerate()
     {
         std::fs::write(&pid_file, format!("{text}\n")).unwrap();
+        let _ = std::fs::remove_dir_all(tmp.join("out")); // each run is a new stack
         let home = tmp.join(format!("home{i}"));
         let (success, stderr, sleeper_alive) = quickstart_beside_a_sleeper(&home, &policy);
         assert!(sleeper_alive, "pid file {text:?} signalled another process");
@@ -268,4 +269,96 @@ fn one_sink_that_cannot_deliver_does_not_stop_the_others() {
         .arg(&path));
     let key = std::fs::read_to_string(tmp.join("out/KEY")).unwrap();
     assert!(env.contains(&format!("KEY={key}")), "{env} vs {key}");
+}
+
+/// Quickstart of the one-secret policy into `tmp/out`, returning the delivered key.
+fn quickstart_key(tmp: &TempDir, home: &Path, extra: &[&str]) -> std::process::Output {
+    let path = policy(tmp, "");
+    run(keyctl(home)
+        .args(["quickstart", "--policy"])
+        .arg(&path)
+        .args(extra))
+}
+
+#[test]
+fn a_deleted_store_is_not_silently_replaced_by_new_values() {
+    let tmp = TempDir::new("sec-lost");
+    let home = tmp.join("home");
+    assert!(quickstart_key(&tmp, &home, &[]).status.success());
+    let key = std::fs::read(tmp.join("out/KEY")).unwrap();
+    ok(keyctl(&home).args(["rotate", "KEY"])); // the audit log now holds this home's history
+    let key = std::fs::read(tmp.join("out/KEY")).unwrap_or(key);
+    std::fs::remove_file(home.join("store.age")).unwrap();
+    let out = quickstart_key(&tmp, &home, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("store.age is missing") && stderr.contains("--reinit"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(tmp.join("out/KEY")).unwrap(),
+        key,
+        "the delivered key was replaced"
+    );
+    assert!(!home.join("store.age").exists());
+    // Starting over is possible, on purpose.
+    let out = quickstart_key(&tmp, &home, &["--reinit"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(std::fs::read(tmp.join("out/KEY")).unwrap(), key);
+}
+
+#[test]
+fn a_deleted_home_does_not_replace_the_files_it_delivered() {
+    let tmp = TempDir::new("sec-lost-home");
+    assert!(
+        quickstart_key(&tmp, &tmp.join("home"), &[])
+            .status
+            .success()
+    );
+    let key = std::fs::read(tmp.join("out/KEY")).unwrap();
+    std::fs::remove_dir_all(tmp.join("home")).unwrap();
+    let out = quickstart_key(&tmp, &tmp.join("home"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("outputs already exist")
+            && stderr.contains(&tmp.join("out/KEY").display().to_string()),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(tmp.join("out/KEY")).unwrap(),
+        key,
+        "the delivered key was replaced"
+    );
+}
+
+#[test]
+fn an_older_store_put_back_in_place_is_refused_unless_accepted() {
+    let tmp = TempDir::new("sec-rollback");
+    let home = tmp.join("home");
+    assert!(quickstart_key(&tmp, &home, &[]).status.success());
+    let old_store = std::fs::read(home.join("store.age")).unwrap();
+    ok(keyctl(&home).args(["rotate", "KEY"]));
+    std::fs::write(home.join("store.age"), &old_store).unwrap();
+    let out = run(keyctl(&home).args(["show", "KEY"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("older copy was put back") && stderr.contains("--accept-rollback"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    // On purpose: accepted once, then used as usual.
+    let out = quickstart_key(&tmp, &home, &["--accept-rollback"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(keyctl(&home).args(["show", "KEY"]));
 }

@@ -141,6 +141,14 @@ struct ApplyArgs {
     /// Machine-readable summary on stdout
     #[arg(long)]
     json: bool,
+    /// Start over: make a new store although this home had one that is gone, and replace
+    /// outputs that exist but that the store does not know. Every such value is lost
+    #[arg(long)]
+    reinit: bool,
+    /// Use the store in place although it is older than the last one written in this home
+    /// (an old copy put back on purpose)
+    #[arg(long)]
+    accept_rollback: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -250,6 +258,10 @@ impl From<Error> for Failure {
                     "`keyctl list` shows stored names; `keyctl history NAME` shows versions".into(),
                 ),
             ),
+            Error::WouldReplace { .. } => (
+                1,
+                Some("restore the store that delivered them (or import them); `keyctl quickstart --reinit` replaces them with new values".into()),
+            ),
             Error::KindChanged { name, .. } => (
                 1,
                 Some(format!(
@@ -283,6 +295,12 @@ fn store_hint(e: &StoreError) -> String {
             "restore store.age from a backup; keyd has not modified the file".into()
         }
         StoreError::Io { .. } => "check the path's permissions and free space".into(),
+        StoreError::StoreLost { .. } => {
+            "restore store.age from a backup; `keyctl quickstart --reinit` starts over with new values for every secret (delivered files are replaced)".into()
+        }
+        StoreError::RolledBack { .. } => {
+            "restore the newest store.age; if the older one was put back on purpose, run the command again with --accept-rollback".into()
+        }
     }
 }
 
@@ -472,9 +490,16 @@ fn rotation_exit(report: &keyd::rotation::RotationReport) -> Result<(), Failure>
 
 fn apply(home: Home, a: ApplyArgs, first_run: bool) -> Result<(), Failure> {
     let policy = Policy::load(&a.policy).map_err(Error::from)?;
+    if a.reinit {
+        eprintln!(
+            "keyctl: warning: --reinit: secrets the store does not hold are generated anew and replace what is delivered"
+        );
+    }
     let options = ApplyOptions {
         out: a.out,
         init: first_run,
+        reinit: a.reinit,
+        accept_rollback: a.accept_rollback,
     };
     let report = keyd::apply(&home, &policy, &options).map_err(|e| {
         let mut failure = Failure::from(e);

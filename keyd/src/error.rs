@@ -54,6 +54,16 @@ pub enum Error {
         /// What failed (no values).
         reason: String,
     },
+    /// A stack new to the store would overwrite outputs that already exist.
+    #[error(
+        "stack {stack} is not in the store, but its outputs already exist ({paths}): new values would replace them, and lose whatever they encrypt or log in to"
+    )]
+    WouldReplace {
+        /// The stack.
+        stack: String,
+        /// The outputs found (a few, then a count).
+        paths: String,
+    },
     /// A version that does not exist was asked for.
     #[error("{name} has no version {version}")]
     NoSuchVersion {

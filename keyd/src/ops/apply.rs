@@ -22,6 +22,11 @@ pub struct ApplyOptions {
     pub out: Option<PathBuf>,
     /// Initialise the home first when it has no identity (`quickstart`).
     pub init: bool,
+    /// Start over although the home had a store that is gone, or the outputs of a stack the
+    /// store does not know already exist (they are replaced by new values).
+    pub reinit: bool,
+    /// Use the store in place although it is older than the last one written here.
+    pub accept_rollback: bool,
 }
 
 /// What an apply did, for the summary (no values in it).
@@ -86,14 +91,63 @@ pub fn resolve_sinks(policy: &Policy, out: Option<&Path>) -> Sinks {
     sinks
 }
 
+/// A stack the store does not know, whose outputs already exist: values delivered by a store
+/// that was lost (or by a script before keyd). New values would replace them, and with them
+/// every database row encrypted with the old Fernet key; refused.
+fn refuse_to_replace_existing_outputs(policy: &Policy, sinks: &Sinks) -> Result<(), Error> {
+    let mut found = Vec::new();
+    for spec in sinks.iter() {
+        match spec {
+            SinkSpec::Files(f) => found.extend(
+                policy
+                    .outputs()
+                    .into_iter()
+                    .map(|o| f.dir.join(o.name))
+                    .filter(|p| p.symlink_metadata().is_ok()),
+            ),
+            SinkSpec::EnvFile(e) => {
+                if e.path.symlink_metadata().is_ok() {
+                    found.push(e.path.clone());
+                }
+            }
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<String> = found
+        .iter()
+        .take(3)
+        .map(|p| p.display().to_string())
+        .collect();
+    Err(Error::WouldReplace {
+        stack: policy.stack.clone(),
+        paths: format!(
+            "{}{}",
+            shown.join(", "),
+            if found.len() > 3 {
+                format!(" and {} more", found.len() - 3)
+            } else {
+                String::new()
+            }
+        ),
+    })
+}
+
 /// Reconciles `policy` with the store in `home` and delivers. See the module comment.
 pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<ApplyReport, Error> {
     let sinks = resolve_sinks(policy, options.out.as_deref());
     let lock = home.lock()?;
-    let initialised = options.init && lock.init()? == InitOutcome::Created;
+    let initialised = options.init && lock.init_or_reinit(options.reinit)? == InitOutcome::Created;
+    if options.accept_rollback {
+        lock.accept_rollback()?;
+    }
     let mut data = lock.load()?;
     let now = unix_now();
     let old = data.stacks.remove(&policy.stack);
+    if old.is_none() && !options.reinit {
+        refuse_to_replace_existing_outputs(policy, &sinks)?;
+    }
     let mut plan = reconcile(policy, sinks, old, now)?;
     let mut notes = std::mem::take(&mut plan.notes);
     // Every sink checks every value this run makes before anything is written. Values the
@@ -115,7 +169,7 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
         // The store is the truth: persisted before any sink sees a new value, so a crash after
         // delivery never leaves a delivered value the store does not know.
         data.stacks.insert(policy.stack.clone(), plan.stack);
-        lock.save(&data)?;
+        lock.save(&mut data)?;
     } else {
         data.stacks.insert(policy.stack.clone(), plan.stack);
     }
@@ -137,7 +191,7 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
         .collect();
     let data = if in_flight.is_empty() {
         if ledger_changed {
-            lock.save(&data)?;
+            lock.save(&mut data)?;
         }
         data
     } else {

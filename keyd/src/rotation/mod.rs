@@ -165,7 +165,7 @@ impl<'a> Engine<'a> {
 
     /// Writes the store; then logs the steps that were done in memory only, now durable.
     fn save(&mut self) -> Result<(), Error> {
-        self.lock.save(&self.data)?;
+        self.lock.save(&mut self.data)?;
         if let Some((stack, name, number)) = self.unsaved.take() {
             for step in ["create", "set", "test"] {
                 self.audit(&stack, &name, number, step, "ok", None);

@@ -60,6 +60,25 @@ pub enum StoreError {
         /// The format found.
         found: u32,
     },
+    /// The home shows that a store existed, but `store.age` is gone: making a new one would
+    /// replace every secret a running stack depends on.
+    #[error("the store {} is missing, but {evidence} shows this home had one", store.display())]
+    StoreLost {
+        /// Where the store should be.
+        store: PathBuf,
+        /// What shows it existed.
+        evidence: String,
+    },
+    /// The store is older than the last one written here: a backup or an old copy was put back.
+    #[error("the store {} is generation {found}, older than generation {expected} written here last (store.generation): an older copy was put back in place", path.display())]
+    RolledBack {
+        /// The store.
+        path: PathBuf,
+        /// The generation inside it.
+        found: u64,
+        /// The generation recorded beside it.
+        expected: u64,
+    },
     /// An operating system error on a path.
     #[error("{}: {source}", path.display())]
     Io {

@@ -71,6 +71,36 @@ impl Home {
         self.dir.join("store.lock")
     }
 
+    /// The generation of the last store written here (a decimal number).
+    fn generation_path(&self) -> PathBuf {
+        self.dir.join("store.generation")
+    }
+
+    /// The generation recorded beside the store; 0 when none is (a home from an older keyd).
+    fn recorded_generation(&self) -> Result<u64, StoreError> {
+        let path = self.generation_path();
+        match fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse().map_err(|_| StoreError::Corrupt {
+                path,
+                reason: format!("expected a generation number, found {:?}", text.trim()),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
+    }
+
+    /// What in the home shows a store was written here: the generation file, or an audit log
+    /// with rotations in it.
+    fn store_evidence(&self) -> Option<String> {
+        if self.generation_path().exists() {
+            return Some(self.generation_path().display().to_string());
+        }
+        let audit = self.dir.join("audit.log");
+        fs::metadata(&audit)
+            .is_ok_and(|m| m.len() > 0)
+            .then(|| audit.display().to_string())
+    }
+
     /// Whether an identity exists (the home was initialised).
     pub fn is_initialised(&self) -> bool {
         self.identity_path().exists()
@@ -183,6 +213,20 @@ impl LockedStore {
         &self.home
     }
 
+    /// See [`Home::init`]. A home whose store is gone while the home shows it had one is
+    /// refused ([`StoreError::StoreLost`]) unless `reinit`.
+    pub fn init_or_reinit(&self, reinit: bool) -> Result<InitOutcome, StoreError> {
+        let lost =
+            !self.home.store_path().exists() && self.home.identity_path().exists() && !reinit;
+        if let Some(evidence) = self.home.store_evidence().filter(|_| lost) {
+            return Err(StoreError::StoreLost {
+                store: self.home.store_path(),
+                evidence,
+            });
+        }
+        self.init()
+    }
+
     /// See [`Home::init`].
     pub fn init(&self) -> Result<InitOutcome, StoreError> {
         let identity_path = self.home.identity_path();
@@ -196,8 +240,9 @@ impl LockedStore {
                 });
             }
             (true, false) => {
-                // A home whose first write never happened: keep the identity, add the store.
-                self.save(&StoreData::default())?;
+                // A home whose first write never happened (init_or_reinit refuses a lost
+                // store): keep the identity, add the store.
+                self.save(&mut StoreData::default())?;
                 return Ok(InitOutcome::AlreadyInitialised);
             }
             (false, false) => {}
@@ -218,7 +263,7 @@ impl LockedStore {
         f.sync_all().map_err(io)?;
         drop(text);
         file::fsync_dir(self.home.dir())?;
-        self.save(&StoreData::default())?;
+        self.save(&mut StoreData::default())?;
         Ok(InitOutcome::Created)
     }
 
@@ -227,9 +272,28 @@ impl LockedStore {
         load(&self.home)
     }
 
-    /// Encrypts and writes the store atomically: temp file, fsync, rename, fsync the directory.
-    pub fn save(&self, data: &StoreData) -> Result<(), StoreError> {
-        file::write_store(&self.home.identity_path(), &self.home.store_path(), data)
+    /// Accepts the store in place as the newest, although it is older than the last one
+    /// written here (an old copy put back on purpose).
+    pub fn accept_rollback(&self) -> Result<(), StoreError> {
+        let data = file::read_store(&self.home.identity_path(), &self.home.store_path())?;
+        self.record_generation(data.generation)
+    }
+
+    /// Encrypts and writes the store atomically (temp file, fsync, rename, fsync the
+    /// directory) as the next generation, then records that generation beside it.
+    pub fn save(&self, data: &mut StoreData) -> Result<(), StoreError> {
+        data.generation = data.generation.max(self.home.recorded_generation()?) + 1;
+        file::write_store(&self.home.identity_path(), &self.home.store_path(), data)?;
+        // A crash before this leaves the store one generation ahead of the file: accepted.
+        self.record_generation(data.generation)
+    }
+
+    fn record_generation(&self, generation: u64) -> Result<(), StoreError> {
+        write_atomic(
+            &self.home.generation_path(),
+            format!("{generation}\n").as_bytes(),
+            0o600,
+        )
     }
 }
 
@@ -246,5 +310,14 @@ fn load(home: &Home) -> Result<StoreData, StoreError> {
             }
         });
     }
-    file::read_store(&home.identity_path(), &home.store_path())
+    let data = file::read_store(&home.identity_path(), &home.store_path())?;
+    let expected = home.recorded_generation()?;
+    if data.generation < expected {
+        return Err(StoreError::RolledBack {
+            path: home.store_path(),
+            found: data.generation,
+            expected,
+        });
+    }
+    Ok(data)
 }

@@ -18,6 +18,10 @@ pub const FORMAT: u32 = 1;
 pub struct StoreData {
     /// Format version.
     pub format: u32,
+    /// How many times this store was written; also kept in `store.generation` beside it, so
+    /// an older copy put back in place is noticed.
+    #[serde(default)]
+    pub generation: u64,
     /// Stacks by name.
     pub stacks: BTreeMap<String, StackRecord>,
 }
@@ -26,6 +30,7 @@ impl Default for StoreData {
     fn default() -> Self {
         Self {
             format: FORMAT,
+            generation: 0,
             stacks: BTreeMap::new(),
         }
     }
