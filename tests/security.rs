@@ -362,3 +362,25 @@ fn an_older_store_put_back_in_place_is_refused_unless_accepted() {
     );
     ok(keyctl(&home).args(["show", "KEY"]));
 }
+
+#[test]
+fn an_identity_readable_by_other_users_is_refused_with_the_chmod_to_run() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = TempDir::new("sec-identity");
+    let home = tmp.join("home");
+    assert!(quickstart_key(&tmp, &home, &[]).status.success());
+    let identity = home.join("identity.txt");
+    for mode in [0o644, 0o640, 0o604] {
+        std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = run(keyctl(&home).args(["show", "KEY"]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "mode {mode:o}: {stderr}");
+        assert!(
+            stderr.contains(&format!("chmod 600 {}", identity.display())),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty(), "a value was shown");
+    }
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ok(keyctl(&home).args(["show", "KEY"]));
+}

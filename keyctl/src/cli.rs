@@ -295,6 +295,10 @@ fn store_hint(e: &StoreError) -> String {
             "restore store.age from a backup; keyd has not modified the file".into()
         }
         StoreError::Io { .. } => "check the path's permissions and free space".into(),
+        StoreError::IdentityExposed { path, .. } => format!(
+            "run `chmod 600 {}`; if others could read it, make a new identity and rotate every secret",
+            path.display()
+        ),
         StoreError::StoreLost { .. } => {
             "restore store.age from a backup; `keyctl quickstart --reinit` starts over with new values for every secret (delivered files are replaced)".into()
         }

@@ -4,7 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use age::secrecy::ExposeSecret as _;
@@ -35,6 +35,14 @@ pub enum StoreError {
     BadIdentity {
         /// The identity file.
         path: PathBuf,
+    },
+    /// The identity file can be read by users other than its owner.
+    #[error("{} is readable by other users (mode {mode:04o}): anyone who can read it can decrypt the store", path.display())]
+    IdentityExposed {
+        /// The identity file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
     },
     /// The store was encrypted to another identity.
     #[error("the store {} was not encrypted to the identity in {}", store.display(), identity.display())]
@@ -110,9 +118,16 @@ pub(super) fn identity_file_text(identity: &age::x25519::Identity) -> Zeroizing<
 
 fn read_identity(path: &Path) -> Result<age::x25519::Identity, StoreError> {
     let mut text = Zeroizing::new(String::new());
-    File::open(path)
-        .and_then(|mut f| f.read_to_string(&mut text))
-        .map_err(io_at(path))?;
+    let mut file = File::open(path).map_err(io_at(path))?;
+    // Like ssh with a private key: an identity others can read is refused, not used.
+    let mode = file.metadata().map_err(io_at(path))?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(StoreError::IdentityExposed {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    file.read_to_string(&mut text).map_err(io_at(path))?;
     text.lines()
         .map(str::trim)
         .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
