@@ -168,6 +168,7 @@ pub(super) fn check_secret(
             if f.get("key").is_none() {
                 c.err(at, format!("tls secret {name:?} has no `key` (expected key = \"NAME\" for the private key file)"));
             }
+            let cn_at = f.get("cn").map_or(at, |e| e.value.span().start);
             let cn = f.str(c, "cn").map(|(cn, _)| cn);
             if f.get("cn").is_none() {
                 c.err(
@@ -176,6 +177,17 @@ pub(super) fn check_secret(
                 );
             }
             let sans = f.str_list(c, "sans").map(|(s, _)| s);
+            // Without `sans`, the certificate's one SAN is the cn: it must be a name too.
+            if f.get("sans").is_none()
+                && let Some(cn) = &cn
+                && cn.parse::<std::net::IpAddr>().is_err()
+                && !valid_dns_name(cn)
+            {
+                c.err(
+                    cn_at,
+                    format!("cn {cn:?} is the certificate's only SAN (no `sans`), but it is neither a DNS name nor an IP address (expected a host name, or sans = [\"host.example\"])"),
+                );
+            }
             for (san, san_at) in sans.iter().flatten().zip(std::iter::repeat(
                 f.get("sans").map_or(at, |e| e.value.span().start),
             )) {
@@ -288,7 +300,13 @@ fn rsa_bits(c: &mut Checker, f: &Fields<'_, '_>) -> usize {
 
 fn valid_dns_name(name: &str) -> bool {
     let name = name.strip_prefix("*.").unwrap_or(name);
+    // An all-numeric last label is an IP address written wrong (999.1.1.1), not a name.
+    let numeric_tld = name
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| !l.is_empty() && l.chars().all(|ch| ch.is_ascii_digit()));
     !name.is_empty()
+        && !numeric_tld
         && name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
@@ -611,6 +629,20 @@ mod tests {
             err_text(&one("kind = \"tls\"\n")),
             "p.toml:3:10: tls secret \"A\" has no `key` (expected key = \"NAME\" for the private key file)\n\
              p.toml:3:10: tls secret \"A\" has no `cn` (expected cn = \"host.example\")"
+        );
+    }
+
+    #[test]
+    fn tls_names_that_are_neither_dns_names_nor_ip_addresses_are_refused() {
+        assert_eq!(
+            err_text(&one("kind = \"tls\"\nkey = \"K\"\ncn = \"bad name!\"\n")),
+            "p.toml:6:6: cn \"bad name!\" is the certificate's only SAN (no `sans`), but it is neither a DNS name nor an IP address (expected a host name, or sans = [\"host.example\"])"
+        );
+        assert_eq!(
+            err_text(&one(
+                "kind = \"tls\"\nkey = \"K\"\ncn = \"x\"\nsans = [\"999.1.1.1\"]\n"
+            )),
+            "p.toml:7:8: SAN \"999.1.1.1\" is neither a DNS name nor an IP address"
         );
     }
 
