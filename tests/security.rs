@@ -384,3 +384,83 @@ fn an_identity_readable_by_other_users_is_refused_with_the_chmod_to_run() {
     std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
     ok(keyctl(&home).args(["show", "KEY"]));
 }
+
+#[test]
+fn keyd_never_removes_a_file_that_is_not_a_socket_at_its_socket_path() {
+    let tmp = TempDir::new("sec-socket");
+    let home = tmp.join("home");
+    assert!(quickstart_key(&tmp, &home, &[]).status.success());
+    let precious = tmp.join("precious.txt");
+    std::fs::write(&precious, "not a socket").unwrap();
+    let mut child = keyd_tests::keyd(&home)
+        .arg("--socket")
+        .arg(&precious)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("keyd started on a path that is not a socket");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("is not a socket"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "not a socket");
+}
+
+#[test]
+fn a_refused_request_line_cannot_forge_lines_in_the_daemon_log() {
+    use std::io::BufRead as _;
+    let tmp = TempDir::new("sec-loginject");
+    let home = tmp.join("home");
+    assert!(quickstart_key(&tmp, &home, &[]).status.success());
+    // A socket other users can reach, so a uid keyd does not allow gets as far as the log.
+    let dir = tmp.join("sock");
+    std::fs::create_dir(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.join("keyd.sock");
+    let mut daemon = keyd_tests::keyd(&home)
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--socket-mode", "0666"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = std::io::BufReader::new(daemon.stderr.take().unwrap());
+    let mut line = String::new();
+    log.read_line(&mut line).unwrap();
+    assert!(line.starts_with("keyd: ready"), "{line}");
+    // As nobody: a request line carrying a carriage return and a terminal escape.
+    let script = "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b'GET /v1/status\\rkeyd:forged\\x1b[2J HTTP/1.1\\r\\nHost: k\\r\\n\\r\\n'); s.recv(4096)";
+    let client = run(Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args(["/usr/bin/python3", "-c", script])
+        .arg(&socket));
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut log, &mut rest).unwrap();
+    assert!(
+        client.status.success(),
+        "{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    assert!(
+        rest.contains("refused"),
+        "the refusal was not logged: {rest:?}"
+    );
+    assert!(
+        !rest.contains('\r') && !rest.contains('\x1b'),
+        "raw control characters reached the log: {rest:?}"
+    );
+}

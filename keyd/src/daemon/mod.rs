@@ -97,9 +97,10 @@ pub fn log_report(report: &RotationReport) {
             o.result,
             o.from_version,
             o.to_version,
+            // Messages may quote a server's words: escaped, so they cannot forge log lines.
             o.message
                 .as_deref()
-                .map(|m| format!(" ({m})"))
+                .map(|m| format!(" ({})", m.escape_debug()))
                 .unwrap_or_default()
         );
     }
@@ -118,6 +119,7 @@ pub fn start_up(
 
 /// Binds the API socket: refuses when another daemon answers on it, replaces a stale file.
 pub fn bind(config: &Config) -> Result<UnixListener, Error> {
+    use std::os::unix::fs::FileTypeExt as _;
     let io = |source| crate::store::StoreError::Io {
         path: config.socket.clone(),
         source,
@@ -129,18 +131,30 @@ pub fn bind(config: &Config) -> Result<UnixListener, Error> {
         ))
         .into());
     }
-    let _ = std::fs::remove_file(&config.socket);
+    // A stale socket of a stopped keyd is replaced; anything else at the path is left alone.
+    match std::fs::symlink_metadata(&config.socket) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            std::fs::remove_file(&config.socket).map_err(io)?;
+        }
+        Ok(_) => {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket: keyd will not remove it (choose another --socket)",
+            ))
+            .into());
+        }
+        Err(_) => {}
+    }
     if let Some(dir) = config.socket.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let listener = UnixListener::bind(&config.socket).map_err(io)?;
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(
-        &config.socket,
-        std::fs::Permissions::from_mode(config.socket_mode),
-    )
-    .map_err(io)?;
-    Ok(listener)
+    // Created with its final mode (no window in which a wider mode lets others connect): the
+    // umask is narrowed around bind(2). Nothing else creates files while the daemon starts.
+    let mask = rustix::fs::Mode::from_bits_truncate(!config.socket_mode & 0o777);
+    let previous = rustix::process::umask(mask);
+    let bound = UnixListener::bind(&config.socket);
+    rustix::process::umask(previous);
+    Ok(bound.map_err(io)?)
 }
 
 /// Serves the API and runs the scheduler until `shutdown` completes; then waits for the store
@@ -183,9 +197,11 @@ async fn serve(state: &Arc<State>, stream: UnixStream) {
                 let response = if state.allows(uid) {
                     api::handle(state, &request, uid).await
                 } else {
+                    // Escaped: the request line is the caller's, and must not forge log lines.
                     eprintln!(
                         "keyd: refused {} {} from uid {uid}",
-                        request.method, request.path
+                        request.method.escape_debug(),
+                        request.path.escape_debug()
                     );
                     http::Response::error(
                         403,
