@@ -464,3 +464,39 @@ fn a_refused_request_line_cannot_forge_lines_in_the_daemon_log() {
         "raw control characters reached the log: {rest:?}"
     );
 }
+
+#[test]
+fn a_fernet_rotation_that_would_push_out_an_unretired_key_is_refused_unless_forced() {
+    let tmp = TempDir::new("sec-fernet-keep");
+    let home = tmp.join("home");
+    let path = tmp.join("f.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[stack]\nname = \"f\"\n\n[sinks.files]\ndir = \"{}\"\n\n[secrets.FERNET_KEY]\nkind = \"fernet\"\nkeep = 2\n",
+            tmp.join("out").display()
+        ),
+    )
+    .unwrap();
+    ok(keyctl(&home).args(["quickstart", "--policy"]).arg(&path));
+    let first = std::fs::read_to_string(tmp.join("out/FERNET_KEY")).unwrap();
+    ok(keyctl(&home).args(["rotate", "FERNET_KEY"]));
+    let list = std::fs::read_to_string(tmp.join("out/FERNET_KEY")).unwrap();
+    assert!(list.ends_with(&first), "overlap: {list:?}");
+    // The first key is still live: another rotation would drop it from the list.
+    let out = run(keyctl(&home).args(["rotate", "FERNET_KEY"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "rotated over an unretired key");
+    assert!(
+        stderr.contains("push out v1") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.join("out/FERNET_KEY")).unwrap(),
+        list
+    );
+    // After retire, or with --force, rotation goes on.
+    ok(keyctl(&home).args(["retire", "FERNET_KEY"]));
+    ok(keyctl(&home).args(["rotate", "FERNET_KEY"]));
+    ok(keyctl(&home).args(["rotate", "FERNET_KEY", "--force"]));
+}

@@ -102,6 +102,10 @@ enum Command {
     Rotate {
         /// NAME, STACK/NAME, a kind (password, token, fernet, rsa, tls) or STACK/KIND
         selector: String,
+        /// Rotate a fernet list even when the new key pushes out one that was never retired
+        /// (anything still encrypted with that key can no longer be decrypted)
+        #[arg(long)]
+        force: bool,
         /// Machine-readable output
         #[arg(long)]
         json: bool,
@@ -361,9 +365,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
             output::history(&mut out, stack, secret, record, json);
             write_stdout(out.as_bytes())
         }
-        Command::Rotate { selector, json } => {
+        Command::Rotate {
+            selector,
+            force,
+            json,
+        } => {
             let body = serde_json::to_value(RotateRequest {
                 selector: selector.clone(),
+                force,
             })
             .expect("a request serialises");
             rotation_command(
@@ -372,7 +381,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 "/v1/rotate",
                 &body,
                 json,
-                |home| keyd::ops::rotate(home, &selector, &SystemClock, &actor("keyctl")),
+                |home| keyd::ops::rotate(home, &selector, force, &SystemClock, &actor("keyctl")),
             )
         }
         Command::Retire { name, json } => {

@@ -16,6 +16,9 @@ pub use crate::rotation::schedule::SecretStatus;
 pub struct RotateRequest {
     /// A secret or companion name (`NAME`, `STACK/NAME`) or a kind (`fernet`, `STACK/fernet`).
     pub selector: String,
+    /// Rotate a fernet list even if that pushes out a key that was never retired.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// `POST /v1/retire`.

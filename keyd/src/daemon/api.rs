@@ -95,7 +95,9 @@ pub async fn handle(state: &Arc<State>, request: &Request, uid: u32) -> Response
                 Err(r) => return r,
             };
             let result = state
-                .exclusive(move |home, clock| ops::rotate(home, &body.selector, clock, &actor))
+                .exclusive(move |home, clock| {
+                    ops::rotate(home, &body.selector, body.force, clock, &actor)
+                })
                 .await;
             match result {
                 Ok(report) => {

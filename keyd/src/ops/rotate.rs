@@ -47,10 +47,11 @@ pub fn select(data: &StoreData, selector: &str) -> Result<Vec<(String, String)>,
 
 /// Rotates every secret `selector` names (see [`select`]); resumes a rotation in flight instead
 /// of starting a second one, and does nothing for a secret another process rotated while this
-/// one waited for the lock.
+/// one waited for the lock. `force` rotates a fernet list that would drop an unretired key.
 pub fn rotate(
     home: &Home,
     selector: &str,
+    force: bool,
     clock: &dyn Clock,
     by: &str,
 ) -> Result<RotationReport, Error> {
@@ -80,7 +81,7 @@ pub fn rotate(
             );
             continue;
         }
-        engine.start(stack, name)?;
+        engine.start(stack, name, force)?;
         engine.advance(stack, name, from, false)?;
     }
     Ok(engine.report)
@@ -143,7 +144,18 @@ pub fn run_due(
                 let from = engine.data.stacks[&stack].secrets[&name]
                     .current()
                     .map_or(0, |v| v.number);
-                engine.start(&stack, &name)?;
+                // Refused (a fernet key that would be pushed out unretired): reported, and the
+                // other secrets' work goes on.
+                if let Err(e) = engine.start(&stack, &name, false) {
+                    engine.outcome(
+                        &stack,
+                        &name,
+                        from,
+                        OutcomeKind::Failed,
+                        Some(e.to_string()),
+                    );
+                    continue;
+                }
                 engine.advance(&stack, &name, from, false)?;
             }
             Action::Retire { stack, name } => engine.retire(&stack, &name)?,

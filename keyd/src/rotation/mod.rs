@@ -260,9 +260,28 @@ impl<'a> Engine<'a> {
     }
 
     /// Starts a rotation of `stack/name`: the create step. The pending version is persisted
-    /// before anything else happens.
-    pub(crate) fn start(&mut self, stack: &str, name: &str) -> Result<(), Error> {
+    /// before anything else happens. A fernet list already holding `keep` live keys is
+    /// refused unless `force`: the new key would push out one that was never retired, which
+    /// data may still be encrypted with.
+    pub(crate) fn start(&mut self, stack: &str, name: &str, force: bool) -> Result<(), Error> {
         let now = self.clock.now();
+        let record = &self.data.stacks[stack].secrets[name];
+        if let Some(keep) = record.fernet_list_keep
+            && !force
+        {
+            let live = record.live_versions();
+            if live.len() >= keep
+                && let Some(oldest) = live.last()
+            {
+                return Err(Error::NotRotatable {
+                    name: name.to_owned(),
+                    reason: format!(
+                        "its list already holds {keep} keys (keep = {keep}), so a new key would push out v{}, which was never retired and may still be needed to decrypt. Re-encrypt and run `keyctl retire {name}` first, raise `keep`, or rotate with --force",
+                        oldest.number
+                    ),
+                });
+            }
+        }
         let spec = self
             .policy(stack)?
             .secret(name)
