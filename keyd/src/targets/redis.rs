@@ -208,3 +208,74 @@ impl Target for RedisTarget {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use super::*;
+    use crate::targets::resp::MAX_BULK;
+
+    /// A one-connection server on loopback that reads a little and then answers `reply`.
+    fn fake_redis(reply: Vec<u8>) -> (String, std::thread::JoinHandle<()>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let _ = stream.read(&mut [0; 1024]);
+            let _ = stream.write_all(&reply);
+        });
+        (url, server)
+    }
+
+    fn target(url: String) -> RedisTarget {
+        RedisTarget {
+            name: "cache".into(),
+            url,
+            admin_user: "default".into(),
+            admin_password: None,
+            user: "app".into(),
+            acl: "~* +@all".into(),
+            mode: RedisMode::Acl,
+            replicas: Vec::new(),
+        }
+    }
+
+    /// The error `set` returns against a server that answers `reply`.
+    fn set_error(reply: Vec<u8>) -> String {
+        let (url, server) = fake_redis(reply);
+        let password = SecretString::new("pending-value".into());
+        let credential = Credential {
+            login: None,
+            password: &password,
+        };
+        let e = target(url).set(&credential, None).unwrap_err().to_string();
+        server.join().unwrap();
+        e
+    }
+
+    #[test]
+    fn a_redis_server_answering_a_ten_gigabyte_bulk_string_gets_a_clear_error() {
+        let e = set_error(b"$9999999999\r\nxx".to_vec());
+        assert!(
+            e.starts_with("target cache: ACL: malformed reply: a bulk string of 9999999999 bytes exceeds the 1 MiB limit"),
+            "{e}"
+        );
+        assert!(!e.contains("pending-value"), "{e}");
+    }
+
+    #[test]
+    fn a_redis_server_streaming_a_reply_of_more_than_two_mebibytes_gets_a_clear_error() {
+        let mut reply = b"*3\r\n".to_vec();
+        for _ in 0..3 {
+            reply.extend_from_slice(format!("${}\r\n", MAX_BULK).as_bytes());
+            reply.extend(std::iter::repeat_n(b'x', MAX_BULK));
+            reply.extend_from_slice(b"\r\n");
+        }
+        let e = set_error(reply);
+        assert_eq!(
+            e,
+            "target cache: ACL: malformed reply: a reply longer than 2 MiB"
+        );
+    }
+}
