@@ -551,3 +551,52 @@ fn a_panic_while_rotating_one_secret_fails_that_rotation_and_the_daemon_rotates_
     );
     let _ = daemon.child.kill();
 }
+
+/// The soft core file size limit of a running process, from /proc/PID/limits.
+fn core_limit(pid: u32) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap()
+        .to_owned();
+    line.split_whitespace().nth(4).unwrap().to_owned()
+}
+
+#[test]
+fn keyd_and_keyctl_turn_off_core_dumps_so_a_crash_cannot_write_secrets_to_disk() {
+    // Children inherit this process's limit: allow core dumps here, as a shell may.
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let hard = getrlimit(Resource::Core).maximum;
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: hard.or(Some(1 << 30)),
+            maximum: hard,
+        },
+    )
+    .unwrap();
+    assert_ne!(core_limit(std::process::id()), "0");
+    let (_tmp, home, _out) = setup("core");
+    let daemon = Daemon::start(&home, None, &[]);
+    assert_eq!(core_limit(daemon.child.id()), "0", "keyd");
+    drop(daemon);
+    // keyctl, held at a pause point while it has the store open.
+    let mut child = keyctl(&home)
+        .args(["rotate", "FERNET_KEY"])
+        .env("KEYD_PAUSE_AFTER", "create,set,deliver")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("keyd: paused after"), "{line}");
+    let limit = core_limit(child.id());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(limit, "0", "keyctl");
+}
