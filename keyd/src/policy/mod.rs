@@ -49,6 +49,14 @@ pub struct TargetSpec {
     pub url: String,
     /// Where the admin password comes from.
     pub password: AdminPassword,
+    /// How long one connection, login or command may take before keyd gives up
+    /// (`timeout`, default [`TargetSpec::DEFAULT_TIMEOUT`]).
+    pub timeout: Duration,
+}
+
+impl TargetSpec {
+    /// The timeout of a target whose policy sets none.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 /// What a target is.

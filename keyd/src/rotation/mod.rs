@@ -780,6 +780,7 @@ fn build_target(
             &role,
             strategy,
             &group,
+            spec.timeout,
         )?),
         (
             TargetKind::Redis {
@@ -798,6 +799,7 @@ fn build_target(
             acl,
             mode,
             replicas: replicas.clone(),
+            timeout: spec.timeout,
         }),
         _ => {
             unreachable!("the policy checked that a secret's target fields match the target's type")

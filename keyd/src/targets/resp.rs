@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest bulk string accepted. Redis allows 512 MiB, but the replies keyd reads (OK, PONG,
 /// CONFIG GET aclfile, ACL GETUSER) are a few hundred bytes: 1 MiB is plenty.
@@ -37,12 +37,63 @@ pub enum Reply {
 
 /// A connection.
 pub struct Resp {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Timed>,
+    timeout: Duration,
+}
+
+/// The server connection, whose reads and writes fail with [`ErrorKind::TimedOut`] once the
+/// deadline of the command in progress has passed: a server that answers slowly, a byte at a
+/// time, is bounded as surely as one that never answers.
+struct Timed {
+    stream: TcpStream,
+    deadline: Instant,
+}
+
+impl Timed {
+    /// The time left before the deadline, or the error once it has passed.
+    fn left(&self) -> std::io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(std::io::Error::new(ErrorKind::TimedOut, "timed out"))
+        } else {
+            Ok(left)
+        }
+    }
+}
+
+/// A socket timeout reads as EAGAIN on Linux: reported as what it is.
+fn timed_out(e: std::io::Error) -> std::io::Error {
+    match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+            std::io::Error::new(ErrorKind::TimedOut, "timed out")
+        }
+        _ => e,
+    }
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.left()?))?;
+        self.stream.read(buf).map_err(timed_out)
+    }
+}
+
+impl Write for Timed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.left()?))?;
+        self.stream.write(buf).map_err(timed_out)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
+    }
 }
 
 impl Resp {
-    /// Connects to `host:port` of a `redis://host:port` URL.
-    pub fn connect(url: &str) -> std::io::Result<Self> {
+    /// Connects to `host:port` of a `redis://host:port` URL, within `timeout`; each command
+    /// then has `timeout` to be sent and answered. A timeout is an error of kind
+    /// [`ErrorKind::TimedOut`].
+    pub fn connect(url: &str, timeout: Duration) -> std::io::Result<Self> {
         let rest = url.strip_prefix("redis://").unwrap_or(url);
         let authority = rest.split('/').next().unwrap_or(rest);
         let host_port = authority.rsplit('@').next().unwrap_or(authority);
@@ -55,11 +106,13 @@ impl Resp {
         let first = addrs
             .first()
             .ok_or_else(|| std::io::Error::other(format!("{addr} does not resolve")))?;
-        let stream = TcpStream::connect_timeout(first, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        let stream = TcpStream::connect_timeout(first, timeout).map_err(timed_out)?;
         Ok(Resp {
-            reader: BufReader::new(stream),
+            reader: BufReader::new(Timed {
+                stream,
+                deadline: Instant::now() + timeout,
+            }),
+            timeout,
         })
     }
 
@@ -72,6 +125,7 @@ impl Resp {
             out.extend_from_slice(a);
             out.extend_from_slice(b"\r\n");
         }
+        self.reader.get_mut().deadline = Instant::now() + self.timeout;
         let written = self.reader.get_mut().write_all(&out);
         zeroize::Zeroize::zeroize(&mut out); // it may hold a password (AUTH)
         written?;
