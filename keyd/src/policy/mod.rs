@@ -618,7 +618,20 @@ pub enum ReloadHook {
     Command {
         /// Program and arguments.
         argv: Vec<String>,
+        /// How long it may run before it is killed (`timeout`, default
+        /// [`ReloadHook::DEFAULT_TIMEOUT`]).
+        #[serde(default = "ReloadHook::default_timeout")]
+        timeout: Duration,
     },
+}
+
+impl ReloadHook {
+    /// The timeout of a reload command whose policy sets none.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn default_timeout() -> Duration {
+        Self::DEFAULT_TIMEOUT
+    }
 }
 
 impl FilesSpec {
