@@ -448,3 +448,155 @@ fn sigterm_stops_the_daemon_cleanly_and_removes_its_socket() {
     assert!(!daemon.socket.exists());
     assert!(daemon.logs().contains("keyd: stopped"));
 }
+
+/// Polls `check` every 100 ms for at most `limit`; true once it holds.
+fn eventually(limit: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    check()
+}
+
+#[test]
+fn a_panic_while_rotating_one_secret_fails_that_rotation_and_the_daemon_rotates_the_others() {
+    // Two secrets on short schedules (real time: the daemon runs with the system clock).
+    let tmp = TempDir::new("panic");
+    std::fs::write(
+        tmp.join("app.toml"),
+        "[stack]\nname = \"app\"\n\n[secrets.DOOMED]\nkind = \"token\"\nrotate = \"2s\"\ngrace = \"1s\"\n\n[secrets.HEALTHY]\nkind = \"token\"\nrotate = \"2s\"\ngrace = \"1s\"\n",
+    )
+    .unwrap();
+    let home = tmp.join("home");
+    ok(keyctl(&home)
+        .arg("quickstart")
+        .arg("--policy")
+        .arg(tmp.join("app.toml"))
+        .arg("--out")
+        .arg(tmp.join("out")));
+    let mut command = keyd(&home);
+    command
+        .arg("--socket")
+        .arg(home.join("keyd.sock"))
+        .env("KEYD_PANIC_IN", "DOOMED")
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut daemon = Daemon {
+        child,
+        socket: home.join("keyd.sock"),
+        stderr: rx,
+    };
+    let store = Home::new(&home);
+    let version = |name: &str| {
+        store.peek().unwrap().stacks["app"].secrets[name]
+            .current()
+            .map_or(0, |v| v.number)
+    };
+    // HEALTHY goes on rotating (v1 → v3 takes two rotations) while DOOMED's rotation failed.
+    let went_on = eventually(std::time::Duration::from_secs(30), || {
+        version("HEALTHY") >= 3
+            && store.peek().unwrap().stacks["app"].secrets["DOOMED"]
+                .rotation
+                .as_ref()
+                .is_some_and(|r| r.last_error.is_some())
+    });
+    let logs = daemon.logs();
+    assert!(
+        went_on,
+        "HEALTHY at v{}, DOOMED {:?}; keyd alive: {}; log:\n{logs}",
+        version("HEALTHY"),
+        store.peek().unwrap().stacks["app"].secrets["DOOMED"].rotation,
+        daemon.child.try_wait().unwrap().is_none()
+    );
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "keyd exited:\n{logs}"
+    );
+    assert_eq!(
+        call(&daemon.socket, "GET", "/v1/health", None).0,
+        200,
+        "the API still answers"
+    );
+    // The failure is visible in keyctl status and in the audit log.
+    let status = String::from_utf8(ok(keyctl(&home)
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["status", "--json"])))
+    .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let doomed = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "DOOMED")
+        .unwrap();
+    let error = doomed["rotation"]["last_error"].as_str().unwrap();
+    assert!(error.contains("internal error"), "{error}");
+    let audit = std::fs::read_to_string(home.join("audit.log")).unwrap();
+    assert!(
+        audit.lines().any(|l| l.contains("\"secret\":\"DOOMED\"")
+            && l.contains("\"outcome\":\"failed\"")
+            && l.contains("internal error")),
+        "{audit}"
+    );
+    let _ = daemon.child.kill();
+}
+
+/// The soft core file size limit of a running process, from /proc/PID/limits.
+fn core_limit(pid: u32) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap()
+        .to_owned();
+    line.split_whitespace().nth(4).unwrap().to_owned()
+}
+
+#[test]
+fn keyd_and_keyctl_turn_off_core_dumps_so_a_crash_cannot_write_secrets_to_disk() {
+    // Children inherit this process's limit: allow core dumps here, as a shell may.
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let hard = getrlimit(Resource::Core).maximum;
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: hard.or(Some(1 << 30)),
+            maximum: hard,
+        },
+    )
+    .unwrap();
+    assert_ne!(core_limit(std::process::id()), "0");
+    let (_tmp, home, _out) = setup("core");
+    let daemon = Daemon::start(&home, None, &[]);
+    assert_eq!(core_limit(daemon.child.id()), "0", "keyd");
+    drop(daemon);
+    // keyctl, held at a pause point while it has the store open.
+    let mut child = keyctl(&home)
+        .args(["rotate", "FERNET_KEY"])
+        .env("KEYD_PAUSE_AFTER", "create,set,deliver")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("keyd: paused after"), "{line}");
+    let limit = core_limit(child.id());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(limit, "0", "keyctl");
+}

@@ -581,3 +581,50 @@ fn tls_rotation_replaces_certificate_and_key_together() {
         "{text}"
     );
 }
+
+#[test]
+fn a_reload_command_that_hangs_is_killed_after_its_timeout_and_reported() {
+    let tmp = TempDir::new("reload-hang");
+    // The command records its pid, then sleeps far longer than its timeout.
+    let pid_file = tmp.join("hook.pid");
+    let policy = format!(
+        "[stack]\nname = \"hang\"\n\n[sinks.files]\ndir = \"{}\"\nreload = {{ command = [\"sh\", \"-c\", \"echo $$ > {}; exec sleep 60\"], timeout = \"1s\" }}\n\n[secrets.KEY]\nkind = \"fernet\"\n",
+        tmp.join("out").display(),
+        pid_file.display()
+    );
+    std::fs::write(tmp.join("hang.toml"), policy).unwrap();
+    let mut child = keyctl(&tmp.join("home"))
+        .arg("quickstart")
+        .arg("--policy")
+        .arg(tmp.join("hang.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let finished = child.try_wait().unwrap().is_some();
+    if !finished {
+        child.kill().unwrap();
+    }
+    // Checked (and, if it still runs, stopped) before reading keyctl's stderr, which it holds.
+    let hook_pid = std::fs::read_to_string(&pid_file).unwrap();
+    let hook_alive = Path::new(&format!("/proc/{}", hook_pid.trim())).exists();
+    if hook_alive {
+        let _ = Command::new("kill").arg(hook_pid.trim()).status();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        finished,
+        "keyctl still waited for the reload command: {stderr}"
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("reload command") && stderr.contains("timed out after 1s"),
+        "{stderr}"
+    );
+    assert!(!hook_alive, "the reload command was left running");
+}

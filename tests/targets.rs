@@ -478,3 +478,91 @@ fn a_first_version_that_its_target_refuses_is_reported_and_not_delivered() {
         "{status}"
     );
 }
+
+/// A TCP listener on loopback that accepts connections and never answers (nor closes them).
+fn silent_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    port
+}
+
+/// Runs `cmd`, failing the test when it has not finished within `limit`.
+fn output_within(
+    cmd: &mut std::process::Command,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{cmd:?} still ran after {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Quickstart of a policy whose target `silent` (of `target_type`, at a server that never
+/// answers, `timeout = "1s"`) must accept DB_PASSWORD; returns keyctl status --json after it.
+fn quickstart_against_a_silent_server(target_type: &str, secret_target: &str) -> String {
+    let port = silent_server();
+    let (user, path) = match target_type {
+        "postgres" => ("admin@", "/postgres"),
+        _ => ("", ""),
+    };
+    let s = Setup::new(
+        &format!("silent-{target_type}"),
+        &format!(
+            "[stack]\nname = \"silent\"\n\n[targets.silent]\ntype = \"{target_type}\"\nurl = \"{target_type}://{user}127.0.0.1:{port}{path}\"\ntimeout = \"1s\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\ntarget = {{ name = \"silent\"{secret_target} }}\n"
+        ),
+    );
+    let out = output_within(
+        keyctl(&s.home())
+            .arg("quickstart")
+            .arg("--policy")
+            .arg(s.tmp.join("policy.toml"))
+            .arg("--out")
+            .arg(s.tmp.join("out")),
+        std::time::Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("a target did not accept DB_PASSWORD"),
+        "{stderr}"
+    );
+    String::from_utf8(ok(keyctl(&s.home()).args(["status", "--json"]))).unwrap()
+}
+
+#[test]
+fn a_redis_target_that_never_answers_times_out_with_a_message_naming_it() {
+    let status = quickstart_against_a_silent_server("redis", ", user = \"app\"");
+    assert!(
+        status.contains("target silent: ") && status.contains("timed out after 1s"),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_postgres_target_that_never_answers_times_out_with_a_message_naming_it() {
+    let status = quickstart_against_a_silent_server("postgres", ", role = \"app\"");
+    assert!(
+        status.contains("target silent: ") && status.contains("timed out after 1s"),
+        "{status}"
+    );
+}

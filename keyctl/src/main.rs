@@ -9,6 +9,11 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    if let Err(e) = keyd::secret::forbid_core_dumps() {
+        eprintln!(
+            "keyctl: warning: cannot turn off core dumps ({e}): a crash could write secrets to disk"
+        );
+    }
     let args = cli::Args::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -64,6 +64,13 @@ pub enum Error {
         /// The outputs found (a few, then a count).
         paths: String,
     },
+    /// An operation panicked: a bug in keyd. Its message (which could name anything) goes to
+    /// keyd's log through the panic hook, not here.
+    #[error("internal error: {operation} panicked (details in keyd's log)")]
+    Panicked {
+        /// What was running.
+        operation: &'static str,
+    },
     /// A version that does not exist was asked for.
     #[error("{name} has no version {version}")]
     NoSuchVersion {

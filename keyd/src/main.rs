@@ -42,6 +42,11 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 }
 
 fn main() -> ExitCode {
+    if let Err(e) = keyd::secret::forbid_core_dumps() {
+        eprintln!(
+            "keyd: warning: cannot turn off core dumps ({e}): a crash could write secrets to disk"
+        );
+    }
     let args = Args::parse();
     let Some(dir) = args.home.or_else(Home::default_dir) else {
         eprintln!("keyd: no home: set --home or KEYD_HOME");

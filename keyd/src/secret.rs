@@ -1,7 +1,8 @@
 //! Secret and public value types, and the system's randomness. Owns the rule that key material
 //! is zeroized when dropped, never shown by `Debug`, never copied, compared or serialised
 //! implicitly: reading is `expose_secret()`, copying is `duplicate()`, equality is `ct_eq()`,
-//! and the store serialises through [`stored`], so each of them stands out in review.
+//! and the store serialises through [`stored`], so each of them stands out in review. Also
+//! keeps a process's memory, where values live while in use, out of core dumps.
 
 use std::fmt;
 
@@ -22,6 +23,26 @@ pub fn fill_random(buf: &mut [u8]) {
             Err(e) => panic!("the system's random number generator failed: {e}"),
         }
     }
+}
+
+/// Keeps this process's memory out of core dumps, where a crash would write every value it
+/// holds to disk: marks the process not dumpable (`PR_SET_DUMPABLE` 0, which also stops other
+/// processes of the same user from attaching with ptrace or reading `/proc/PID/mem`), and sets
+/// the soft `RLIMIT_CORE` to 0. The hard limit is left alone: commands keyd runs (reload hooks)
+/// start dumpable again at exec and may raise their own limit. Called first thing by `keyd`
+/// and `keyctl`.
+pub fn forbid_core_dumps() -> std::io::Result<()> {
+    use rustix::process::{DumpableBehavior, Resource, Rlimit, getrlimit, setrlimit};
+    rustix::process::set_dumpable_behavior(DumpableBehavior::NotDumpable)?;
+    let hard = getrlimit(Resource::Core).maximum;
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: hard,
+        },
+    )?;
+    Ok(())
 }
 
 /// A secret text value: a password, token, Fernet key, private key PEM, or a rendered template

@@ -77,9 +77,13 @@ impl State {
     {
         let _turn = self.work.lock().await;
         let (home, clock) = (self.home.clone(), self.clock.clone());
+        // A panic is contained per secret below this; one anywhere else fails this operation
+        // only, so neither the scheduler nor an API connection dies with it.
         tokio::task::spawn_blocking(move || f(&home, &*clock))
             .await
-            .expect("a store operation panicked")
+            .unwrap_or(Err(Error::Panicked {
+                operation: "a store operation",
+            }))
     }
 
     fn allows(&self, uid: u32) -> bool {

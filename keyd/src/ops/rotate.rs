@@ -8,6 +8,25 @@ use crate::rotation::schedule::{Action, plan};
 use crate::rotation::{Engine, OutcomeKind, RotationReport};
 use crate::store::{Home, LookupError, StoreData};
 
+/// Runs `work` on the secret `stack/name`, containing a panic in it (see
+/// `Engine::contain_panic`; `step` names the work when no rotation was in flight): the
+/// secret's rotation fails, the caller goes on with the others. Returns `Ok(false)` for a
+/// panic whose failure could not be journaled.
+fn contained(
+    engine: &mut Engine<'_>,
+    stack: &str,
+    name: &str,
+    step: &str,
+    work: impl FnOnce(&mut Engine<'_>) -> Result<(), Error>,
+) -> Result<bool, Error> {
+    // AssertUnwindSafe: after a panic the engine's memory is not used; `contain_panic`
+    // reloads the store.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(engine))) {
+        Ok(result) => result.map(|()| true),
+        Err(_) => engine.contain_panic(stack, name, step),
+    }
+}
+
 /// Who is acting, for the audit log: the program and the caller's uid and pid.
 pub fn actor(program: &str) -> String {
     format!(
@@ -63,7 +82,9 @@ pub fn rotate(
         let record = &engine.data.stacks[stack].secrets[name];
         let from = record.current().map_or(0, |v| v.number);
         if record.rotation.is_some() {
-            engine.advance(stack, name, from, true)?;
+            contained(&mut engine, stack, name, "create", |e| {
+                e.advance(stack, name, from, true)
+            })?;
             continue;
         }
         let seen_version = seen
@@ -81,8 +102,10 @@ pub fn rotate(
             );
             continue;
         }
-        engine.start(stack, name, force)?;
-        engine.advance(stack, name, from, false)?;
+        contained(&mut engine, stack, name, "create", |e| {
+            e.start(stack, name, force)?;
+            e.advance(stack, name, from, false)
+        })?;
     }
     Ok(engine.report)
 }
@@ -132,37 +155,47 @@ pub fn run_due(
     let lock = home.lock()?;
     let mut engine = Engine::new(&lock, clock, by)?;
     let (actions, _) = plan(&engine.data, clock.now());
+    let mut unjournaled_panic = false;
     for action in actions {
-        match action {
-            Action::Resume { stack, name } => {
-                let from = engine.data.stacks[&stack].secrets[&name]
-                    .current()
-                    .map_or(0, |v| v.number);
-                engine.advance(&stack, &name, from, true)?;
-            }
-            Action::Rotate { stack, name } => {
-                let from = engine.data.stacks[&stack].secrets[&name]
-                    .current()
-                    .map_or(0, |v| v.number);
+        let (Action::Resume { stack, name }
+        | Action::Rotate { stack, name }
+        | Action::Retire { stack, name }) = &action;
+        let from = engine.data.stacks[stack].secrets[name]
+            .current()
+            .map_or(0, |v| v.number);
+        let step = match action {
+            Action::Retire { .. } => "retire",
+            _ => "create",
+        };
+        let journaled = contained(&mut engine, stack, name, step, |e| match &action {
+            Action::Resume { .. } => e.advance(stack, name, from, true),
+            Action::Rotate { .. } => {
                 // Refused (a fernet key that would be pushed out unretired): reported, and the
                 // other secrets' work goes on.
-                if let Err(e) = engine.start(&stack, &name, false) {
-                    engine.outcome(
-                        &stack,
-                        &name,
+                if let Err(refused) = e.start(stack, name, false) {
+                    e.outcome(
+                        stack,
+                        name,
                         from,
                         OutcomeKind::Failed,
-                        Some(e.to_string()),
+                        Some(refused.to_string()),
                     );
-                    continue;
+                    return Ok(());
                 }
-                engine.advance(&stack, &name, from, false)?;
+                e.advance(stack, name, from, false)
             }
-            Action::Retire { stack, name } => engine.retire(&stack, &name)?,
-        }
+            Action::Retire { .. } => e.retire(stack, name),
+        })?;
+        unjournaled_panic |= !journaled;
     }
     // A failed step leaves a retry time; the next plan accounts for it.
-    let (_, next) = plan(&engine.data, clock.now());
+    let (_, mut next) = plan(&engine.data, clock.now());
+    if unjournaled_panic {
+        // Nothing in the store says to wait: the same work is due again at once. A minute
+        // keeps a panic that repeats from running the scheduler hot.
+        let later = clock.now() + 60;
+        next = Some(next.map_or(later, |n| n.max(later)));
+    }
     let report = engine.report;
     debug_assert!(
         report

@@ -50,6 +50,14 @@ pub struct TargetSpec {
     pub url: String,
     /// Where the admin password comes from.
     pub password: AdminPassword,
+    /// How long one connection, login or command may take before keyd gives up
+    /// (`timeout`, default [`TargetSpec::DEFAULT_TIMEOUT`]).
+    pub timeout: Duration,
+}
+
+impl TargetSpec {
+    /// The timeout of a target whose policy sets none.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 /// What a target is.
@@ -611,7 +619,20 @@ pub enum ReloadHook {
     Command {
         /// Program and arguments.
         argv: Vec<String>,
+        /// How long it may run before it is killed (`timeout`, default
+        /// [`ReloadHook::DEFAULT_TIMEOUT`]).
+        #[serde(default = "ReloadHook::default_timeout")]
+        timeout: Duration,
     },
+}
+
+impl ReloadHook {
+    /// The timeout of a reload command whose policy sets none.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn default_timeout() -> Duration {
+        Self::DEFAULT_TIMEOUT
+    }
 }
 
 impl FilesSpec {

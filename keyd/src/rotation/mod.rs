@@ -102,6 +102,19 @@ fn pause_point(point: &str) {
 #[cfg(not(feature = "test-hooks"))]
 fn pause_point(_point: &str) {}
 
+/// Panics on purpose while delivering a step of the secret named by `KEYD_PANIC_IN`, after the
+/// step was persisted: a testing aid for the containment of a panic in one secret's work.
+/// Compiled only with the `test-hooks` feature, like [`pause_point`].
+#[cfg(feature = "test-hooks")]
+fn panic_point(name: &str) {
+    if std::env::var("KEYD_PANIC_IN").is_ok_and(|n| n == name) {
+        panic!("KEYD_PANIC_IN={name}: a panic on purpose while delivering");
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn panic_point(_name: &str) {}
+
 /// One locked session on the store: the rotation engine.
 pub(crate) struct Engine<'a> {
     lock: &'a LockedStore,
@@ -403,25 +416,81 @@ impl<'a> Engine<'a> {
                 Step::Finish => self.step_finish(stack, name, &rotation),
             };
             if let Err(e) = result {
-                let message = e.to_string();
-                let now = self.clock.now();
-                let record = self.record_mut(stack, name);
-                let r = record.rotation.as_mut().expect("in flight");
-                r.attempts += 1;
-                r.last_error = Some(message.clone());
-                r.retry_at = Some(now + backoff(r.attempts));
-                let (pending, step) = (r.pending, r.step);
-                self.save()?;
-                self.audit(
-                    stack,
-                    name,
-                    pending,
-                    &step.to_string(),
-                    "failed",
-                    Some(&message),
+                return self.fail_step(stack, name, from, e.to_string());
+            }
+        }
+    }
+
+    /// Records that the step in flight of `stack/name` failed with `message` (no values): the
+    /// journal keeps the error and a retry time (persisted), then the audit line and outcome.
+    fn fail_step(
+        &mut self,
+        stack: &str,
+        name: &str,
+        from: u64,
+        message: String,
+    ) -> Result<(), Error> {
+        let now = self.clock.now();
+        let record = self.record_mut(stack, name);
+        let r = record.rotation.as_mut().expect("in flight");
+        r.attempts += 1;
+        r.last_error = Some(message.clone());
+        r.retry_at = Some(now + backoff(r.attempts));
+        let (pending, step) = (r.pending, r.step);
+        self.save()?;
+        self.audit(
+            stack,
+            name,
+            pending,
+            &step.to_string(),
+            "failed",
+            Some(&message),
+        );
+        self.outcome(stack, name, from, OutcomeKind::Failed, Some(message));
+        Ok(())
+    }
+
+    /// Turns a panic caught in the work on `stack/name` into a failed rotation, so one
+    /// secret's bug cannot stop the others. Memory may have been left half-changed, so the
+    /// engine goes back to the store as last written (every step is persisted before it acts,
+    /// and every step is idempotent). A rotation in flight there keeps the error in its
+    /// journal and is retried after the usual backoff; one that never reached the store (a
+    /// panic in create, or in a target-less rotation before its first write) is only logged
+    /// and reported, as a failure of `step` (`create`, `retire`). Returns whether the failure
+    /// was journaled. The panic's own message goes
+    /// to keyd's log through the panic hook, not into the journal or the audit log, which
+    /// must hold no values.
+    pub(crate) fn contain_panic(
+        &mut self,
+        stack: &str,
+        name: &str,
+        step: &str,
+    ) -> Result<bool, Error> {
+        self.data = self.lock.load()?;
+        self.unsaved = None;
+        let record = &self.data.stacks[stack].secrets[name];
+        let from = record.current().map_or(0, |v| v.number);
+        match &record.rotation {
+            Some(r) => {
+                let message = format!(
+                    "internal error: keyd panicked during the {} step (details in keyd's log); the rotation will be retried",
+                    r.step
                 );
+                self.fail_step(stack, name, from, message)?;
+                Ok(true)
+            }
+            None => {
+                let message =
+                    "internal error: keyd panicked (details in keyd's log); nothing was changed"
+                        .to_owned();
+                let version = if step == "create" {
+                    record.next_number()
+                } else {
+                    from
+                };
+                self.audit(stack, name, version, step, "failed", Some(&message));
                 self.outcome(stack, name, from, OutcomeKind::Failed, Some(message));
-                return Ok(());
+                Ok(false)
             }
         }
     }
@@ -525,6 +594,7 @@ impl<'a> Engine<'a> {
         let changed = self.rederive(stack, name)?;
         self.save()?;
         pause_point(&format!("{done}-persisted"));
+        panic_point(name);
         self.deliver(stack, Some(&changed))?;
         self.audit(stack, name, pending, done, "ok", None);
         pause_point(done);
@@ -757,6 +827,7 @@ fn build_target(
             &role,
             strategy,
             &group,
+            spec.timeout,
         )?),
         (
             TargetKind::Redis {
@@ -775,6 +846,7 @@ fn build_target(
             acl,
             mode,
             replicas: replicas.clone(),
+            timeout: spec.timeout,
         }),
         _ => {
             unreachable!("the policy checked that a secret's target fields match the target's type")

@@ -251,21 +251,63 @@ fn run_reload_hook(hook: &ReloadHook) -> Result<(), SinkError> {
             };
             rustix::process::kill_process(pid, sig).map_err(|e| fail(pid_file, e.into()))
         }
-        ReloadHook::Command { argv } => {
+        ReloadHook::Command { argv, timeout } => {
             let program = Path::new(&argv[0]);
-            let status = std::process::Command::new(program)
-                .args(&argv[1..])
-                .stdin(std::process::Stdio::null())
-                .status()
-                .map_err(|e| fail(program, e))?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(fail(
+            let status =
+                run_with_timeout(&argv[0], &argv[1..], *timeout).map_err(|e| fail(program, e))?;
+            match status {
+                Some(status) if status.success() => Ok(()),
+                Some(status) => Err(fail(
                     program,
                     std::io::Error::other(format!("reload command exited with {status}")),
-                ))
+                )),
+                None => Err(fail(
+                    program,
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "reload command timed out after {} and was killed",
+                            crate::policy::duration::format(*timeout)
+                        ),
+                    ),
+                )),
             }
         }
     }
+}
+
+/// Runs `program args…` for at most `timeout`; `None` when it was killed at the timeout.
+/// The command runs in a process group of its own, and the whole group is killed, so a
+/// script's children do not outlive it.
+fn run_with_timeout(
+    program: &str,
+    args: &[String],
+    timeout: std::time::Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    use std::os::unix::process::CommandExt as _;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    let deadline = std::time::Instant::now() + timeout;
+    // Polled: std has no wait with a deadline, and a reload command is short-lived.
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+    }
+    if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    }
+    let _ = child.kill(); // in case the group kill was refused
+    child.wait()?;
+    Ok(None)
 }

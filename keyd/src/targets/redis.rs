@@ -5,9 +5,11 @@
 //! with `ACL SAVE` (an ACL file) or `CONFIG REWRITE` (a config file), with a warning when
 //! neither is possible.
 
+use std::time::Duration;
+
 use super::resp::{Reply, Resp};
 use super::{Credential, Target, TargetError};
-use crate::policy::RedisMode;
+use crate::policy::{RedisMode, duration};
 use crate::secret::SecretString;
 
 /// A Redis user whose password keyd rotates.
@@ -28,6 +30,8 @@ pub struct RedisTarget {
     pub mode: RedisMode,
     /// Replicas whose `masterauth` follows (requirepass).
     pub replicas: Vec<String>,
+    /// How long connecting, or one command and its reply, may take.
+    pub timeout: Duration,
 }
 
 fn sha256_hex(value: &SecretString) -> String {
@@ -44,8 +48,21 @@ impl RedisTarget {
         }
     }
 
+    /// Describes a connection's error, naming a timeout as one.
+    fn describe(&self, e: &std::io::Error) -> String {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            format!(
+                "no answer, timed out after {}",
+                duration::format(self.timeout)
+            )
+        } else {
+            e.to_string()
+        }
+    }
+
     fn connect(&self, url: &str) -> Result<Resp, TargetError> {
-        Resp::connect(url).map_err(|e| self.fail(format!("cannot connect to {url}: {e}")))
+        Resp::connect(url, self.timeout)
+            .map_err(|e| self.fail(format!("cannot connect to {url}: {}", self.describe(&e))))
     }
 
     fn run(&self, conn: &mut Resp, args: &[&[u8]]) -> Result<Reply, TargetError> {
@@ -54,7 +71,11 @@ impl RedisTarget {
                 Err(self.fail(format!("{} refused: {e}", String::from_utf8_lossy(args[0]))))
             }
             Ok(reply) => Ok(reply),
-            Err(e) => Err(self.fail(format!("{}: {e}", String::from_utf8_lossy(args[0])))),
+            Err(e) => Err(self.fail(format!(
+                "{}: {}",
+                String::from_utf8_lossy(args[0]),
+                self.describe(&e)
+            ))),
         }
     }
 
@@ -68,7 +89,7 @@ impl RedisTarget {
                     self.admin_user.as_bytes(),
                     password.expose_secret().as_bytes(),
                 ])
-                .map_err(|e| self.fail(format!("AUTH: {e}")))?;
+                .map_err(|e| self.fail(format!("AUTH: {}", self.describe(&e))))?;
             if let Reply::Error(e) = reply {
                 return Err(self.fail(format!(
                     "the admin login as {:?} was refused: {e}",
@@ -110,12 +131,12 @@ impl RedisTarget {
             ]),
             RedisMode::Requirepass => conn.command(&[b"AUTH", password.expose_secret().as_bytes()]),
         }
-        .map_err(|e| self.fail(format!("AUTH: {e}")))?;
+        .map_err(|e| self.fail(format!("AUTH: {}", self.describe(&e))))?;
         match reply {
             Reply::Simple(_) => {
                 let pong = conn
                     .command(&[b"PING"])
-                    .map_err(|e| self.fail(format!("PING: {e}")))?;
+                    .map_err(|e| self.fail(format!("PING: {}", self.describe(&e))))?;
                 Ok(pong == Reply::Simple("PONG".into()))
             }
             Reply::Error(e)
@@ -202,9 +223,83 @@ impl Target for RedisTarget {
             Ok(Reply::Error(e)) if e.contains("not") => {}
             Ok(Reply::Error(e)) => return Err(self.fail(format!("ACL SETUSER refused: {e}"))),
             Ok(_) => {}
-            Err(e) => return Err(self.fail(format!("ACL SETUSER: {e}"))),
+            Err(e) => {
+                return Err(self.fail(format!("ACL SETUSER: {}", self.describe(&e))));
+            }
         }
         self.persist(&mut conn);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use super::*;
+    use crate::targets::resp::MAX_BULK;
+
+    /// A one-connection server on loopback that reads a little and then answers `reply`.
+    fn fake_redis(reply: Vec<u8>) -> (String, std::thread::JoinHandle<()>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let _ = stream.read(&mut [0; 1024]);
+            let _ = stream.write_all(&reply);
+        });
+        (url, server)
+    }
+
+    fn target(url: String) -> RedisTarget {
+        RedisTarget {
+            name: "cache".into(),
+            url,
+            admin_user: "default".into(),
+            admin_password: None,
+            user: "app".into(),
+            acl: "~* +@all".into(),
+            mode: RedisMode::Acl,
+            replicas: Vec::new(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The error `set` returns against a server that answers `reply`.
+    fn set_error(reply: Vec<u8>) -> String {
+        let (url, server) = fake_redis(reply);
+        let password = SecretString::new("pending-value".into());
+        let credential = Credential {
+            login: None,
+            password: &password,
+        };
+        let e = target(url).set(&credential, None).unwrap_err().to_string();
+        server.join().unwrap();
+        e
+    }
+
+    #[test]
+    fn a_redis_server_answering_a_ten_gigabyte_bulk_string_gets_a_clear_error() {
+        let e = set_error(b"$9999999999\r\nxx".to_vec());
+        assert!(
+            e.starts_with("target cache: ACL: malformed reply: a bulk string of 9999999999 bytes exceeds the 1 MiB limit"),
+            "{e}"
+        );
+        assert!(!e.contains("pending-value"), "{e}");
+    }
+
+    #[test]
+    fn a_redis_server_streaming_a_reply_of_more_than_two_mebibytes_gets_a_clear_error() {
+        let mut reply = b"*3\r\n".to_vec();
+        for _ in 0..3 {
+            reply.extend_from_slice(format!("${}\r\n", MAX_BULK).as_bytes());
+            reply.extend(std::iter::repeat_n(b'x', MAX_BULK));
+            reply.extend_from_slice(b"\r\n");
+        }
+        let e = set_error(reply);
+        assert_eq!(
+            e,
+            "target cache: ACL: malformed reply: a reply longer than 2 MiB"
+        );
     }
 }

@@ -76,7 +76,7 @@ pub(super) fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> 
     sinks
 }
 
-const RELOAD_EXPECTED: &str = "reload = { signal = \"HUP\", pid_file = \"/run/app.pid\" } or reload = { command = [\"prog\", \"arg\"] }";
+const RELOAD_EXPECTED: &str = "reload = { signal = \"HUP\", pid_file = \"/run/app.pid\" } or reload = { command = [\"prog\", \"arg\"], timeout = \"10s\" }";
 
 /// Checks the files sink's `reload` (entry `e`).
 fn check_reload(c: &mut Checker, base: &Path, e: &Entry<'_, '_>) -> Option<ReloadHook> {
@@ -90,9 +90,10 @@ fn check_reload(c: &mut Checker, base: &Path, e: &Entry<'_, '_>) -> Option<Reloa
     let f = Fields::new("`reload` of [sinks.files]", t);
     f.only(
         c,
-        &["signal", "pid_file", "command"],
-        "signal and pid_file, or command",
+        &["signal", "pid_file", "command", "timeout"],
+        "signal and pid_file, or command and timeout",
     );
+    let timeout = f.duration(c, "timeout");
     match (
         f.str(c, "signal"),
         f.str(c, "pid_file"),
@@ -116,9 +117,15 @@ fn check_reload(c: &mut Checker, base: &Path, e: &Entry<'_, '_>) -> Option<Reloa
             } else {
                 base.join(p)
             };
+            if let Some((_, at)) = timeout {
+                c.err(at, "`timeout` applies to a reload command, not to a signal");
+            }
             Some(ReloadHook::Signal { signal, pid_file })
         }
-        (None, None, Some((argv, _))) if !argv.is_empty() => Some(ReloadHook::Command { argv }),
+        (None, None, Some((argv, _))) if !argv.is_empty() => Some(ReloadHook::Command {
+            argv,
+            timeout: timeout.map_or(ReloadHook::DEFAULT_TIMEOUT, |(t, _)| t),
+        }),
         _ => {
             c.err(e.value.span().start, format!("`reload` needs either signal and pid_file, or a non-empty command ({RELOAD_EXPECTED})"));
             None
@@ -143,7 +150,7 @@ mod tests {
         format!("[stack]\nname = \"s\"\n[sinks.envfile]\n{body}[secrets.A]\nkind = \"fernet\"\n")
     }
 
-    const EXPECTED_RELOAD: &str = "(reload = { signal = \"HUP\", pid_file = \"/run/app.pid\" } or reload = { command = [\"prog\", \"arg\"] })";
+    const EXPECTED_RELOAD: &str = "(reload = { signal = \"HUP\", pid_file = \"/run/app.pid\" } or reload = { command = [\"prog\", \"arg\"], timeout = \"10s\" })";
 
     #[test]
     fn files_and_envfile_values() {
@@ -213,9 +220,27 @@ kind = "fernet"
         let mut expected = FilesSpec::in_dir(PathBuf::from(FilesSpec::DEFAULT_DIR));
         expected.reload = Some(ReloadHook::Command {
             argv: vec!["nginx".into(), "-s".into(), "reload".into()],
+            timeout: ReloadHook::DEFAULT_TIMEOUT,
         });
         assert_eq!(p.sinks.files(), Some(&expected));
         assert_eq!((expected.mode, expected.dir_mode), (0o400, 0o755));
+        let p = policy(&files(
+            "reload = { command = [\"nginx\", \"-s\", \"reload\"], timeout = \"1m\" }\n",
+        ));
+        assert!(matches!(
+            p.sinks.files().unwrap().reload,
+            Some(ReloadHook::Command { timeout, .. }) if timeout == std::time::Duration::from_secs(60)
+        ));
+        assert_eq!(
+            err_text(&files(
+                "reload = { signal = \"HUP\", pid_file = \"/a.pid\", timeout = \"1s\" }\n"
+            )),
+            "p.toml:4:59: `timeout` applies to a reload command, not to a signal"
+        );
+        assert_eq!(
+            err_text(&files("reload = { command = [\"x\"], timeout = \"1\" }\n")),
+            "p.toml:4:39: `timeout` in `reload` of [sinks.files]: bad duration \"1\": 1 has no unit (expected a whole number followed by s, m, h, d or w, e.g. \"90d\" or \"1d12h\")"
+        );
         assert!(p.sinks.envfile().is_none());
 
         let p = policy(&envfile("path = \"/e/.env\"\nmode = \"0640\"\n"));
@@ -328,7 +353,7 @@ kind = "fernet"
                 "reload = { command = [\"nginx\", 1], user = \"root\" }\n"
             )),
             "p.toml:4:32: `command` in `reload` of [sinks.files] must list strings (found integer)\n\
-             p.toml:4:36: unknown field `user` in `reload` of [sinks.files] (expected signal and pid_file, or command)"
+             p.toml:4:36: unknown field `user` in `reload` of [sinks.files] (expected signal and pid_file, or command and timeout)"
         );
     }
 }

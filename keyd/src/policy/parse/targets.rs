@@ -43,13 +43,13 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
             );
             continue;
         };
-        let common = ["type", "url", "password_secret", "password_file"];
+        let common = ["type", "url", "password_secret", "password_file", "timeout"];
         let kind = match kind.as_str() {
             "postgres" => {
                 f.only(
                     c,
                     &common,
-                    "for type \"postgres\": type, url, password_secret, password_file",
+                    "for type \"postgres\": type, url, password_secret, password_file, timeout",
                 );
                 TargetKind::Postgres
             }
@@ -57,7 +57,7 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
                 f.only(
                     c,
                     &[&common[..], &["user", "replicas"]].concat(),
-                    "for type \"redis\": type, url, user, password_secret, password_file, replicas",
+                    "for type \"redis\": type, url, user, password_secret, password_file, replicas, timeout",
                 );
                 TargetKind::Redis {
                     user: f
@@ -112,11 +112,15 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
             (None, Some((path, _))) => AdminPassword::File(PathBuf::from(path)),
             (None, None) => AdminPassword::None,
         };
+        let timeout = f
+            .duration(c, "timeout")
+            .map_or(TargetSpec::DEFAULT_TIMEOUT, |(t, _)| t);
         out.push(TargetSpec {
             name: e.key.to_owned(),
             kind,
             url,
             password,
+            timeout,
         });
     }
     out
@@ -301,6 +305,7 @@ url = "redis://127.0.0.1:6379"
 user = "keyd"
 replicas = ["redis://replica:6379"]
 password_file = "/run/secrets/redis_admin"
+timeout = "1m30s"
 [secrets.DB_ADMIN]
 kind = "password"
 [secrets.APP]
@@ -325,6 +330,7 @@ target = { name = "cache", mode = "requirepass" }
                     kind: TargetKind::Postgres,
                     url: "postgresql://admin@127.0.0.1/app".into(),
                     password: AdminPassword::Secret("DB_ADMIN".into()),
+                    timeout: TargetSpec::DEFAULT_TIMEOUT,
                 },
                 TargetSpec {
                     name: "cache".into(),
@@ -334,6 +340,7 @@ target = { name = "cache", mode = "requirepass" }
                     },
                     url: "redis://127.0.0.1:6379".into(),
                     password: AdminPassword::File(PathBuf::from("/run/secrets/redis_admin")),
+                    timeout: std::time::Duration::from_secs(90),
                 },
             ]
         );
@@ -422,7 +429,7 @@ target = { name = "cache", mode = "requirepass" }
             err_text(&target_table(
                 "type = \"postgres\"\nurl = \"postgres://db\"\nuser = \"admin\"\npassword_secret = \"F\"\npassword_file = \"/p\"\n"
             )),
-            "p.toml:6:1: unknown field `user` in target \"db\" (expected for type \"postgres\": type, url, password_secret, password_file)\n\
+            "p.toml:6:1: unknown field `user` in target \"db\" (expected for type \"postgres\": type, url, password_secret, password_file, timeout)\n\
              p.toml:8:17: give password_secret or password_file, not both"
         );
         // An admin password must be a value of this policy; reported at the first [targets.*].
