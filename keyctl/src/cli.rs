@@ -485,12 +485,19 @@ fn rotation_command(
 /// A rotation whose step failed exits 1 after printing its report: it stays in flight and is
 /// retried (by the daemon, or the next `keyctl rotate`).
 fn rotation_exit(report: &keyd::rotation::RotationReport) -> Result<(), Failure> {
-    let failed: Vec<&str> = report
-        .outcomes
-        .iter()
-        .filter(|o| o.result == keyd::rotation::OutcomeKind::Failed)
-        .map(|o| o.name.as_str())
-        .collect();
+    use keyd::rotation::OutcomeKind;
+    let names = |kind: OutcomeKind| -> Vec<&str> {
+        let found = report.outcomes.iter().filter(|o| o.result == kind);
+        found.map(|o| o.name.as_str()).collect()
+    };
+    let (failed, rekey) = (names(OutcomeKind::Failed), names(OutcomeKind::RekeyFailed));
+    if failed.is_empty() && !rekey.is_empty() {
+        return Err(Failure::new(
+            1,
+            format!("rekey hook failed for {}", rekey.join(", ")),
+            Some("the new values are in place and the previous ones stay delivered; fix the hook, then `keyctl retire` runs it again first (the daemon retries with backoff)".into()),
+        ));
+    }
     if failed.is_empty() {
         return Ok(());
     }

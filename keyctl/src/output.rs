@@ -296,6 +296,11 @@ pub fn rotation(out: &mut String, report: &keyd::rotation::RotationReport, as_js
                 o.to_version,
                 o.message.as_deref().unwrap_or("")
             ),
+            OutcomeKind::RekeyFailed => format!(
+                "v{} is in place, but its rekey hook failed ({}): the previous version stays delivered until the hook succeeds",
+                o.to_version,
+                o.message.as_deref().unwrap_or("")
+            ),
             OutcomeKind::NothingToRetire => {
                 format!("nothing to retire (v{} alone is delivered)", o.to_version)
             }
@@ -351,6 +356,24 @@ pub fn status(out: &mut String, status: &[keyd::rotation::schedule::SecretStatus
             }
             t
         });
+        let flight = match &s.rekey {
+            None => flight,
+            Some(r) => {
+                let mut t = format!("rekey to v{} owed", r.version);
+                if let Some(e) = &r.last_error {
+                    t.push_str(&format!(" (failed {}x: {e}", r.attempts));
+                    if let Some(at) = r.retry_at {
+                        t.push_str(&format!("; retry {}", keyd::clock::format_time(at)));
+                    }
+                    t.push(')');
+                }
+                if flight.is_empty() {
+                    t
+                } else {
+                    format!("{flight}; {t}")
+                }
+            }
+        };
         say!(
             out,
             "{:width$}  {:8}  {:>4}  {:>6}  {:20}  {:20}  {}",

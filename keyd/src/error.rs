@@ -54,6 +54,16 @@ pub enum Error {
         /// What failed (no values).
         reason: String,
     },
+    /// Retire waits for a rekey hook that has not succeeded.
+    #[error(
+        "{name}: the previous version is kept until the rekey hook succeeds ({message}); it is retried with backoff (`keyctl status` shows when)"
+    )]
+    RekeyPending {
+        /// The secret.
+        name: String,
+        /// The hook's last failure.
+        message: String,
+    },
     /// A stack new to the store would overwrite outputs that already exist.
     #[error(
         "stack {stack} is not in the store, but its outputs already exist ({paths}): new values would replace them, and lose whatever they encrypt or log in to"

@@ -17,12 +17,14 @@
 //! - [`store`]: the age-encrypted, versioned store under the keyd home.
 //! - [`policy`]: the declarative policy of a stack, with file:line:col errors.
 //! - [`material`]: one generator per kind.
-//! - [`secret`]: zeroizing secret types whose `Debug` prints nothing; [`clock`]: time.
+//! - [`secret`]: zeroizing secret types whose `Debug` prints nothing; [`clock`]: time;
+//!   `command`: hook commands run with a timeout.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod clock;
+mod command;
 pub mod daemon;
 pub mod deliver;
 pub mod derive;

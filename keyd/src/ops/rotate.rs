@@ -104,7 +104,8 @@ pub fn rotate(
         }
         contained(&mut engine, stack, name, "create", |e| {
             e.start(stack, name, force)?;
-            e.advance(stack, name, from, false)
+            e.advance(stack, name, from, false)?;
+            e.rekey_if_finished(stack, name)
         })?;
     }
     Ok(engine.report)
@@ -159,16 +160,21 @@ pub fn run_due(
     for action in actions {
         let (Action::Resume { stack, name }
         | Action::Rotate { stack, name }
+        | Action::Rekey { stack, name }
         | Action::Retire { stack, name }) = &action;
         let from = engine.data.stacks[stack].secrets[name]
             .current()
             .map_or(0, |v| v.number);
         let step = match action {
             Action::Retire { .. } => "retire",
+            Action::Rekey { .. } => "rekey",
             _ => "create",
         };
         let journaled = contained(&mut engine, stack, name, step, |e| match &action {
-            Action::Resume { .. } => e.advance(stack, name, from, true),
+            Action::Resume { .. } => {
+                e.advance(stack, name, from, true)?;
+                e.rekey_if_finished(stack, name)
+            }
             Action::Rotate { .. } => {
                 // Refused (a fernet key that would be pushed out unretired): reported, and the
                 // other secrets' work goes on.
@@ -182,9 +188,15 @@ pub fn run_due(
                     );
                     return Ok(());
                 }
-                e.advance(stack, name, from, false)
+                e.advance(stack, name, from, false)?;
+                e.rekey_if_finished(stack, name)
             }
-            Action::Retire { .. } => e.retire(stack, name),
+            // A failed rekey is recorded with its retry time; the plan waits for it.
+            Action::Rekey { .. } => e.rekey(stack, name).map(drop),
+            Action::Retire { .. } => match e.retire(stack, name) {
+                Err(Error::RekeyPending { .. }) => Ok(()),
+                other => other,
+            },
         })?;
         unjournaled_panic |= !journaled;
     }

@@ -210,6 +210,9 @@ pub struct SecretSpec {
     pub kind: KindSpec,
     /// Rotation interval.
     pub rotate: Option<Duration>,
+    /// A command that re-encrypts data with the new value, run after a rotation; retire
+    /// waits until it succeeded.
+    pub rekey: Option<RekeyHook>,
     /// How long the previous value stays valid after a rotation.
     pub grace: Option<Duration>,
     /// Free text.
@@ -228,6 +231,22 @@ pub enum FernetDelivery {
     List,
     /// The newest key alone.
     Primary,
+}
+
+/// `rekey = { command = ["airflow", "rotate-fernet-key"], timeout = "10m" }`: run after a
+/// rotation of the secret with the stack's delivered values in its environment (never in
+/// argv); the previous version is retired only once it exited 0.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RekeyHook {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// How long it may run before it is killed (default 10 minutes).
+    pub timeout: Duration,
+}
+
+impl RekeyHook {
+    /// The timeout when the policy sets none.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 }
 
 /// Kind-specific parameters, validated.

@@ -23,7 +23,7 @@ use crate::policy::{AdminPassword, Kind, KindSpec, Policy, SecretTarget, TargetK
 use crate::secret::SecretString;
 use crate::sinks::DeliveryReport;
 use crate::store::SecretRecord;
-use crate::store::{Label, LockedStore, Rotation, Step, StoreData, VersionRecord};
+use crate::store::{Label, LockedStore, RekeyOwed, Rotation, Step, StoreData, VersionRecord};
 use crate::targets::postgres::PostgresTarget;
 use crate::targets::redis::RedisTarget;
 use crate::targets::{Credential, Target};
@@ -72,6 +72,9 @@ pub enum OutcomeKind {
     Retired,
     /// Nothing to retire.
     NothingToRetire,
+    /// The rekey hook failed: the new version is in place, the previous one stays until the
+    /// hook succeeds (retried with backoff).
+    RekeyFailed,
 }
 
 /// What a rotation, retire or scheduler pass did.
@@ -658,16 +661,121 @@ impl<'a> Engine<'a> {
 
     /// Closes the journal once the promoted state is delivered.
     fn step_finish(&mut self, stack: &str, name: &str, rotation: &Rotation) -> Result<(), Error> {
+        let has_rekey = self
+            .policy(stack)?
+            .secret(name)
+            .is_some_and(|s| s.rekey.is_some());
         let record = self.record_mut(stack, name);
         record.rotation = None;
+        // The data must be re-encrypted to the new value before the old one may go.
+        if has_rekey {
+            record.rekey = Some(RekeyOwed {
+                version: rotation.pending,
+                attempts: 0,
+                last_error: None,
+                retry_at: None,
+            });
+        }
         self.save()?;
         self.audit(stack, name, rotation.pending, "finish", "ok", None);
         Ok(())
     }
 
+    /// Runs the rekey hook `stack/name` still owes, if any: with every value the stack delivers
+    /// now in its environment (the new one among them; never in argv). Success clears the
+    /// debt; a failure is recorded with a retry time (backoff) and shown in status. Returns
+    /// whether nothing is owed any more.
+    pub(crate) fn rekey(&mut self, stack: &str, name: &str) -> Result<bool, Error> {
+        let Some(owed) = self.data.stacks[stack].secrets[name].rekey.clone() else {
+            return Ok(true);
+        };
+        let Some(hook) = self
+            .policy(stack)?
+            .secret(name)
+            .and_then(|s| s.rekey.clone())
+        else {
+            self.record_mut(stack, name).rekey = None; // the policy no longer asks for it
+            self.save()?;
+            return Ok(true);
+        };
+        let env: Vec<(String, SecretString)> = deliver::stack_deliveries(&self.data.stacks[stack])
+            .into_iter()
+            .filter(|d| crate::policy::EnvFileSpec::is_variable_name(&d.name))
+            .map(|d| (d.name, d.value.into_secret()))
+            .collect();
+        let failure = match crate::command::run_with_timeout(
+            &hook.argv[0],
+            &hook.argv[1..],
+            &env,
+            hook.timeout,
+        ) {
+            Ok(Some(status)) if status.success() => None,
+            Ok(Some(status)) => Some(format!(
+                "rekey command {:?} exited with {status}",
+                hook.argv[0]
+            )),
+            Ok(None) => Some(format!(
+                "rekey command {:?} timed out after {} and was killed",
+                hook.argv[0],
+                crate::policy::duration::format(hook.timeout)
+            )),
+            Err(e) => Some(format!(
+                "rekey command {:?} could not run: {e}",
+                hook.argv[0]
+            )),
+        };
+        drop(env);
+        let now = self.clock.now();
+        let record = self.record_mut(stack, name);
+        let Some(message) = failure else {
+            record.rekey = None;
+            self.save()?;
+            self.audit(stack, name, owed.version, "rekey", "ok", None);
+            return Ok(true);
+        };
+        let attempts = owed.attempts + 1;
+        record.rekey = Some(RekeyOwed {
+            attempts,
+            last_error: Some(message.clone()),
+            retry_at: Some(now + backoff(attempts)),
+            ..owed
+        });
+        self.save()?;
+        self.audit(stack, name, owed.version, "rekey", "failed", Some(&message));
+        self.outcome(
+            stack,
+            name,
+            owed.version,
+            OutcomeKind::RekeyFailed,
+            Some(message),
+        );
+        Ok(false)
+    }
+
+    /// Runs the rekey hook right after a rotation of `stack/name` finished (a failure is
+    /// recorded, not returned: the rotation itself succeeded, and retire waits).
+    pub(crate) fn rekey_if_finished(&mut self, stack: &str, name: &str) -> Result<(), Error> {
+        if self.data.stacks[stack].secrets[name].rotation.is_none() {
+            self.rekey(stack, name)?;
+        }
+        Ok(())
+    }
+
     /// Ends the overlap of `stack/name` now: the previous version (and any older key still in
-    /// a fernet list) stops being delivered.
+    /// a fernet list) stops being delivered. Waits for the secret's rekey hook: while it has
+    /// not succeeded, it is run (again) first, and retire is refused if it still fails.
     pub(crate) fn retire(&mut self, stack: &str, name: &str) -> Result<(), Error> {
+        if !self.rekey(stack, name)? {
+            let message = self.data.stacks[stack].secrets[name]
+                .rekey
+                .as_ref()
+                .and_then(|r| r.last_error.clone())
+                .unwrap_or_default();
+            return Err(Error::RekeyPending {
+                name: name.to_owned(),
+                message,
+            });
+        }
         let now = self.clock.now();
         let record = &self.data.stacks[stack].secrets[name];
         let from = record.current().map_or(0, |v| v.number);

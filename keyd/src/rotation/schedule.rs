@@ -27,6 +27,13 @@ pub enum Action {
         /// The secret.
         name: String,
     },
+    /// Run a rekey hook still owed (first run, or a retry whose backoff has passed).
+    Rekey {
+        /// The stack.
+        stack: String,
+        /// The secret.
+        name: String,
+    },
     /// End an overlap whose grace period has passed.
     Retire {
         /// The stack.
@@ -78,7 +85,18 @@ pub fn plan(data: &StoreData, now: i64) -> (Vec<Action>, Option<i64>) {
             let has_older = secret.versions.iter().any(|v| {
                 v.label == Some(Label::Previous) || (v.label.is_none() && v.retired.is_none())
             });
-            if has_older {
+            // A rekey hook owed runs first, and holds the retire back until it succeeded.
+            if let Some(owed) = &secret.rekey {
+                let at = owed.retry_at.unwrap_or(now);
+                if at <= now {
+                    due.push(Action::Rekey {
+                        stack: s.clone(),
+                        name: n.clone(),
+                    });
+                } else {
+                    later(at);
+                }
+            } else if has_older {
                 let at = since + grace_of(&policy, name).as_secs() as i64;
                 if at <= now {
                     due.push(Action::Retire {
@@ -89,7 +107,9 @@ pub fn plan(data: &StoreData, now: i64) -> (Vec<Action>, Option<i64>) {
                     later(at);
                 }
             }
-            if let Some(interval) = spec.rotate {
+            // No new rotation while the last one's rekey is owed: it would have to drop a
+            // value data may still be encrypted with.
+            if let Some(interval) = spec.rotate.filter(|_| secret.rekey.is_none()) {
                 let at = since + interval.as_secs() as i64;
                 if at <= now {
                     due.push(Action::Rotate { stack: s, name: n });
@@ -123,6 +143,9 @@ pub struct SecretStatus {
     pub retire_at: Option<String>,
     /// The rotation in flight.
     pub rotation: Option<crate::store::Rotation>,
+    /// A rekey hook not yet succeeded (the retire waits for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rekey: Option<crate::store::RekeyOwed>,
 }
 
 /// The status of every secret at `now`.
@@ -152,6 +175,7 @@ pub fn status(data: &StoreData, now: i64) -> Vec<SecretStatus> {
                     .zip(grace)
                     .map(|(s, g)| crate::clock::format_time(s + g.as_secs() as i64)),
                 rotation: secret.rotation.clone(),
+                rekey: secret.rekey.clone(),
             });
         }
     }

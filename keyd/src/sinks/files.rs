@@ -253,8 +253,8 @@ fn run_reload_hook(hook: &ReloadHook) -> Result<(), SinkError> {
         }
         ReloadHook::Command { argv, timeout } => {
             let program = Path::new(&argv[0]);
-            let status =
-                run_with_timeout(&argv[0], &argv[1..], *timeout).map_err(|e| fail(program, e))?;
+            let status = crate::command::run_with_timeout(&argv[0], &argv[1..], &[], *timeout)
+                .map_err(|e| fail(program, e))?;
             match status {
                 Some(status) if status.success() => Ok(()),
                 Some(status) => Err(fail(
@@ -274,40 +274,4 @@ fn run_reload_hook(hook: &ReloadHook) -> Result<(), SinkError> {
             }
         }
     }
-}
-
-/// Runs `program args…` for at most `timeout`; `None` when it was killed at the timeout.
-/// The command runs in a process group of its own, and the whole group is killed, so a
-/// script's children do not outlive it.
-fn run_with_timeout(
-    program: &str,
-    args: &[String],
-    timeout: std::time::Duration,
-) -> std::io::Result<Option<std::process::ExitStatus>> {
-    use std::os::unix::process::CommandExt as _;
-    let mut child = std::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()?;
-    let deadline = std::time::Instant::now() + timeout;
-    // Polled: std has no wait with a deadline, and a reload command is short-lived.
-    let mut pause = std::time::Duration::from_millis(1);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        let now = std::time::Instant::now();
-        if now >= deadline {
-            break;
-        }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(std::time::Duration::from_millis(50));
-    }
-    if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
-        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-    }
-    let _ = child.kill(); // in case the group kill was refused
-    child.wait()?;
-    Ok(None)
 }

@@ -138,9 +138,25 @@ pub struct SecretRecord {
     /// The rotation in flight, if any: the journal a restarted process resumes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<Rotation>,
+    /// A rekey hook still owed for the current version: retire waits until it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rekey: Option<RekeyOwed>,
     /// Declared by an earlier policy but not the one last applied: kept, not delivered.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removed: bool,
+}
+
+/// A rekey hook that has not succeeded yet for `version` (the version a rotation promoted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RekeyOwed {
+    /// The version the data must be re-encrypted to.
+    pub version: u64,
+    /// Failed runs so far.
+    pub attempts: u32,
+    /// The last failure (exit status or timeout; never output or values).
+    pub last_error: Option<String>,
+    /// When the next run is due after a failure (Unix seconds).
+    pub retry_at: Option<i64>,
 }
 
 /// The step a rotation in flight is about to perform. Persisted (fsynced) before the step
@@ -292,14 +308,16 @@ impl SecretRecord {
         let changed = previous.as_ref().is_none_or(|p| {
             p.outputs != outputs || p.fernet_list_keep != fernet_list_keep || p.removed
         });
-        let (versions, rotation) =
-            previous.map_or((Vec::new(), None), |p| (p.versions, p.rotation));
+        let (versions, rotation, rekey) = previous.map_or((Vec::new(), None, None), |p| {
+            (p.versions, p.rotation, p.rekey)
+        });
         let record = SecretRecord {
             kind: spec.kind.kind(),
             outputs,
             fernet_list_keep,
             versions,
             rotation,
+            rekey: rekey.filter(|_| spec.rekey.is_some()),
             removed: false,
         };
         (record, changed)

@@ -2,9 +2,9 @@
 //! fernet, rsa, tls, literal, template), the common fields (rotate, grace, description,
 //! target) and the companion names some kinds deliver under (`public`, `jwks`, `key`).
 
-use toml::de::DeTable;
+use toml::de::{DeTable, DeValue};
 
-use super::fields::{Fields, check_name};
+use super::fields::{Entry, Fields, check_name};
 use super::targets::check_secret_target;
 use super::{Checker, LineIndex, offset_in_string};
 use crate::material::password::{self, Alphabet};
@@ -13,10 +13,10 @@ use crate::material::template;
 use crate::material::tls::{self, KeyType, TlsSpec};
 use crate::material::token::{self, Encoding};
 use crate::policy::duration;
-use crate::policy::{FernetDelivery, KindSpec, SecretSpec, TargetSpec};
+use crate::policy::{FernetDelivery, KindSpec, RekeyHook, SecretSpec, TargetSpec};
 
 const KINDS: &str = "password, token, fernet, rsa, tls, literal, template";
-const COMMON_FIELDS: [&str; 4] = ["kind", "description", "rotate", "grace"];
+const COMMON_FIELDS: [&str; 5] = ["kind", "description", "rotate", "grace", "rekey"];
 
 /// A checked secret and where its parts are written, for the checks across secrets.
 pub(super) struct Draft {
@@ -79,6 +79,7 @@ pub(super) fn check_secret(
         c.err(g_at, format!("grace {} is not shorter than rotate {} (expected the overlap to end before the next rotation)", duration::format(g), duration::format(r)));
     }
     let description = f.str(c, "description").map(|(d, _)| d);
+    let rekey = f.get("rekey").and_then(|e| check_rekey(c, name, e));
     let target = f
         .get("target")
         .and_then(|e| check_secret_target(c, name, e, targets));
@@ -273,6 +274,7 @@ pub(super) fn check_secret(
             name: name.to_owned(),
             kind: spec,
             rotate: rotate.map(|(d, _)| d),
+            rekey,
             grace: grace.map(|(d, _)| d),
             description,
             target,
@@ -282,6 +284,34 @@ pub(super) fn check_secret(
         template_at,
         companions_at,
     })
+}
+
+/// Checks a secret's `rekey` (entry `e`): a non-empty command and an optional timeout.
+fn check_rekey(c: &mut Checker, name: &str, e: &Entry<'_, '_>) -> Option<RekeyHook> {
+    const EXPECTED: &str = "rekey = { command = [\"prog\", \"arg\"], timeout = \"10m\" }";
+    let DeValue::Table(t) = e.value.get_ref() else {
+        c.err(
+            e.value.span().start,
+            format!("`rekey` of secret {name:?} must be a table ({EXPECTED})"),
+        );
+        return None;
+    };
+    let f = Fields::new(format!("`rekey` of secret {name:?}"), t);
+    f.only(c, &["command", "timeout"], "command, timeout");
+    let timeout = f.duration(c, "timeout");
+    match f.str_list(c, "command") {
+        Some((argv, _)) if !argv.is_empty() => Some(RekeyHook {
+            argv,
+            timeout: timeout.map_or(RekeyHook::DEFAULT_TIMEOUT, |(t, _)| t),
+        }),
+        _ => {
+            c.err(
+                e.value.span().start,
+                format!("`rekey` of secret {name:?} needs a non-empty command ({EXPECTED})"),
+            );
+            None
+        }
+    }
 }
 
 fn rsa_bits(c: &mut Checker, f: &Fields<'_, '_>) -> usize {
@@ -530,6 +560,30 @@ mod tests {
             "p.toml:5:10: `length` in secret \"A\" must be an integer (found string)\n\
              p.toml:6:14: `allow_weak` in secret \"A\" must be true or false (found string)\n\
              p.toml:7:15: `description` in secret \"A\" must be a string (found integer)"
+        );
+    }
+
+    #[test]
+    fn rekey_command_and_timeout() {
+        let s = secret(
+            "kind = \"fernet\"\nrekey = { command = [\"airflow\", \"rotate-fernet-key\"], timeout = \"5m\" }\n",
+        );
+        assert_eq!(
+            s.rekey,
+            Some(RekeyHook {
+                argv: vec!["airflow".into(), "rotate-fernet-key".into()],
+                timeout: Duration::from_secs(300),
+            })
+        );
+        let s = secret("kind = \"fernet\"\nrekey = { command = [\"x\"] }\n");
+        assert_eq!(s.rekey.unwrap().timeout, RekeyHook::DEFAULT_TIMEOUT);
+        assert_eq!(
+            err_text(&one("kind = \"fernet\"\nrekey = { command = [] }\n")),
+            "p.toml:5:9: `rekey` of secret \"A\" needs a non-empty command (rekey = { command = [\"prog\", \"arg\"], timeout = \"10m\" })"
+        );
+        assert_eq!(
+            err_text(&one("kind = \"fernet\"\nrekey = \"airflow\"\n")),
+            "p.toml:5:9: `rekey` of secret \"A\" must be a table (rekey = { command = [\"prog\", \"arg\"], timeout = \"10m\" })"
         );
     }
 
