@@ -566,3 +566,31 @@ fn a_postgres_target_that_never_answers_times_out_with_a_message_naming_it() {
         "{status}"
     );
 }
+
+#[test]
+fn quickstart_with_a_target_prints_one_line_per_sink_and_per_target() {
+    let redis = Redis::start("summary", true);
+    let dir = TempDir::new("redis-summary-policy");
+    let s = Setup::new("redis-summary", &redis_policy(&redis, dir.path(), "acl"));
+    let out = s.quickstart();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let delivered: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("Delivered to"))
+        .collect();
+    assert_eq!(delivered.len(), 1, "{stdout}");
+    assert!(
+        delivered[0].ends_with(": 1 written, 0 unchanged"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Target cache: 1 set and tested (REDIS_PASSWORD), 0 failed, 0 unchanged"),
+        "{stdout}"
+    );
+    let again = String::from_utf8_lossy(&s.quickstart().stdout).into_owned();
+    assert!(
+        again.contains("Target cache: 0 set and tested, 0 failed, 1 unchanged"),
+        "{again}"
+    );
+}

@@ -117,6 +117,46 @@ pub fn apply(out: &mut String, report: &ApplyReport, first_run: bool, as_json: b
             d.unchanged.len()
         );
     }
+    // Per target: what this run set there (and tested), what failed, what was already there.
+    let mut targets: Vec<&str> = Vec::new();
+    for t in report.secrets.iter().filter_map(|s| s.target.as_deref()) {
+        if !targets.contains(&t) {
+            targets.push(t);
+        }
+    }
+    for t in targets {
+        let of: Vec<_> = report
+            .secrets
+            .iter()
+            .filter(|s| s.target.as_deref() == Some(t))
+            .collect();
+        let failed: Vec<&str> = of
+            .iter()
+            .filter(|s| report.failed.contains(&s.name))
+            .map(|s| s.name.as_str())
+            .collect();
+        let set: Vec<&str> = of
+            .iter()
+            .filter(|s| s.change != Change::Unchanged && !failed.contains(&s.name.as_str()))
+            .map(|s| s.name.as_str())
+            .collect();
+        let unchanged = of.len() - failed.len() - set.len();
+        let list = |names: &[&str]| {
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", names.join(", "))
+            }
+        };
+        say!(
+            out,
+            "Target {t}: {} set and tested{}, {} failed{}, {unchanged} unchanged",
+            set.len(),
+            list(&set),
+            failed.len(),
+            list(&failed)
+        );
+    }
     if !report.changed_values() && !report.deliveries.iter().any(|d| !d.written.is_empty()) {
         say!(
             out,

@@ -73,6 +73,32 @@ pub struct SecretSummary {
     pub outputs: Vec<String>,
     /// Key fingerprint (RSA kid, certificate SHA-256), if it has one.
     pub fingerprint: Option<String>,
+    /// The target that must accept its values, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// One report per sink: a pass and the rotations after it may each have delivered to the same
+/// sink; the user sees what ended up written, and what was already right.
+fn merge_deliveries(reports: Vec<DeliveryReport>) -> Vec<DeliveryReport> {
+    let mut merged: Vec<DeliveryReport> = Vec::new();
+    for r in reports {
+        match merged
+            .iter_mut()
+            .find(|m| m.sink == r.sink && m.location == r.location)
+        {
+            Some(m) => {
+                for name in r.written {
+                    if !m.written.contains(&name) {
+                        m.written.push(name);
+                    }
+                }
+                m.unchanged.retain(|n| !m.written.contains(n));
+            }
+            None => merged.push(r),
+        }
+    }
+    merged
 }
 
 /// The sinks to deliver to: the policy's, with `--out` replacing the files directory.
@@ -248,6 +274,7 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
                     .unwrap_or(Change::Created),
                 outputs: record.outputs.iter().map(|o| o.name.clone()).collect(),
                 fingerprint: current.material.fingerprint(),
+                target: spec.target.as_ref().map(|t| t.target().to_owned()),
             })
         })
         .collect();
@@ -257,7 +284,7 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
         home: home.dir().to_owned(),
         initialised,
         secrets: summaries,
-        deliveries: reports,
+        deliveries: merge_deliveries(reports),
         store_written,
         notes,
         failed,
