@@ -600,3 +600,50 @@ fn keyd_and_keyctl_turn_off_core_dumps_so_a_crash_cannot_write_secrets_to_disk()
     child.wait().unwrap();
     assert_eq!(limit, "0", "keyctl");
 }
+
+/// How many times the store file was opened while `action` ran (the kernel's inotify count).
+fn store_opens_during(home: &Path, action: impl FnOnce()) -> usize {
+    use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
+    let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).unwrap();
+    inotify::add_watch(&fd, home.join("store.age"), WatchFlags::OPEN).unwrap();
+    action();
+    let mut buf = [std::mem::MaybeUninit::uninit(); 4096];
+    let mut reader = inotify::Reader::new(&fd, &mut buf);
+    let mut opens = 0;
+    loop {
+        match reader.next() {
+            Ok(event) if event.events().contains(ReadFlags::OPEN) => opens += 1,
+            Ok(_) => {}
+            Err(rustix::io::Errno::AGAIN) => return opens,
+            Err(e) => panic!("reading inotify events: {e}"),
+        }
+    }
+}
+
+#[test]
+fn status_answers_from_a_cached_view_until_the_store_changes() {
+    let (_tmp, home, _out) = setup("status-cache");
+    let daemon = Daemon::start(&home, None, &[]);
+    let status = || call(&daemon.socket, "GET", "/v1/status", None).1;
+    let version = |s: &serde_json::Value, name: &str| {
+        s.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap()["version"]
+            .clone()
+    };
+    assert_eq!(version(&status(), "DB_PASSWORD"), 1);
+    // Asked again, the daemon answers without opening (and decrypting) the store.
+    let opens = store_opens_during(&home, || {
+        for _ in 0..5 {
+            status();
+        }
+    });
+    assert_eq!(opens, 0, "a status call read the store");
+    // Changed behind the daemon's back (keyctl without the daemon): the next answer is new.
+    ok(keyctl(&home)
+        .args(["rotate", "DB_PASSWORD", "--socket"])
+        .arg(home.join("no-daemon.sock")));
+    assert_eq!(version(&status(), "DB_PASSWORD"), 2);
+}

@@ -7,8 +7,8 @@ use serde::Deserialize;
 
 use super::State;
 use super::http::{Request, Response};
+use crate::ops;
 use crate::wire::{Health, RetireRequest, RotateRequest, SecretEntry, Versions};
-use crate::{ops, rotation};
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8], expected: &str) -> Result<T, Response> {
     serde_json::from_slice(body).map_err(|e| {
@@ -38,9 +38,9 @@ pub async fn handle(state: &Arc<State>, request: &Request, uid: u32) -> Response
             ok: true,
             version: env!("CARGO_PKG_VERSION").into(),
         }),
-        ("GET", ["v1", "status"]) => match state.home.peek() {
-            Ok(data) => Response::json(&rotation::schedule::status(&data, state.clock.now())),
-            Err(e) => failure(e.into()),
+        ("GET", ["v1", "status"]) => match state.status() {
+            Ok(status) => Response::json(&status),
+            Err(e) => failure(e),
         },
         ("GET", ["v1", "secrets"]) => match state.home.peek() {
             Ok(data) => {

@@ -53,6 +53,14 @@ pub struct State {
     /// Wakes the scheduler.
     pub wake: Notify,
     allowed: Vec<u32>,
+    status: std::sync::Mutex<Option<CachedStatus>>,
+}
+
+/// `/v1/status` as computed from one version of the store file, and when.
+struct CachedStatus {
+    store: (u64, u64, i64, i64, String),
+    at: i64,
+    status: Vec<crate::rotation::schedule::SecretStatus>,
 }
 
 impl State {
@@ -66,7 +74,44 @@ impl State {
             work: Mutex::new(()),
             wake: Notify::new(),
             allowed,
+            status: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The status of every secret, from a view cached until the store changes (every write
+    /// renames a new file in place and records its generation beside it, so the file's inode,
+    /// size and time and the generation tell): a status call does not decrypt the store or
+    /// parse policies again. Ages are moved on to now.
+    pub fn status(&self) -> Result<Vec<crate::rotation::schedule::SecretStatus>, Error> {
+        use std::os::unix::fs::MetadataExt as _;
+        let path = self.home.store_path();
+        let meta = std::fs::metadata(&path)
+            .map_err(|source| crate::store::StoreError::Io { path, source })?;
+        let generation =
+            std::fs::read_to_string(self.home.dir().join("store.generation")).unwrap_or_default();
+        let key = (
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            generation,
+        );
+        let now = self.clock.now();
+        let mut cache = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.as_ref().filter(|c| c.store == key) {
+            let mut status = c.status.clone();
+            for s in &mut status {
+                s.age_seconds = s.age_seconds.map(|a| a + (now - c.at));
+            }
+            return Ok(status);
+        }
+        let status = crate::rotation::schedule::status(&self.home.peek()?, now);
+        *cache = Some(CachedStatus {
+            store: key,
+            at: now,
+            status: status.clone(),
+        });
+        Ok(status)
     }
 
     /// Runs a store operation on the blocking pool, one at a time.
