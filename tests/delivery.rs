@@ -5,7 +5,7 @@
 //! each delivered file see every open. Files removed, edited, replaced or re-permissioned by
 //! hand are still found and restored. The directory changes as one set: a reader never sees
 //! two files of one pair from two versions. Whatever stands at an output path (a FIFO, a
-//! symlink) is not followed.
+//! symlink) is not followed, and a world-writable directory is refused.
 
 use std::collections::BTreeSet;
 use std::mem::MaybeUninit;
@@ -419,6 +419,30 @@ fn a_symlink_at_an_output_path_is_not_followed() {
         assert_eq!(
             std::fs::read_to_string(s.out.join(name)).unwrap(),
             s.shown(name)
+        );
+    }
+}
+
+/// Review finding (issue 10, low): a directory every user can write to (even a sticky one,
+/// like /tmp) let anyone plant files where keyd delivers; it is refused, naming the fix.
+#[test]
+fn a_world_writable_output_directory_is_refused() {
+    for mode in [0o777, 0o1777] {
+        let s = stack(&format!("world-{mode:o}"));
+        std::fs::set_permissions(&s.out, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = keyd_tests::run(
+            keyctl(&s.home)
+                .arg("apply")
+                .arg("--policy")
+                .arg(&s.policy)
+                .arg("--out")
+                .arg(&s.out),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "mode {mode:o} accepted: {stderr}");
+        assert!(
+            stderr.contains(&s.out.display().to_string()) && stderr.contains("chmod o-w"),
+            "{stderr}"
         );
     }
 }

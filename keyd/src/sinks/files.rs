@@ -157,6 +157,21 @@ impl FilesSink {
             .map_err(io(path))
     }
 
+    /// Refuses an output directory every user may write to: anyone could plant a symlink, a
+    /// FIFO or a file of their own where consumers read secrets (a sticky bit does not help:
+    /// the planted entry is theirs to keep). A directory not made yet is checked once made.
+    fn refuse_world_writable(&self) -> Result<(), SinkError> {
+        let dir = &self.spec.dir;
+        match fs::metadata(dir) {
+            Ok(meta) if meta.mode() & 0o002 != 0 => Err(SinkError::WorldWritable {
+                sink: SINK,
+                path: dir.clone(),
+                mode: meta.mode() & 0o7777,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// What `DIR/NAME` is now (`lstat` and `readlink` only: nothing there is opened).
     fn visible(&self, name: &str) -> Result<Visible, SinkError> {
         let path = self.spec.dir.join(name);
@@ -287,8 +302,9 @@ impl Sink for FilesSink {
     }
 
     fn check(&self, _deliveries: &[Delivery]) -> Result<(), SinkError> {
-        // Any byte string can be a file; names were checked by the policy.
-        Ok(())
+        // Any byte string can be a file; names were checked by the policy. The directory is
+        // checked here too, so that refusing it leaves every sink untouched.
+        self.refuse_world_writable()
     }
 
     fn deliver(
@@ -305,6 +321,7 @@ impl Sink for FilesSink {
                 .create(dir)
                 .map_err(io(dir))?;
         }
+        self.refuse_world_writable()?;
         let current = current_generation(dir);
         if matches!(pass, Pass::Full) {
             self.remove_leftovers(current);

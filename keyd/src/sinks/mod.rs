@@ -77,6 +77,20 @@ pub enum SinkError {
         /// Why (no value bytes).
         reason: String,
     },
+    /// The output directory is writable by every user (sticky or not), so anyone could put a
+    /// file, FIFO or symlink where the sink delivers.
+    #[error(
+        "{sink} {}: the directory is writable by every user (mode {mode:04o}), so anyone could put a file where keyd delivers one; refusing to deliver there",
+        path.display()
+    )]
+    WorldWritable {
+        /// The sink.
+        sink: &'static str,
+        /// The directory.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+    },
     /// The operating system refused.
     #[error("{sink} {}: {source}", path.display())]
     Io {
