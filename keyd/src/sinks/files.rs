@@ -381,7 +381,10 @@ impl Sink for FilesSink {
             outputs.push(output);
         }
 
-        let migrating = current.is_none() && !outputs.is_empty();
+        if outputs.is_empty() && current.is_none() {
+            return Ok(report);
+        }
+        let migrating = current.is_none();
         let new_set = migrating || outputs.iter().any(|o| matches!(o.plan, Plan::Write));
         let mut shown_changed = false;
         let live = match current {
@@ -406,7 +409,11 @@ impl Sink for FilesSink {
                             .collect()
                     })
                     .unwrap_or_default();
-                self.build_set(&new, &outputs, &source, &extra)?;
+                self.build_set(&new, &outputs, &source, &extra)
+                    .inspect_err(|_| {
+                        // Never shown: dropped now rather than at the next full pass.
+                        let _ = fs::remove_dir_all(&new);
+                    })?;
                 self.swap(n)?;
                 shown_changed = true;
                 n
