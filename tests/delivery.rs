@@ -1,8 +1,11 @@
 //! Delivery passes touch only what changed: the store's ledger (what each sink wrote: inode,
 //! size, times, mode, owner, digest) lets a no-change `apply` leave every delivered file
 //! unopened, and a rotation write and read only the files of the secrets it changed. The
-//! kernel is the witness: an inotify watch on the output directory sees every open. Files
-//! removed, edited, replaced or re-permissioned by hand are still found and restored.
+//! kernel is the witness: inotify watches on the output directory, its data directory and
+//! each delivered file see every open. Files removed, edited, replaced or re-permissioned by
+//! hand are still found and restored. The directory changes as one set: a reader never sees
+//! two files of one pair from two versions. Whatever stands at an output path (a FIFO, a
+//! symlink) is not followed, and a world-writable directory is refused.
 
 use std::collections::BTreeSet;
 use std::mem::MaybeUninit;
@@ -68,9 +71,10 @@ impl Stack {
     }
 }
 
-/// The names of the files in `dir` that were opened (or written, or had their metadata
-/// changed) while `action` ran, as the kernel reported them. The directory itself (listing
-/// it, syncing it) does not count: only files in it.
+/// The names of the entries of `dir`, and of the files of its subdirectories (the files sink's
+/// data directory), that were opened, written, created, removed or had their metadata changed
+/// while `action` ran, as the kernel reported them. Directories themselves (listing them,
+/// syncing them) do not count: only entries in them.
 fn files_touched_during(dir: &Path, action: impl FnOnce()) -> BTreeSet<String> {
     let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).unwrap();
     let mask = WatchFlags::OPEN
@@ -81,9 +85,20 @@ fn files_touched_during(dir: &Path, action: impl FnOnce()) -> BTreeSet<String> {
         | WatchFlags::DELETE
         | WatchFlags::MOVED_TO;
     inotify::add_watch(&fd, dir, mask).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            inotify::add_watch(&fd, e.path(), mask).unwrap();
+        }
+    }
     action();
+    read_names(&fd)
+}
+
+/// The names inotify reported on `fd`, until none is left.
+fn read_names(fd: &rustix::fd::OwnedFd) -> BTreeSet<String> {
     let mut buf = [MaybeUninit::<u8>::uninit(); 64 * 1024];
-    let mut reader = inotify::Reader::new(&fd, &mut buf);
+    let mut reader = inotify::Reader::new(fd, &mut buf);
     let mut names = BTreeSet::new();
     loop {
         match reader.next() {
@@ -103,14 +118,45 @@ fn files_touched_during(dir: &Path, action: impl FnOnce()) -> BTreeSet<String> {
     names
 }
 
-/// Drops a sink's temp files (`.NAME.keyd-…`) from a set of touched names, keeping what they
-/// became: the published names.
-fn published(names: &BTreeSet<String>) -> BTreeSet<String> {
-    names
-        .iter()
-        .filter(|n| !n.starts_with('.'))
-        .cloned()
+/// The delivered files (in the data directory `..data` names), by name: inode of each.
+fn inodes(out: &Path) -> std::collections::BTreeMap<String, u64> {
+    std::fs::read_dir(out.join("..data"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            (name, e.metadata().unwrap().ino())
+        })
         .collect()
+}
+
+/// The delivered files that were opened, read or written while `action` ran: each file of
+/// the current set is watched by inode, so an open through a hard link in the next set counts.
+fn delivered_files_opened_during(out: &Path, action: impl FnOnce()) -> BTreeSet<String> {
+    let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).unwrap();
+    let mask = WatchFlags::OPEN | WatchFlags::ACCESS | WatchFlags::MODIFY;
+    let mut by_watch = std::collections::HashMap::new();
+    for name in inodes(out).into_keys() {
+        let wd = inotify::add_watch(&fd, out.join("..data").join(&name), mask).unwrap();
+        by_watch.insert(wd, name);
+    }
+    action();
+    let mut buf = [MaybeUninit::<u8>::uninit(); 64 * 1024];
+    let mut reader = inotify::Reader::new(&fd, &mut buf);
+    let mut names = BTreeSet::new();
+    loop {
+        match reader.next() {
+            Ok(event) => {
+                assert!(!event.events().contains(ReadFlags::QUEUE_OVERFLOW));
+                if let Some(name) = by_watch.get(&event.wd()) {
+                    names.insert(name.clone());
+                }
+            }
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(e) => panic!("reading inotify events: {e}"),
+        }
+    }
+    names
 }
 
 #[test]
@@ -140,12 +186,27 @@ fn a_rotation_writes_and_reads_only_the_files_of_the_secrets_it_changed() {
     let s = stack("ledger-rotate");
     let before = std::fs::read_to_string(s.out.join("P01")).unwrap();
 
-    // P01 feeds DB_URL: both change, and nothing else in the directory is opened.
-    let touched = files_touched_during(&s.out, || {
-        ok(keyctl(&s.home).arg("rotate").arg("P01"));
-    });
+    // P01 feeds DB_URL: both are written anew; every other file of the new set is the same
+    // inode (a hard link), and no other delivered file is opened.
+    let rotate = |name: &str, expected: &BTreeSet<String>| {
+        let inodes_before = inodes(&s.out);
+        let opened = delivered_files_opened_during(&s.out, || {
+            ok(keyctl(&s.home).arg("rotate").arg(name));
+        });
+        assert!(opened.is_subset(expected), "opened: {opened:?}");
+        let inodes_after = inodes(&s.out);
+        assert_eq!(
+            inodes_before.keys().collect::<Vec<_>>(),
+            inodes_after.keys().collect::<Vec<_>>()
+        );
+        inodes_after
+            .into_iter()
+            .filter(|(name, ino)| inodes_before[name] != *ino)
+            .map(|(name, _)| name)
+            .collect::<BTreeSet<String>>()
+    };
     let expected: BTreeSet<String> = ["P01", "DB_URL"].map(String::from).into();
-    assert_eq!(published(&touched), expected, "all touched: {touched:?}");
+    assert_eq!(rotate("P01", &expected), expected);
     let after = std::fs::read_to_string(s.out.join("P01")).unwrap();
     assert_ne!(after, before);
     assert_eq!(
@@ -154,11 +215,8 @@ fn a_rotation_writes_and_reads_only_the_files_of_the_secrets_it_changed() {
     );
 
     // A secret nothing derives from: only its own file.
-    let touched = files_touched_during(&s.out, || {
-        ok(keyctl(&s.home).arg("rotate").arg("P17"));
-    });
     let expected: BTreeSet<String> = ["P17"].map(String::from).into();
-    assert_eq!(published(&touched), expected, "all touched: {touched:?}");
+    assert_eq!(rotate("P17", &expected), expected);
 
     // And the apply after a rotation is a no-change apply again.
     let touched = files_touched_during(&s.out, || {
@@ -213,4 +271,243 @@ fn files_removed_edited_replaced_or_chmodded_by_hand_are_restored_by_apply() {
         s.apply();
     });
     assert!(touched.is_empty(), "{touched:?}");
+}
+
+/// Review finding (issue 10): each file was replaced atomically but a set was not, so a reader
+/// of a certificate and its key (or a login and its password) could see one from before a
+/// rotation and one from after. The reader here reads A, then B, then A again and trusts the
+/// pair only when A did not change meanwhile; it must never catch the directory holding A and
+/// B of two different versions.
+#[test]
+fn a_reader_never_sees_a_pair_of_files_from_two_rotations() {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use keyd::policy::FilesSpec;
+    use keyd::secret::{SecretString, Value};
+    use keyd::sinks::{Delivery, FilesSink, Pass, Sink as _};
+    use keyd::store::Ledger;
+
+    const ROTATIONS: u64 = 200;
+    let tmp = TempDir::new("atomic-set");
+    let dir = tmp.join("out");
+    let sink = FilesSink::new(FilesSpec::in_dir(dir.clone()));
+    let pair = |v: u64| {
+        ["cert.pem", "key.pem"].map(|name| Delivery {
+            name: name.into(),
+            version: v,
+            value: Value::Secret(SecretString::new(format!("{v}:{name}"))),
+        })
+    };
+    let mut ledger = Ledger::new();
+    sink.deliver(&pair(1), Pass::Full, &mut ledger).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (mixed, pairs, errors) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let reader = {
+        let (dir, stop) = (dir.clone(), stop.clone());
+        let (mixed, pairs, errors) = (mixed.clone(), pairs.clone(), errors.clone());
+        std::thread::spawn(move || {
+            let version = |text: &str| text.split(':').next().unwrap().to_owned();
+            let read = |name: &str| std::fs::read_to_string(dir.join(name));
+            while !stop.load(Ordering::SeqCst) {
+                let (Ok(a), Ok(b), Ok(again)) =
+                    (read("cert.pem"), read("key.pem"), read("cert.pem"))
+                else {
+                    errors.fetch_add(1, Ordering::SeqCst);
+                    continue;
+                };
+                if a == again {
+                    pairs.fetch_add(1, Ordering::SeqCst);
+                    if version(&a) != version(&b) {
+                        mixed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        })
+    };
+    while pairs.load(Ordering::SeqCst) < 10 {
+        std::thread::yield_now();
+    }
+    let changed: HashSet<String> = ["cert.pem", "key.pem"].map(String::from).into();
+    for v in 2..=ROTATIONS + 1 {
+        sink.deliver(&pair(v), Pass::Only(&changed), &mut ledger)
+            .unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    reader.join().unwrap();
+    eprintln!(
+        "{} consistent reads, {} failed reads during {ROTATIONS} rotations",
+        pairs.load(Ordering::SeqCst),
+        errors.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        mixed.load(Ordering::SeqCst),
+        0,
+        "a reader saw cert.pem and key.pem of two different versions"
+    );
+    let last = ROTATIONS + 1;
+    assert_eq!(
+        std::fs::read_to_string(dir.join("key.pem")).unwrap(),
+        format!("{last}:key.pem")
+    );
+}
+
+/// Review finding (issue 10, low): a FIFO placed where a delivered file belongs made the
+/// delivery pass open it for reading and block forever.
+#[test]
+fn a_fifo_at_an_output_path_does_not_hang_delivery() {
+    let s = stack("fifo");
+    let p01 = s.shown("P01");
+    std::fs::remove_file(s.out.join("P01")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        s.out.join("P01"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let out = keyd_tests::run_within(
+        keyctl(&s.home)
+            .arg("apply")
+            .arg("--policy")
+            .arg(&s.policy)
+            .arg("--out")
+            .arg(&s.out),
+        std::time::Duration::from_secs(20),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(s.out.join("P01")).unwrap(), p01);
+}
+
+/// Review finding (issue 10, low): a symlink placed where a delivered file belongs was
+/// followed: a file elsewhere holding the right bytes was taken as the delivered file, and the
+/// output kept pointing out of the directory.
+#[test]
+fn a_symlink_at_an_output_path_is_not_followed() {
+    let s = stack("symlink");
+    let outside = TempDir::new("symlink-outside");
+    let same = outside.join("same");
+    let other = outside.join("other");
+    std::fs::write(&same, s.shown("P01")).unwrap();
+    std::fs::set_permissions(&same, std::fs::Permissions::from_mode(0o400)).unwrap();
+    std::fs::write(&other, "not a secret").unwrap();
+    for (name, target) in [("P01", &same), ("P02", &other)] {
+        std::fs::remove_file(s.out.join(name)).unwrap();
+        std::os::unix::fs::symlink(target, s.out.join(name)).unwrap();
+    }
+    s.apply();
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), "not a secret");
+    let dir = std::fs::canonicalize(&s.out).unwrap();
+    for name in ["P01", "P02"] {
+        let resolved = std::fs::canonicalize(s.out.join(name)).unwrap();
+        assert!(
+            resolved.starts_with(&dir),
+            "{name} still resolves outside the directory: {}",
+            resolved.display()
+        );
+        assert_eq!(
+            std::fs::read_to_string(s.out.join(name)).unwrap(),
+            s.shown(name)
+        );
+    }
+}
+
+/// Review finding (issue 10, low): a directory every user can write to (even a sticky one,
+/// like /tmp) let anyone plant files where keyd delivers; it is refused, naming the fix.
+#[test]
+fn a_world_writable_output_directory_is_refused() {
+    for mode in [0o777, 0o1777] {
+        let s = stack(&format!("world-{mode:o}"));
+        std::fs::set_permissions(&s.out, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = keyd_tests::run(
+            keyctl(&s.home)
+                .arg("apply")
+                .arg("--policy")
+                .arg(&s.policy)
+                .arg("--out")
+                .arg(&s.out),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "mode {mode:o} accepted: {stderr}");
+        assert!(
+            stderr.contains(&s.out.display().to_string()) && stderr.contains("chmod o-w"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn plain_files_an_older_keyd_wrote_become_symlinks_into_one_set_without_a_rewrite() {
+    let s = stack("migrate");
+    // The layout before data directories: each output a plain file in the directory.
+    let data = std::fs::canonicalize(s.out.join("..data")).unwrap();
+    for e in std::fs::read_dir(&data).unwrap() {
+        let name = e.unwrap().file_name();
+        std::fs::rename(data.join(&name), s.out.join(&name)).unwrap();
+    }
+    std::fs::remove_file(s.out.join("..data")).unwrap();
+    std::fs::remove_dir(&data).unwrap();
+    let before: Vec<(String, u64)> = std::fs::read_dir(&s.out)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().into_string().unwrap(),
+                e.metadata().unwrap().ino(),
+            )
+        })
+        .collect();
+    assert_eq!(before.len(), SECRETS + 1);
+
+    let report = s.apply();
+    for (name, ino) in &before {
+        let path = s.out.join(name);
+        assert_eq!(
+            std::fs::read_link(&path).unwrap(),
+            Path::new("..data").join(name)
+        );
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.ino(), *ino, "{name} was rewritten, not linked");
+        assert_eq!(meta.mode() & 0o777, 0o400);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), s.shown(name));
+    }
+    assert!(!report.to_string().contains("\"written\":[\""), "{report}");
+    let touched = files_touched_during(&s.out, || {
+        s.apply();
+    });
+    assert!(touched.is_empty(), "{touched:?}");
+}
+
+#[test]
+fn leftovers_of_a_cut_off_delivery_are_removed_by_the_next_apply() {
+    let s = stack("leftovers");
+    // A pass cut off before its swap, one cut off after it, and temp symlinks of both.
+    std::fs::create_dir(s.out.join("..keyd-9")).unwrap();
+    std::fs::write(s.out.join("..keyd-9").join("P01"), "stale").unwrap();
+    std::fs::create_dir(s.out.join("..keyd-0")).unwrap();
+    std::os::unix::fs::symlink("..keyd-9", s.out.join("..data.keyd-tmp")).unwrap();
+    std::os::unix::fs::symlink("..data/P01", s.out.join(".P01.keyd-tmp")).unwrap();
+    s.apply();
+    let mut left: Vec<String> = std::fs::read_dir(&s.out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    left.sort();
+    assert_eq!(left, ["..data", "..keyd-1"]);
+    assert_eq!(
+        std::fs::read_to_string(s.out.join("P01")).unwrap(),
+        s.shown("P01")
+    );
 }

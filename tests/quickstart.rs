@@ -34,12 +34,18 @@ fn every_shipped_policy_is_delivered_whole_and_a_second_run_changes_nothing() {
         assert!(first.contains("Created keyd home"), "{first}");
         assert!(first.contains("Next steps"), "{first}");
 
-        // Every declared name (secrets and companions) is a file, mode 0400, not empty.
+        // Every declared name (secrets and companions) is a file, mode 0400, not empty, shown
+        // as a relative symlink into the data directory `..data` names (the `..` entries).
         let outputs = policy.outputs();
         let mut listed: Vec<String> = std::fs::read_dir(&out)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !n.starts_with(".."))
             .collect();
+        for n in &listed {
+            let link = std::fs::read_link(out.join(n)).unwrap();
+            assert_eq!(link, Path::new("..data").join(n), "{name}/{n}");
+        }
         listed.sort();
         let mut expected: Vec<String> = outputs.iter().map(|o| o.name.clone()).collect();
         expected.sort();

@@ -310,11 +310,17 @@ fn check_consistent(s: &Stack, name: &str, outputs: &[&str], expect_new: Option<
             "{out} differs from the store"
         );
     }
-    // No temp file of a cut-off delivery is left behind.
+    // No temp file or data directory of a cut-off delivery is left behind.
+    let mut sets = 0;
     for e in std::fs::read_dir(s.tmp.join("out")).unwrap() {
         let name = e.unwrap().file_name().into_string().unwrap();
         assert!(!name.contains("keyd-tmp"), "{name} left behind");
+        sets += usize::from(name.starts_with("..keyd-"));
     }
+    assert_eq!(
+        sets, 1,
+        "data directories of cut-off deliveries left behind"
+    );
     // The audit log's steps for version 2 are in order, created once, finished once, last.
     let audit = std::fs::read_to_string(s.home().join("audit.log")).unwrap_or_default();
     let steps: Vec<usize> = audit

@@ -594,3 +594,62 @@ fn quickstart_with_a_target_prints_one_line_per_sink_and_per_target() {
         "{again}"
     );
 }
+
+/// Review finding (issue 10): with the alternating strategy a client that reads the login and
+/// the password from two files at connect time saw one login with the other's new password
+/// right after a rotation. A reader reads DB_USER, DB_PASSWORD and DB_USER again in a tight
+/// loop during each rotation and keeps every pair it could trust (the login unchanged across
+/// the password read); each of them logs in before the next retire.
+#[test]
+fn postgres_alternating_login_and_password_files_always_make_a_working_pair() {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    const ROTATIONS: usize = 8;
+    let pg = Postgres::start("alt-pair");
+    let dir = TempDir::new("pg-alt-pair-policy");
+    let s = Setup::new("pg-alt-pair", &pg_policy(&pg, dir.path(), "alternating"));
+    s.quickstart_ok();
+    let out = s.tmp.join("out");
+    let mut failures = Vec::new();
+    let mut seen = 0;
+    for _ in 0..ROTATIONS {
+        let stop = Arc::new(AtomicBool::new(false));
+        let pairs = Arc::new(Mutex::new(BTreeSet::new()));
+        let reader = {
+            let (out, stop, pairs) = (out.clone(), stop.clone(), pairs.clone());
+            std::thread::spawn(move || {
+                let read = |name: &str| std::fs::read_to_string(out.join(name));
+                while !stop.load(Ordering::SeqCst) {
+                    if let (Ok(user), Ok(password), Ok(again)) =
+                        (read("DB_USER"), read("DB_PASSWORD"), read("DB_USER"))
+                        && user == again
+                    {
+                        pairs.lock().unwrap().insert((user, password));
+                    }
+                }
+            })
+        };
+        let rotated = s.rotate("DB_PASSWORD");
+        stop.store(true, Ordering::SeqCst);
+        reader.join().unwrap();
+        assert!(
+            rotated.status.success(),
+            "{}",
+            String::from_utf8_lossy(&rotated.stdout)
+        );
+        for (user, password) in pairs.lock().unwrap().iter() {
+            seen += 1;
+            if !pg.can_login(user, password) {
+                failures.push(user.clone());
+            }
+        }
+        s.retire("DB_PASSWORD");
+    }
+    eprintln!("{seen} pairs read over {ROTATIONS} rotations");
+    assert!(
+        failures.is_empty(),
+        "{} pairs read from the files did not log in (logins: {failures:?})",
+        failures.len()
+    );
+}

@@ -11,6 +11,7 @@ use keyd::clock::{Clock as _, SystemClock};
 use keyd::material::{self, password::Alphabet, tls, token::Encoding};
 use keyd::ops::actor;
 use keyd::policy::{Policy, PolicyError};
+use keyd::sinks::SinkError;
 use keyd::store::{Home, InitOutcome, SecretRecord, StoreError};
 use keyd::wire::{ErrorAnswer, RetireRequest, RotateRequest};
 use keyd::{ApplyOptions, Error};
@@ -270,6 +271,13 @@ impl From<Error> for Failure {
                 1,
                 Some(format!(
                     "keyd never replaces a value silently: give the new secret another name, or restore the old kind of {name}"
+                )),
+            ),
+            Error::Sink(SinkError::WorldWritable { path, .. }) => (
+                1,
+                Some(format!(
+                    "run `chmod o-w {}`, or deliver to a directory only keyd and its consumers can write to ([sinks.files] dir, or --out)",
+                    path.display()
                 )),
             ),
             _ => (1, None),

@@ -1,13 +1,32 @@
 //! The files sink: one file per output in a directory (default `/run/secrets`), exact value with
-//! no added newline, mode 0400 by default, replaced by temp file + fsync + rename inside the same
-//! directory so consumers that mount the directory see each change whole. Owns the reload hook
-//! run after a delivery changed something.
+//! no added newline, mode 0400 by default, delivered as one atomic set. Owns the directory's
+//! layout and the reload hook run after a delivery changed something.
+//!
+//! The layout is the one Kubernetes uses for secret volumes:
+//!
+//! ```text
+//! DIR/NAME    -> ..data/NAME        one relative symlink per output, made once
+//! DIR/..data  -> ..keyd-7           the current set, swapped by one rename
+//! DIR/..keyd-7/NAME                 the files themselves (mode, owner, ledger stamps)
+//! ```
+//!
+//! A delivery that changes anything builds the next data directory whole (unchanged files are
+//! hard links into the previous one, so a rotation writes only what it changed), makes it
+//! durable, and renames a temp symlink over `..data`: at every instant `DIR` shows one complete
+//! set, old or new, so a certificate is never beside another version's key. The previous data
+//! directory is removed after the swap. Symlinks are relative, so the directory still works
+//! through a bind mount. Plain files an older keyd wrote are taken into the first data
+//! directory (hard-linked when current) and each replaced by its symlink with one rename.
+//! Nothing found at an output path is followed: symlinks are read as links, files are opened
+//! with `O_NOFOLLOW | O_NONBLOCK`, and anything else is replaced, never opened.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{Mode, OFlags};
 use zeroize::Zeroizing;
 
 use super::{Delivery, DeliveryReport, Pass, Sink, SinkError, digest, ledger_says_current, stamp};
@@ -16,8 +35,15 @@ use crate::secret::same_bytes;
 use crate::store::Ledger;
 
 const SINK: &str = "files";
-/// Passes over at most this many outputs fsync each file; larger ones use one syncfs.
+/// Passes writing at most this many files fsync each one; larger ones use one syncfs.
 const FSYNC_EACH_UP_TO: usize = 64;
+/// The symlink to the data directory holding the current set.
+const DATA_LINK: &str = "..data";
+/// Data directories are this prefix and a generation number (`..keyd-7`).
+const GENERATION: &str = "..keyd-";
+/// Temp symlinks end with this (`..data.keyd-tmp`, `.NAME.keyd-tmp`); so did the temp files
+/// of keyd versions that renamed each file into place.
+const TMP_SUFFIX: &str = ".keyd-tmp";
 
 /// Delivers into a directory, as `[sinks.files]` says.
 #[derive(Debug)]
@@ -38,17 +64,63 @@ fn ledger_key(name: &str) -> String {
     format!("files:{name}")
 }
 
+/// The generation `..data` names, when it is a symlink keyd made to a directory that exists.
+fn current_generation(dir: &Path) -> Option<u64> {
+    let target = fs::read_link(dir.join(DATA_LINK)).ok()?;
+    let target = target.to_str()?;
+    let n: u64 = target.strip_prefix(GENERATION)?.parse().ok()?;
+    let exact = target == format!("{GENERATION}{n}");
+    (exact && fs::symlink_metadata(dir.join(target)).ok()?.is_dir()).then_some(n)
+}
+
+fn generation_dir(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{GENERATION}{n}"))
+}
+
+/// What a visible name `DIR/NAME` is now.
+enum Visible {
+    /// The symlink `NAME -> ..data/NAME`.
+    Ours,
+    /// A regular file: written by an older keyd, or put there by hand.
+    File,
+    /// Nothing, or something to replace (another symlink, a FIFO, a socket, a device).
+    Replace,
+}
+
+/// What one output's delivery does.
+enum Plan {
+    /// The file in the current set is right: kept (hard-linked into a new set, if one is made).
+    Keep,
+    /// Written from the value.
+    Write,
+}
+
+/// One output of a pass: its plan and the digest its ledger stamp gets, when its content is
+/// known (`None`: the ledger entry is left as it is, so a full pass verifies it).
+struct Output<'d> {
+    delivery: &'d Delivery,
+    plan: Plan,
+    digest: Option<String>,
+    /// Content verified by reading it while the ledger did not vouch for it: stamp it even
+    /// when no new set is made.
+    restamp: bool,
+}
+
 impl FilesSink {
     /// The sink `spec` describes.
     pub fn new(spec: FilesSpec) -> Self {
         FilesSink { spec }
     }
 
-    /// Whether `path` already holds exactly `value` with the configured mode and owner (read).
+    /// Whether the file at `path` holds exactly `value` with the configured mode and owner.
+    /// Opens without following a symlink and without blocking (a FIFO), and reads only a
+    /// regular file.
     fn is_current(&self, path: &Path, value: &[u8]) -> bool {
-        let Ok(mut f) = File::open(path) else {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let Ok(fd) = rustix::fs::open(path, flags, Mode::empty()) else {
             return false;
         };
+        let mut f = File::from(fd);
         let Ok(meta) = f.metadata() else { return false };
         if !meta.is_file()
             || meta.mode() & 0o7777 != self.spec.mode
@@ -62,30 +134,18 @@ impl FilesSink {
         f.read_to_end(&mut existing).is_ok() && same_bytes(&existing, value)
     }
 
-    /// Writes one output's temp file, not yet in place, made durable here when `fsync`.
-    /// Returns its path.
-    fn write_temp(&self, name: &str, value: &[u8], fsync: bool) -> Result<PathBuf, SinkError> {
-        let (dir, mode) = (&self.spec.dir, self.spec.mode);
-        let tmp = dir.join(format!(".{name}.keyd-tmp"));
-        let create = || {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&tmp)
-        };
-        let mut f = match create() {
-            // Left by a cut-off delivery; only keyd writes these, under the store lock.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let _ = fs::remove_file(&tmp);
-                create()
-            }
-            other => other,
-        }
-        .map_err(io(&tmp))?;
-        let written = f
-            .write_all(value)
-            .and_then(|()| f.set_permissions(fs::Permissions::from_mode(mode)))
+    /// Writes one output's file into a data directory not yet shown, made durable here when
+    /// `fsync`.
+    fn write_file(&self, path: &Path, value: &[u8], fsync: bool) -> Result<(), SinkError> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(self.spec.mode)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(path)
+            .map_err(io(path))?;
+        f.write_all(value)
+            .and_then(|()| f.set_permissions(fs::Permissions::from_mode(self.spec.mode)))
             .and_then(|()| {
                 if self.spec.uid.is_some() || self.spec.gid.is_some() {
                     std::os::unix::fs::fchown(&f, self.spec.uid, self.spec.gid)
@@ -93,24 +153,146 @@ impl FilesSink {
                     Ok(())
                 }
             })
-            .and_then(|()| if fsync { f.sync_all() } else { Ok(()) });
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(io(&tmp)(e));
-        }
-        Ok(tmp)
+            .and_then(|()| if fsync { f.sync_all() } else { Ok(()) })
+            .map_err(io(path))
     }
 
-    /// Removes temp files of a delivery cut off by a crash (only keyd writes them, under the
-    /// store lock).
-    fn remove_leftovers(&self) {
-        for entry in fs::read_dir(&self.spec.dir).into_iter().flatten().flatten() {
+    /// Refuses an output directory every user may write to: anyone could plant a symlink, a
+    /// FIFO or a file of their own where consumers read secrets (a sticky bit does not help:
+    /// the planted entry is theirs to keep). A directory not made yet is checked once made.
+    fn refuse_world_writable(&self) -> Result<(), SinkError> {
+        let dir = &self.spec.dir;
+        match fs::metadata(dir) {
+            Ok(meta) if meta.mode() & 0o002 != 0 => Err(SinkError::WorldWritable {
+                sink: SINK,
+                path: dir.clone(),
+                mode: meta.mode() & 0o7777,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// What `DIR/NAME` is now (`lstat` and `readlink` only: nothing there is opened).
+    fn visible(&self, name: &str) -> Result<Visible, SinkError> {
+        let path = self.spec.dir.join(name);
+        let meta = match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Visible::Replace),
+            other => other.map_err(io(&path))?,
+        };
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            let ours = fs::read_link(&path).is_ok_and(|t| t == Path::new(DATA_LINK).join(name));
+            Ok(if ours {
+                Visible::Ours
+            } else {
+                Visible::Replace
+            })
+        } else if kind.is_file() {
+            Ok(Visible::File)
+        } else if kind.is_dir() {
+            Err(io(&path)(std::io::Error::other(
+                "a directory stands where keyd delivers a file; remove it",
+            )))
+        } else {
+            Ok(Visible::Replace)
+        }
+    }
+
+    /// Makes `DIR/NAME` the symlink `..data/NAME`, replacing whatever is there with one rename
+    /// (never following or opening it).
+    fn link_visible(&self, name: &str) -> Result<(), SinkError> {
+        let dir = &self.spec.dir;
+        let (path, tmp) = (dir.join(name), dir.join(format!(".{name}{TMP_SUFFIX}")));
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(Path::new(DATA_LINK).join(name), &tmp).map_err(io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))
+    }
+
+    /// Removes what a delivery cut off by a crash left: temp symlinks and files, and data
+    /// directories other than the current one (only keyd writes these, under the store lock).
+    fn remove_leftovers(&self, current: Option<u64>) {
+        let dir = &self.spec.dir;
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
             let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') && name.ends_with(".keyd-tmp") {
-                let _ = fs::remove_file(entry.path());
+            let Some(name) = name.to_str() else { continue };
+            let path = entry.path();
+            if name.starts_with('.') && name.ends_with(TMP_SUFFIX) {
+                let _ = fs::remove_file(&path);
+            } else if name.starts_with(GENERATION)
+                && current.is_none_or(|n| path != generation_dir(dir, n))
+                && fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
+            {
+                let _ = fs::remove_dir_all(&path);
             }
         }
+    }
+
+    /// Builds data directory `new` from `outputs` (kept ones hard-linked from `source`) and
+    /// `extra` (files of outputs no longer delivered, carried over while still shown), durable
+    /// before it returns.
+    fn build_set(
+        &self,
+        new: &Path,
+        outputs: &[Output<'_>],
+        source: &dyn Fn(&str) -> PathBuf,
+        extra: &[String],
+    ) -> Result<(), SinkError> {
+        let dir = &self.spec.dir;
+        let dir_meta = fs::metadata(dir).map_err(io(dir))?;
+        // Left by a pass cut off before its swap: never shown, so safe to drop.
+        if fs::symlink_metadata(new).is_ok() {
+            fs::remove_dir_all(new).map_err(io(new))?;
+        }
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(new)
+            .map_err(io(new))?;
+        // A few files (a rotation) are made durable one fsync each; many (a first quickstart:
+        // 10,000 fsyncs took seconds) by one syncfs of the filesystem, below.
+        let writes = outputs
+            .iter()
+            .filter(|o| matches!(o.plan, Plan::Write))
+            .count();
+        let batch = writes > FSYNC_EACH_UP_TO;
+        for o in outputs {
+            let name = &o.delivery.name;
+            let path = new.join(name);
+            match o.plan {
+                Plan::Write => {
+                    self.write_file(&path, o.delivery.value.expose().as_bytes(), !batch)?;
+                }
+                Plan::Keep => fs::hard_link(source(name), &path).map_err(io(&path))?,
+            }
+        }
+        for name in extra {
+            let path = new.join(name);
+            fs::hard_link(source(name), &path).map_err(io(&path))?;
+        }
+        // Readers reach the files through this directory: it opens to whoever could open the
+        // output directory, as the files did when they lay in it.
+        fs::set_permissions(new, fs::Permissions::from_mode(dir_meta.mode() & 0o777))
+            .map_err(io(new))?;
+        if fs::metadata(new).is_ok_and(|m| m.gid() != dir_meta.gid()) {
+            // Best effort: only root or a member of that group may change it.
+            let _ = std::os::unix::fs::chown(new, None, Some(dir_meta.gid()));
+        }
+        let new_dir = File::open(new).map_err(io(new))?;
+        if batch {
+            rustix::fs::syncfs(&new_dir).map_err(|e| io(new)(e.into()))?;
+        }
+        new_dir.sync_all().map_err(io(new))?;
+        // The new directory's entry is durable before the symlink that names it.
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    }
+
+    /// Points `..data` at generation `n` with one rename of a temp symlink.
+    fn swap(&self, n: u64) -> Result<(), SinkError> {
+        let dir = &self.spec.dir;
+        let tmp = dir.join(format!("{DATA_LINK}{TMP_SUFFIX}"));
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(format!("{GENERATION}{n}"), &tmp).map_err(io(&tmp))?;
+        let data = dir.join(DATA_LINK);
+        fs::rename(&tmp, &data).map_err(io(&data))
     }
 }
 
@@ -120,8 +302,9 @@ impl Sink for FilesSink {
     }
 
     fn check(&self, _deliveries: &[Delivery]) -> Result<(), SinkError> {
-        // Any byte string can be a file; names were checked by the policy.
-        Ok(())
+        // Any byte string can be a file; names were checked by the policy. The directory is
+        // checked here too, so that refusing it leaves every sink untouched.
+        self.refuse_world_writable()
     }
 
     fn deliver(
@@ -138,55 +321,145 @@ impl Sink for FilesSink {
                 .create(dir)
                 .map_err(io(dir))?;
         }
+        self.refuse_world_writable()?;
+        let current = current_generation(dir);
         if matches!(pass, Pass::Full) {
-            self.remove_leftovers();
+            self.remove_leftovers(current);
         }
+        // Where each output's file is now: in the current set, or where an older keyd wrote it.
+        let current_dir = current.map(|n| generation_dir(dir, n));
+        let source = |name: &str| current_dir.as_deref().unwrap_or(dir).join(name);
         let mut report = DeliveryReport {
             sink: SINK.into(),
             location: dir.clone(),
             ..Default::default()
         };
-        // A few outputs (a rotation) are made durable one fsync each; a large batch (a first
-        // quickstart: 10,000 fsyncs took seconds) by one syncfs of the filesystem, below.
-        let batch = deliveries.iter().filter(|d| pass.includes(&d.name)).count() > FSYNC_EACH_UP_TO;
-        // Outputs to write, with their temp files and digests.
-        let mut pending: Vec<(PathBuf, PathBuf, String, String)> = Vec::new();
-        let mut verified: Vec<(PathBuf, String, String)> = Vec::new();
-        for d in deliveries.iter().filter(|d| pass.includes(&d.name)) {
-            let path = dir.join(&d.name);
-            let key = ledger_key(&d.name);
-            let value = d.value.expose().as_bytes();
-            let digest = digest(value);
-            if ledger_says_current(&path, ledger.get(&key), &digest) {
-                report.unchanged.push(d.name.clone());
-            } else if self.is_current(&path, value) {
-                report.unchanged.push(d.name.clone());
-                verified.push((path, key, digest));
+        let mut outputs = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            let (path, key) = (source(&d.name), ledger_key(&d.name));
+            let output = if pass.includes(&d.name) {
+                let value = d.value.expose().as_bytes();
+                let digest = digest(value);
+                let (plan, restamp) = if ledger_says_current(&path, ledger.get(&key), &digest) {
+                    (Plan::Keep, false)
+                } else if self.is_current(&path, value) {
+                    (Plan::Keep, true)
+                } else {
+                    (Plan::Write, false)
+                };
+                match plan {
+                    Plan::Keep => report.unchanged.push(d.name.clone()),
+                    Plan::Write => report.written.push(d.name.clone()),
+                }
+                Output {
+                    delivery: d,
+                    plan,
+                    digest: Some(digest),
+                    restamp,
+                }
+            } else if is_regular_file(&path) {
+                // Not looked at in this pass: carried over as it is; its stamp follows only
+                // if the ledger vouched for it.
+                let recorded = ledger.get(&key);
+                let vouched = recorded.filter(|r| ledger_says_current(&path, Some(r), &r.digest));
+                Output {
+                    delivery: d,
+                    plan: Plan::Keep,
+                    digest: vouched.map(|r| r.digest.clone()),
+                    restamp: false,
+                }
             } else {
-                let tmp = self.write_temp(&d.name, value, !batch).inspect_err(|_| {
-                    for (tmp, ..) in &pending {
-                        let _ = fs::remove_file(tmp);
-                    }
-                })?;
+                // Missing from the set (removed by hand): a new set holds every output.
                 report.written.push(d.name.clone());
-                pending.push((tmp, path, key, digest));
+                Output {
+                    delivery: d,
+                    plan: Plan::Write,
+                    digest: Some(digest(d.value.expose().as_bytes())),
+                    restamp: false,
+                }
+            };
+            outputs.push(output);
+        }
+
+        if outputs.is_empty() && current.is_none() {
+            return Ok(report);
+        }
+        let migrating = current.is_none();
+        let new_set = migrating || outputs.iter().any(|o| matches!(o.plan, Plan::Write));
+        let mut shown_changed = false;
+        let live = match current {
+            Some(n) if !new_set => n,
+            _ => {
+                let n = current.map_or(1, |n| n + 1);
+                let new = generation_dir(dir, n);
+                // Files of outputs no longer delivered stay while their symlink is shown (a
+                // secret removed from the policy keeps its last file, as it always did).
+                let delivered: HashSet<&str> = deliveries.iter().map(|d| d.name.as_str()).collect();
+                let extra: Vec<String> = current_dir
+                    .as_deref()
+                    .map(|old| {
+                        fs::read_dir(old)
+                            .into_iter()
+                            .flatten()
+                            .flatten()
+                            .filter_map(|e| e.file_name().into_string().ok())
+                            .filter(|name| !delivered.contains(name.as_str()))
+                            .filter(|name| is_regular_file(&old.join(name)))
+                            .filter(|name| matches!(self.visible(name), Ok(Visible::Ours)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.build_set(&new, &outputs, &source, &extra)
+                    .inspect_err(|_| {
+                        // Never shown: dropped now rather than at the next full pass.
+                        let _ = fs::remove_dir_all(&new);
+                    })?;
+                self.swap(n)?;
+                shown_changed = true;
+                n
+            }
+        };
+
+        // Each output's visible name: the symlink into `..data`, whatever stood there before.
+        for o in &outputs {
+            let name = &o.delivery.name;
+            if !(migrating || pass.includes(name)) {
+                continue;
+            }
+            let before = self.visible(name)?;
+            if matches!(before, Visible::Ours) {
+                continue;
+            }
+            self.link_visible(name)?;
+            shown_changed = true;
+            // A current file an older keyd wrote becomes a symlink to the same inode: no
+            // consumer sees a change. Anything else restored is.
+            let migrated =
+                current.is_none() && matches!((before, &o.plan), (Visible::File, Plan::Keep));
+            if !migrated && !report.written.contains(name) {
+                report.unchanged.retain(|n| n != name);
+                report.written.push(name.clone());
             }
         }
-        if !pending.is_empty() {
-            // Every temp file is durable before any rename shows it.
-            let dir_file = File::open(dir).map_err(io(dir))?;
-            if batch {
-                rustix::fs::syncfs(&dir_file).map_err(|e| io(dir)(e.into()))?;
-            }
-            for (tmp, path, key, digest) in pending {
-                fs::rename(&tmp, &path).map_err(io(&path))?;
-                verified.push((path, key, digest));
-            }
-            dir_file.sync_all().map_err(io(dir))?;
+        if shown_changed {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(dir))?;
         }
-        for (path, key, digest) in verified {
-            match fs::symlink_metadata(&path) {
-                Ok(meta) => ledger.insert(key, stamp(&meta, digest)),
+        if new_set && let Some(old) = &current_dir {
+            fs::remove_dir_all(old).map_err(io(old))?;
+        }
+
+        // Stamps of the files as they are now (linking and unlinking changed their ctime).
+        let live_dir = generation_dir(dir, live);
+        for o in &outputs {
+            let Some(digest) = &o.digest else { continue };
+            if !(new_set || o.restamp) {
+                continue;
+            }
+            let key = ledger_key(&o.delivery.name);
+            match fs::symlink_metadata(live_dir.join(&o.delivery.name)) {
+                Ok(meta) => ledger.insert(key, stamp(&meta, digest.clone())),
                 Err(_) => ledger.remove(&key),
             };
         }
@@ -199,8 +472,8 @@ impl Sink for FilesSink {
     }
 
     fn retire(&self, _name: &str, _version: u64, _ledger: &mut Ledger) -> Result<(), SinkError> {
-        // One file per output, replaced in place: once a newer version is delivered nothing of
-        // a retired one remains here.
+        // Each delivery replaces the whole set and removes the previous one: once a newer
+        // version is delivered nothing of a retired one remains here.
         Ok(())
     }
 }
@@ -229,6 +502,11 @@ fn read_pid_file(pid_file: &Path) -> std::io::Result<rustix::process::Pid> {
         ))
     })?;
     Ok(pid)
+}
+
+/// Whether `path` is a regular file itself (`lstat`: a symlink to one is not).
+fn is_regular_file(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
 }
 
 /// Runs a files sink's reload hook after a delivery changed something. The command gets no

@@ -80,6 +80,20 @@ pub enum SinkError {
     /// Several sinks or values failed (each delivered what it could).
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Several(Vec<SinkError>),
+    /// The output directory is writable by every user (sticky or not), so anyone could put a
+    /// file, FIFO or symlink where the sink delivers.
+    #[error(
+        "{sink} {}: the directory is writable by every user (mode {mode:04o}), so anyone could put a file where keyd delivers one; refusing to deliver there",
+        path.display()
+    )]
+    WorldWritable {
+        /// The sink.
+        sink: &'static str,
+        /// The directory.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+    },
     /// The operating system refused.
     #[error("{sink} {}: {source}", path.display())]
     Io {
@@ -97,10 +111,14 @@ pub enum SinkError {
 /// An implementor must:
 /// - refuse, in `check`, every value it could not deliver exactly, before anything is written,
 ///   so that a refused delivery leaves nothing half done;
-/// - in `deliver`, replace each output atomically (a consumer reads the old value or the new
-///   one, never a mix or an empty file), leave outputs whose content is already right
+/// - in `deliver`, replace its outputs atomically and as one set: a consumer reads the old
+///   value or the new one, never a half-written or empty file, and outputs delivered to one
+///   place (a directory, a file) change together, so no instant shows one output's new
+///   version beside another's old one; leave outputs whose content is already right
 ///   untouched (no rewrite, so re-running changes nothing), make the result durable before
 ///   returning, and record in the ledger what it wrote, under keys only it uses;
+/// - never follow, or open in a way that can block, whatever stands where an output goes (a
+///   symlink, a FIFO): inspect it with `lstat` and replace it, or refuse with an error;
 /// - trust a ledger entry only while the output's metadata still matches it, so an output
 ///   removed or altered by hand is restored by the next full pass;
 /// - in `retire`, remove only what this sink published for that version of that output, and
