@@ -60,7 +60,7 @@ const BROKEN: &[(&str, &str, &str)] = &[
     (
         "field of another kind",
         "[stack]\nname = \"shop\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\nbits = 4096\n",
-        ":6:1: unknown field `bits` in secret \"DB_PASSWORD\" (expected for kind \"password\": kind, description, rotate, grace, length, alphabet, allow_weak, target)",
+        ":6:1: unknown field `bits` in secret \"DB_PASSWORD\" (expected for kind \"password\": kind, description, rotate, grace, rekey, length, alphabet, allow_weak, target)",
     ),
     (
         "grace not shorter than rotate",

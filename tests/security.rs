@@ -500,3 +500,32 @@ fn a_fernet_rotation_that_would_push_out_an_unretired_key_is_refused_unless_forc
     ok(keyctl(&home).args(["rotate", "FERNET_KEY"]));
     ok(keyctl(&home).args(["rotate", "FERNET_KEY", "--force"]));
 }
+
+#[test]
+fn a_reader_racing_a_store_write_never_mistakes_it_for_a_rollback() {
+    let tmp = TempDir::new("sec-gen-race");
+    let home = keyd::store::Home::new(tmp.join("home"));
+    home.init().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (home, stop) = (home.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Err(e) = home.peek() {
+                    return Err(format!("after {reads} reads: {e}"));
+                }
+                reads += 1;
+            }
+            Ok(reads)
+        })
+    };
+    for _ in 0..200 {
+        let lock = home.lock().unwrap();
+        let mut data = lock.load().unwrap();
+        lock.save(&mut data).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reads = reader.join().unwrap().unwrap();
+    assert!(reads > 0);
+}

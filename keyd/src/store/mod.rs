@@ -310,8 +310,11 @@ fn load(home: &Home) -> Result<StoreData, StoreError> {
             }
         });
     }
-    let data = file::read_store(&home.identity_path(), &home.store_path())?;
+    // The recorded generation first: a writer renames the store into place before it records
+    // the new generation, so a store read after this is never older than what was read here,
+    // unless an older copy was put back.
     let expected = home.recorded_generation()?;
+    let data = file::read_store(&home.identity_path(), &home.store_path())?;
     if data.generation < expected {
         return Err(StoreError::RolledBack {
             path: home.store_path(),

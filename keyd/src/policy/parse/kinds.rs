@@ -551,7 +551,7 @@ mod tests {
     fn fields_of_another_kind_and_wrong_types() {
         assert_eq!(
             err_text(&one("kind = \"fernet\"\nlength = 12\n")),
-            "p.toml:5:1: unknown field `length` in secret \"A\" (expected for kind \"fernet\": kind, description, rotate, grace, keep, deliver)"
+            "p.toml:5:1: unknown field `length` in secret \"A\" (expected for kind \"fernet\": kind, description, rotate, grace, rekey, keep, deliver)"
         );
         assert_eq!(
             err_text(&one(
