@@ -529,3 +529,58 @@ fn a_reader_racing_a_store_write_never_mistakes_it_for_a_rollback() {
     let reads = reader.join().unwrap().unwrap();
     assert!(reads > 0);
 }
+
+/// A clock the test sets.
+struct FixedClock(i64);
+
+impl keyd::clock::Clock for FixedClock {
+    fn now(&self) -> i64 {
+        self.0
+    }
+}
+
+#[test]
+fn one_secrets_error_in_a_scheduled_pass_does_not_stop_the_others() {
+    let redis = keyd_tests::servers::Redis::start("sched-error", true);
+    let tmp = TempDir::new("sec-sched-error");
+    let admin = tmp.join("redis-admin");
+    std::fs::write(&admin, &redis.admin_password).unwrap();
+    let path = tmp.join("p.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[stack]\nname = \"s\"\n\n[sinks.files]\ndir = \"{out}\"\n\n[targets.cache]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\nuser = \"default\"\npassword_file = \"{admin}\"\n\n\
+             [secrets.A_REDIS]\nkind = \"password\"\nrotate = \"30d\"\ntarget = {{ name = \"cache\", user = \"app\", acl = \"~app:* +@all\", mode = \"acl\" }}\n\n\
+             [secrets.B_TOKEN]\nkind = \"token\"\nrotate = \"30d\"\n",
+            out = tmp.join("out").display(),
+            port = redis.port,
+            admin = admin.display()
+        ),
+    )
+    .unwrap();
+    ok(keyctl(&tmp.join("home"))
+        .args(["quickstart", "--policy"])
+        .arg(&path));
+    ok(keyctl(&tmp.join("home")).args(["rotate", "A_REDIS"])); // an overlap to retire
+    // A's target can no longer be reached (its admin password file is gone): A's retire fails
+    // before anything is saved; B's rotation still happens.
+    std::fs::remove_file(&admin).unwrap();
+    let home = keyd::store::Home::new(tmp.join("home"));
+    let clock = FixedClock(keyd::clock::unix_now() + 31 * 86_400);
+    let (report, next) = keyd::ops::run_due(&home, &clock, "test").expect("the pass went on");
+    let result = |name: &str| {
+        report
+            .outcomes
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| (o.result, o.message.clone()))
+    };
+    let (a, message) = result("A_REDIS").expect("A reported");
+    assert_eq!(a, keyd::rotation::OutcomeKind::Failed);
+    assert!(message.unwrap().contains("password_file"));
+    assert_eq!(
+        result("B_TOKEN").map(|r| r.0),
+        Some(keyd::rotation::OutcomeKind::Rotated)
+    );
+    assert!(next.unwrap() >= clock.0 + 60, "retried later, not at once");
+}

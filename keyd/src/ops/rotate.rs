@@ -156,7 +156,7 @@ pub fn run_due(
     let lock = home.lock()?;
     let mut engine = Engine::new(&lock, clock, by)?;
     let (actions, _) = plan(&engine.data, clock.now());
-    let mut unjournaled_panic = false;
+    let mut unjournaled = false;
     for action in actions {
         let (Action::Resume { stack, name }
         | Action::Rotate { stack, name }
@@ -197,14 +197,23 @@ pub fn run_due(
                 Err(Error::RekeyPending { .. }) => Ok(()),
                 other => other,
             },
-        })?;
-        unjournaled_panic |= !journaled;
+        });
+        // One secret's error (an unreadable password_file, say) never stops the others: it
+        // is reported for that secret, and the pass goes on from the store as last saved.
+        let journaled = match journaled {
+            Ok(journaled) => journaled,
+            Err(error) => {
+                engine.fail_unjournaled(stack, name, from, step, &error.to_string())?;
+                false
+            }
+        };
+        unjournaled |= !journaled;
     }
     // A failed step leaves a retry time; the next plan accounts for it.
     let (_, mut next) = plan(&engine.data, clock.now());
-    if unjournaled_panic {
+    if unjournaled {
         // Nothing in the store says to wait: the same work is due again at once. A minute
-        // keeps a panic that repeats from running the scheduler hot.
+        // keeps a failure that repeats from running the scheduler hot.
         let later = clock.now() + 60;
         next = Some(next.map_or(later, |n| n.max(later)));
     }

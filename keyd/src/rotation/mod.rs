@@ -463,6 +463,34 @@ impl<'a> Engine<'a> {
     /// was journaled. The panic's own message goes
     /// to keyd's log through the panic hook, not into the journal or the audit log, which
     /// must hold no values.
+    /// Reports a failure of `stack/name` that no rotation journal records (it happened before
+    /// anything was saved), after reloading the store as last saved so that nothing half done
+    /// in memory is written by later work.
+    pub(crate) fn fail_unjournaled(
+        &mut self,
+        stack: &str,
+        name: &str,
+        from: u64,
+        step: &str,
+        message: &str,
+    ) -> Result<(), Error> {
+        self.data = self.lock.load()?;
+        self.unsaved = None;
+        let version = match step {
+            "create" => self.data.stacks[stack].secrets[name].next_number(),
+            _ => from,
+        };
+        self.audit(stack, name, version, step, "failed", Some(message));
+        self.outcome(
+            stack,
+            name,
+            from,
+            OutcomeKind::Failed,
+            Some(message.to_owned()),
+        );
+        Ok(())
+    }
+
     pub(crate) fn contain_panic(
         &mut self,
         stack: &str,
