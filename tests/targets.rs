@@ -653,3 +653,276 @@ fn postgres_alternating_login_and_password_files_always_make_a_working_pair() {
         failures.len()
     );
 }
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, made by keyd's own `tls` kind: the
+/// server presents it and clients trust it as their CA. Returns (certificate, key) PEM.
+fn localhost_cert() -> (String, String) {
+    let cert = keyd::material::tls::generate(&keyd::material::tls::TlsSpec {
+        cn: "localhost".into(),
+        sans: vec!["localhost".into(), "127.0.0.1".into()],
+        days: 1,
+        key_type: keyd::material::tls::KeyType::EcdsaP256,
+    })
+    .unwrap();
+    (
+        cert.cert_pem.clone(),
+        cert.key_pem.expose_secret().to_owned(),
+    )
+}
+
+/// A PostgreSQL target `db` at `url` (admin password from a file) and a password for role
+/// `app`; `extra` goes into the target's table.
+fn pg_target_policy(pg: &Postgres, dir: &Path, url: &str, extra: &str) -> String {
+    std::fs::write(dir.join("pg-admin"), &pg.admin_password).unwrap();
+    format!(
+        "[stack]\nname = \"shop\"\n\n[targets.db]\ntype = \"postgres\"\nurl = \"{url}\"\npassword_file = \"{admin}\"\n{extra}\n[secrets.DB_PASSWORD]\nkind = \"password\"\ngrace = \"1h\"\ntarget = {{ name = \"db\", role = \"app\" }}\n",
+        admin = dir.join("pg-admin").display(),
+    )
+}
+
+/// The messages a PostgreSQL client sent on one connection after its startup message (which
+/// has no type byte): (type, body).
+fn pg_client_messages(mut sent: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let len = |b: &[u8]| u32::from_be_bytes(b[..4].try_into().unwrap()) as usize;
+    if sent.len() < 4 {
+        return Vec::new();
+    }
+    sent = &sent[len(sent).min(sent.len())..];
+    let mut messages = Vec::new();
+    while sent.len() >= 5 {
+        let end = (1 + len(&sent[1..])).min(sent.len());
+        messages.push((sent[0], sent[5..end].to_vec()));
+        sent = &sent[end..];
+    }
+    messages
+}
+
+/// A server whose pg_hba.conf asks for `method` (`password` or `md5`), behind a proxy that
+/// records what keyd sends: keyd must refuse before sending any password.
+fn a_postgres_server_asking_for(method: &str) {
+    let pg = Postgres::start(method);
+    if method == "md5" {
+        // A SCRAM verifier would make the server upgrade md5 to SCRAM: store an MD5 hash.
+        pg.admin_sql(&format!(
+            "SET password_encryption = 'md5'; ALTER ROLE admin PASSWORD '{}'",
+            pg.admin_password
+        ));
+    }
+    pg.set_host_auth(method);
+    let proxy = keyd_tests::servers::RecordingProxy::start(pg.port);
+    let dir = TempDir::new(&format!("pg-{method}-policy"));
+    let url = format!("postgres://admin@127.0.0.1:{}/postgres", proxy.port);
+    let s = Setup::new(
+        &format!("pg-{method}"),
+        &pg_target_policy(&pg, dir.path(), &url, ""),
+    );
+    let out = s.quickstart();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let status = String::from_utf8(ok(keyctl(&s.home()).args(["status", "--json"]))).unwrap();
+    let asked = if method == "md5" {
+        "MD5 password authentication"
+    } else {
+        "cleartext password authentication"
+    };
+    assert!(
+        status.contains("target db: ")
+            && status.contains(&format!("the server asked for {asked}"))
+            && status.contains("allow_insecure_auth = true"),
+        "{status}"
+    );
+    let connections = proxy.sent();
+    assert!(
+        !connections.is_empty(),
+        "keyd never connected through the proxy"
+    );
+    for sent in &connections {
+        assert!(
+            !sent
+                .windows(pg.admin_password.len())
+                .any(|w| w == pg.admin_password.as_bytes()),
+            "the admin password went on the wire"
+        );
+        // A password message is a SASL exchange (which proves knowledge of the password
+        // without revealing it) or nothing: never a cleartext password or an MD5 hash.
+        for (kind, body) in pg_client_messages(sent) {
+            assert!(
+                kind != b'p' || body.starts_with(b"SCRAM-SHA-256") || body.starts_with(b"c="),
+                "keyd answered a password request: {:?}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+    assert_eq!(
+        pg.admin_sql("SELECT count(*) FROM pg_roles WHERE rolname = 'app'"),
+        "0"
+    );
+    assert!(!s.tmp.join("out/DB_PASSWORD").exists());
+
+    // The target's explicit opt-in lets the same server be rotated.
+    std::fs::write(
+        s.tmp.join("policy.toml"),
+        pg_target_policy(&pg, dir.path(), &url, "allow_insecure_auth = true\n"),
+    )
+    .unwrap();
+    s.quickstart_ok();
+    assert!(pg.can_login("app", s.file("DB_PASSWORD").trim()));
+}
+
+#[test]
+fn a_postgres_server_asking_for_a_cleartext_password_gets_no_password() {
+    a_postgres_server_asking_for("password");
+}
+
+#[test]
+fn a_postgres_server_asking_for_an_md5_password_gets_no_password() {
+    a_postgres_server_asking_for("md5");
+}
+
+#[test]
+fn a_postgres_target_with_sslmode_verify_full_rotates_over_tls() {
+    let (cert, key) = localhost_cert();
+    let pg = Postgres::start_with(
+        "tls",
+        Some(keyd_tests::servers::ServerCert {
+            cert_pem: &cert,
+            key_pem: &key,
+        }),
+    );
+    let dir = TempDir::new("pg-tls-policy");
+    std::fs::write(dir.join("ca.pem"), &cert).unwrap();
+    let url = format!(
+        "postgres://admin@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        pg.port,
+        dir.join("ca.pem").display()
+    );
+    let s = Setup::new("pg-tls", &pg_target_policy(&pg, dir.path(), &url, ""));
+    s.quickstart_ok();
+    let first = s.file("DB_PASSWORD");
+    assert!(pg.can_login("app", first.trim()));
+    let out = s.rotate("DB_PASSWORD");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = s.file("DB_PASSWORD");
+    assert_ne!(first, second);
+    assert!(pg.can_login("app", second.trim()));
+    // pg_hba.conf only has hostssl rules: every login of keyd's was over TLS, as the log says.
+    let log = pg.log();
+    assert!(
+        log.contains("connection authorized: user=app") && log.contains("SSL enabled"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_postgres_server_whose_certificate_is_not_signed_by_sslrootcert_is_refused() {
+    let (cert, key) = localhost_cert();
+    let (other_ca, _) = localhost_cert();
+    let pg = Postgres::start_with(
+        "tls-wrong-ca",
+        Some(keyd_tests::servers::ServerCert {
+            cert_pem: &cert,
+            key_pem: &key,
+        }),
+    );
+    let dir = TempDir::new("pg-tls-wrong-ca-policy");
+    std::fs::write(dir.join("other-ca.pem"), &other_ca).unwrap();
+    let url = format!(
+        "postgres://admin@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        pg.port,
+        dir.join("other-ca.pem").display()
+    );
+    let s = Setup::new(
+        "pg-tls-wrong-ca",
+        &pg_target_policy(&pg, dir.path(), &url, ""),
+    );
+    let out = s.quickstart();
+    assert_eq!(out.status.code(), Some(1));
+    let status = String::from_utf8(ok(keyctl(&s.home()).args(["status", "--json"]))).unwrap();
+    assert!(
+        status.contains("target db: ") && status.contains("TLS certificate verification failed"),
+        "{status}"
+    );
+    assert_eq!(
+        pg.admin_sql("SELECT count(*) FROM pg_roles WHERE rolname = 'app'"),
+        "0"
+    );
+    assert!(
+        !pg.log()
+            .contains("connection authorized: user=admin database=postgres SSL")
+    );
+}
+
+/// A Redis ACL target over `rediss://` verified with `ca` (a PEM file).
+fn rediss_policy(redis: &Redis, dir: &Path, ca: &Path) -> String {
+    std::fs::write(dir.join("redis-admin"), &redis.admin_password).unwrap();
+    format!(
+        "[stack]\nname = \"cache\"\n\n[targets.cache]\ntype = \"redis\"\nurl = \"rediss://localhost:{port}?ca={ca}\"\nuser = \"default\"\npassword_file = \"{admin}\"\n\n[secrets.REDIS_PASSWORD]\nkind = \"password\"\ngrace = \"1h\"\ntarget = {{ name = \"cache\", user = \"app\", acl = \"~app:* +@all\" }}\n",
+        port = redis.port,
+        ca = ca.display(),
+        admin = dir.join("redis-admin").display(),
+    )
+}
+
+#[test]
+fn a_redis_target_over_rediss_rotates_with_tls() {
+    let (cert, key) = localhost_cert();
+    let redis = Redis::start_with(
+        "tls",
+        true,
+        Some(keyd_tests::servers::ServerCert {
+            cert_pem: &cert,
+            key_pem: &key,
+        }),
+    );
+    let dir = TempDir::new("redis-tls-policy");
+    let s = Setup::new(
+        "redis-tls",
+        &rediss_policy(&redis, dir.path(), redis.tls_ca.as_deref().unwrap()),
+    );
+    s.quickstart_ok();
+    let first = s.file("REDIS_PASSWORD");
+    assert!(redis.can_login("app", first.trim()));
+    let out = s.rotate("REDIS_PASSWORD");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = s.file("REDIS_PASSWORD");
+    assert!(redis.can_login("app", second.trim()));
+    assert!(
+        redis.can_login("app", first.trim()),
+        "the old one works until retire"
+    );
+}
+
+#[test]
+fn a_redis_server_whose_certificate_is_not_signed_by_the_ca_is_refused() {
+    let (cert, key) = localhost_cert();
+    let (other_ca, _) = localhost_cert();
+    let redis = Redis::start_with(
+        "tls-wrong-ca",
+        true,
+        Some(keyd_tests::servers::ServerCert {
+            cert_pem: &cert,
+            key_pem: &key,
+        }),
+    );
+    let dir = TempDir::new("redis-tls-wrong-ca-policy");
+    std::fs::write(dir.join("other-ca.pem"), &other_ca).unwrap();
+    let s = Setup::new(
+        "redis-tls-wrong-ca",
+        &rediss_policy(&redis, dir.path(), &dir.join("other-ca.pem")),
+    );
+    let out = s.quickstart();
+    assert_eq!(out.status.code(), Some(1));
+    let status = String::from_utf8(ok(keyctl(&s.home()).args(["status", "--json"]))).unwrap();
+    assert!(
+        status.contains("target cache: ") && status.contains("TLS certificate verification failed"),
+        "{status}"
+    );
+}

@@ -41,6 +41,13 @@ pub struct Postgres {
     pub admin_password: String,
 }
 
+/// The uid and gid owning `data` (initdb ran as `postgres`).
+fn postgres_ids(data: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(data).unwrap();
+    (meta.uid(), meta.gid())
+}
+
 fn as_postgres(program: &Path) -> Command {
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
@@ -48,9 +55,24 @@ fn as_postgres(program: &Path) -> Command {
     cmd
 }
 
+/// A certificate and its private key (PEM) a test server presents.
+pub struct ServerCert<'a> {
+    /// The certificate, PEM.
+    pub cert_pem: &'a str,
+    /// Its private key, PKCS#8 PEM.
+    pub key_pem: &'a str,
+}
+
 impl Postgres {
     /// initdb (SCRAM authentication, every statement logged) and start.
     pub fn start(tag: &str) -> Postgres {
+        Postgres::start_with(tag, None)
+    }
+
+    /// Like [`Postgres::start`], with `ssl = on` and `tls` as the server's certificate when
+    /// given; pg_hba.conf then accepts TCP logins only over TLS (`hostssl`), and connections
+    /// are logged (`log_connections`, which says whether SSL was used).
+    pub fn start_with(tag: &str, tls: Option<ServerCert<'_>>) -> Postgres {
         let dir = TempDir::new(&format!("pg-{tag}"));
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let admin_password = format!("admin-{}", std::process::id());
@@ -70,6 +92,23 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Some(tls) = tls {
+            for (name, pem) in [("server.crt", tls.cert_pem), ("server.key", tls.key_pem)] {
+                let path = data.join(name);
+                std::fs::write(&path, pem).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+                let (uid, gid) = postgres_ids(&data);
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+            }
+            let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+            conf.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nlog_connections = on\n");
+            std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+            )
+            .unwrap();
+        }
         let pg = Postgres {
             dir,
             port: free_port(),
@@ -77,6 +116,19 @@ impl Postgres {
         };
         pg.restart();
         pg
+    }
+
+    /// Replaces pg_hba.conf's TCP rule with `host all all 127.0.0.1/32 METHOD` (e.g.
+    /// `password`, `md5`) and restarts the server.
+    pub fn set_host_auth(&self, method: &str) {
+        let data = self.dir.join("data");
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            format!("local all all scram-sha-256\nhost all all 127.0.0.1/32 {method}\n"),
+        )
+        .unwrap();
+        self.stop();
+        self.restart();
     }
 
     /// The server's log (every statement, with log_statement = all).
@@ -179,19 +231,39 @@ pub struct Redis {
     pub port: u16,
     /// The default user's password.
     pub admin_password: String,
+    /// The CA file clients verify the server with, when it speaks TLS only.
+    pub tls_ca: Option<PathBuf>,
     child: Child,
 }
 
 impl Redis {
     /// Starts redis-server; `acl_file` gives it an ACL file (else it uses requirepass).
     pub fn start(tag: &str, acl_file: bool) -> Redis {
+        Redis::start_with(tag, acl_file, None)
+    }
+
+    /// Like [`Redis::start`]; with `tls`, the server speaks TLS only (`--port 0 --tls-port`),
+    /// presenting that certificate, and clients verify it with the certificate itself as CA.
+    pub fn start_with(tag: &str, acl_file: bool, tls: Option<ServerCert<'_>>) -> Redis {
         let dir = TempDir::new(&format!("redis-{tag}"));
         let admin_password = format!("radmin{}", std::process::id());
         let port = free_port();
         let mut cmd = Command::new("redis-server");
+        let mut tls_ca = None;
+        if let Some(tls) = tls {
+            std::fs::write(dir.join("server.crt"), tls.cert_pem).unwrap();
+            std::fs::write(dir.join("server.key"), tls.key_pem).unwrap();
+            cmd.args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(dir.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(dir.join("server.key"))
+                .args(["--tls-auth-clients", "no"]);
+            tls_ca = Some(dir.join("server.crt"));
+        } else {
+            cmd.args(["--port", &port.to_string()]);
+        }
         cmd.args([
-            "--port",
-            &port.to_string(),
             "--bind",
             "127.0.0.1",
             "--save",
@@ -220,6 +292,7 @@ impl Redis {
             dir,
             port,
             admin_password,
+            tls_ca,
             child,
         };
         for _ in 0..200 {
@@ -233,19 +306,32 @@ impl Redis {
 
     /// Whether `user` can authenticate with `password` on a new connection.
     pub fn can_login(&self, user: &str, password: &str) -> bool {
-        redis_ping(self.port, Some(user), password)
+        redis_cli_ping(self.port, self.tls_ca.as_deref(), Some(user), password)
     }
 
     /// Whether the (requirepass) default user accepts `password`.
     pub fn can_auth(&self, password: &str) -> bool {
-        redis_ping(self.port, None, password)
+        redis_cli_ping(self.port, self.tls_ca.as_deref(), None, password)
     }
 }
 
 /// A new connection with redis-cli (a client independent of keyd's): AUTH, then PING. The
 /// password goes through redis-cli's environment, not its arguments.
 pub fn redis_ping(port: u16, user: Option<&str>, password: &str) -> bool {
+    redis_cli_ping(port, None, user, password)
+}
+
+/// [`redis_ping`], over TLS verified with `tls_ca` when given.
+pub fn redis_cli_ping(
+    port: u16,
+    tls_ca: Option<&Path>,
+    user: Option<&str>,
+    password: &str,
+) -> bool {
     let mut cmd = Command::new("redis-cli");
+    if let Some(ca) = tls_ca {
+        cmd.args(["--tls", "--cacert"]).arg(ca);
+    }
     cmd.args([
         "-h",
         "127.0.0.1",
@@ -268,5 +354,63 @@ impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy on loopback in front of `127.0.0.1:port` that records every byte clients send
+/// (to check what went on the wire, e.g. that no password did).
+pub struct RecordingProxy {
+    /// The proxy's port.
+    pub port: u16,
+    sent: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl RecordingProxy {
+    /// Starts forwarding to `127.0.0.1:port`, one pair of threads per connection.
+    pub fn start(port: u16) -> RecordingProxy {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy_port = listener.local_addr().unwrap().port();
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = sent.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                    continue;
+                };
+                let (mut client_in, mut server_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let record = record.clone();
+                let connection = {
+                    let mut all = record.lock().unwrap();
+                    all.push(Vec::new());
+                    all.len() - 1
+                };
+                std::thread::spawn(move || {
+                    let mut buf = [0; 4096];
+                    while let Ok(n) = client_in.read(&mut buf) {
+                        if n == 0 || server_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        record.lock().unwrap()[connection].extend_from_slice(&buf[..n]);
+                    }
+                    let _ = server_out.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut server_in, mut client_out) = (server, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut server_in, &mut client_out);
+                    let _ = client_out.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        RecordingProxy {
+            port: proxy_port,
+            sent,
+        }
+    }
+
+    /// The bytes clients have sent so far, one entry per connection in order of arrival.
+    pub fn sent(&self) -> Vec<Vec<u8>> {
+        self.sent.lock().unwrap().clone()
     }
 }

@@ -53,6 +53,11 @@ pub struct TargetSpec {
     /// How long one connection, login or command may take before keyd gives up
     /// (`timeout`, default [`TargetSpec::DEFAULT_TIMEOUT`]).
     pub timeout: Duration,
+    /// Whether passwords may go to the target in a form anyone on the path (or the server's
+    /// operator) could replay: PostgreSQL cleartext or MD5 password authentication, Redis
+    /// `AUTH` over plain TCP to a host other than loopback (`allow_insecure_auth`, default
+    /// false).
+    pub allow_insecure_auth: bool,
 }
 
 impl TargetSpec {

@@ -964,6 +964,7 @@ fn build_target(
             strategy,
             &group,
             spec.timeout,
+            spec.allow_insecure_auth,
         )?),
         (
             TargetKind::Redis {
@@ -983,6 +984,7 @@ fn build_target(
             mode,
             replicas: replicas.clone(),
             timeout: spec.timeout,
+            allow_insecure_auth: spec.allow_insecure_auth,
         }),
         _ => {
             unreachable!("the policy checked that a secret's target fields match the target's type")

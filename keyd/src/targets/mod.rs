@@ -2,11 +2,37 @@
 //! PostgreSQL role, a Redis ACL user). The rotation state machine drives them through the
 //! [`Target`] trait; implementations live in this module, one file each.
 
+mod pg_wire;
 pub mod postgres;
 pub mod redis;
 mod resp;
+pub mod tls;
 
 use crate::secret::SecretString;
+
+/// Decodes `%XX` escapes (anything malformed is kept as written).
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
 
 /// A login and its password, as a target sees them.
 #[derive(Clone, Copy, Debug)]

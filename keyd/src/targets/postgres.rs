@@ -13,13 +13,27 @@
 //! when the time is out, so a server that accepts and never answers fails the step instead of
 //! holding the store lock forever. Admin sessions also set `statement_timeout`, so the server
 //! abandons a statement keyd stopped waiting for.
+//!
+//! Connections use TLS as the URL's `sslmode` says (`disable`, `require`, `verify-ca`,
+//! `verify-full`, with `sslrootcert=PATH` as the CA; default `verify-full`, or `disable` for a
+//! loopback host or a Unix socket). keyd opens the socket itself and hands it to
+//! tokio-postgres through [`pg_wire`](super::pg_wire), whose guard refuses cleartext and MD5
+//! password requests before any password is sent, unless the target sets
+//! `allow_insecure_auth`. Probe and test logins must be checked by the server (no trust), and
+//! over TLS must use SCRAM-SHA-256-PLUS (channel binding).
 
 use std::future::Future;
 use std::time::Duration;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_postgres::config::{ChannelBinding, Host, SslMode};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
+use super::pg_wire::{AuthGuard, AuthPolicy, AuthRefused, RustlsConnect};
+use super::tls::{self, TlsMode};
 use super::{Credential, Target, TargetError};
 use crate::policy::PgStrategy;
 use crate::policy::duration;
@@ -39,6 +53,56 @@ pub struct PostgresTarget {
     pub group: String,
     /// How long connecting (with its login) or one statement may take.
     pub timeout: Duration,
+    /// Where the server listens.
+    pub endpoints: Vec<Endpoint>,
+    /// TLS, unless the mode is `disable` (or the server is on a Unix socket).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Cleartext and MD5 password authentication are allowed (`allow_insecure_auth`).
+    pub allow_insecure_auth: bool,
+}
+
+/// One place the server listens, from the URL.
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    /// A host name or address and a port.
+    Tcp(String, u16),
+    /// A Unix socket directory and a port (the socket is `DIR/.s.PGSQL.PORT`).
+    Unix(PathBuf, u16),
+}
+
+/// Takes `sslmode` and `sslrootcert` out of a URL's query (tokio-postgres knows neither
+/// `verify-ca` nor `verify-full`, nor `sslrootcert`); returns the rest of the URL and them.
+fn split_tls_params(url: &str) -> (String, Option<String>, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None, None);
+    };
+    let (mut mode, mut root) = (None, None);
+    let mut rest = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("sslmode", v)) => mode = Some(super::percent_decode(v)),
+            Some(("sslrootcert", v)) => root = Some(super::percent_decode(v)),
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    (url, mode, root)
+}
+
+/// Drives a connection on the current runtime; its own error reaches the caller through the
+/// client's next call.
+fn drive<S, T>(connection: tokio_postgres::Connection<S, T>) -> tokio::task::JoinHandle<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let _ = connection.await;
+    })
 }
 
 /// Quotes an identifier (names were checked by the policy; quoting is belt and braces).
@@ -52,6 +116,8 @@ enum PgFailure {
     TimedOut,
     /// No runtime to drive the client could be made.
     Runtime(std::io::Error),
+    /// The connection to the server could not be opened.
+    Socket(std::io::Error),
     /// The driver's error (refused, a server error, a broken connection).
     Driver(tokio_postgres::Error),
 }
@@ -59,7 +125,7 @@ enum PgFailure {
 impl PgFailure {
     fn code(&self) -> Option<&SqlState> {
         match self {
-            PgFailure::TimedOut | PgFailure::Runtime(_) => None,
+            PgFailure::TimedOut | PgFailure::Runtime(_) | PgFailure::Socket(_) => None,
             PgFailure::Driver(e) => e.code(),
         }
     }
@@ -105,6 +171,7 @@ impl Drop for Session {
 impl PostgresTarget {
     /// A target from the admin URL (no password in it) and the admin password, whose calls
     /// each take at most `timeout`.
+    #[allow(clippy::too_many_arguments)] // the policy's fields, each named at the one caller
     pub fn new(
         name: &str,
         url: &str,
@@ -113,15 +180,53 @@ impl PostgresTarget {
         strategy: PgStrategy,
         group: &str,
         timeout: Duration,
+        allow_insecure_auth: bool,
     ) -> Result<Self, TargetError> {
-        let mut admin: Config = url.parse().map_err(|e| TargetError {
+        let fail = |message: String| TargetError {
             target: name.to_owned(),
-            message: format!("bad url: {e}"),
-        })?;
+            message,
+        };
+        let (url, sslmode, sslrootcert) = split_tls_params(url);
+        let mut admin: Config = url.parse().map_err(|e| fail(format!("bad url: {e}")))?;
         admin.connect_timeout(timeout);
         if let Some(p) = admin_password {
             admin.password(p.expose_secret());
         }
+        let ports = admin.get_ports();
+        let port = |i: usize| match ports {
+            [] => 5432,
+            [one] => *one,
+            many => many.get(i).copied().unwrap_or(5432),
+        };
+        let endpoints: Vec<Endpoint> = admin
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| match host {
+                Host::Tcp(h) => Endpoint::Tcp(h.clone(), port(i)),
+                Host::Unix(dir) => Endpoint::Unix(dir.clone(), port(i)),
+            })
+            .collect();
+        let Some(first) = endpoints.first() else {
+            return Err(fail("bad url: it names no host".into()));
+        };
+        let mode = match sslmode.as_deref() {
+            Some(value) => TlsMode::parse(value).ok_or_else(|| {
+                fail(format!("bad url: sslmode={value:?} (expected disable, require, verify-ca or verify-full)"))
+            })?,
+            None => match first {
+                Endpoint::Tcp(host, _) if endpoints.len() == 1 => TlsMode::default_for(host),
+                Endpoint::Tcp(..) => TlsMode::VerifyFull,
+                Endpoint::Unix(..) => TlsMode::Disable,
+            },
+        };
+        let tls = match mode {
+            TlsMode::Disable => None,
+            mode => Some(
+                tls::client_config(mode, sslrootcert.as_deref().map(std::path::Path::new))
+                    .map_err(fail)?,
+            ),
+        };
         Ok(PostgresTarget {
             name: name.to_owned(),
             admin,
@@ -129,6 +234,9 @@ impl PostgresTarget {
             strategy,
             group: group.to_owned(),
             timeout,
+            endpoints,
+            tls,
+            allow_insecure_auth,
         })
     }
 
@@ -149,8 +257,12 @@ impl PostgresTarget {
                 );
             }
             PgFailure::Runtime(e) => return format!("cannot start a client runtime: {e}"),
+            PgFailure::Socket(e) => return format!("error connecting to server: {e}"),
             PgFailure::Driver(e) => e,
         };
+        if let Some(refused) = AuthRefused::find(e) {
+            return refused.to_string();
+        }
         match e.as_db_error() {
             Some(db) => format!("{} ({})", db.message(), db.code().code()),
             // The cause ("Connection refused") sits in the error's source.
@@ -161,8 +273,9 @@ impl PostgresTarget {
         }
     }
 
-    /// Connects and logs in as `config` says, within the timeout.
-    fn connect(&self, config: &Config) -> Result<Session, PgFailure> {
+    /// Connects and logs in as `config` says, within the timeout, accepting the
+    /// authentication `policy` allows.
+    fn connect(&self, config: &Config, policy: AuthPolicy) -> Result<Session, PgFailure> {
         // A runtime per session, as the blocking `postgres` crate does: callers are
         // synchronous (the daemon runs them on its blocking pool).
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -170,14 +283,8 @@ impl PostgresTarget {
             .build()
             .map_err(PgFailure::Runtime)?;
         let (client, connection) = runtime
-            .block_on(async { tokio::time::timeout(self.timeout, config.connect(NoTls)).await })
-            .map_err(|_| PgFailure::TimedOut)?
-            .map_err(PgFailure::Driver)?;
-        // Driven whenever the session waits for an answer; its own error reaches the caller
-        // through the client's next call.
-        let connection = runtime.spawn(async move {
-            let _ = connection.await;
-        });
+            .block_on(async { tokio::time::timeout(self.timeout, self.open(config, policy)).await })
+            .map_err(|_| PgFailure::TimedOut)??;
         Ok(Session {
             runtime,
             client: Some(client),
@@ -186,9 +293,97 @@ impl PostgresTarget {
         })
     }
 
+    /// Opens the socket (the URL's hosts in turn), then TLS and the login through the guard;
+    /// the connection is driven by a task of the current runtime.
+    async fn open(
+        &self,
+        config: &Config,
+        policy: AuthPolicy,
+    ) -> Result<(Client, tokio::task::JoinHandle<()>), PgFailure> {
+        let mut last = None;
+        for endpoint in &self.endpoints {
+            let opened = match endpoint {
+                Endpoint::Tcp(host, port) => {
+                    match tokio::net::TcpStream::connect((host.as_str(), *port)).await {
+                        Ok(socket) => {
+                            let _ = socket.set_nodelay(true);
+                            self.login(config, policy, host, socket).await
+                        }
+                        Err(e) => Err(PgFailure::Socket(e)),
+                    }
+                }
+                Endpoint::Unix(dir, port) => {
+                    match tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
+                        .await
+                    {
+                        // No TLS on a Unix socket (as libpq): the guard still judges the login.
+                        Ok(socket) => {
+                            let mut config = config.clone();
+                            config.ssl_mode(SslMode::Disable);
+                            let guarded = AuthGuard::new(socket, policy);
+                            config
+                                .connect_raw(guarded, NoTls)
+                                .await
+                                .map(|(client, connection)| (client, drive(connection)))
+                                .map_err(PgFailure::Driver)
+                        }
+                        Err(e) => Err(PgFailure::Socket(e)),
+                    }
+                }
+            };
+            match opened {
+                Ok(session) => return Ok(session),
+                // Only an unreachable host moves on to the next one, as libpq does.
+                Err(PgFailure::Socket(e)) => last = Some(PgFailure::Socket(e)),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| PgFailure::Socket(std::io::Error::other("no host"))))
+    }
+
+    /// Logs in over `socket` to `host`, with TLS when the target uses it.
+    async fn login(
+        &self,
+        config: &Config,
+        policy: AuthPolicy,
+        host: &str,
+        socket: tokio::net::TcpStream,
+    ) -> Result<(Client, tokio::task::JoinHandle<()>), PgFailure> {
+        let mut config = config.clone();
+        match &self.tls {
+            None => {
+                config.ssl_mode(SslMode::Disable);
+                let (client, connection) = config
+                    .connect_raw(AuthGuard::new(socket, policy), NoTls)
+                    .await
+                    .map_err(PgFailure::Driver)?;
+                Ok((client, drive(connection)))
+            }
+            Some(tls_config) => {
+                config.ssl_mode(SslMode::Require);
+                let server_name = tls::server_name(host)
+                    .map_err(|e| PgFailure::Socket(std::io::Error::other(e)))?;
+                let connector = RustlsConnect {
+                    config: tls_config.clone(),
+                    server_name,
+                    policy,
+                };
+                let (client, connection) = config
+                    .connect_raw(socket, connector)
+                    .await
+                    .map_err(PgFailure::Driver)?;
+                Ok((client, drive(connection)))
+            }
+        }
+    }
+
     fn admin(&self) -> Result<Session, TargetError> {
+        let policy = AuthPolicy {
+            allow_insecure: self.allow_insecure_auth,
+            require_password: false,
+        };
         let session = self
-            .connect(&self.admin)
+            .connect(&self.admin, policy)
             .map_err(|e| self.fail(format!("admin connection failed: {}", self.describe(&e))))?;
         // The server gives up too when keyd stops waiting (e.g. ALTER ROLE behind a lock).
         let millis = self.timeout.as_millis();
@@ -217,7 +412,16 @@ impl PostgresTarget {
         config
             .user(self.login_of(credential))
             .password(credential.password.expose_secret());
-        match self.connect(&config) {
+        // The login must prove the password: checked by the server (no trust), by SCRAM
+        // unless the target allows cleartext or MD5, and over TLS with channel binding.
+        if self.tls.is_some() && !self.allow_insecure_auth {
+            config.channel_binding(ChannelBinding::Require);
+        }
+        let policy = AuthPolicy {
+            allow_insecure: self.allow_insecure_auth,
+            require_password: true,
+        };
+        match self.connect(&config, policy) {
             Ok(session) => session
                 .call(session.client().simple_query("SELECT 1"))
                 .map(|_| true)
@@ -332,5 +536,65 @@ impl Target for PostgresTarget {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(url: &str) -> Result<PostgresTarget, TargetError> {
+        let timeout = Duration::from_secs(10);
+        PostgresTarget::new(
+            "db",
+            url,
+            None,
+            "app",
+            PgStrategy::Single,
+            "g",
+            timeout,
+            false,
+        )
+    }
+
+    #[test]
+    fn sslmode_and_sslrootcert_come_out_of_the_url() {
+        assert_eq!(
+            split_tls_params(
+                "postgres://a@h/db?sslmode=verify-full&application_name=k&sslrootcert=%2Fetc%2Fca.pem"
+            ),
+            (
+                "postgres://a@h/db?application_name=k".to_owned(),
+                Some("verify-full".to_owned()),
+                Some("/etc/ca.pem".to_owned())
+            )
+        );
+        assert!(
+            target("postgres://admin@127.0.0.1:5432/app")
+                .unwrap()
+                .tls
+                .is_none()
+        );
+        assert!(
+            target("postgres://admin@127.0.0.1/app?sslmode=require")
+                .unwrap()
+                .tls
+                .is_some()
+        );
+        let e = target("postgres://admin@127.0.0.1/app?sslmode=prefer")
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "target db: bad url: sslmode=\"prefer\" (expected disable, require, verify-ca or verify-full)"
+        );
+        let e = target("postgres://admin@db.example.com/app?sslrootcert=/nonexistent/ca.pem")
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .starts_with("target db: cannot read the CA file /nonexistent/ca.pem"),
+            "a host other than loopback is verify-full by default: {e}"
+        );
     }
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::resp::{Reply, Resp};
+use super::resp::{RedisUrl, Reply, Resp};
 use super::{Credential, Target, TargetError};
 use crate::policy::{RedisMode, duration};
 use crate::secret::SecretString;
@@ -32,6 +32,8 @@ pub struct RedisTarget {
     pub replicas: Vec<String>,
     /// How long connecting, or one command and its reply, may take.
     pub timeout: Duration,
+    /// `AUTH` may go over plain TCP to a host other than loopback (`allow_insecure_auth`).
+    pub allow_insecure_auth: bool,
 }
 
 fn sha256_hex(value: &SecretString) -> String {
@@ -61,6 +63,12 @@ impl RedisTarget {
     }
 
     fn connect(&self, url: &str) -> Result<Resp, TargetError> {
+        let parsed = RedisUrl::parse(url).map_err(|e| self.fail(format!("bad url {url}: {e}")))?;
+        if !parsed.tls && !super::tls::is_loopback(&parsed.host) && !self.allow_insecure_auth {
+            return Err(self.fail(format!(
+                "{url} is plain TCP to another host: AUTH would send the password in cleartext; use rediss:// (TLS), or set allow_insecure_auth = true on the target to allow it"
+            )));
+        }
         Resp::connect(url, self.timeout)
             .map_err(|e| self.fail(format!("cannot connect to {url}: {}", self.describe(&e))))
     }
@@ -262,6 +270,7 @@ mod tests {
             mode: RedisMode::Acl,
             replicas: Vec::new(),
             timeout: Duration::from_secs(10),
+            allow_insecure_auth: false,
         }
     }
 
@@ -276,6 +285,38 @@ mod tests {
         let e = target(url).set(&credential, None).unwrap_err().to_string();
         server.join().unwrap();
         e
+    }
+
+    #[test]
+    fn a_plain_redis_url_to_another_host_is_refused_before_connecting() {
+        let password = SecretString::new("pending-value".into());
+        let credential = Credential {
+            login: None,
+            password: &password,
+        };
+        let e = target("redis://cache.example.com:6379".into())
+            .set(&credential, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("target cache: redis://cache.example.com:6379 is plain TCP to another host: AUTH would send the password in cleartext; use rediss:// (TLS), or set allow_insecure_auth = true"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn redis_urls() {
+        assert_eq!(
+            RedisUrl::parse("rediss://u@cache:6380/2?ca=/etc/ca.pem").unwrap(),
+            RedisUrl {
+                tls: true,
+                host: "cache".into(),
+                port: 6380,
+                ca: Some("/etc/ca.pem".into()),
+            }
+        );
+        assert_eq!(RedisUrl::parse("redis://[::1]").unwrap().port, 6379);
+        assert!(RedisUrl::parse("rediss://cache?cert=x").is_err());
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! server is not trusted: replies are parsed within fixed limits (line and bulk length, array
 //! count, nesting depth, bytes per reply), so a broken or hostile server gets an error, never a
 //! panic, an allocation it chose, or a stack overflow.
+//!
+//! `rediss://` URLs speak TLS (rustls), verifying the server's certificate and name against
+//! the CA file named by the URL's `?ca=PATH`, or the system's CA certificates.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -37,8 +40,100 @@ pub enum Reply {
 
 /// A connection.
 pub struct Resp {
-    reader: BufReader<Timed>,
+    reader: BufReader<Conn>,
     timeout: Duration,
+}
+
+/// Where a `redis://` or `rediss://` URL points.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RedisUrl {
+    /// `rediss://`: TLS.
+    pub tls: bool,
+    /// The host, as written (IPv6 in brackets).
+    pub host: String,
+    /// The port (6379 when the URL names none).
+    pub port: u16,
+    /// The CA file (`?ca=PATH`), for TLS.
+    pub ca: Option<std::path::PathBuf>,
+}
+
+impl RedisUrl {
+    /// Parses `redis[s]://[user@]host[:port][/db][?ca=PATH]`.
+    pub fn parse(url: &str) -> std::io::Result<RedisUrl> {
+        let (tls, rest) = match (url.strip_prefix("rediss://"), url.strip_prefix("redis://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => (false, url),
+        };
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let host_port = authority.rsplit('@').next().unwrap_or(authority);
+        let (host, port) = match host_port.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => (
+                host,
+                port.parse()
+                    .map_err(|_| std::io::Error::other(format!("bad port {port:?}")))?,
+            ),
+            _ => (host_port, 6379),
+        };
+        let mut ca = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("ca", path)) => ca = Some(super::percent_decode(path).into()),
+                _ => {
+                    return Err(std::io::Error::other(format!(
+                        "unknown url parameter {pair:?} (expected ca=PATH)"
+                    )));
+                }
+            }
+        }
+        Ok(RedisUrl {
+            tls,
+            host: host.to_owned(),
+            port,
+            ca,
+        })
+    }
+}
+
+/// The server connection, plain or TLS, over a [`Timed`] socket.
+enum Conn {
+    Plain(Timed),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, Timed>>),
+}
+
+impl Conn {
+    fn timed(&mut self) -> &mut Timed {
+        match self {
+            Conn::Plain(t) => t,
+            Conn::Tls(s) => &mut s.sock,
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(t) => t.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(t) => t.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(t) => t.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
 }
 
 /// The server connection, whose reads and writes fail with [`ErrorKind::TimedOut`] once the
@@ -94,24 +189,42 @@ impl Resp {
     /// then has `timeout` to be sent and answered. A timeout is an error of kind
     /// [`ErrorKind::TimedOut`].
     pub fn connect(url: &str, timeout: Duration) -> std::io::Result<Self> {
-        let rest = url.strip_prefix("redis://").unwrap_or(url);
-        let authority = rest.split('/').next().unwrap_or(rest);
-        let host_port = authority.rsplit('@').next().unwrap_or(authority);
-        let addr = if host_port.contains(':') {
-            host_port.to_owned()
-        } else {
-            format!("{host_port}:6379")
-        };
+        let url = RedisUrl::parse(url)?;
+        let addr = format!("{}:{}", url.host, url.port);
         let addrs: Vec<_> = std::net::ToSocketAddrs::to_socket_addrs(&addr)?.collect();
         let first = addrs
             .first()
             .ok_or_else(|| std::io::Error::other(format!("{addr} does not resolve")))?;
         let stream = TcpStream::connect_timeout(first, timeout).map_err(timed_out)?;
+        let timed = Timed {
+            stream,
+            deadline: Instant::now() + timeout,
+        };
+        let conn = if url.tls {
+            let config =
+                super::tls::client_config(super::tls::TlsMode::VerifyFull, url.ca.as_deref())
+                    .map_err(std::io::Error::other)?;
+            let name = super::tls::server_name(&url.host).map_err(std::io::Error::other)?;
+            let client = rustls::ClientConnection::new(config, name)
+                .map_err(|e| std::io::Error::other(format!("TLS setup failed: {e}")))?;
+            let mut tls = rustls::StreamOwned::new(client, timed);
+            // The handshake now, within the connection's deadline, so a refused certificate
+            // fails the connection rather than the first command.
+            while tls.conn.is_handshaking() {
+                tls.conn.complete_io(&mut tls.sock).map_err(|e| {
+                    if e.kind() == ErrorKind::TimedOut {
+                        e
+                    } else {
+                        std::io::Error::other(super::tls::describe(&e))
+                    }
+                })?;
+            }
+            Conn::Tls(Box::new(tls))
+        } else {
+            Conn::Plain(timed)
+        };
         Ok(Resp {
-            reader: BufReader::new(Timed {
-                stream,
-                deadline: Instant::now() + timeout,
-            }),
+            reader: BufReader::new(conn),
             timeout,
         })
     }
@@ -125,8 +238,9 @@ impl Resp {
             out.extend_from_slice(a);
             out.extend_from_slice(b"\r\n");
         }
-        self.reader.get_mut().deadline = Instant::now() + self.timeout;
+        self.reader.get_mut().timed().deadline = Instant::now() + self.timeout;
         let written = self.reader.get_mut().write_all(&out);
+        let written = written.and_then(|()| self.reader.get_mut().flush());
         zeroize::Zeroize::zeroize(&mut out); // it may hold a password (AUTH)
         written?;
         self.read()

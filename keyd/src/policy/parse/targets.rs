@@ -43,13 +43,20 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
             );
             continue;
         };
-        let common = ["type", "url", "password_secret", "password_file", "timeout"];
+        let common = [
+            "type",
+            "url",
+            "password_secret",
+            "password_file",
+            "timeout",
+            "allow_insecure_auth",
+        ];
         let kind = match kind.as_str() {
             "postgres" => {
                 f.only(
                     c,
                     &common,
-                    "for type \"postgres\": type, url, password_secret, password_file, timeout",
+                    "for type \"postgres\": type, url, password_secret, password_file, timeout, allow_insecure_auth",
                 );
                 TargetKind::Postgres
             }
@@ -57,7 +64,7 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
                 f.only(
                     c,
                     &[&common[..], &["user", "replicas"]].concat(),
-                    "for type \"redis\": type, url, user, password_secret, password_file, replicas, timeout",
+                    "for type \"redis\": type, url, user, password_secret, password_file, replicas, timeout, allow_insecure_auth",
                 );
                 TargetKind::Redis {
                     user: f
@@ -85,10 +92,10 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
             TargetKind::Postgres => {
                 url.starts_with("postgres://") || url.starts_with("postgresql://")
             }
-            TargetKind::Redis { .. } => url.starts_with("redis://"),
+            TargetKind::Redis { .. } => url.starts_with("redis://") || url.starts_with("rediss://"),
         };
         if !scheme_ok {
-            c.err(url_at, format!("target {:?}: url {url:?} has the wrong scheme (expected postgres://… or redis://… to match its type)", e.key));
+            c.err(url_at, format!("target {:?}: url {url:?} has the wrong scheme (expected postgres://… or redis://… or rediss://… to match its type)", e.key));
         }
         let authority = url
             .split("://")
@@ -115,12 +122,14 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
         let timeout = f
             .duration(c, "timeout")
             .map_or(TargetSpec::DEFAULT_TIMEOUT, |(t, _)| t);
+        let allow_insecure_auth = f.bool(c, "allow_insecure_auth").unwrap_or(false);
         out.push(TargetSpec {
             name: e.key.to_owned(),
             kind,
             url,
             password,
             timeout,
+            allow_insecure_auth,
         });
     }
     out
@@ -299,6 +308,7 @@ name = "s"
 type = "postgres"
 url = "postgresql://admin@127.0.0.1/app"
 password_secret = "DB_ADMIN"
+allow_insecure_auth = true
 [targets.cache]
 type = "redis"
 url = "redis://127.0.0.1:6379"
@@ -331,6 +341,7 @@ target = { name = "cache", mode = "requirepass" }
                     url: "postgresql://admin@127.0.0.1/app".into(),
                     password: AdminPassword::Secret("DB_ADMIN".into()),
                     timeout: TargetSpec::DEFAULT_TIMEOUT,
+                    allow_insecure_auth: true,
                 },
                 TargetSpec {
                     name: "cache".into(),
@@ -341,6 +352,7 @@ target = { name = "cache", mode = "requirepass" }
                     url: "redis://127.0.0.1:6379".into(),
                     password: AdminPassword::File(PathBuf::from("/run/secrets/redis_admin")),
                     timeout: std::time::Duration::from_secs(90),
+                    allow_insecure_auth: false,
                 },
             ]
         );
@@ -413,7 +425,7 @@ target = { name = "cache", mode = "requirepass" }
         );
         assert_eq!(
             err_text(&target_table("type = \"postgres\"\nurl = \"redis://db\"\n")),
-            "p.toml:5:7: target \"db\": url \"redis://db\" has the wrong scheme (expected postgres://… or redis://… to match its type)"
+            "p.toml:5:7: target \"db\": url \"redis://db\" has the wrong scheme (expected postgres://… or redis://… or rediss://… to match its type)"
         );
         assert_eq!(
             err_text(&target_table(
@@ -429,7 +441,7 @@ target = { name = "cache", mode = "requirepass" }
             err_text(&target_table(
                 "type = \"postgres\"\nurl = \"postgres://db\"\nuser = \"admin\"\npassword_secret = \"F\"\npassword_file = \"/p\"\n"
             )),
-            "p.toml:6:1: unknown field `user` in target \"db\" (expected for type \"postgres\": type, url, password_secret, password_file, timeout)\n\
+            "p.toml:6:1: unknown field `user` in target \"db\" (expected for type \"postgres\": type, url, password_secret, password_file, timeout, allow_insecure_auth)\n\
              p.toml:8:17: give password_secret or password_file, not both"
         );
         // An admin password must be a value of this policy; reported at the first [targets.*].
