@@ -584,3 +584,58 @@ fn one_secrets_error_in_a_scheduled_pass_does_not_stop_the_others() {
     );
     assert!(next.unwrap() >= clock.0 + 60, "retried later, not at once");
 }
+
+#[test]
+fn a_failed_reload_hook_is_retried_with_backoff_and_shown_in_status() {
+    let tmp = TempDir::new("sec-reload-retry");
+    let home = tmp.join("home");
+    let (fail, reloaded) = (tmp.join("fail"), tmp.join("reloaded"));
+    let script = tmp.join("reload.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ -e {} ] && exit 7\ntouch {}\n",
+            fail.display(),
+            reloaded.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = policy(
+        &tmp,
+        &format!(r#"reload = {{ command = ["{}"] }}"#, script.display()),
+    );
+    std::fs::write(&fail, "").unwrap();
+    // The files are delivered; the failed reload is reported and remembered.
+    let out = run(keyctl(&home).args(["quickstart", "--policy"]).arg(&path));
+    assert!(!out.status.success());
+    assert!(tmp.join("out/KEY").exists());
+    let owed = |home: &Path| {
+        let status: serde_json::Value =
+            serde_json::from_slice(&ok(keyctl(home).args(["status", "--json"]))).unwrap();
+        status[0]["reload_owed"].clone()
+    };
+    let first = owed(&home);
+    assert_eq!(first["attempts"], 1, "{first}");
+    assert!(
+        first["last_error"].as_str().unwrap().contains("exited"),
+        "{first}"
+    );
+    // A pass that changes nothing still runs the owed hook (and counts the failure).
+    assert!(
+        !run(keyctl(&home).args(["apply", "--policy"]).arg(&path))
+            .status
+            .success()
+    );
+    let second = owed(&home);
+    assert_eq!(second["attempts"], 2, "{second}");
+    assert!(second["retry_at"].as_i64().unwrap() > first["retry_at"].as_i64().unwrap());
+    // The daemon's pass retries once the backoff has passed; success clears the debt.
+    std::fs::remove_file(&fail).unwrap();
+    let store = keyd::store::Home::new(&home);
+    let clock = FixedClock(second["retry_at"].as_i64().unwrap());
+    keyd::ops::run_due(&store, &clock, "test").unwrap();
+    assert!(reloaded.exists(), "the hook was not run again");
+    assert!(owed(&home).is_null());
+}

@@ -396,6 +396,22 @@ pub fn status(out: &mut String, status: &[keyd::rotation::schedule::SecretStatus
             }
             t
         });
+        let flight = match &s.reload_owed {
+            None => flight,
+            Some(r) => {
+                let t = format!(
+                    "reload hook owed (failed {}x: {}; retry {})",
+                    r.attempts,
+                    r.last_error,
+                    keyd::clock::format_time(r.retry_at)
+                );
+                if flight.is_empty() {
+                    t
+                } else {
+                    format!("{flight}; {t}")
+                }
+            }
+        };
         let flight = match &s.rekey {
             None => flight,
             Some(r) => {

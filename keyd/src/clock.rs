@@ -34,3 +34,9 @@ pub fn format_time(unix: i64) -> String {
         })
         .unwrap_or_else(|| unix.to_string())
 }
+
+/// Seconds to wait before retrying something that failed `attempts` times (a rotation step, a
+/// hook): 30 s doubling, at most an hour.
+pub fn backoff(attempts: u32) -> i64 {
+    (30i64 << attempts.min(7).saturating_sub(1)).min(3600)
+}

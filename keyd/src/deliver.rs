@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use crate::sinks::{self, Delivery, DeliveryReport, Pass, SinkError};
-use crate::store::StackRecord;
+use crate::store::{ReloadOwed, StackRecord};
 
 /// Every value a stack delivers now, by output name (secrets removed from the policy excluded).
 pub fn stack_deliveries(stack: &StackRecord) -> Vec<Delivery> {
@@ -45,9 +45,10 @@ pub fn check(stack: &StackRecord, deliveries: &[Delivery]) -> Result<(), SinkErr
 pub fn deliver(
     stack: &mut StackRecord,
     changed: Option<&HashSet<String>>,
+    now: i64,
 ) -> Result<Vec<DeliveryReport>, SinkError> {
     let deliveries = stack_deliveries(stack);
-    deliver_values(stack, &deliveries, changed)
+    deliver_values(stack, &deliveries, changed, now)
 }
 
 /// [`deliver`] with deliveries the caller already computed.
@@ -56,10 +57,14 @@ pub fn deliver(
 /// sink's pass (the sink keeps delivering the rest), a sink that fails does not stop the next
 /// one, and every failure is returned together once all sinks had their turn. The next pass
 /// tries again.
+///
+/// A files sink's reload hook runs when the pass changed files, or when an earlier run of it
+/// failed (`reload_owed`, with a retry time for the daemon, taken from `now`).
 pub fn deliver_values(
     stack: &mut StackRecord,
     deliveries: &[Delivery],
     changed: Option<&HashSet<String>>,
+    now: i64,
 ) -> Result<Vec<DeliveryReport>, SinkError> {
     let sinks: Vec<_> = stack.sinks.iter().map(sinks::build).collect();
     let pass = changed.map_or(Pass::Full, Pass::Only);
@@ -85,7 +90,12 @@ pub fn deliver_values(
             sink.deliver(&accepted, pass, &mut stack.ledger)
         };
         match delivered {
-            Ok(report) => reports.push(report),
+            Ok(report) => {
+                if let Err(e) = reload_if_needed(stack, &report, now) {
+                    failures.push(e);
+                }
+                reports.push(report);
+            }
             Err(e) => failures.push(e),
         }
     }
@@ -93,6 +103,37 @@ pub fn deliver_values(
         0 => Ok(reports),
         1 => Err(failures.remove(0)),
         _ => Err(SinkError::Several(failures)),
+    }
+}
+
+/// Runs the files sink's reload hook after `report` wrote something, or while an earlier run is
+/// owed; records a failure (with backoff) in `stack.reload_owed`, and clears it on success.
+fn reload_if_needed(
+    stack: &mut StackRecord,
+    report: &DeliveryReport,
+    now: i64,
+) -> Result<(), SinkError> {
+    let Some(hook) = stack.sinks.files().and_then(|f| f.reload.clone()) else {
+        stack.reload_owed = None;
+        return Ok(());
+    };
+    if report.sink != "files" || (report.written.is_empty() && stack.reload_owed.is_none()) {
+        return Ok(());
+    }
+    match sinks::run_reload_hook(&hook) {
+        Ok(()) => {
+            stack.reload_owed = None;
+            Ok(())
+        }
+        Err(e) => {
+            let attempts = stack.reload_owed.as_ref().map_or(0, |o| o.attempts) + 1;
+            stack.reload_owed = Some(ReloadOwed {
+                attempts,
+                last_error: e.to_string(),
+                retry_at: now + crate::clock::backoff(attempts),
+            });
+            Err(e)
+        }
     }
 }
 

@@ -200,11 +200,18 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
         data.stacks.insert(policy.stack.clone(), plan.stack);
     }
     let stack = data.stacks.get_mut(&policy.stack).expect("just inserted");
-    let ledger_before = stack.ledger.clone();
-    let mut reports = deliver::deliver_values(stack, &deliveries, None)?;
-    // What the sinks recorded is kept even when nothing else changed, so the next pass can
-    // trust it without opening files.
-    let ledger_changed = stack.ledger != ledger_before;
+    let before = (stack.ledger.clone(), stack.reload_owed.clone());
+    let delivered = deliver::deliver_values(stack, &deliveries, None, now);
+    // What the sinks recorded (and a reload hook still owed) is kept even when nothing else
+    // changed or the delivery failed, so the next pass can trust it without opening files.
+    let ledger_changed = (&stack.ledger, &stack.reload_owed) != (&before.0, &before.1);
+    if let Err(e) = delivered {
+        if ledger_changed {
+            lock.save(&mut data)?;
+        }
+        return Err(e.into());
+    }
+    let mut reports = delivered.expect("the error returned above");
 
     // Rotations in flight in this stack (first versions at their targets, or work a stopped
     // process left) run now, through the same state machine as `keyctl rotate`.

@@ -156,6 +156,22 @@ pub fn run_due(
     let lock = home.lock()?;
     let mut engine = Engine::new(&lock, clock, by)?;
     let (actions, _) = plan(&engine.data, clock.now());
+    // Reload hooks that failed before, once their retry time has come (a failure is recorded
+    // in the stack and shown in status; it never stops the rotations below).
+    let owed: Vec<String> = engine
+        .data
+        .stacks
+        .iter()
+        .filter(|(_, s)| {
+            s.reload_owed
+                .as_ref()
+                .is_some_and(|o| o.retry_at <= clock.now())
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    for stack in owed {
+        let _ = engine.retry_reload(&stack);
+    }
     let mut unjournaled = false;
     for action in actions {
         let (Action::Resume { stack, name }

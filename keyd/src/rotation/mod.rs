@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use audit::{AuditEntry, AuditLog};
 
-use crate::clock::{Clock, unix_now};
+use crate::clock::{Clock, backoff, unix_now};
 use crate::deliver;
 use crate::derive::{Change, derive};
 use crate::error::Error;
@@ -240,7 +240,7 @@ impl<'a> Engine<'a> {
         changed: Option<&HashSet<String>>,
     ) -> Result<(), Error> {
         let record = self.data.stacks.get_mut(stack).expect("stack exists");
-        let reports = deliver::deliver(record, changed)?;
+        let reports = deliver::deliver(record, changed, self.clock.now())?;
         for r in reports.into_iter().filter(|r| !r.written.is_empty()) {
             self.report.deliveries.push(r);
         }
@@ -780,6 +780,14 @@ impl<'a> Engine<'a> {
         Ok(false)
     }
 
+    /// Runs a full delivery pass of `stack` to retry its files sink's reload hook, and saves
+    /// what happened (a success clears `reload_owed`; a failure moves its retry time on).
+    pub(crate) fn retry_reload(&mut self, stack: &str) -> Result<(), Error> {
+        let delivered = self.deliver(stack, None);
+        self.save()?;
+        delivered
+    }
+
     /// Runs the rekey hook right after a rotation of `stack/name` finished (a failure is
     /// recorded, not returned: the rotation itself succeeded, and retire waits).
     pub(crate) fn rekey_if_finished(&mut self, stack: &str, name: &str) -> Result<(), Error> {
@@ -1002,11 +1010,6 @@ fn credential(version: &VersionRecord) -> Option<Credential<'_>> {
         }),
         _ => None,
     }
-}
-
-/// Seconds to wait before retrying a failed step: 30 s doubling, at most an hour.
-fn backoff(attempts: u32) -> i64 {
-    (30i64 << attempts.min(7).saturating_sub(1)).min(3600)
 }
 
 /// The test step: proves a pending value works before anyone depends on it.

@@ -49,6 +49,9 @@ pub fn plan(data: &StoreData, now: i64) -> (Vec<Action>, Option<i64>) {
     let mut next: Option<i64> = None;
     let mut later = |t: i64| next = Some(next.map_or(t, |n| n.min(t)));
     for (stack, record) in &data.stacks {
+        if let Some(owed) = &record.reload_owed {
+            later(owed.retry_at.max(now));
+        }
         let Ok(policy) = Policy::parse(&record.policy_path, record.policy_source.clone()) else {
             continue; // applied policies were valid; a newer keyd may read them differently
         };
@@ -143,6 +146,9 @@ pub struct SecretStatus {
     pub retire_at: Option<String>,
     /// The rotation in flight.
     pub rotation: Option<crate::store::Rotation>,
+    /// The stack's files sink reload hook, failed and not yet run successfully since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload_owed: Option<crate::store::ReloadOwed>,
     /// A rekey hook not yet succeeded (the retire waits for it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rekey: Option<crate::store::RekeyOwed>,
@@ -176,6 +182,7 @@ pub fn status(data: &StoreData, now: i64) -> Vec<SecretStatus> {
                     .map(|(s, g)| crate::clock::format_time(s + g.as_secs() as i64)),
                 rotation: secret.rotation.clone(),
                 rekey: secret.rekey.clone(),
+                reload_owed: record.reload_owed.clone(),
             });
         }
     }

@@ -463,11 +463,7 @@ impl Sink for FilesSink {
                 Err(_) => ledger.remove(&key),
             };
         }
-        if !report.written.is_empty()
-            && let Some(hook) = &self.spec.reload
-        {
-            run_reload_hook(hook)?;
-        }
+        // The reload hook is run by the delivery pass (deliver.rs), which also retries it.
         Ok(report)
     }
 
@@ -511,7 +507,7 @@ fn is_regular_file(path: &Path) -> bool {
 
 /// Runs a files sink's reload hook after a delivery changed something. The command gets no
 /// secret: not in argv, not in its environment (keyd's own environment holds none).
-fn run_reload_hook(hook: &ReloadHook) -> Result<(), SinkError> {
+pub fn run_reload_hook(hook: &ReloadHook) -> Result<(), SinkError> {
     let fail = |path: &Path, source: std::io::Error| SinkError::Io {
         sink: "files reload",
         path: path.to_owned(),

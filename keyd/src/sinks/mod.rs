@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 pub use envfile::EnvFileSink;
-pub use files::FilesSink;
+pub use files::{FilesSink, run_reload_hook};
 
 use crate::policy::SinkSpec;
 use crate::secret::Value;

@@ -53,6 +53,21 @@ pub struct StackRecord {
     /// metadata without opening it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ledger: Ledger,
+    /// The files sink's reload hook failed after a delivery changed files: it is run again by
+    /// every delivery pass, and by the daemon once `retry_at` has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload_owed: Option<ReloadOwed>,
+}
+
+/// A reload hook that has not succeeded since the files it announces were written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadOwed {
+    /// Failed runs so far.
+    pub attempts: u32,
+    /// The last failure (no values).
+    pub last_error: String,
+    /// When the daemon runs it again (Unix seconds).
+    pub retry_at: i64,
 }
 
 /// What sinks wrote, by a key each sink chooses (`files:NAME`, `envfile`).
