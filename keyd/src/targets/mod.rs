@@ -4,7 +4,7 @@
 
 pub mod postgres;
 pub mod redis;
-mod resp;
+pub(crate) mod resp;
 
 use crate::secret::SecretString;
 
