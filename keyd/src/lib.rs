@@ -4,6 +4,7 @@
 //!
 //! Modules, top to bottom; each imports only modules below it (docs/architecture.md):
 //!
+//! - [`fuzzing`]: harnesses for the fuzz targets and the corpus tests (nothing else uses it).
 //! - [`daemon`]: the keyd daemon: scheduler and local API on a Unix socket.
 //! - [`wire`]: the API's requests and answers, shared by the daemon and keyctl.
 //! - [`ops`]: user operations: quickstart/apply, rotate, retire, re-deliver.
@@ -29,6 +30,7 @@ pub mod daemon;
 pub mod deliver;
 pub mod derive;
 mod error;
+pub mod fuzzing;
 pub mod material;
 pub mod ops;
 pub mod policy;

@@ -7,7 +7,7 @@
 
 mod api;
 pub mod client;
-mod http;
+pub(crate) mod http;
 
 use std::future::Future;
 use std::path::PathBuf;

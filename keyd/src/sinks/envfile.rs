@@ -43,33 +43,45 @@ impl EnvFileSink {
         }
     }
 
+    /// The line `NAME=value\n` as the env file holds it, or why it cannot be written: the name
+    /// must be a variable name ([`EnvFileSpec::is_variable_name`]); a value made only of
+    /// [`EnvFileSpec::plain`] characters is written as is, one whose characters all pass
+    /// [`EnvFileSpec::carries`] in single quotes, and any other is refused. The property tests
+    /// and the `envfile_round_trip` fuzz target read every accepted line back with
+    /// python-dotenv's rules and check the value comes back unchanged.
+    pub fn render_line(name: &str, value: &str) -> Result<Zeroizing<String>, &'static str> {
+        if !EnvFileSpec::is_variable_name(name) {
+            return Err("the name is not an environment variable name");
+        }
+        let plain = value.chars().all(EnvFileSpec::plain);
+        if !plain && !value.chars().all(EnvFileSpec::carries) {
+            return Err(
+                "the value holds a single quote, a backslash, a $, a newline or a control character, which compose would not read back unchanged from an env file",
+            );
+        }
+        let mut line = Zeroizing::new(String::with_capacity(name.len() + value.len() + 4));
+        line.push_str(name);
+        line.push('=');
+        if plain {
+            line.push_str(value);
+        } else {
+            // Single quotes: no escapes, and no $ to interpolate inside (see carries).
+            line.push('\'');
+            line.push_str(value);
+            line.push('\'');
+        }
+        line.push('\n');
+        Ok(line)
+    }
+
     fn render(&self, deliveries: &[Delivery]) -> Result<Zeroizing<String>, SinkError> {
         let mut out = Zeroizing::new(String::from(
             "# Written by keyd (keyctl apply). Do not edit: the next apply or rotation rewrites it.\n",
         ));
         for d in self.selected(deliveries) {
-            if !EnvFileSpec::is_variable_name(&d.name) {
-                return Err(
-                    self.unsafe_value(&d.name, "the name is not an environment variable name")
-                );
-            }
-            let v = d.value.expose();
-            out.push_str(&d.name);
-            out.push('=');
-            if v.chars().all(EnvFileSpec::plain) {
-                out.push_str(v);
-            } else if !v.chars().all(EnvFileSpec::carries) {
-                return Err(self.unsafe_value(
-                    &d.name,
-                    "the value holds a single quote, a backslash, a $, a newline or a control character, which compose would not read back unchanged from an env file",
-                ));
-            } else {
-                // Single quotes: no escapes, and no $ to interpolate inside (see carries).
-                out.push('\'');
-                out.push_str(v);
-                out.push('\'');
-            }
-            out.push('\n');
+            let line = Self::render_line(&d.name, d.value.expose())
+                .map_err(|reason| self.unsafe_value(&d.name, reason))?;
+            out.push_str(&line);
         }
         Ok(out)
     }

@@ -5,7 +5,7 @@
 mod pg_wire;
 pub mod postgres;
 pub mod redis;
-mod resp;
+pub(crate) mod resp;
 pub mod tls;
 
 use crate::secret::SecretString;

@@ -1,0 +1,119 @@
+//! Harnesses for the fuzz targets in `fuzz/` and for the workspace test that replays their
+//! corpora (`tests/fuzz_corpus.rs`): each function takes arbitrary bytes, feeds them to one
+//! parser that reads untrusted input, and panics only when that parser breaks a promise. The
+//! fuzz targets are one-line wrappers, so `cargo fuzz` and a plain `cargo test` run the same
+//! code. This module exists for fuzzing and tests; nothing else in keyd calls it.
+
+pub mod dotenv;
+
+use std::path::Path;
+
+use crate::daemon::http::{MAX_BODY, ReadError, read_request};
+use crate::policy::{EnvFileSpec, Policy};
+use crate::sinks::EnvFileSink;
+use crate::targets::resp::{MAX_ARRAY, MAX_BULK, MAX_DEPTH, MAX_REPLY_BYTES, Reply, read_reply};
+
+/// The policy parser on `data` as text (bytes that are not UTF-8 are skipped: policies are
+/// read as UTF-8 before parsing). Any text gives a policy or an error, never a panic; the
+/// error's message is formatted too.
+pub fn policy_parse(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match Policy::parse(Path::new("policies/fuzz.toml"), text.to_owned()) {
+        Ok(policy) => drop(policy.outputs()),
+        Err(e) => drop(e.to_string()),
+    }
+}
+
+/// The Redis client's reply parser on `data` as a server's bytes, within the client's reply
+/// budget. Any bytes give a reply inside the parser's limits or an error, never a panic.
+pub fn resp_reply(data: &[u8]) {
+    use std::io::Read;
+    let mut budget = data.take(MAX_REPLY_BYTES);
+    if let Ok(reply) = read_reply(&mut budget) {
+        check_reply(&reply, 0);
+    }
+}
+
+fn check_reply(reply: &Reply, depth: usize) {
+    assert!(depth <= MAX_DEPTH, "a reply nested {depth} deep");
+    match reply {
+        Reply::Bulk(Some(bytes)) => assert!(bytes.len() <= MAX_BULK),
+        Reply::Array(Some(items)) => {
+            assert!(items.len() <= MAX_ARRAY);
+            for item in items {
+                check_reply(item, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+thread_local! {
+    /// The API parser is asynchronous: driven on one current-thread runtime per thread, built
+    /// once, since the fuzzer calls the harness millions of times.
+    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime without drivers builds");
+}
+
+/// The daemon API's request parser on `data` as what a client sent on the socket. Any bytes
+/// give a request (path starting with `/`, no query, body within the limit), the end of the
+/// connection, or an error response with a 4xx or 5xx status, never a panic.
+pub fn api_request(data: &[u8]) {
+    let read = RUNTIME
+        .with(|runtime| runtime.block_on(read_request(&mut tokio::io::BufReader::new(data))));
+    match read {
+        Ok(request) => {
+            assert!(request.path.starts_with('/') && !request.path.contains('?'));
+            assert!(request.body.len() <= MAX_BODY);
+        }
+        Err(ReadError::Bad(response)) => assert!((400..600).contains(&response.status)),
+        Err(ReadError::Closed) => {}
+    }
+}
+
+/// The envfile sink's quoting on `data` as `NAME=value` (or a value alone, under the name
+/// `VALUE`, when there is no `=`). The sink writes the line only when the name is a variable
+/// name and every character of the value is one it [`EnvFileSpec::carries`]; a line it writes
+/// reads back, with python-dotenv's rules ([`dotenv::parse`]), as exactly that name and value,
+/// between the lines around it.
+pub fn envfile_round_trip(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (name, value) = text.split_once('=').unwrap_or(("VALUE", text));
+    let writable = EnvFileSpec::is_variable_name(name) && value.chars().all(EnvFileSpec::carries);
+    match EnvFileSink::render_line(name, value) {
+        Ok(line) => {
+            assert!(writable, "{name}={value:?} written as {:?}", &*line);
+            assert_eq!(
+                read_back(&line),
+                Ok(Some(value.to_owned())),
+                "{:?} read back differently",
+                &*line
+            );
+        }
+        Err(reason) => assert!(!writable, "{name}={value:?} refused: {reason}"),
+    }
+}
+
+/// The value python-dotenv reads for the variable `line` sets (`None` when the file it sits in
+/// does not read back as that variable between its neighbours), or why the file does not
+/// parse. Its neighbours are chosen to show what a quoting mistake does: a quoted line after it
+/// (a value ending in a backslash would run into it) and a variable before it that `${…}`
+/// could name.
+pub fn read_back(line: &str) -> Result<Option<String>, String> {
+    let file = format!("# Written by keyd\nBEFORE=before\n{line}NEXT='after it'\n");
+    let mut bindings = dotenv::parse(&file)?;
+    let next = bindings.pop();
+    let this = bindings.pop();
+    let name = line.split_once('=').map(|(name, _)| name);
+    let expected_around = bindings == [("BEFORE".to_owned(), Some("before".to_owned()))]
+        && next == Some(("NEXT".to_owned(), Some("after it".to_owned())));
+    Ok(match this {
+        Some((n, value)) if expected_around && Some(n.as_str()) == name => value,
+        _ => None,
+    })
+}
