@@ -10,8 +10,8 @@ use keyd::policy::{EnvFileSpec, FilesSpec, Kind, Part, SinkSpec, Sinks};
 use keyd::secret::SecretString;
 use keyd::sinks::EnvFileSink;
 use keyd::store::{
-    Label, OutputRecord, RekeyOwed, Rotation, SecretRecord, StackRecord, Stamp, Step, StoreData,
-    VersionRecord,
+    Label, OutputRecord, RekeyOwed, ReloadOwed, Rotation, SecretRecord, StackRecord, Stamp, Step,
+    StoreData, VersionRecord,
 };
 use proptest::prelude::*;
 
@@ -311,9 +311,10 @@ fn stack() -> impl Strategy<Value = StackRecord> {
         any::<(bool, bool)>(),
         prop::collection::btree_map(text(), secret(), 0..3),
         prop::collection::btree_map(text(), stamp(), 0..3),
+        prop::option::of((any::<u32>(), text(), any::<i64>())),
     )
         .prop_map(
-            |(path, policy_source, applied_at, (files, envfile), secrets, ledger)| {
+            |(path, policy_source, applied_at, (files, envfile), secrets, ledger, reload)| {
                 let mut sinks = Sinks::default();
                 if files {
                     sinks.set(SinkSpec::Files(FilesSpec {
@@ -339,6 +340,11 @@ fn stack() -> impl Strategy<Value = StackRecord> {
                     sinks,
                     secrets,
                     ledger,
+                    reload_owed: reload.map(|(attempts, last_error, retry_at)| ReloadOwed {
+                        attempts,
+                        last_error,
+                        retry_at,
+                    }),
                 }
             },
         )
