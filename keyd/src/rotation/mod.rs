@@ -476,6 +476,20 @@ impl<'a> Engine<'a> {
     ) -> Result<(), Error> {
         self.data = self.lock.load()?;
         self.unsaved = None;
+        self.report_unjournaled(stack, name, from, step, message);
+        Ok(())
+    }
+
+    /// The audit line and outcome of a failure no journal records (the version is the one
+    /// `step` would have made or acted on).
+    fn report_unjournaled(
+        &mut self,
+        stack: &str,
+        name: &str,
+        from: u64,
+        step: &str,
+        message: &str,
+    ) {
         let version = match step {
             "create" => self.data.stacks[stack].secrets[name].next_number(),
             _ => from,
@@ -488,7 +502,6 @@ impl<'a> Engine<'a> {
             OutcomeKind::Failed,
             Some(message.to_owned()),
         );
-        Ok(())
     }
 
     pub(crate) fn contain_panic(
@@ -512,15 +525,8 @@ impl<'a> Engine<'a> {
             }
             None => {
                 let message =
-                    "internal error: keyd panicked (details in keyd's log); nothing was changed"
-                        .to_owned();
-                let version = if step == "create" {
-                    record.next_number()
-                } else {
-                    from
-                };
-                self.audit(stack, name, version, step, "failed", Some(&message));
-                self.outcome(stack, name, from, OutcomeKind::Failed, Some(message));
+                    "internal error: keyd panicked (details in keyd's log); nothing was changed";
+                self.report_unjournaled(stack, name, from, step, message);
                 Ok(false)
             }
         }
