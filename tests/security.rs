@@ -639,3 +639,28 @@ fn a_failed_reload_hook_is_retried_with_backoff_and_shown_in_status() {
     assert!(reloaded.exists(), "the hook was not run again");
     assert!(owed(&home).is_null());
 }
+
+#[test]
+fn a_files_mode_changed_in_the_policy_is_applied_to_files_already_delivered() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = TempDir::new("sec-mode-change");
+    let home = tmp.join("home");
+    assert!(quickstart_key(&tmp, &home, &[]).status.success());
+    let mode = || {
+        std::fs::metadata(tmp.join("out/KEY"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(), 0o400);
+    let key = std::fs::read(tmp.join("out/KEY")).unwrap();
+    let path = policy(&tmp, "mode = \"0440\"");
+    ok(keyctl(&home).args(["apply", "--policy"]).arg(&path));
+    assert_eq!(mode(), 0o440, "the policy's new mode was not applied");
+    assert_eq!(
+        std::fs::read(tmp.join("out/KEY")).unwrap(),
+        key,
+        "the value changed"
+    );
+}

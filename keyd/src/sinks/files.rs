@@ -112,6 +112,13 @@ impl FilesSink {
         FilesSink { spec }
     }
 
+    /// Whether a file recorded as `recorded` has the mode and owner the policy asks for now.
+    fn wants(&self, recorded: &crate::store::Stamp) -> bool {
+        recorded.mode == self.spec.mode
+            && self.spec.uid.is_none_or(|u| u == recorded.uid)
+            && self.spec.gid.is_none_or(|g| g == recorded.gid)
+    }
+
     /// Whether the file at `path` holds exactly `value` with the configured mode and owner.
     /// Opens without following a symlink and without blocking (a FIFO), and reads only a
     /// regular file.
@@ -340,7 +347,9 @@ impl Sink for FilesSink {
             let output = if pass.includes(&d.name) {
                 let value = d.value.expose().as_bytes();
                 let digest = digest(value);
-                let (plan, restamp) = if ledger_says_current(&path, ledger.get(&key), &digest) {
+                // A ledger entry vouches only for the mode and owner the policy asks for now.
+                let recorded = ledger.get(&key).filter(|r| self.wants(r));
+                let (plan, restamp) = if ledger_says_current(&path, recorded, &digest) {
                     (Plan::Keep, false)
                 } else if self.is_current(&path, value) {
                     (Plan::Keep, true)
