@@ -6,12 +6,10 @@ use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicI64, Ordering};
 
-use keyd::clock::Clock;
 use keyd::ops::run_due;
 use keyd::store::Home;
-use keyd_tests::{TempDir, keyctl, keyd, ok};
+use keyd_tests::{TempDir, TestClock, keyctl, keyd, ok};
 
 const POLICY: &str = r#"[stack]
 name = "app"
@@ -34,21 +32,6 @@ rotate = "180d"
 grace = "2d"
 publish_ahead = "1h"
 "#;
-
-/// A clock the test moves by hand.
-struct TestClock(AtomicI64);
-
-impl Clock for TestClock {
-    fn now(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-impl TestClock {
-    fn set(&self, t: i64) {
-        self.0.store(t, Ordering::SeqCst);
-    }
-}
 
 fn setup(tag: &str) -> (TempDir, PathBuf, PathBuf) {
     let tmp = TempDir::new(tag);
@@ -73,7 +56,7 @@ fn the_scheduler_rotates_and_retires_on_time_under_a_controlled_clock() {
         .current()
         .unwrap()
         .created;
-    let clock = TestClock(AtomicI64::new(t0 + 10 * DAY));
+    let clock = TestClock::at(t0 + 10 * DAY);
     let fernet = || std::fs::read_to_string(out.join("FERNET_KEY")).unwrap();
     let first_key = fernet();
 

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use keyd_tests::{TempDir, keyctl, ok, python, run};
+use keyd_tests::{TempDir, TestClock, keyctl, ok, python, run};
 
 /// The re-encryption a consumer does (Airflow's `rotate-fernet-key`): every token rewritten
 /// with the first key of the list in `FERNET_KEY`.
@@ -115,19 +115,10 @@ fn retire_waits_for_the_rekey_hook_so_data_encrypted_with_the_old_key_stays_read
     assert!(!audit.contains(&new_key));
 }
 
-/// A clock the test moves by hand.
-struct TestClock(std::sync::atomic::AtomicI64);
-
-impl keyd::clock::Clock for TestClock {
-    fn now(&self) -> i64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
 #[test]
 fn the_scheduler_retries_a_failed_rekey_with_backoff_and_retires_only_after_it_succeeded() {
+    use keyd::clock::Clock as _;
     use keyd::store::Home;
-    use std::sync::atomic::Ordering;
     let tmp = TempDir::new("rekey-sched");
     let script = tmp.join("rekey.sh");
     let fail = tmp.join("fail");
@@ -156,7 +147,7 @@ fn the_scheduler_retries_a_failed_rekey_with_backoff_and_retires_only_after_it_s
         .current()
         .unwrap()
         .created;
-    let clock = TestClock(std::sync::atomic::AtomicI64::new(t0 + 31 * 86_400));
+    let clock = TestClock::at(t0 + 31 * 86_400);
     let owed = || home.peek().unwrap().stacks["s"].secrets["K"].rekey.clone();
     let live = || {
         home.peek().unwrap().stacks["s"].secrets["K"]
@@ -169,18 +160,15 @@ fn the_scheduler_retries_a_failed_rekey_with_backoff_and_retires_only_after_it_s
     let first = owed().expect("a rekey is owed after the rotation");
     assert_eq!((first.version, first.attempts), (2, 1));
     let retry_at = first.retry_at.unwrap();
-    assert!(
-        retry_at > clock.0.load(Ordering::SeqCst),
-        "retried with backoff, not at once"
-    );
+    assert!(retry_at > clock.now(), "retried with backoff, not at once");
     // Grace is over, but the retire waits; the retry runs when due and fails again.
-    clock.0.fetch_add(2 * 86_400, Ordering::SeqCst);
+    clock.advance(2 * 86_400);
     keyd::ops::run_due(&home, &clock, "test").unwrap();
     assert_eq!(owed().unwrap().attempts, 2);
     assert_eq!(live(), 2, "retired before the rekey succeeded");
     // Fixed: the next due retry succeeds, then the retire happens.
     std::fs::remove_file(&fail).unwrap();
-    clock.0.fetch_add(86_400, Ordering::SeqCst);
+    clock.advance(86_400);
     keyd::ops::run_due(&home, &clock, "test").unwrap();
     assert_eq!(owed(), None);
     keyd::ops::run_due(&home, &clock, "test").unwrap();

@@ -2,9 +2,11 @@
 //! or an accident could do with keyd before the fix, and what keyd does now.
 
 use std::path::Path;
+
+use keyd::clock::Clock as _;
 use std::process::Command;
 
-use keyd_tests::{TempDir, binary, keyctl, ok, run};
+use keyd_tests::{TempDir, TestClock, binary, keyctl, ok, run};
 
 /// A one-secret policy delivering to `out`, with a files sink `extra` line (e.g. a reload hook).
 fn policy(tmp: &TempDir, extra: &str) -> std::path::PathBuf {
@@ -530,15 +532,6 @@ fn a_reader_racing_a_store_write_never_mistakes_it_for_a_rollback() {
     assert!(reads > 0);
 }
 
-/// A clock the test sets.
-struct FixedClock(i64);
-
-impl keyd::clock::Clock for FixedClock {
-    fn now(&self) -> i64 {
-        self.0
-    }
-}
-
 #[test]
 fn one_secrets_error_in_a_scheduled_pass_does_not_stop_the_others() {
     let redis = keyd_tests::servers::Redis::start("sched-error", true);
@@ -566,7 +559,7 @@ fn one_secrets_error_in_a_scheduled_pass_does_not_stop_the_others() {
     // before anything is saved; B's rotation still happens.
     std::fs::remove_file(&admin).unwrap();
     let home = keyd::store::Home::new(tmp.join("home"));
-    let clock = FixedClock(keyd::clock::unix_now() + 31 * 86_400);
+    let clock = TestClock::at(keyd::clock::unix_now() + 31 * 86_400);
     let (report, next) = keyd::ops::run_due(&home, &clock, "test").expect("the pass went on");
     let result = |name: &str| {
         report
@@ -582,7 +575,10 @@ fn one_secrets_error_in_a_scheduled_pass_does_not_stop_the_others() {
         result("B_TOKEN").map(|r| r.0),
         Some(keyd::rotation::OutcomeKind::Rotated)
     );
-    assert!(next.unwrap() >= clock.0 + 60, "retried later, not at once");
+    assert!(
+        next.unwrap() >= clock.now() + 60,
+        "retried later, not at once"
+    );
 }
 
 #[test]
@@ -634,7 +630,7 @@ fn a_failed_reload_hook_is_retried_with_backoff_and_shown_in_status() {
     // The daemon's pass retries once the backoff has passed; success clears the debt.
     std::fs::remove_file(&fail).unwrap();
     let store = keyd::store::Home::new(&home);
-    let clock = FixedClock(second["retry_at"].as_i64().unwrap());
+    let clock = TestClock::at(second["retry_at"].as_i64().unwrap());
     keyd::ops::run_due(&store, &clock, "test").unwrap();
     assert!(reloaded.exists(), "the hook was not run again");
     assert!(owed(&home).is_null());

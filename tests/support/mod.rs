@@ -236,3 +236,31 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, u32, Vec<u8>)> {
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// A clock a test sets by hand, for driving the scheduler (`keyd::ops::run_due`) through days
+/// without sleeping.
+pub struct TestClock(std::sync::atomic::AtomicI64);
+
+impl TestClock {
+    /// A clock reading `t` (Unix seconds).
+    pub fn at(t: i64) -> TestClock {
+        TestClock(std::sync::atomic::AtomicI64::new(t))
+    }
+
+    /// Sets the time to `t`.
+    pub fn set(&self, t: i64) {
+        self.0.store(t, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Moves the time on by `seconds`.
+    pub fn advance(&self, seconds: i64) {
+        self.0
+            .fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl keyd::clock::Clock for TestClock {
+    fn now(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -87,8 +87,7 @@ impl State {
         let path = self.home.store_path();
         let meta = std::fs::metadata(&path)
             .map_err(|source| crate::store::StoreError::Io { path, source })?;
-        let generation =
-            std::fs::read_to_string(self.home.dir().join("store.generation")).unwrap_or_default();
+        let generation = std::fs::read_to_string(self.home.generation_path()).unwrap_or_default();
         let key = (
             meta.ino(),
             meta.size(),

@@ -72,7 +72,7 @@ impl Home {
     }
 
     /// The generation of the last store written here (a decimal number).
-    fn generation_path(&self) -> PathBuf {
+    pub(crate) fn generation_path(&self) -> PathBuf {
         self.dir.join("store.generation")
     }
 
