@@ -154,6 +154,14 @@ struct ApplyArgs {
     /// (an old copy put back on purpose)
     #[arg(long)]
     accept_rollback: bool,
+    /// Also deliver every output as a Docker Swarm secret, swapped into the services that use
+    /// it on rotation (the policy's [sinks.swarm], or its defaults; current names go to
+    /// STACK.swarm.env beside the policy). Needs a swarm manager: see --init-swarm
+    #[arg(long)]
+    swarm: bool,
+    /// With --swarm: run `docker swarm init` first when this node is not in a swarm
+    #[arg(long)]
+    init_swarm: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -528,6 +536,8 @@ fn apply(home: Home, a: ApplyArgs, first_run: bool) -> Result<(), Failure> {
         init: first_run,
         reinit: a.reinit,
         accept_rollback: a.accept_rollback,
+        swarm: a.swarm || a.init_swarm,
+        init_swarm: a.init_swarm,
     };
     let report = keyd::apply(&home, &policy, &options).map_err(|e| {
         let mut failure = Failure::from(e);

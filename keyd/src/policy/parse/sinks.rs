@@ -1,4 +1,4 @@
-//! Sinks: the `[sinks.files]` and `[sinks.envfile]` tables, their paths (relative ones
+//! Sinks: the `[sinks.files]`, `[sinks.envfile]` and `[sinks.swarm]` tables, their paths (relative ones
 //! resolved against the policy's directory) and modes, and the files sink's reload hook.
 
 use std::path::{Path, PathBuf};
@@ -7,12 +7,12 @@ use toml::de::{DeTable, DeValue};
 
 use super::Checker;
 use super::fields::{Entry, Fields};
-use crate::policy::{EnvFileSpec, FilesSpec, ReloadHook, Signal, SinkSpec, Sinks};
+use crate::policy::{EnvFileSpec, FilesSpec, ReloadHook, Signal, SinkSpec, Sinks, SwarmSpec};
 
 /// Checks `[sinks.*]`; relative paths are resolved against `base`, the policy's directory.
 pub(super) fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> Sinks {
     let f = Fields::new("[sinks]", table);
-    f.only(c, &["files", "envfile"], "files or envfile");
+    f.only(c, &["files", "envfile", "swarm"], "files, envfile or swarm");
     let mut sinks = Sinks::default();
     let resolve = |p: &str| -> PathBuf {
         let p = Path::new(p);
@@ -71,6 +71,35 @@ pub(super) fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> 
                 }
             }
             _ => f.wrong_type(c, e, "a table ([sinks.envfile])"),
+        }
+    }
+    if let Some(e) = f.get("swarm") {
+        match e.value.get_ref() {
+            DeValue::Table(t) => {
+                let s = Fields::new("[sinks.swarm]", t);
+                s.only(
+                    c,
+                    &["prefix", "names_env", "update_timeout", "timeout"],
+                    "prefix, names_env, update_timeout or timeout",
+                );
+                // The stack is filled in once [stack] is read.
+                let mut sink = SwarmSpec::for_stack("");
+                if let Some((prefix, at)) = s.str(c, "prefix") {
+                    if !prefix.is_empty() && !SwarmSpec::is_valid_name(&format!("{prefix}x")) {
+                        c.err(at, format!("[sinks.swarm] prefix {prefix:?} is not valid in a Swarm secret name (expected letters, digits, '-', '_' or '.', starting with a letter or digit)"));
+                    }
+                    sink.prefix = prefix;
+                }
+                sink.names_env = s.str(c, "names_env").map(|(p, _)| resolve(&p));
+                if let Some((d, _)) = s.duration(c, "update_timeout") {
+                    sink.update_timeout = d;
+                }
+                if let Some((d, _)) = s.duration(c, "timeout") {
+                    sink.timeout = d;
+                }
+                sinks.set(SinkSpec::Swarm(sink));
+            }
+            _ => f.wrong_type(c, e, "a table ([sinks.swarm])"),
         }
     }
     sinks
