@@ -284,6 +284,50 @@ kind = "fernet"
         assert!(p.sinks.files().is_none());
     }
 
+    /// `[sinks.swarm]` (line 3) with `body` from line 4 on, then secret `secret` (line after).
+    fn swarm(body: &str, secret: &str) -> String {
+        format!(
+            "[stack]\nname = \"s\"\n[sinks.swarm]\n{body}[secrets.{secret}]\nkind = \"fernet\"\n"
+        )
+    }
+
+    #[test]
+    fn swarm_settings_defaults_and_the_stack_name() {
+        let p = policy(&swarm("", "A"));
+        let s = p.sinks.swarm().expect("a swarm sink");
+        assert_eq!(s, &SwarmSpec::for_stack("s"));
+        let p = policy(&swarm(
+            "prefix = \"s_\"\nnames_env = \"n.env\"\nupdate_timeout = \"90s\"\ntimeout = \"5s\"\n",
+            "A",
+        ));
+        let s = p.sinks.swarm().unwrap();
+        assert_eq!(s.prefix, "s_");
+        assert!(s.names_env.as_ref().unwrap().ends_with("n.env"));
+        assert_eq!(s.update_timeout, std::time::Duration::from_secs(90));
+        assert_eq!(s.timeout, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn swarm_names_must_be_valid_and_leave_room_for_versions() {
+        assert_eq!(
+            err_text(&swarm("prefix = \"-x\"\nbucket = 1\n", "A")),
+            "p.toml:4:10: [sinks.swarm] prefix \"-x\" is not valid in a Swarm secret name (expected letters, digits, '-', '_' or '.', starting with a letter or digit)\n\
+             p.toml:5:1: unknown field `bucket` in [sinks.swarm] (expected prefix, names_env, update_timeout or timeout)\n\
+             p.toml:6:10: [sinks.swarm] cannot name a secret \"-xA\": Swarm names start and end with a letter or digit and hold only letters, digits, '-', '_' and '.'"
+        );
+        let long = "A".repeat(49);
+        assert_eq!(
+            err_text(&swarm("", &long)),
+            format!(
+                "p.toml:4:10: [sinks.swarm] cannot name a secret \"{long}\": it is 49 characters long, and Swarm allows 64 including the `_v<version>` keyd adds to later versions (at most 48 here)"
+            )
+        );
+        assert_eq!(
+            err_text(&swarm("", "A_")),
+            "p.toml:4:10: [sinks.swarm] cannot name a secret \"A_\": Swarm names start and end with a letter or digit and hold only letters, digits, '-', '_' and '.'"
+        );
+    }
+
     #[test]
     fn sinks_table_shape() {
         assert_eq!(
@@ -291,7 +335,7 @@ kind = "fernet"
                 "[stack]\nname = \"s\"\n[sinks]\nfiles = \"/run/secrets\"\n[sinks.s3]\nbucket = \"b\"\n[secrets.A]\nkind = \"fernet\"\n"
             ),
             "p.toml:4:9: `files` in [sinks] must be a table ([sinks.files]) (found string)\n\
-             p.toml:5:8: unknown field `s3` in [sinks] (expected files or envfile)"
+             p.toml:5:8: unknown field `s3` in [sinks] (expected files, envfile or swarm)"
         );
         assert_eq!(
             err_text(&files("directory = \"/x\"\ndir = 5\n")),
