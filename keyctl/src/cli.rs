@@ -127,6 +127,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a docker-compose service block that runs keyd as a sidecar for a policy
+    ///
+    /// keyd applies the policy at start, delivers its files into a tmpfs volume that consumers
+    /// mount as a directory (so they see rotations), and is healthy once every value is there.
+    /// The policy needs a [sinks.files] table (its dir is where the volume is mounted).
+    #[command(after_help = EXIT_CODES)]
+    Compose {
+        /// The stack's policy (TOML)
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+        /// The keyd image (docker/build-image.sh builds keyd:local)
+        #[arg(long, default_value = "keyd:local")]
+        image: String,
+    },
     /// Make a one-off value on stdout, touching no store
     #[command(subcommand)]
     Gen(Gen),
@@ -427,6 +441,20 @@ pub fn run(args: Args) -> Result<(), Failure> {
             write_stdout(out.as_bytes())
         }
         Command::Gen(g) => generate(g),
+        Command::Compose { policy, image } => {
+            let policy = Policy::load(&policy).map_err(Error::from)?;
+            let block = crate::compose::block(&policy, &image).ok_or_else(|| {
+                Failure::new(
+                    2,
+                    format!(
+                        "{} has no [sinks.files]: a compose sidecar delivers files",
+                        policy.path.display()
+                    ),
+                    Some("add [sinks.files] with dir = \"/run/secrets\"".into()),
+                )
+            })?;
+            write_stdout(block.as_bytes())
+        }
         Command::Policy(PolicyCommand::Check { file }) => {
             let policy = Policy::load(&file).map_err(Error::from)?;
             let outputs = policy.outputs().len();

@@ -149,6 +149,27 @@ impl DockerTest {
         )
     }
 
+    /// The keyd image, built by `docker/build-image.sh` from the debug binaries the README's
+    /// test command built (tagged `keyd-test:<id>`, removed on drop).
+    pub fn keyd_image(&mut self) -> String {
+        // Fails with a clear message when the binaries are missing or stale.
+        crate::binary("keyd");
+        crate::binary("keyctl");
+        let tag = format!("keyd-test:{}", self.id);
+        let script = crate::workspace().join("docker/build-image.sh");
+        let out = run_within(
+            Command::new("bash").arg(&script).args([&tag, "debug"]),
+            DOCKER_LIMIT,
+        );
+        assert!(
+            out.status.success(),
+            "docker/build-image.sh failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.images.push(tag.clone());
+        tag
+    }
+
     /// Names of the swarm secrets whose name contains this test's id, sorted.
     pub fn secrets(&self) -> Vec<String> {
         let mut names: Vec<String> = docker_ok(&["secret", "ls", "--format", "{{.Name}}"])
