@@ -333,3 +333,44 @@ fn a_name_swarm_cannot_hold_is_a_policy_error_and_an_unreachable_engine_a_clear_
     assert_eq!(s.secrets(), vec![s.swarm_name("db_password")]);
     let _ = docker(&["version"]);
 }
+
+#[test]
+fn init_swarm_makes_this_node_a_manager_when_it_is_not_one_and_changes_nothing_when_it_is() {
+    let mut t = DockerTest::new("swinit");
+    let was_in_swarm = t.in_swarm();
+    let home = TempDir::new("swarm-init-home");
+    let policy = t.dir.join("p.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[stack]\nname = \"{}\"\n\n[sinks.swarm]\nprefix = \"{}_\"\n\n[secrets.token]\nkind = \"token\"\n",
+            t.id, t.id
+        ),
+    )
+    .unwrap();
+    if !was_in_swarm {
+        // Without --init-swarm: a clear error that says how to fix it, and nothing published.
+        let out = run(keyctl(home.path())
+            .args(["quickstart", "--swarm", "--policy"])
+            .arg(&policy));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("not a swarm manager") && stderr.contains("docker swarm init"),
+            "{stderr}"
+        );
+    }
+    let out = run(keyctl(home.path())
+        .args(["quickstart", "--init-swarm", "--policy"])
+        .arg(&policy));
+    if !was_in_swarm && t.in_swarm() {
+        t.leave_swarm_on_drop();
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(t.in_swarm());
+    assert_eq!(t.secrets(), vec![format!("{}_token", t.id)]);
+}

@@ -109,6 +109,16 @@ impl DockerTest {
         }
     }
 
+    /// Whether this node is in a swarm now.
+    pub fn in_swarm(&self) -> bool {
+        docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]) == "active"
+    }
+
+    /// Leaves the swarm on drop (one the code under test initialised).
+    pub fn leave_swarm_on_drop(&mut self) {
+        self.made_swarm = true;
+    }
+
     /// Builds an image from a Dockerfile and files copied into its context, tagged
     /// `<repo>:<id>`, labelled, and removed on drop. Returns the tag.
     pub fn build_image(&mut self, repo: &str, dockerfile: &str, files: &[(&Path, &str)]) -> String {
