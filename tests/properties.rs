@@ -360,5 +360,6 @@ fn store_data() -> impl Strategy<Value = StoreData> {
             format,
             generation,
             stacks,
+            recipients: Vec::new(),
         })
 }

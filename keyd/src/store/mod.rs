@@ -10,8 +10,8 @@ use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-pub use file::StoreError;
 pub(crate) use file::write_atomic;
+pub use file::{StoreError, canonical_recipient, parse_recipient};
 pub use model::{
     Label, Ledger, LookupError, OutputRecord, RekeyOwed, ReloadOwed, Rotation, SecretRecord,
     StackRecord, Stamp, Step, StoreData, VersionRecord,
@@ -286,6 +286,70 @@ impl LockedStore {
         file::write_store(&self.home.identity_path(), &self.home.store_path(), data)?;
         // A crash before this leaves the store one generation ahead of the file: accepted.
         self.record_generation(data.generation)
+    }
+
+    /// The recipient of the home's own identity (`age1…`), when it can be derived from it (an
+    /// SSH identity's is in the store's list).
+    pub fn own_recipient(&self) -> Result<Option<String>, StoreError> {
+        Ok(file::read_identity(&self.home.identity_path())?.own_recipient())
+    }
+
+    /// Every recipient `data` is encrypted to when saved: the home's own, then the store's list.
+    pub fn recipients_of(&self, data: &StoreData) -> Result<Vec<String>, StoreError> {
+        let identity = file::read_identity(&self.home.identity_path())?;
+        Ok(file::store_recipients(&identity, data))
+    }
+
+    /// Writes `data` as a backup at `out`: encrypted to the same recipients as the store,
+    /// atomically, mode 0600. The identity is not in it.
+    pub fn backup(&self, data: &StoreData, out: &Path) -> Result<(), StoreError> {
+        let recipients = self.recipients_of(data)?;
+        file::write_encrypted(out, &recipients, data)
+    }
+
+    /// Opens a backup with the home's identity. Errors name the backup; nothing is written.
+    pub fn read_backup(&self, path: &Path) -> Result<StoreData, StoreError> {
+        let identity = file::read_identity(&self.home.identity_path())?;
+        let ciphertext = fs::read(path).map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        file::decrypt_store(&identity, &self.home.identity_path(), path, &ciphertext)
+    }
+
+    /// The newest generation this home has seen: the one recorded beside the store, or the
+    /// store's own when it is newer (0 for an empty home).
+    pub fn newest_generation(&self) -> Result<u64, StoreError> {
+        let recorded = self.home.recorded_generation()?;
+        let in_place = if self.home.store_path().exists() {
+            file::read_store(&self.home.identity_path(), &self.home.store_path())
+                .map(|d| d.generation)
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        Ok(recorded.max(in_place))
+    }
+
+    /// Puts `data` (read from a backup at `from`) in place as the store's next generation.
+    /// A backup older than the newest generation this home has seen is refused
+    /// ([`StoreError::RolledBack`]) unless `accept_rollback`.
+    pub fn restore(
+        &self,
+        data: &mut StoreData,
+        from: &Path,
+        accept_rollback: bool,
+    ) -> Result<(), StoreError> {
+        let expected = self.newest_generation()?;
+        if data.generation < expected && !accept_rollback {
+            return Err(StoreError::RolledBack {
+                path: from.to_owned(),
+                found: data.generation,
+                expected,
+            });
+        }
+        data.generation = data.generation.max(expected);
+        self.save(data)
     }
 
     fn record_generation(&self, generation: u64) -> Result<(), StoreError> {
