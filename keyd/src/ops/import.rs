@@ -330,15 +330,12 @@ pub fn import(
     let values = sources::read(&options.source, kind)?;
     let mut found = Found::new(values);
 
-    // The store as it is (an uninitialised home is an empty store; a real run initialises it).
-    let lock = if options.dry_run && !home.is_initialised() {
-        None
+    // The store as it is. An uninitialised home is an empty store, initialised only when
+    // there is something to write (a refused import leaves no trace).
+    let lock = if home.is_initialised() {
+        Some(home.lock()?)
     } else {
-        let lock = home.lock()?;
-        if !options.dry_run {
-            lock.init_or_reinit(false)?;
-        }
-        Some(lock)
+        None
     };
     let mut data = match &lock {
         Some(lock) => lock.load()?,
@@ -498,7 +495,17 @@ pub fn import(
     if options.dry_run || report.refused().next().is_some() || report.imported() == 0 {
         return Ok(report);
     }
-    let lock = lock.expect("a real run holds the lock");
+    let lock = match lock {
+        Some(lock) => lock,
+        None => {
+            let lock = home.lock()?;
+            lock.init_or_reinit(false)?;
+            let fresh = lock.load()?;
+            data.generation = fresh.generation;
+            data.recipients = fresh.recipients;
+            lock
+        }
+    };
     data.stacks.insert(
         policy.stack.clone(),
         StackRecord {

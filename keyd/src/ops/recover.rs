@@ -61,6 +61,13 @@ pub fn add_recipient(home: &Home, text: &str) -> Result<RecipientChange, Error> 
     let own = lock.own_recipient()?;
     let present = lock.recipients_of(&data)?.contains(&recipient);
     if !present {
+        // The list names every recipient, this home's own too: a home opened by another
+        // recipient's identity writes the store to the list alone.
+        if let Some(own) = &own
+            && !data.recipients.contains(own)
+        {
+            data.recipients.insert(0, own.clone());
+        }
         data.recipients.push(recipient.clone());
         lock.save(&mut data)?;
     }
