@@ -555,3 +555,67 @@ fn completions_and_the_manual_page_are_generated() {
         "{man}"
     );
 }
+
+#[test]
+fn a_wrong_passphrase_is_a_clear_error_and_leaves_the_store_untouched() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new("adopt-passphrase");
+    let home = dir.join("home");
+    let secret_file = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    };
+    let good = secret_file("good", "correct horse battery\n");
+    let bad = secret_file("bad", "correct horse batterz\n");
+    let with = |file: &Path| {
+        let mut cmd = keyctl(&home);
+        cmd.env("KEYD_PASSPHRASE_FILE", file);
+        cmd
+    };
+    ok(with(&good).args(["init", "--passphrase"]));
+    let identity = std::fs::read_to_string(home.join("identity.txt")).unwrap();
+    assert!(!identity.contains("AGE-SECRET-KEY"), "{identity}");
+    let policy = workspace().join("tests/cmd/identity.in/good.toml");
+    ok(with(&good)
+        .args(["quickstart", "--policy"])
+        .arg(&policy)
+        .arg("--out")
+        .arg(dir.join("out")));
+    let value = ok(with(&good).args(["show", "DB_PASSWORD"]));
+    let store = std::fs::read(home.join("store.age")).unwrap();
+    assert!(String::from_utf8_lossy(&store).contains("scrypt"));
+
+    for args in [&["list"][..], &["rotate", "DB_PASSWORD"]] {
+        let out = run(with(&bad).args(args));
+        assert_eq!(out.status.code(), Some(4), "{args:?}");
+        let err = stderr_of(&out);
+        assert!(
+            err.contains("the passphrase does not open the store"),
+            "{err}"
+        );
+        assert!(err.contains("the store was not modified"), "{err}");
+        assert_eq!(std::fs::read(home.join("store.age")).unwrap(), store);
+    }
+    // Without a terminal or a passphrase file: refused, and keyd will not start.
+    let out = run(keyctl(&home)
+        .arg("list")
+        .env_remove("KEYD_PASSPHRASE_FILE")
+        .stdin(std::process::Stdio::null()));
+    assert_eq!(out.status.code(), Some(4));
+    let daemon = run(keyd_tests::keyd(&home)
+        .arg("--once")
+        .env_remove("KEYD_PASSPHRASE_FILE"));
+    assert_eq!(daemon.status.code(), Some(4));
+    assert!(
+        stderr_of(&daemon).contains("KEYD_PASSPHRASE_FILE"),
+        "{}",
+        stderr_of(&daemon)
+    );
+    assert_eq!(ok(with(&good).args(["show", "DB_PASSWORD"])), value);
+    // The passphrase file must be private, like an identity.
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let exposed = run(with(&good).arg("list"));
+    assert_eq!(exposed.status.code(), Some(4));
+}

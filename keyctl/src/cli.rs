@@ -56,8 +56,18 @@ pub struct Args {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create the home: an age X25519 identity (identity.txt, 0600) and an empty encrypted store
+    ///
+    /// With --passphrase the store is encrypted with a passphrase instead (age's scrypt mode),
+    /// for a person's laptop: no key file to lose or leak. The passphrase is asked on the
+    /// terminal (twice), or read from the file named by KEYD_PASSPHRASE_FILE (mode 0600), for
+    /// scripts and for keyd, which refuses to start on a passphrase store without it. Every
+    /// command that opens the store asks for it again.
     #[command(after_help = EXIT_CODES)]
-    Init,
+    Init {
+        /// Encrypt the store with a passphrase instead of an identity file
+        #[arg(long)]
+        passphrase: bool,
+    },
     /// Initialise if needed, create the secrets of a policy that do not exist yet, deliver them
     ///
     /// Idempotent: a second run changes no value, rewrites no file and says so.
@@ -480,6 +490,13 @@ fn store_hint(e: &StoreError) -> String {
         StoreError::StoreLost { .. } => {
             "restore store.age from a backup; `keyctl quickstart --reinit` starts over with new values for every secret (delivered files are replaced)".into()
         }
+        StoreError::PassphraseNeeded { .. } => format!(
+            "run keyctl from a terminal, or set {} to a file (mode 0600) that holds the passphrase",
+            keyd::store::PASSPHRASE_ENV
+        ),
+        StoreError::WrongPassphrase { .. } => {
+            "check the passphrase (or the file KEYD_PASSPHRASE_FILE names); the store was not modified".into()
+        }
         StoreError::RolledBack { .. } => {
             "restore the newest store.age; if the older one was put back on purpose, run the command again with --accept-rollback".into()
         }
@@ -498,9 +515,13 @@ fn home(args_home: Option<PathBuf>) -> Result<Home, Failure> {
 /// Runs one command.
 pub fn run(args: Args) -> Result<(), Failure> {
     match args.command {
-        Command::Init => {
+        Command::Init { passphrase } => {
             let home = home(args.home)?;
-            let outcome = home.init()?;
+            let outcome = if passphrase {
+                home.init_passphrase()?
+            } else {
+                home.init()?
+            };
             let mut out = String::new();
             output::init(&mut out, &home, outcome == InitOutcome::Created);
             write_stdout(out.as_bytes())

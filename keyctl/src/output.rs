@@ -31,11 +31,19 @@ fn json<T: serde::Serialize + ?Sized>(out: &mut String, value: &T) {
 pub fn init(out: &mut String, home: &Home, created: bool) {
     if created {
         say!(out, "Created keyd home {}", home.dir().display());
-        say!(
-            out,
-            "  identity {} (mode 0600): back it up; without it the store cannot be opened",
-            home.identity_path().display()
-        );
+        if home.is_passphrase() {
+            say!(
+                out,
+                "  store encrypted with your passphrase (age scrypt); {} only marks it: without the passphrase the store cannot be opened",
+                home.identity_path().display()
+            );
+        } else {
+            say!(
+                out,
+                "  identity {} (mode 0600): back it up; without it the store cannot be opened",
+                home.identity_path().display()
+            );
+        }
         say!(
             out,
             "  store    {} (age-encrypted)",

@@ -57,6 +57,11 @@ pub fn add_recipient(home: &Home, text: &str) -> Result<RecipientChange, Error> 
     parse_recipient(text).map_err(|e| Error::Recipient(format!("{:?}: {e}", text.trim())))?;
     let recipient = canonical_recipient(text);
     let lock = home.lock()?;
+    if lock.is_passphrase() {
+        return Err(Error::Recipient(
+            "this store is encrypted with a passphrase, which age does not combine with recipients: move it to a home made by `keyctl init` (keyctl backup, then restore there) to share it".into(),
+        ));
+    }
     let mut data = lock.load()?;
     let own = lock.own_recipient()?;
     let present = lock.recipients_of(&data)?.contains(&recipient);

@@ -44,6 +44,20 @@ pub enum StoreError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The home is a passphrase home and no passphrase could be had.
+    #[error("{} marks a passphrase store, and no passphrase could be read: {reason}", identity.display())]
+    PassphraseNeeded {
+        /// The identity file (the marker).
+        identity: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// The passphrase does not open the store.
+    #[error("the passphrase does not open the store {}", store.display())]
+    WrongPassphrase {
+        /// The store.
+        store: PathBuf,
+    },
     /// The store was encrypted to another identity.
     #[error("the store {} was not encrypted to the identity in {}", store.display(), identity.display())]
     WrongIdentity {
@@ -119,17 +133,26 @@ pub(super) fn identity_file_text(identity: &age::x25519::Identity) -> Zeroizing<
 /// The identity a home opens its store with: an age X25519 key (`AGE-SECRET-KEY-1…`, made by
 /// `keyctl init`) or an unencrypted OpenSSH private key (`ssh-ed25519`, `ssh-rsa`) put there by
 /// an operator who holds the store through `keyctl recipients add`.
+/// Or, in a passphrase home, the passphrase (age's scrypt mode; see `passphrase.rs`).
 pub(super) enum HomeIdentity {
     X25519(age::x25519::Identity),
     Ssh(age::ssh::Identity),
+    Passphrase(age::secrecy::SecretString),
 }
 
 impl HomeIdentity {
-    fn as_dyn(&self) -> &dyn age::Identity {
+    /// Runs `f` with the identity as age takes it.
+    fn with_dyn<T>(&self, f: impl FnOnce(&dyn age::Identity) -> T) -> T {
         match self {
-            HomeIdentity::X25519(i) => i,
-            HomeIdentity::Ssh(i) => i,
+            HomeIdentity::X25519(i) => f(i),
+            HomeIdentity::Ssh(i) => f(i),
+            HomeIdentity::Passphrase(p) => f(&super::passphrase::identity(p)),
         }
+    }
+
+    /// Whether this is a passphrase home.
+    pub(super) fn is_passphrase(&self) -> bool {
+        matches!(self, HomeIdentity::Passphrase(_))
     }
 
     /// The recipient this identity opens, when it can be derived from the identity alone (an
@@ -137,7 +160,7 @@ impl HomeIdentity {
     pub(super) fn own_recipient(&self) -> Option<String> {
         match self {
             HomeIdentity::X25519(i) => Some(i.to_public().to_string()),
-            HomeIdentity::Ssh(_) => None,
+            HomeIdentity::Ssh(_) | HomeIdentity::Passphrase(_) => None,
         }
     }
 }
@@ -157,6 +180,9 @@ pub(super) fn read_identity(path: &Path) -> Result<HomeIdentity, StoreError> {
     let bad = || StoreError::BadIdentity {
         path: path.to_owned(),
     };
+    if text.lines().any(|l| l.trim() == super::passphrase::MARKER) {
+        return super::passphrase::get(path, false).map(HomeIdentity::Passphrase);
+    }
     if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
         return match age::ssh::Identity::from_buffer(text.as_bytes(), None) {
             Ok(age::ssh::Identity::Unencrypted(key)) => {
@@ -232,9 +258,18 @@ pub(super) fn decrypt_store(
         }
         other => corrupt(other.to_string()),
     })?;
-    let mut reader = decryptor
-        .decrypt(std::iter::once(identity.as_dyn()))
+    let mut reader = identity
+        .with_dyn(|i| decryptor.decrypt(std::iter::once(i)))
         .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys
+            | age::DecryptError::DecryptionFailed
+            | age::DecryptError::KeyDecryptionFailed
+                if identity.is_passphrase() =>
+            {
+                StoreError::WrongPassphrase {
+                    store: store_path.to_owned(),
+                }
+            }
             age::DecryptError::NoMatchingKeys => StoreError::WrongIdentity {
                 identity: identity_path.to_owned(),
                 store: store_path.to_owned(),
@@ -341,8 +376,30 @@ pub(super) fn write_store(
     data: &StoreData,
 ) -> Result<(), StoreError> {
     let identity = read_identity(identity_path)?;
-    let recipients = store_recipients(&identity, data);
-    write_encrypted(store_path, &recipients, data)
+    write_for(&identity, store_path, data)
+}
+
+/// Writes `data` at `path` encrypted as `identity`'s home does: to its recipients, or with
+/// its passphrase.
+pub(super) fn write_for(
+    identity: &HomeIdentity,
+    path: &Path,
+    data: &StoreData,
+) -> Result<(), StoreError> {
+    if let HomeIdentity::Passphrase(p) = identity {
+        if !data.recipients.is_empty() {
+            return Err(StoreError::Corrupt {
+                path: path.to_owned(),
+                reason: "a passphrase store cannot also have recipients (age encrypts to a passphrase alone)".into(),
+            });
+        }
+        let recipient = super::passphrase::recipient(p);
+        let encryptor =
+            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                .expect("one scrypt recipient is always accepted");
+        return write_with(path, encryptor, data);
+    }
+    write_encrypted(path, &store_recipients(identity, data), data)
 }
 
 /// Writes `data` encrypted to `recipients` at `path`, atomically, mode 0600.
@@ -368,6 +425,10 @@ pub(super) fn write_encrypted(
     let encryptor =
         age::Encryptor::with_recipients(parsed.iter().map(|r| r.as_ref() as &dyn age::Recipient))
             .expect("X25519 and SSH recipients can be mixed");
+    write_with(path, encryptor, data)
+}
+
+fn write_with(path: &Path, encryptor: age::Encryptor, data: &StoreData) -> Result<(), StoreError> {
     write_atomic_with(path, 0o600, |file| {
         let mut plain = PlainBuffer::new(encryptor.wrap_output(file)?);
         serde_json::to_writer(&mut plain, data).map_err(std::io::Error::other)?;

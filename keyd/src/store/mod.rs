@@ -4,6 +4,7 @@
 
 mod file;
 mod model;
+mod passphrase;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
@@ -16,6 +17,7 @@ pub use model::{
     Label, Ledger, LookupError, OutputRecord, RekeyOwed, ReloadOwed, Rotation, SecretRecord,
     StackRecord, Stamp, Step, StoreData, VersionRecord,
 };
+pub use passphrase::ENV as PASSPHRASE_ENV;
 
 /// The keyd home: `identity.txt` (the X25519 age identity, 0600), `store.age` (the store,
 /// 0600) and `store.lock` (taken with `flock` by every process that reads or writes).
@@ -99,6 +101,69 @@ impl Home {
         fs::metadata(&audit)
             .is_ok_and(|m| m.len() > 0)
             .then(|| audit.display().to_string())
+    }
+
+    /// Whether this is a passphrase home (`keyctl init --passphrase`): `identity.txt` holds
+    /// the marker, not a key. Reads no passphrase.
+    pub fn is_passphrase(&self) -> bool {
+        fs::read_to_string(self.identity_path())
+            .is_ok_and(|t| t.lines().any(|l| l.trim() == passphrase::MARKER))
+    }
+
+    /// Refuses a passphrase home when no passphrase file is given: for the daemon, which must
+    /// never wait on a terminal.
+    pub fn require_unattended(&self) -> Result<(), StoreError> {
+        if self.is_passphrase() && !passphrase::from_environment_available() {
+            return Err(StoreError::PassphraseNeeded {
+                identity: self.identity_path(),
+                reason: format!(
+                    "keyd does not ask on a terminal: set {} to a file holding the passphrase (mode 0600)",
+                    passphrase::ENV
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates a passphrase home: `identity.txt` with the marker and an empty store
+    /// encrypted with the passphrase (asked twice on the terminal, or read from
+    /// `KEYD_PASSPHRASE_FILE`).
+    pub fn init_passphrase(&self) -> Result<InitOutcome, StoreError> {
+        let lock = self.lock()?;
+        match (self.identity_path().exists(), self.store_path().exists()) {
+            (true, true) if self.is_passphrase() => return Ok(InitOutcome::AlreadyInitialised),
+            (true, _) => {
+                return Err(StoreError::Corrupt {
+                    path: self.identity_path(),
+                    reason: "this home already has an identity; a passphrase home starts empty (choose another --home)".into(),
+                });
+            }
+            (false, true) => {
+                return Err(StoreError::IdentityMissing {
+                    identity: self.identity_path(),
+                    store: self.store_path(),
+                });
+            }
+            (false, false) => {}
+        }
+        passphrase::get(&self.identity_path(), true)?;
+        let identity_path = self.identity_path();
+        let io = |source| StoreError::Io {
+            path: identity_path.clone(),
+            source,
+        };
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&identity_path)
+            .map_err(io)?;
+        f.write_all(passphrase::identity_text().as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(io)?;
+        file::fsync_dir(self.dir())?;
+        lock.save(&mut StoreData::default())?;
+        Ok(InitOutcome::Created)
     }
 
     /// Whether an identity exists (the home was initialised).
@@ -303,8 +368,12 @@ impl LockedStore {
     /// Writes `data` as a backup at `out`: encrypted to the same recipients as the store,
     /// atomically, mode 0600. The identity is not in it.
     pub fn backup(&self, data: &StoreData, out: &Path) -> Result<(), StoreError> {
-        let recipients = self.recipients_of(data)?;
-        file::write_encrypted(out, &recipients, data)
+        file::write_for(&file::read_identity(&self.home.identity_path())?, out, data)
+    }
+
+    /// Whether the home's store is encrypted with a passphrase.
+    pub fn is_passphrase(&self) -> bool {
+        self.home.is_passphrase()
     }
 
     /// Opens a backup with the home's identity. Errors name the backup; nothing is written.
