@@ -233,6 +233,12 @@ fn a_dotenv_is_imported_and_each_bad_value_is_refused_with_its_line() {
             "TLS_CRT=",
             "certificate and key do not match",
         ),
+        (
+            "template that renders differently",
+            env_file(&v, &v.fernet, &v.rsa, &v.key).replace("@db/app", "@db2/app"),
+            "DB_URL=",
+            "DB_URL: the source holds another value than the policy derives",
+        ),
     ];
     for (what, env, line_prefix, message) in bad_cases {
         let path = dir.join(".env");

@@ -512,7 +512,7 @@ pub fn import(
             sources
         );
         if !matches!(e.verdict, Verdict::Missing) {
-            for m in &e.messages {
+            for m in e.messages.iter().chain(&e.warnings) {
                 say!(out, "  {:width$}    {m}", "");
             }
         }

@@ -67,8 +67,10 @@ pub struct ImportEntry {
     pub sources: Vec<String>,
     /// The verdict.
     pub verdict: Verdict,
-    /// Why (no values).
+    /// Why it was refused, or what is worth knowing (no values).
     pub messages: Vec<String>,
+    /// What does not match the policy but is kept (the next rotation fixes it).
+    pub warnings: Vec<String>,
     /// The version the value becomes (0 when not imported).
     pub version: u64,
 }
@@ -311,7 +313,7 @@ fn warn(entry: &mut ImportEntry, _origin: &str, name: &str, warnings: &[String])
         entry.verdict = Verdict::Warning;
     }
     for w in warnings {
-        entry.messages.push(format!(
+        entry.warnings.push(format!(
             "{w}: kept; the next rotation (`keyctl rotate {name}`) makes one the policy describes"
         ));
     }
@@ -347,7 +349,7 @@ pub fn import(
         old.map_or_else(Default::default, |o| (o.secrets, o.ledger, o.reload_owed));
 
     let mut entries = Vec::with_capacity(policy.secrets.len());
-    let mut derived_sources: HashMap<String, SecretString> = HashMap::new();
+    let mut derived_sources: HashMap<String, (String, SecretString)> = HashMap::new();
     for spec in &policy.secrets {
         let mut entry = ImportEntry {
             secret: spec.name.clone(),
@@ -355,6 +357,7 @@ pub fn import(
             sources: Vec::new(),
             verdict: Verdict::Ok,
             messages: Vec::new(),
+            warnings: Vec::new(),
             version: 0,
         };
         let adopted = adopt_spec(spec, &mut found, &mut entry);
@@ -385,9 +388,9 @@ pub fn import(
         if !spec.kind.kind().is_random() {
             // Literals and templates: compared with what the policy derives, below.
             entry.verdict = Verdict::Matches;
-            entry.messages.clear();
+            let origin = entry.messages.pop().unwrap_or_default();
             if let Material::Text { value } = adopted.material {
-                derived_sources.insert(spec.name.clone(), value);
+                derived_sources.insert(spec.name.clone(), (origin, value));
             }
             entries.push(entry);
             continue;
@@ -441,7 +444,7 @@ pub fn import(
     // Literals and templates from the imported values, compared with what the source held.
     let changes = derive(policy, &mut secrets, now);
     for entry in entries.iter_mut() {
-        let Some(source) = derived_sources.get(&entry.secret) else {
+        let Some((origin, source)) = derived_sources.get(&entry.secret) else {
             continue;
         };
         let rendered = secrets
@@ -457,8 +460,7 @@ pub fn import(
             Some(_) => {
                 entry.verdict = Verdict::Refused;
                 entry.messages.push(format!(
-                    "{}: {}: the source holds another value than the policy derives ({}); fix the policy or the source, so consumers keep what they have",
-                    entry.sources.first().map_or("", String::as_str),
+                    "{origin}: {}: the source holds another value than the policy derives ({}); fix the policy or the source, so consumers keep what they have",
                     entry.secret,
                     match entry.kind {
                         Kind::Literal => "its literal",
@@ -468,7 +470,7 @@ pub fn import(
             }
             None => {
                 entry.verdict = Verdict::Warning;
-                entry.messages.push(format!(
+                entry.warnings.push(format!(
                     "{}: not compared: its inputs are not in the source or the store; the next `keyctl apply` renders it",
                     entry.secret
                 ));
