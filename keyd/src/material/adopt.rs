@@ -21,8 +21,11 @@ use crate::secret::SecretString;
 /// rotation replaces it with one that does.
 pub type Warning = String;
 
+/// One PEM block: its label and its DER (zeroized on drop).
+type PemBlock = (String, Zeroizing<Vec<u8>>);
+
 /// The PEM blocks of `text`: label and DER, in order. Text outside blocks is ignored.
-fn pem_blocks(text: &str) -> Result<Vec<(String, Zeroizing<Vec<u8>>)>, String> {
+fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, String> {
     let mut blocks = Vec::new();
     let mut lines = text.lines().map(str::trim);
     while let Some(line) = lines.next() {
@@ -117,8 +120,9 @@ pub fn token(value: &SecretString, bytes: usize, encoding: Encoding) -> Vec<Warn
             .collect(),
     );
     let decoded = match encoding {
-        Encoding::Hex => (compact.len() % 2 == 0 && compact.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then_some(compact.len() / 2),
+        Encoding::Hex => (compact.len().is_multiple_of(2)
+            && compact.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then_some(compact.len() / 2),
         Encoding::Base64 => base64::engine::general_purpose::STANDARD
             .decode(compact.as_bytes())
             .ok()

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 use super::SourceError;
 
+/// A secret being read: its name, line, indentation, and its `file:` with that line.
+type Entry = (String, usize, usize, Option<(String, usize)>);
+
 /// `(name, file, line)` of each file-backed secret under the top-level `secrets:`.
 pub fn secrets(
     path: &Path,
@@ -23,10 +26,9 @@ pub fn secrets(
     };
     let mut found = Vec::new();
     let mut in_secrets = false;
-    // (name, its line, its indentation, file so far)
-    let mut current: Option<(String, usize, usize, Option<(String, usize)>)> = None;
+    let mut current: Option<Entry> = None;
     let mut child_indent: Option<usize> = None;
-    let mut finish = |current: &mut Option<(String, usize, usize, Option<(String, usize)>)>| {
+    let mut finish = |current: &mut Option<Entry>| {
         if let Some((name, _, _, Some((file, line)))) = current.take() {
             found.push((name, base.join(file), line));
         }
