@@ -5,6 +5,8 @@
 //! `${NAME:-default}` and `${NAME-default}` from bindings above them in the same file; keyd
 //! never reads its own environment for a value, so an unknown name is an error naming the line.
 //! A name without `=` (compose takes it from the environment) carries no value and is skipped.
+//! (`fuzzing::dotenv` is another reader: python-dotenv's rules, for checking what the envfile
+//! sink writes; it sits at the top of the layers, where nothing else may call it.)
 
 use std::collections::HashMap;
 use std::path::Path;
