@@ -11,6 +11,7 @@ Usage: python3 bench/import.py [--keyctl target/release/keyctl] [--runs 7] [--n 
 Standard library only; run `cargo build --release -p keyctl` first."""
 
 import argparse
+import ctypes
 import json
 import os
 import secrets
@@ -69,6 +70,9 @@ def main():
     args = ap.parse_args()
     if not os.path.exists(args.keyctl):
         sys.exit(f"{args.keyctl} is missing: cargo build --release -p keyctl")
+    # scale.run reaps each command itself, as a child subreaper (see LAUNCH in scale.py).
+    if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+        sys.exit("needs Linux: prctl(PR_SET_CHILD_SUBREAPER) failed")
     work = tempfile.mkdtemp(prefix="keyd-bench-import-set-", dir=args.tmp)
     try:
         src = os.path.join(work, "flowkit-secrets")

@@ -334,10 +334,10 @@ pub fn import(
 
     // The store as it is. An uninitialised home is an empty store, initialised only when
     // there is something to write (a refused import leaves no trace).
-    let lock = if home.is_initialised() {
-        Some(home.lock()?)
-    } else {
-        None
+    let lock = match (home.is_initialised(), options.dry_run) {
+        (false, _) => None,
+        (true, true) => Some(home.lock_shared()?),
+        (true, false) => Some(home.lock()?),
     };
     let mut data = match &lock {
         Some(lock) => lock.load()?,
@@ -524,8 +524,11 @@ pub fn import(
     report.written = true;
     let audit = AuditLog::new(home.dir().join("audit.log"));
     let time = format_time(now);
-    for e in report.secrets.iter().filter(|e| e.version > 0) {
-        audit.write(&AuditEntry {
+    let entries: Vec<AuditEntry<'_>> = report
+        .secrets
+        .iter()
+        .filter(|e| e.version > 0)
+        .map(|e| AuditEntry {
             time: time.clone(),
             stack: &policy.stack,
             secret: &e.secret,
@@ -534,8 +537,10 @@ pub fn import(
             outcome: "ok",
             by: &options.by,
             error: None,
-        });
-    }
+        })
+        .collect();
+    audit.write_all(&entries);
+    drop(entries);
     Ok(report)
 }
 
