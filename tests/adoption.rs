@@ -620,8 +620,64 @@ fn a_wrong_passphrase_is_a_clear_error_and_leaves_the_store_untouched() {
         stderr_of(&daemon)
     );
     assert_eq!(ok(with(&good).args(["show", "DB_PASSWORD"])), value);
+    // keyd starts with the file (and only reads it).
+    ok(keyd_tests::keyd(&home)
+        .arg("--once")
+        .env("KEYD_PASSPHRASE_FILE", &good));
     // The passphrase file must be private, like an identity.
     std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o644)).unwrap();
     let exposed = run(with(&good).arg("list"));
     assert_eq!(exposed.status.code(), Some(4));
+}
+
+#[test]
+fn source_values_and_import_reports_show_no_value_in_debug_or_json() {
+    let dir = TempDir::new("adopt-redaction");
+    let v = values(&dir);
+    let policy_path = dir.join("app.toml");
+    std::fs::write(&policy_path, POLICY).unwrap();
+    let env = dir.join("values.env");
+    std::fs::write(&env, env_file(&v, &v.fernet, &v.rsa, &v.key)).unwrap();
+    let read = keyd::sources::read(&env, keyd::sources::SourceKind::Env).unwrap();
+    let policy = keyd::policy::Policy::load(&policy_path).unwrap();
+    let report = keyd::ops::import(
+        &keyd::store::Home::new(dir.join("home")),
+        &policy,
+        &keyd::ops::ImportOptions {
+            source: env.clone(),
+            kind: None,
+            out: None,
+            dry_run: false,
+            replace: false,
+            by: "test".into(),
+        },
+    )
+    .unwrap();
+    assert!(report.written);
+    let shown = format!(
+        "{read:?}\n{report:?}\n{}",
+        serde_json::to_string(&report).unwrap()
+    );
+    let body = |pem: &str| pem.lines().nth(1).unwrap().to_owned();
+    for secret in [
+        v.fernet.trim().to_owned(),
+        body(&v.rsa),
+        body(&v.key),
+        "correcthorsebatterystaple1".to_owned(),
+    ] {
+        assert!(!shown.contains(&secret), "a value is shown:\n{shown}");
+    }
+    // Nor in any file of the home but the encrypted store.
+    for (path, _, bytes) in keyd_tests::snapshot(&dir.join("home")) {
+        if path.ends_with("store.age") {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("correcthorsebatterystaple1"),
+            "{}",
+            path.display()
+        );
+        assert!(!text.contains(v.fernet.trim()), "{}", path.display());
+    }
 }
