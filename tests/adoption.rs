@@ -460,6 +460,22 @@ fn each_recipient_alone_opens_the_store_and_a_removed_one_cannot() {
     assert_eq!(refused.status.code(), Some(1), "{}", stderr_of(&refused));
     assert!(stderr_of(&refused).contains("lock this home out"));
 
+    // An ssh-rsa key works the same way.
+    let rsa_key = dir.join("id_rsa");
+    ok(std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
+        .arg(&rsa_key));
+    let rsa_pub = std::fs::read_to_string(rsa_key.with_extension("pub")).unwrap();
+    ok(keyctl(&a).args(["recipients", "add", rsa_pub.trim()]));
+    let d = dir.join("d");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(&rsa_key, d.join("identity.txt")).unwrap();
+    copy_store(&a, &d);
+    assert_eq!(
+        text(ok(keyctl(&d).arg("list"))),
+        text(ok(keyctl(&a).arg("list")))
+    );
+
     // rotate --all rotates every random secret.
     let all = text(ok(keyctl(&a).args(["rotate", "--all"])));
     assert!(

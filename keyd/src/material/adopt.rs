@@ -373,6 +373,11 @@ mod tests {
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         rsa_public(&mut adopted, &pair.public_pem).unwrap();
         rsa_jwks(&adopted, &super::super::rsa::jwks([&pair.jwk])).unwrap();
+        let other = super::super::rsa::generate(2048).unwrap();
+        let err = rsa_public(&mut adopted, &other.public_pem).unwrap_err();
+        assert!(err.contains("not the public half"), "{err}");
+        let err = rsa_jwks(&adopted, &super::super::rsa::jwks([&other.jwk])).unwrap_err();
+        assert!(err.contains("does not hold"), "{err}");
     }
 
     #[test]
