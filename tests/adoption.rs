@@ -697,3 +697,76 @@ fn source_values_and_import_reports_show_no_value_in_debug_or_json() {
         assert!(!text.contains(v.fernet.trim()), "{}", path.display());
     }
 }
+
+/// Runs `argv` on a pseudo-terminal, answering each passphrase prompt with the next of
+/// `answers`; returns (exit code, everything the terminal showed).
+fn on_terminal(argv: &[&str], answers: &[&str]) -> (i32, String) {
+    const SCRIPT: &str = r#"
+import os, pty, sys
+answers = [a.encode() + b"\n" for a in sys.argv[1].split(",")]
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ.pop("KEYD_PASSPHRASE_FILE", None)
+    os.execv(sys.argv[2], sys.argv[2:])
+out = b""
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+    if chunk.rstrip().endswith(b":") and answers:
+        os.write(fd, answers.pop(0))
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let out = keyd_tests::run_within(
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg(answers.join(","))
+            .args(argv),
+        std::time::Duration::from_secs(60),
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_passphrase_is_asked_on_the_terminal_without_echo() {
+    let dir = TempDir::new("adopt-tty");
+    let home = dir.join("home");
+    let keyctl = keyd_tests::binary("keyctl");
+    let (keyctl, home_arg) = (keyctl.to_str().unwrap(), home.to_str().unwrap());
+    let (code, shown) = on_terminal(
+        &[keyctl, "--home", home_arg, "init", "--passphrase"],
+        &["first horse staple", "other horse staple"],
+    );
+    assert_eq!(code, 4, "{shown}");
+    assert!(shown.contains("the two passphrases differ"), "{shown}");
+    assert!(!home.join("identity.txt").exists());
+    let (code, shown) = on_terminal(
+        &[keyctl, "--home", home_arg, "init", "--passphrase"],
+        &["tty horse staple", "tty horse staple"],
+    );
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("again, to confirm:"), "{shown}");
+    assert!(
+        !shown.contains("tty horse"),
+        "the passphrase was echoed:\n{shown}"
+    );
+    let (code, shown) = on_terminal(&[keyctl, "--home", home_arg, "list"], &["tty horse staple"]);
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("The store is empty"), "{shown}");
+    let (code, shown) = on_terminal(&[keyctl, "--home", home_arg, "list"], &["tty horse stable"]);
+    assert_eq!(code, 4, "{shown}");
+    assert!(
+        shown.contains("the passphrase does not open the store"),
+        "{shown}"
+    );
+}

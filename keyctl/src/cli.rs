@@ -491,7 +491,7 @@ fn store_hint(e: &StoreError) -> String {
             "restore store.age from a backup; `keyctl quickstart --reinit` starts over with new values for every secret (delivered files are replaced)".into()
         }
         StoreError::PassphraseNeeded { .. } => format!(
-            "run keyctl from a terminal, or set {} to a file (mode 0600) that holds the passphrase",
+            "type the passphrase on a terminal (the same twice for a new store), or set {} to a file (mode 0600) that holds it",
             keyd::store::PASSPHRASE_ENV
         ),
         StoreError::WrongPassphrase { .. } => {

@@ -108,11 +108,13 @@ fn ask(tty: &std::fs::File, prompt: &str) -> std::io::Result<Zeroizing<String>> 
     let mut quiet = saved.clone();
     quiet.local_modes.remove(LocalModes::ECHO);
     quiet.local_modes.insert(LocalModes::ECHONL);
-    (&*tty).write_all(prompt.as_bytes())?;
-    tcsetattr(tty, OptionalActions::Flush, &quiet)?;
+    // Echo off before the prompt, so nothing typed after it is ever echoed.
+    tcsetattr(tty, OptionalActions::Now, &quiet)?;
     let mut line = Zeroizing::new(String::new());
-    let read = std::io::BufReader::new(tty).read_line(&mut line);
-    tcsetattr(tty, OptionalActions::Flush, &saved)?;
+    let read = (&*tty)
+        .write_all(prompt.as_bytes())
+        .and_then(|()| std::io::BufReader::new(tty).read_line(&mut line));
+    tcsetattr(tty, OptionalActions::Now, &saved)?;
     read?;
     let keep = line.trim_end_matches(['\n', '\r']).len();
     line.truncate(keep);
