@@ -361,5 +361,6 @@ fn store_data() -> impl Strategy<Value = StoreData> {
             format,
             generation,
             stacks,
+            recipients: Vec::new(),
         })
 }

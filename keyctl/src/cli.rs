@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use keyd::clock::{Clock as _, SystemClock};
 use keyd::material::{self, password::Alphabet, tls, token::Encoding};
 use keyd::ops::actor;
@@ -56,8 +56,18 @@ pub struct Args {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create the home: an age X25519 identity (identity.txt, 0600) and an empty encrypted store
+    ///
+    /// With --passphrase the store is encrypted with a passphrase instead (age's scrypt mode),
+    /// for a person's laptop: no key file to lose or leak. The passphrase is asked on the
+    /// terminal (twice), or read from the file named by KEYD_PASSPHRASE_FILE (mode 0600), for
+    /// scripts and for keyd, which refuses to start on a passphrase store without it. Every
+    /// command that opens the store asks for it again.
     #[command(after_help = EXIT_CODES)]
-    Init,
+    Init {
+        /// Encrypt the store with a passphrase instead of an identity file
+        #[arg(long)]
+        passphrase: bool,
+    },
     /// Initialise if needed, create the secrets of a policy that do not exist yet, deliver them
     ///
     /// Idempotent: a second run changes no value, rewrites no file and says so.
@@ -102,7 +112,12 @@ enum Command {
     #[command(after_help = EXIT_CODES)]
     Rotate {
         /// NAME, STACK/NAME, a kind (password, token, fernet, rsa, tls) or STACK/KIND
-        selector: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        selector: Option<String>,
+        /// Every secret of every stack (each kind in turn): after a recipient was removed, or a
+        /// copy of the store leaked
+        #[arg(long)]
+        all: bool,
         /// Rotate a fernet list even when the new key pushes out one that was never retired
         /// (anything still encrypted with that key can no longer be decrypted)
         #[arg(long)]
@@ -141,9 +156,79 @@ enum Command {
         #[arg(long, default_value = "keyd:local")]
         image: String,
     },
+    /// Adopt the values a stack already has (files, a .env, a compose file) as version 1
+    ///
+    /// The policy decides each secret's kind; values are matched to its output names (and
+    /// their env-var forms: cert-flowkit.pem -> CERT_FLOWKIT_PEM). Every value is checked
+    /// before anything is written: Fernet keys (32 bytes), RSA private keys (PKCS#1 or PKCS#8
+    /// PEM; an imported public key or JWKS must be its public half), certificates with their
+    /// keys, literals and templates as the policy derives them. Passwords and tokens that do not
+    /// match the policy's length or alphabet are kept with a warning: the next rotation fixes
+    /// them. One refused value refuses the whole import. Values are kept byte for byte and
+    /// never printed. Afterwards `keyctl apply` delivers them and creates what the source did
+    /// not have.
+    ///
+    /// Examples:
+    ///   keyctl import --policy policies/flowkit.toml ./secrets --dry-run
+    ///   keyctl import --policy policies/cornflow.toml .env
+    ///   keyctl import --policy policies/airflow-celery.toml docker-compose.yml
+    #[command(after_help = EXIT_CODES, verbatim_doc_comment)]
+    Import(ImportArgs),
+    /// Who can open the store: age X25519 keys and SSH (ssh-ed25519, ssh-rsa) public keys
+    ///
+    /// The store is encrypted to this home's identity and to every recipient listed here, so
+    /// each holder's identity alone opens it (a second operator, a recovery key kept offline).
+    /// The list is kept inside the encrypted store.
+    #[command(subcommand)]
+    Recipients(RecipientsCommand),
+    /// Write the store (every secret, version and rotation state; not the identity) to FILE,
+    /// encrypted to the store's recipients
+    ///
+    /// Written atomically with mode 0600. Restore it with `keyctl restore FILE` on a home whose
+    /// identity (or any recipient's) opens it.
+    #[command(after_help = EXIT_CODES)]
+    Backup {
+        /// Where to write the backup
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a backup back as the store, after checking it opens and is consistent
+    ///
+    /// Prints what differs from the store in place (names and versions, never values). A backup
+    /// older than the newest store this home has written is refused unless --accept-rollback.
+    /// The home's identity.txt must be in place first (it is not in the backup).
+    #[command(after_help = EXIT_CODES)]
+    Restore {
+        /// The backup (from `keyctl backup`)
+        file: PathBuf,
+        /// Restore although the backup is older than the newest store written in this home
+        #[arg(long)]
+        accept_rollback: bool,
+        /// Check and show the differences; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a one-off value on stdout, touching no store
     #[command(subcommand)]
     Gen(Gen),
+    /// Print a shell completion script on stdout
+    ///
+    /// bash: keyctl completions bash > /etc/bash_completion.d/keyctl
+    /// zsh:  keyctl completions zsh > "${fpath[1]}/_keyctl"
+    /// fish: keyctl completions fish > ~/.config/fish/completions/keyctl.fish
+    #[command(verbatim_doc_comment)]
+    Completions {
+        /// bash, zsh or fish
+        shell: CompletionShell,
+    },
+    /// Print the manual page (roff) on stdout: keyctl man | man -l -
+    Man,
     /// Policy tools
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -176,6 +261,85 @@ struct ApplyArgs {
     /// With --swarm: run `docker swarm init` first when this node is not in a swarm
     #[arg(long)]
     init_swarm: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct ImportArgs {
+    /// The stack's policy (TOML): it decides each secret's kind
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// A directory of one file per secret, a .env file, or a compose file (*.yml, *.yaml)
+    source: PathBuf,
+    /// Read SOURCE as this kind instead of guessing from its name
+    #[arg(long, value_name = "KIND")]
+    from: Option<SourceArg>,
+    /// Deliver files into DIR on the next apply instead of the policy's [sinks.files] dir
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Print the mapping (source -> secret, kind, verdict) and write nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Import over secrets the store already holds (the imported value becomes their next
+    /// version; older versions are kept)
+    #[arg(long)]
+    replace: bool,
+    /// Machine-readable output
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum SourceArg {
+    /// A directory of one file per secret
+    Dir,
+    /// A .env file (compose syntax)
+    Env,
+    /// A compose file's top-level secrets: with file: entries
+    Compose,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Subcommand, Debug)]
+enum RecipientsCommand {
+    /// Encrypt the store to one more recipient as well (it is re-encrypted now)
+    ///
+    /// RECIPIENT is an age X25519 public key (age1…, from `age-keygen -y` or another home's
+    /// identity.txt) or an SSH public key line (ssh-ed25519 AAAA… or ssh-rsa AAAA…). Its
+    /// identity (the AGE-SECRET-KEY-1 line, or the unencrypted SSH private key) put in a home's
+    /// identity.txt opens the store.
+    #[command(after_help = EXIT_CODES)]
+    Add {
+        /// The public key
+        recipient: String,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every recipient the store is encrypted to, this home's own first
+    #[command(after_help = EXIT_CODES)]
+    List {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop encrypting the store to a recipient (it is re-encrypted now)
+    ///
+    /// Copies written before stay readable to the removed holder, who could read every secret:
+    /// they are listed, and `keyctl rotate --all` replaces them.
+    #[command(after_help = EXIT_CODES)]
+    Remove {
+        /// The public key, as listed
+        recipient: String,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -279,6 +443,18 @@ impl From<Error> for Failure {
             ),
             Error::Policy(PolicyError::Read { .. }) => (3, None),
             Error::Store(s) => (4, Some(store_hint(s))),
+            Error::Source(_) => (
+                1,
+                Some("fix the source at the line named, or choose another with --from dir|env|compose".into()),
+            ),
+            Error::Recipient(_) => (
+                1,
+                Some("`keyctl recipients list` shows the store's recipients".into()),
+            ),
+            Error::InconsistentBackup { .. } => (
+                4,
+                Some("this backup cannot be restored; use another one (the store in place was not modified)".into()),
+            ),
             Error::Lookup(_) | Error::NoSuchVersion { .. } => (
                 5,
                 Some(
@@ -336,6 +512,13 @@ fn store_hint(e: &StoreError) -> String {
         StoreError::StoreLost { .. } => {
             "restore store.age from a backup; `keyctl quickstart --reinit` starts over with new values for every secret (delivered files are replaced)".into()
         }
+        StoreError::PassphraseNeeded { .. } => format!(
+            "type the passphrase on a terminal (the same twice for a new store), or set {} to a file (mode 0600) that holds it",
+            keyd::store::PASSPHRASE_ENV
+        ),
+        StoreError::WrongPassphrase { .. } => {
+            "check the passphrase (or the file KEYD_PASSPHRASE_FILE names); the store was not modified".into()
+        }
         StoreError::RolledBack { .. } => {
             "restore the newest store.age; if the older one was put back on purpose, run the command again with --accept-rollback".into()
         }
@@ -354,9 +537,13 @@ fn home(args_home: Option<PathBuf>) -> Result<Home, Failure> {
 /// Runs one command.
 pub fn run(args: Args) -> Result<(), Failure> {
     match args.command {
-        Command::Init => {
+        Command::Init { passphrase } => {
             let home = home(args.home)?;
-            let outcome = home.init()?;
+            let outcome = if passphrase {
+                home.init_passphrase()?
+            } else {
+                home.init()?
+            };
             let mut out = String::new();
             output::init(&mut out, &home, outcome == InitOutcome::Created);
             write_stdout(out.as_bytes())
@@ -396,9 +583,16 @@ pub fn run(args: Args) -> Result<(), Failure> {
             write_stdout(out.as_bytes())
         }
         Command::Rotate {
-            selector,
+            selector: None,
             force,
             json,
+            ..
+        } => rotate_all(home(args.home)?, args.socket.as_deref(), force, json),
+        Command::Rotate {
+            selector: Some(selector),
+            force,
+            json,
+            ..
         } => {
             let body = serde_json::to_value(RotateRequest {
                 selector: selector.clone(),
@@ -454,6 +648,58 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 )
             })?;
             write_stdout(block.as_bytes())
+        }
+        Command::Import(a) => import(home(args.home)?, a),
+        Command::Recipients(c) => recipients(home(args.home)?, c),
+        Command::Backup { out, json } => {
+            let report = keyd::ops::backup(&home(args.home)?, &out)?;
+            let mut text = String::new();
+            output::backup(&mut text, &report, json);
+            write_stdout(text.as_bytes())
+        }
+        Command::Restore {
+            file,
+            accept_rollback,
+            dry_run,
+            json,
+        } => {
+            let home = home(args.home)?;
+            let report = keyd::ops::restore(&home, &file, accept_rollback, dry_run).map_err(|e| {
+                let mut failure = Failure::from(e);
+                failure.hint = match failure.hint.as_deref() {
+                    Some(h) if h.starts_with("run `keyctl init`") => Some(format!(
+                        "put the identity that opens the backup at {} (mode 0600) first: a backup holds no identity",
+                        home.identity_path().display()
+                    )),
+                    Some(h) if h.starts_with("restore the newest store.age") => Some(
+                        "restore a newer backup; to go back to this one on purpose, add --accept-rollback".into(),
+                    ),
+                    _ => failure.hint,
+                };
+                failure
+            })?;
+            let mut text = String::new();
+            output::restore(&mut text, &report, json);
+            write_stdout(text.as_bytes())
+        }
+        Command::Completions { shell } => {
+            let shell = match shell {
+                CompletionShell::Bash => clap_complete::Shell::Bash,
+                CompletionShell::Zsh => clap_complete::Shell::Zsh,
+                CompletionShell::Fish => clap_complete::Shell::Fish,
+            };
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Args::command(), "keyctl", &mut script);
+            write_stdout(&script)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Args::command())
+                .render(&mut page)
+                .map_err(|e| {
+                    Failure::new(1, format!("cannot render the manual page: {e}"), None)
+                })?;
+            write_stdout(&page)
         }
         Command::Policy(PolicyCommand::Check { file }) => {
             let policy = Policy::load(&file).map_err(Error::from)?;
@@ -550,6 +796,111 @@ fn rotation_exit(report: &keyd::rotation::RotationReport) -> Result<(), Failure>
         format!("rotation failed for {}", failed.join(", ")),
         Some("the current values still work; `keyctl status` shows the error, and the next `keyctl rotate` or the daemon retries".into()),
     ))
+}
+
+/// `keyctl rotate --all`: each kind of random secret in turn, through the daemon when one runs.
+fn rotate_all(home: Home, socket: Option<&Path>, force: bool, json: bool) -> Result<(), Failure> {
+    let data = home.lock_shared()?.load()?;
+    let kinds: Vec<keyd::policy::Kind> = keyd::policy::Kind::ALL
+        .into_iter()
+        .filter(|k| k.is_random())
+        .filter(|k| {
+            data.stacks
+                .values()
+                .any(|s| s.secrets.values().any(|r| r.kind == *k && !r.removed))
+        })
+        .collect();
+    drop(data);
+    let mut combined = keyd::rotation::RotationReport::default();
+    for kind in kinds {
+        let selector = kind.as_str().to_owned();
+        let body = serde_json::to_value(RotateRequest {
+            selector: selector.clone(),
+            force,
+        })
+        .expect("a request serialises");
+        let report = match via_daemon(&home, socket, "POST", "/v1/rotate", Some(&body))? {
+            Some(report) => report,
+            None => keyd::ops::rotate(&home, &selector, force, &SystemClock, &actor("keyctl"))?,
+        };
+        let keyd::rotation::RotationReport {
+            mut outcomes,
+            mut deliveries,
+        } = report;
+        combined.outcomes.append(&mut outcomes);
+        combined.deliveries.append(&mut deliveries);
+    }
+    let mut out = String::new();
+    output::rotation(&mut out, &combined, json);
+    write_stdout(out.as_bytes())?;
+    rotation_exit(&combined)
+}
+
+fn import(home: Home, a: ImportArgs) -> Result<(), Failure> {
+    let policy = Policy::load(&a.policy).map_err(Error::from)?;
+    let options = keyd::ops::ImportOptions {
+        source: a.source,
+        kind: a.from.map(|f| match f {
+            SourceArg::Dir => keyd::sources::SourceKind::Dir,
+            SourceArg::Env => keyd::sources::SourceKind::Env,
+            SourceArg::Compose => keyd::sources::SourceKind::Compose,
+        }),
+        out: a.out,
+        dry_run: a.dry_run,
+        replace: a.replace,
+        by: actor("keyctl import"),
+    };
+    let report = keyd::ops::import(&home, &policy, &options)?;
+    let mut out = String::new();
+    output::import(&mut out, &report, &a.policy, a.json);
+    write_stdout(out.as_bytes())?;
+    let refused: Vec<&keyd::ops::ImportEntry> = report.refused().collect();
+    if !refused.is_empty() {
+        let lines: Vec<String> = refused
+            .iter()
+            .flat_map(|e| e.messages.iter().map(|m| format!("  {m}")))
+            .collect();
+        return Err(Failure::new(
+            1,
+            format!(
+                "import refused, nothing written: {} of {} secrets cannot be imported:\n{}",
+                refused.len(),
+                report.secrets.len(),
+                lines.join("\n")
+            ),
+            Some("fix or remove those values in the source (or the policy), then run the import again; --dry-run checks without writing".into()),
+        ));
+    }
+    if report.imported() == 0 && !report.dry_run {
+        return Err(Failure::new(
+            1,
+            format!(
+                "nothing to import: no name in {} is an output of the policy",
+                report.source.display()
+            ),
+            Some("the source's names must be the policy's output names (or their env-var forms); --dry-run shows the mapping".into()),
+        ));
+    }
+    Ok(())
+}
+
+fn recipients(home: Home, command: RecipientsCommand) -> Result<(), Failure> {
+    let mut out = String::new();
+    match command {
+        RecipientsCommand::List { json } => {
+            let list = keyd::ops::list_recipients(&home)?;
+            output::recipients(&mut out, &list, json);
+        }
+        RecipientsCommand::Add { recipient, json } => {
+            let change = keyd::ops::add_recipient(&home, &recipient)?;
+            output::recipient_change(&mut out, &change, true, json);
+        }
+        RecipientsCommand::Remove { recipient, json } => {
+            let change = keyd::ops::remove_recipient(&home, &recipient)?;
+            output::recipient_change(&mut out, &change, false, json);
+        }
+    }
+    write_stdout(out.as_bytes())
 }
 
 fn apply(home: Home, a: ApplyArgs, first_run: bool) -> Result<(), Failure> {

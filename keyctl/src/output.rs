@@ -31,11 +31,19 @@ fn json<T: serde::Serialize + ?Sized>(out: &mut String, value: &T) {
 pub fn init(out: &mut String, home: &Home, created: bool) {
     if created {
         say!(out, "Created keyd home {}", home.dir().display());
-        say!(
-            out,
-            "  identity {} (mode 0600): back it up; without it the store cannot be opened",
-            home.identity_path().display()
-        );
+        if home.is_passphrase() {
+            say!(
+                out,
+                "  store encrypted with your passphrase (age scrypt); {} only marks it: without the passphrase the store cannot be opened",
+                home.identity_path().display()
+            );
+        } else {
+            say!(
+                out,
+                "  identity {} (mode 0600): back it up; without it the store cannot be opened",
+                home.identity_path().display()
+            );
+        }
         say!(
             out,
             "  store    {} (age-encrypted)",
@@ -441,5 +449,233 @@ pub fn status(out: &mut String, status: &[keyd::rotation::schedule::SecretStatus
             s.retire_at.as_deref().unwrap_or("-"),
             flight
         );
+    }
+}
+
+pub fn import(
+    out: &mut String,
+    report: &keyd::ops::ImportReport,
+    policy: &std::path::Path,
+    as_json: bool,
+) {
+    use keyd::ops::Verdict;
+    if as_json {
+        json(out, report);
+        return;
+    }
+    let width = report
+        .secrets
+        .iter()
+        .map(|e| e.secret.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    say!(
+        out,
+        "{} {} for stack {} ({} {}):",
+        if report.dry_run {
+            "Dry run: import"
+        } else {
+            "Import"
+        },
+        report.source.display(),
+        report.stack,
+        report.secrets.len(),
+        "secrets in the policy"
+    );
+    say!(
+        out,
+        "  {:width$}  {:8}  {:8}  SOURCE",
+        "SECRET",
+        "KIND",
+        "VERDICT"
+    );
+    for e in &report.secrets {
+        let verdict = match e.verdict {
+            Verdict::Ok => "ok",
+            Verdict::Warning => "warning",
+            Verdict::Matches => "matches",
+            Verdict::Refused => "REFUSED",
+            Verdict::Missing => "missing",
+        };
+        let sources = if e.sources.is_empty() {
+            "-".to_owned()
+        } else {
+            e.sources.join(", ")
+        };
+        say!(
+            out,
+            "  {:width$}  {:8}  {:8}  {}",
+            e.secret,
+            e.kind.as_str(),
+            verdict,
+            sources
+        );
+        if !matches!(e.verdict, Verdict::Missing) {
+            for m in e.messages.iter().chain(&e.warnings) {
+                say!(out, "  {:width$}    {m}", "");
+            }
+        }
+    }
+    if !report.unmapped.is_empty() {
+        say!(
+            out,
+            "Not in the policy (left alone): {}",
+            report.unmapped.join(", ")
+        );
+    }
+    let missing = report
+        .secrets
+        .iter()
+        .filter(|e| e.verdict == Verdict::Missing)
+        .count();
+    let refused = report.refused().count();
+    if report.written {
+        say!(
+            out,
+            "Imported {} secrets as their current version (store written once; the audit log records it, without values).",
+            report.imported()
+        );
+        say!(out, "\nNext steps:");
+        say!(
+            out,
+            "  - keyctl apply --policy {}   delivers them{}",
+            policy.display(),
+            if missing > 0 {
+                format!(" and creates the {missing} the source did not have")
+            } else {
+                String::new()
+            }
+        );
+        say!(
+            out,
+            "  - keyctl status              shows when each is rotated next"
+        );
+    } else if report.dry_run {
+        say!(
+            out,
+            "Nothing written (--dry-run): {} to import, {refused} refused, {missing} missing.",
+            report.imported()
+        );
+    }
+}
+
+pub fn recipients(out: &mut String, list: &[keyd::ops::RecipientEntry], as_json: bool) {
+    if as_json {
+        json(out, list);
+        return;
+    }
+    for r in list {
+        if r.own {
+            say!(out, "{}  (this home's identity)", r.recipient);
+        } else {
+            say!(out, "{}", r.recipient);
+        }
+    }
+}
+
+pub fn recipient_change(
+    out: &mut String,
+    change: &keyd::ops::RecipientChange,
+    added: bool,
+    as_json: bool,
+) {
+    if as_json {
+        json(out, change);
+        return;
+    }
+    match (added, change.changed) {
+        (true, true) => say!(
+            out,
+            "Added {}: the store is now encrypted to {} recipients; each one's identity alone opens it.",
+            change.recipient,
+            change.recipients.len()
+        ),
+        (true, false) => say!(
+            out,
+            "{} is already a recipient; nothing changed.",
+            change.recipient
+        ),
+        (false, _) => {
+            say!(
+                out,
+                "Removed {}: the store was re-encrypted to the {} remaining recipients.",
+                change.recipient,
+                change.recipients.len()
+            );
+            say!(
+                out,
+                "Its holder could read these {} secrets until now, and any copy of the store or a backup made before stays readable to them:",
+                change.readable.len()
+            );
+            for name in &change.readable {
+                say!(out, "  {name}");
+            }
+            say!(
+                out,
+                "Rotate them: keyctl rotate --all (literals and templates follow their inputs)."
+            );
+        }
+    }
+}
+
+pub fn backup(out: &mut String, report: &keyd::ops::BackupReport, as_json: bool) {
+    if as_json {
+        json(out, report);
+        return;
+    }
+    say!(
+        out,
+        "Wrote {} (mode 0600): store generation {}, {} secrets, encrypted to {} recipients. The identity is not in it: keep identity.txt backed up separately.",
+        report.path.display(),
+        report.generation,
+        report.secrets,
+        report.recipients.len()
+    );
+}
+
+pub fn restore(out: &mut String, report: &keyd::ops::RestoreReport, as_json: bool) {
+    if as_json {
+        json(out, report);
+        return;
+    }
+    let d = &report.diff;
+    say!(
+        out,
+        "Backup {}: generation {} (the store in place: {})",
+        report.path.display(),
+        d.backup_generation,
+        if d.current_generation == 0 {
+            "none".to_owned()
+        } else {
+            format!("generation {}", d.current_generation)
+        }
+    );
+    say!(out, "  {} secrets at the same version", d.same);
+    for (title, list) in [
+        ("only in the backup", &d.only_in_backup),
+        (
+            "only in the store in place (dropped by the restore)",
+            &d.only_in_store,
+        ),
+        (
+            "different current version (store in place -> backup)",
+            &d.changed,
+        ),
+    ] {
+        if !list.is_empty() {
+            say!(out, "  {title}:");
+            for item in list {
+                say!(out, "    {item}");
+            }
+        }
+    }
+    if report.written {
+        say!(
+            out,
+            "Restored: the backup is now the store. `keyctl apply` (or the daemon) delivers its values."
+        );
+    } else {
+        say!(out, "Nothing written (--dry-run).");
     }
 }

@@ -1,7 +1,7 @@
 //! The library's error: one enum that wraps each layer's typed error and adds the few failures
 //! of the operations themselves. Messages name files, lines and secrets, never values.
 
-use crate::{docker, material, policy, sinks, store, targets};
+use crate::{docker, material, policy, sinks, sources, store, targets};
 
 /// Every error the library returns. Messages name files, lines and secrets, never values.
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +12,20 @@ pub enum Error {
     /// The store cannot be opened, read or written.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// An import source could not be read.
+    #[error(transparent)]
+    Source(#[from] sources::SourceError),
+    /// A recipient could not be added or removed.
+    #[error("{0}")]
+    Recipient(String),
+    /// A backup is not a consistent store.
+    #[error("the backup {path} is not a consistent store: {reason}")]
+    InconsistentBackup {
+        /// The backup.
+        path: std::path::PathBuf,
+        /// What is wrong (names and versions only).
+        reason: String,
+    },
     /// A sink refused or failed.
     #[error(transparent)]
     Sink(#[from] sinks::SinkError),

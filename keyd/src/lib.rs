@@ -17,6 +17,7 @@
 //! - [`targets`]: the `Target` trait and the PostgreSQL and Redis targets.
 //! - [`store`]: the age-encrypted, versioned store under the keyd home.
 //! - [`policy`]: the declarative policy of a stack, with file:line:col errors.
+//! - [`sources`]: values a stack already has (directory, `.env`, compose file), for import.
 //! - [`material`]: one generator per kind.
 //! - [`secret`]: zeroizing secret types whose `Debug` prints nothing; [`clock`]: time;
 //!   `command`: hook commands run with a timeout.
@@ -39,6 +40,7 @@ mod reconcile;
 pub mod rotation;
 pub mod secret;
 pub mod sinks;
+pub mod sources;
 pub mod store;
 pub mod targets;
 pub mod wire;

@@ -161,6 +161,8 @@ pub fn start_up(
     clock: &dyn Clock,
     by: &str,
 ) -> Result<(RotationReport, Option<i64>), Error> {
+    // The daemon never waits on a terminal for a passphrase.
+    home.require_unattended()?;
     ops::deliver_all(home, clock, by)?;
     ops::run_due(home, clock, by)
 }

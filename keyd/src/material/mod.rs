@@ -1,6 +1,7 @@
 //! Generators, one module per kind of key material. Each takes its validated spec from the
 //! policy and returns a [`Material`]: the value(s) to store and deliver, in zeroizing types.
 
+pub mod adopt;
 pub mod fernet;
 pub mod password;
 pub mod rsa;

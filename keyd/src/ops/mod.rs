@@ -3,7 +3,14 @@
 //! returns a report with no values in it.
 
 mod apply;
+mod import;
+mod recover;
 mod rotate;
 
 pub use apply::{ApplyOptions, ApplyReport, SecretSummary, apply, resolve_sinks};
+pub use import::{ImportEntry, ImportOptions, ImportReport, Verdict, env_name, import};
+pub use recover::{
+    BackupReport, RecipientChange, RecipientEntry, RestoreReport, StoreDiff, add_recipient, backup,
+    diff, list_recipients, read_backup, remove_recipient, restore,
+};
 pub use rotate::{actor, deliver_all, retire, rotate, run_due, select};

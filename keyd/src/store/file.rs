@@ -44,6 +44,20 @@ pub enum StoreError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The home is a passphrase home and no passphrase could be had.
+    #[error("{} marks a passphrase store, and no passphrase could be read: {reason}", identity.display())]
+    PassphraseNeeded {
+        /// The identity file (the marker).
+        identity: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// The passphrase does not open the store.
+    #[error("the passphrase does not open the store {}", store.display())]
+    WrongPassphrase {
+        /// The store.
+        store: PathBuf,
+    },
     /// The store was encrypted to another identity.
     #[error("the store {} was not encrypted to the identity in {}", store.display(), identity.display())]
     WrongIdentity {
@@ -116,7 +130,42 @@ pub(super) fn identity_file_text(identity: &age::x25519::Identity) -> Zeroizing<
     ))
 }
 
-fn read_identity(path: &Path) -> Result<age::x25519::Identity, StoreError> {
+/// The identity a home opens its store with: an age X25519 key (`AGE-SECRET-KEY-1…`, made by
+/// `keyctl init`) or an unencrypted OpenSSH private key (`ssh-ed25519`, `ssh-rsa`) put there by
+/// an operator who holds the store through `keyctl recipients add`.
+/// Or, in a passphrase home, the passphrase (age's scrypt mode; see `passphrase.rs`).
+pub(super) enum HomeIdentity {
+    X25519(age::x25519::Identity),
+    Ssh(age::ssh::Identity),
+    Passphrase(age::secrecy::SecretString),
+}
+
+impl HomeIdentity {
+    /// Runs `f` with the identity as age takes it.
+    fn with_dyn<T>(&self, f: impl FnOnce(&dyn age::Identity) -> T) -> T {
+        match self {
+            HomeIdentity::X25519(i) => f(i),
+            HomeIdentity::Ssh(i) => f(i),
+            HomeIdentity::Passphrase(p) => f(&super::passphrase::identity(p)),
+        }
+    }
+
+    /// Whether this is a passphrase home.
+    pub(super) fn is_passphrase(&self) -> bool {
+        matches!(self, HomeIdentity::Passphrase(_))
+    }
+
+    /// The recipient this identity opens, when it can be derived from the identity alone (an
+    /// SSH identity's public key is in the store's recipient list instead).
+    pub(super) fn own_recipient(&self) -> Option<String> {
+        match self {
+            HomeIdentity::X25519(i) => Some(i.to_public().to_string()),
+            HomeIdentity::Ssh(_) | HomeIdentity::Passphrase(_) => None,
+        }
+    }
+}
+
+pub(super) fn read_identity(path: &Path) -> Result<HomeIdentity, StoreError> {
     let mut text = Zeroizing::new(String::new());
     let mut file = File::open(path).map_err(io_at(path))?;
     // Like ssh with a private key: an identity others can read is refused, not used.
@@ -128,23 +177,80 @@ fn read_identity(path: &Path) -> Result<age::x25519::Identity, StoreError> {
         });
     }
     file.read_to_string(&mut text).map_err(io_at(path))?;
+    let bad = || StoreError::BadIdentity {
+        path: path.to_owned(),
+    };
+    if text.lines().any(|l| l.trim() == super::passphrase::MARKER) {
+        return super::passphrase::get(path, false).map(HomeIdentity::Passphrase);
+    }
+    if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
+        return match age::ssh::Identity::from_buffer(text.as_bytes(), None) {
+            Ok(age::ssh::Identity::Unencrypted(key)) => {
+                Ok(HomeIdentity::Ssh(age::ssh::Identity::Unencrypted(key)))
+            }
+            Ok(age::ssh::Identity::Encrypted(_)) => Err(StoreError::Corrupt {
+                path: path.to_owned(),
+                reason: "the SSH key is protected by a passphrase, which keyd cannot ask for: \
+                         use an unencrypted copy kept as safely as identity.txt"
+                    .into(),
+            }),
+            _ => Err(bad()),
+        };
+    }
     text.lines()
         .map(str::trim)
         .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
         .and_then(|l| l.parse().ok())
-        .ok_or_else(|| StoreError::BadIdentity {
-            path: path.to_owned(),
+        .map(HomeIdentity::X25519)
+        .ok_or_else(bad)
+}
+
+/// An age recipient from its text: an X25519 key (`age1…`) or an SSH public key line
+/// (`ssh-ed25519 AAAA… comment`, `ssh-rsa AAAA…`), as in an `authorized_keys` file.
+pub fn parse_recipient(text: &str) -> Result<Box<dyn age::Recipient + Send>, String> {
+    let text = text.trim();
+    if text.starts_with("age1") {
+        return text
+            .parse::<age::x25519::Recipient>()
+            .map(|r| Box::new(r) as Box<dyn age::Recipient + Send>)
+            .map_err(|e| format!("not an age X25519 recipient: {e}"));
+    }
+    text.parse::<age::ssh::Recipient>()
+        .map(|r| Box::new(r) as Box<dyn age::Recipient + Send>)
+        .map_err(|_| {
+            "expected an age X25519 recipient (age1…) or an SSH public key (ssh-ed25519 AAAA… or ssh-rsa AAAA…)"
+                .to_owned()
         })
+}
+
+/// The canonical text of a recipient, to compare and store: an SSH key without its comment.
+pub fn canonical_recipient(text: &str) -> String {
+    let mut words = text.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(kind), Some(key)) if kind.starts_with("ssh-") => format!("{kind} {key}"),
+        (Some(one), _) => one.to_owned(),
+        _ => String::new(),
+    }
 }
 
 pub(super) fn read_store(identity_path: &Path, store_path: &Path) -> Result<StoreData, StoreError> {
     let identity = read_identity(identity_path)?;
     let ciphertext = fs::read(store_path).map_err(io_at(store_path))?;
+    decrypt_store(&identity, identity_path, store_path, &ciphertext)
+}
+
+/// Decrypts and parses a store (or a backup of one) read from `store_path`.
+pub(super) fn decrypt_store(
+    identity: &HomeIdentity,
+    identity_path: &Path,
+    store_path: &Path,
+    ciphertext: &[u8],
+) -> Result<StoreData, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         path: store_path.to_owned(),
         reason,
     };
-    let decryptor = age::Decryptor::new(&ciphertext[..]).map_err(|e| match e {
+    let decryptor = age::Decryptor::new(ciphertext).map_err(|e| match e {
         age::DecryptError::Io(_)
         | age::DecryptError::InvalidHeader
         | age::DecryptError::UnknownFormat => {
@@ -152,9 +258,18 @@ pub(super) fn read_store(identity_path: &Path, store_path: &Path) -> Result<Stor
         }
         other => corrupt(other.to_string()),
     })?;
-    let mut reader = decryptor
-        .decrypt(std::iter::once(&identity as &dyn age::Identity))
+    let mut reader = identity
+        .with_dyn(|i| decryptor.decrypt(std::iter::once(i)))
         .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys
+            | age::DecryptError::DecryptionFailed
+            | age::DecryptError::KeyDecryptionFailed
+                if identity.is_passphrase() =>
+            {
+                StoreError::WrongPassphrase {
+                    store: store_path.to_owned(),
+                }
+            }
             age::DecryptError::NoMatchingKeys => StoreError::WrongIdentity {
                 identity: identity_path.to_owned(),
                 store: store_path.to_owned(),
@@ -238,20 +353,83 @@ impl<W: Write> Write for PlainBuffer<W> {
     }
 }
 
-/// Encrypts the store to the home's identity, streaming: the JSON goes through a zeroized
-/// buffer into age's encryptor and from there straight into the temp file, so neither a
-/// plaintext copy of the whole store nor its ciphertext is ever held in memory.
+/// Every recipient the store is encrypted to: the home identity's own (when it has one) and
+/// the store's list (`keyctl recipients`), without repeats.
+pub(super) fn store_recipients(identity: &HomeIdentity, data: &StoreData) -> Vec<String> {
+    let mut all: Vec<String> = identity.own_recipient().into_iter().collect();
+    for r in &data.recipients {
+        let r = canonical_recipient(r);
+        if !all.contains(&r) {
+            all.push(r);
+        }
+    }
+    all
+}
+
+/// Encrypts the store to the home's identity and the store's recipients, streaming: the JSON
+/// goes through a zeroized buffer into age's encryptor and from there straight into the temp
+/// file, so neither a plaintext copy of the whole store nor its ciphertext is ever held in
+/// memory.
 pub(super) fn write_store(
     identity_path: &Path,
     store_path: &Path,
     data: &StoreData,
 ) -> Result<(), StoreError> {
     let identity = read_identity(identity_path)?;
-    let recipient = identity.to_public();
+    write_for(&identity, store_path, data)
+}
+
+/// Writes `data` at `path` encrypted as `identity`'s home does: to its recipients, or with
+/// its passphrase.
+pub(super) fn write_for(
+    identity: &HomeIdentity,
+    path: &Path,
+    data: &StoreData,
+) -> Result<(), StoreError> {
+    if let HomeIdentity::Passphrase(p) = identity {
+        if !data.recipients.is_empty() {
+            return Err(StoreError::Corrupt {
+                path: path.to_owned(),
+                reason: "a passphrase store cannot also have recipients (age encrypts to a passphrase alone)".into(),
+            });
+        }
+        let recipient = super::passphrase::recipient(p);
+        let encryptor =
+            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                .expect("one scrypt recipient is always accepted");
+        return write_with(path, encryptor, data);
+    }
+    write_encrypted(path, &store_recipients(identity, data), data)
+}
+
+/// Writes `data` encrypted to `recipients` at `path`, atomically, mode 0600.
+pub(super) fn write_encrypted(
+    path: &Path,
+    recipients: &[String],
+    data: &StoreData,
+) -> Result<(), StoreError> {
+    let parsed: Vec<Box<dyn age::Recipient + Send>> = recipients
+        .iter()
+        .map(|r| parse_recipient(r))
+        .collect::<Result<_, _>>()
+        .map_err(|reason| StoreError::Corrupt {
+            path: path.to_owned(),
+            reason: format!("a recipient in the store's list is not valid: {reason}"),
+        })?;
+    if parsed.is_empty() {
+        return Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            reason: "no recipient to encrypt to (an SSH identity whose public key is not in the store's recipient list)".into(),
+        });
+    }
     let encryptor =
-        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-            .expect("one X25519 recipient is always accepted");
-    write_atomic_with(store_path, 0o600, |file| {
+        age::Encryptor::with_recipients(parsed.iter().map(|r| r.as_ref() as &dyn age::Recipient))
+            .expect("X25519 and SSH recipients can be mixed");
+    write_with(path, encryptor, data)
+}
+
+fn write_with(path: &Path, encryptor: age::Encryptor, data: &StoreData) -> Result<(), StoreError> {
+    write_atomic_with(path, 0o600, |file| {
         let mut plain = PlainBuffer::new(encryptor.wrap_output(file)?);
         serde_json::to_writer(&mut plain, data).map_err(std::io::Error::other)?;
         plain.into_inner()?.finish()?;

@@ -4,18 +4,20 @@
 
 mod file;
 mod model;
+mod passphrase;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-pub use file::StoreError;
 pub(crate) use file::write_atomic;
+pub use file::{StoreError, canonical_recipient, parse_recipient};
 pub use model::{
     Books, Label, Ledger, LookupError, OutputRecord, RekeyOwed, ReloadOwed, Rotation, SecretRecord,
     StackRecord, Stamp, Step, StoreData, SwarmLedger, SwarmOutput, SwarmSecret, VersionRecord,
 };
+pub use passphrase::ENV as PASSPHRASE_ENV;
 
 /// The keyd home: `identity.txt` (the X25519 age identity, 0600), `store.age` (the store,
 /// 0600) and `store.lock` (taken with `flock` by every process that reads or writes).
@@ -99,6 +101,69 @@ impl Home {
         fs::metadata(&audit)
             .is_ok_and(|m| m.len() > 0)
             .then(|| audit.display().to_string())
+    }
+
+    /// Whether this is a passphrase home (`keyctl init --passphrase`): `identity.txt` holds
+    /// the marker, not a key. Reads no passphrase.
+    pub fn is_passphrase(&self) -> bool {
+        fs::read_to_string(self.identity_path())
+            .is_ok_and(|t| t.lines().any(|l| l.trim() == passphrase::MARKER))
+    }
+
+    /// Refuses a passphrase home when no passphrase file is given: for the daemon, which must
+    /// never wait on a terminal.
+    pub fn require_unattended(&self) -> Result<(), StoreError> {
+        if self.is_passphrase() && !passphrase::from_environment_available() {
+            return Err(StoreError::PassphraseNeeded {
+                identity: self.identity_path(),
+                reason: format!(
+                    "keyd does not ask on a terminal: set {} to a file holding the passphrase (mode 0600)",
+                    passphrase::ENV
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates a passphrase home: `identity.txt` with the marker and an empty store
+    /// encrypted with the passphrase (asked twice on the terminal, or read from
+    /// `KEYD_PASSPHRASE_FILE`).
+    pub fn init_passphrase(&self) -> Result<InitOutcome, StoreError> {
+        let lock = self.lock()?;
+        match (self.identity_path().exists(), self.store_path().exists()) {
+            (true, true) if self.is_passphrase() => return Ok(InitOutcome::AlreadyInitialised),
+            (true, _) => {
+                return Err(StoreError::Corrupt {
+                    path: self.identity_path(),
+                    reason: "this home already has an identity; a passphrase home starts empty (choose another --home)".into(),
+                });
+            }
+            (false, true) => {
+                return Err(StoreError::IdentityMissing {
+                    identity: self.identity_path(),
+                    store: self.store_path(),
+                });
+            }
+            (false, false) => {}
+        }
+        passphrase::get(&self.identity_path(), true)?;
+        let identity_path = self.identity_path();
+        let io = |source| StoreError::Io {
+            path: identity_path.clone(),
+            source,
+        };
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&identity_path)
+            .map_err(io)?;
+        f.write_all(passphrase::identity_text().as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(io)?;
+        file::fsync_dir(self.dir())?;
+        lock.save(&mut StoreData::default())?;
+        Ok(InitOutcome::Created)
     }
 
     /// Whether an identity exists (the home was initialised).
@@ -286,6 +351,74 @@ impl LockedStore {
         file::write_store(&self.home.identity_path(), &self.home.store_path(), data)?;
         // A crash before this leaves the store one generation ahead of the file: accepted.
         self.record_generation(data.generation)
+    }
+
+    /// The recipient of the home's own identity (`age1…`), when it can be derived from it (an
+    /// SSH identity's is in the store's list).
+    pub fn own_recipient(&self) -> Result<Option<String>, StoreError> {
+        Ok(file::read_identity(&self.home.identity_path())?.own_recipient())
+    }
+
+    /// Every recipient `data` is encrypted to when saved: the home's own, then the store's list.
+    pub fn recipients_of(&self, data: &StoreData) -> Result<Vec<String>, StoreError> {
+        let identity = file::read_identity(&self.home.identity_path())?;
+        Ok(file::store_recipients(&identity, data))
+    }
+
+    /// Writes `data` as a backup at `out`: encrypted to the same recipients as the store,
+    /// atomically, mode 0600. The identity is not in it.
+    pub fn backup(&self, data: &StoreData, out: &Path) -> Result<(), StoreError> {
+        file::write_for(&file::read_identity(&self.home.identity_path())?, out, data)
+    }
+
+    /// Whether the home's store is encrypted with a passphrase.
+    pub fn is_passphrase(&self) -> bool {
+        self.home.is_passphrase()
+    }
+
+    /// Opens a backup with the home's identity. Errors name the backup; nothing is written.
+    pub fn read_backup(&self, path: &Path) -> Result<StoreData, StoreError> {
+        let identity = file::read_identity(&self.home.identity_path())?;
+        let ciphertext = fs::read(path).map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        file::decrypt_store(&identity, &self.home.identity_path(), path, &ciphertext)
+    }
+
+    /// The newest generation this home has seen: the one recorded beside the store, or the
+    /// store's own when it is newer (0 for an empty home).
+    pub fn newest_generation(&self) -> Result<u64, StoreError> {
+        let recorded = self.home.recorded_generation()?;
+        let in_place = if self.home.store_path().exists() {
+            file::read_store(&self.home.identity_path(), &self.home.store_path())
+                .map(|d| d.generation)
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        Ok(recorded.max(in_place))
+    }
+
+    /// Puts `data` (read from a backup at `from`) in place as the store's next generation.
+    /// A backup older than the newest generation this home has seen is refused
+    /// ([`StoreError::RolledBack`]) unless `accept_rollback`.
+    pub fn restore(
+        &self,
+        data: &mut StoreData,
+        from: &Path,
+        accept_rollback: bool,
+    ) -> Result<(), StoreError> {
+        let expected = self.newest_generation()?;
+        if data.generation < expected && !accept_rollback {
+            return Err(StoreError::RolledBack {
+                path: from.to_owned(),
+                found: data.generation,
+                expected,
+            });
+        }
+        data.generation = data.generation.max(expected);
+        self.save(data)
     }
 
     fn record_generation(&self, generation: u64) -> Result<(), StoreError> {

@@ -24,6 +24,11 @@ pub struct StoreData {
     pub generation: u64,
     /// Stacks by name.
     pub stacks: BTreeMap<String, StackRecord>,
+    /// The age recipients the store is encrypted to besides the home's own identity
+    /// (`keyctl recipients`): X25519 (`age1…`) or SSH public keys. Kept inside the encrypted
+    /// store, so writing the home is not enough to add one (docs/security.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
 }
 
 impl Default for StoreData {
@@ -32,6 +37,7 @@ impl Default for StoreData {
             format: FORMAT,
             generation: 0,
             stacks: BTreeMap::new(),
+            recipients: Vec::new(),
         }
     }
 }

@@ -1,0 +1,194 @@
+//! Where `keyctl import` finds the values a stack already has: a directory of one file per
+//! secret (`/run/secrets`, the output of a quickstart script), a `.env` file in compose's
+//! syntax (`dotenv.rs`), or a compose file's top-level `secrets:` with `file:` entries
+//! (`compose.rs`). Each reader returns named values in zeroizing types with where each came
+//! from (file, and line where there is one), bounded in size; it never interprets a value.
+
+mod compose;
+mod dotenv;
+
+use std::path::{Path, PathBuf};
+
+use crate::secret::SecretString;
+
+pub use dotenv::parse as parse_dotenv;
+
+/// The largest value file read (a PEM chain is a few KiB).
+pub const MAX_VALUE_BYTES: u64 = 1024 * 1024;
+/// The largest `.env` or compose file read.
+pub const MAX_SOURCE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// One value found in a source.
+pub struct SourceValue {
+    /// The name it has there (file name, variable, compose secret name).
+    pub name: String,
+    /// Where: `FILE` or `FILE:LINE`.
+    pub origin: String,
+    /// The value, as the consumer would read it.
+    pub value: SecretString,
+}
+
+impl std::fmt::Debug for SourceValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceValue")
+            .field("name", &self.name)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What kind of source a path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A directory: one file per secret.
+    Dir,
+    /// A `.env` file.
+    Env,
+    /// A compose file's `secrets:`.
+    Compose,
+}
+
+/// Why a source could not be read. Messages name files and lines, never values.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// An I/O error on a path.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The text does not follow the format.
+    #[error("{}:{line}: {message}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+    /// A file is larger than a value or a source can be.
+    #[error("{}: {size} bytes is larger than the {limit} bytes a {what} may have", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+        /// What it was read as.
+        what: &'static str,
+    },
+}
+
+impl SourceKind {
+    /// Guesses the kind from the path: a directory, a compose file (`*.yml`, `*.yaml`), else a
+    /// `.env` file.
+    pub fn of(path: &Path) -> SourceKind {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        if path.is_dir() {
+            SourceKind::Dir
+        } else if name.ends_with(".yml") || name.ends_with(".yaml") {
+            SourceKind::Compose
+        } else {
+            SourceKind::Env
+        }
+    }
+}
+
+/// Reads every value of the source at `path`.
+pub fn read(path: &Path, kind: SourceKind) -> Result<Vec<SourceValue>, SourceError> {
+    match kind {
+        SourceKind::Dir => read_dir(path),
+        SourceKind::Env => {
+            let text = read_text(path, MAX_SOURCE_BYTES, "source file")?;
+            dotenv::parse(path, &text)
+        }
+        SourceKind::Compose => {
+            let text = read_text(path, MAX_SOURCE_BYTES, "compose file")?;
+            compose::secrets(path, &text)?
+                .into_iter()
+                .map(|(name, file, line)| {
+                    let value = read_value(&file)?;
+                    Ok(SourceValue {
+                        name,
+                        origin: format!("{}:{line} ({})", path.display(), file.display()),
+                        value,
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+fn io_at(path: &Path) -> impl Fn(std::io::Error) -> SourceError + '_ {
+    move |source| SourceError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn read_text(path: &Path, limit: u64, what: &'static str) -> Result<SecretString, SourceError> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(io_at(path))?;
+    let size = file.metadata().map_err(io_at(path))?.len();
+    if size > limit {
+        return Err(SourceError::TooLarge {
+            path: path.to_owned(),
+            size,
+            limit,
+            what,
+        });
+    }
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(size as usize));
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_at(path))?;
+    match String::from_utf8(std::mem::take(&mut *bytes)) {
+        Ok(text) => Ok(SecretString::new(text)),
+        Err(e) => {
+            let mut raw = e.into_bytes();
+            zeroize::Zeroize::zeroize(&mut raw);
+            Err(SourceError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "not UTF-8 text (keyd keeps text values: PEM, base64, passwords)",
+                ),
+            })
+        }
+    }
+}
+
+/// One value file, exactly as it is (a trailing newline included).
+fn read_value(path: &Path) -> Result<SecretString, SourceError> {
+    read_text(path, MAX_VALUE_BYTES, "value file")
+}
+
+/// A directory of one file per secret: each regular file (symlinks followed, as
+/// `/run/secrets` holds them; hidden files and subdirectories skipped) is a value named after
+/// the file.
+fn read_dir(dir: &Path) -> Result<Vec<SourceValue>, SourceError> {
+    let mut values = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_at(dir))? {
+        let entry = entry.map_err(io_at(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with('.') || !path.is_file() {
+            continue;
+        }
+        values.push(SourceValue {
+            value: read_value(&path)?,
+            origin: path.display().to_string(),
+            name,
+        });
+    }
+    values.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(values)
+}
