@@ -374,3 +374,166 @@ fn init_swarm_makes_this_node_a_manager_when_it_is_not_one_and_changes_nothing_w
     assert!(t.in_swarm());
     assert_eq!(t.secrets(), vec![format!("{}_token", t.id)]);
 }
+
+/// The id of the running container of swarm service `service` (the newest when two run during
+/// an update).
+fn running_container(service: &str) -> Option<String> {
+    let out = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={service}"),
+        "--filter",
+        "status=running",
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(str::to_owned)
+}
+
+#[test]
+fn keyd_as_a_swarm_service_rotates_through_docker_exec_into_the_app_stack() {
+    let mut t = DockerTest::new("svc");
+    t.swarm();
+    let keyd_image = t.keyd_image();
+    let app_image = t.consumer_image();
+    let id = t.id.clone();
+    // The examples, with this test's names.
+    let dir = t.dir.join("swarm");
+    std::fs::create_dir_all(&dir).unwrap();
+    let example = keyd_tests::workspace().join("examples/swarm");
+    for f in ["keyd-stack.yml", "app-stack.yml"] {
+        std::fs::copy(example.join(f), dir.join(f)).unwrap();
+    }
+    let policy = std::fs::read_to_string(example.join("policy.toml"))
+        .unwrap()
+        .replace("name = \"example\"", &format!("name = \"{id}\""))
+        .replace("prefix = \"example_\"", &format!("prefix = \"{id}_\""));
+    std::fs::write(dir.join("policy.toml"), policy).unwrap();
+
+    // The identity, made once outside the service and given to it as a Swarm secret.
+    let id_home = TempDir::new("swarm-identity");
+    ok(keyctl(id_home.path()).arg("init"));
+    docker_ok(&[
+        "secret",
+        "create",
+        "--label",
+        &t.label(),
+        &format!("{id}_identity"),
+        id_home.join("identity.txt").to_str().unwrap(),
+    ]);
+    drop(id_home);
+    let env = [
+        ("KEYD_IMAGE", keyd_image.clone()),
+        ("APP_IMAGE", app_image.clone()),
+        ("KEYD_IDENTITY_SECRET", format!("{id}_identity")),
+        ("KEYD_POLICY_CONFIG", format!("{id}_policy")),
+        ("DB_PASSWORD_SECRET", format!("{id}_db_password")),
+        ("SESSION_KEY_SECRET", format!("{id}_session_key")),
+    ];
+    let deploy = |file: &str, stack: &str| {
+        let mut cmd = Command::new("docker");
+        cmd.current_dir(&dir).args([
+            "stack",
+            "deploy",
+            "--resolve-image",
+            "never",
+            "-c",
+            file,
+            stack,
+        ]);
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let out = keyd_tests::run_within(&mut cmd, Duration::from_secs(120));
+        assert!(
+            out.status.success(),
+            "docker stack deploy -c {file} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (keyd_stack, app_stack) = (format!("{id}k"), format!("{id}a"));
+    deploy("keyd-stack.yml", &keyd_stack);
+
+    // keyd comes up healthy on its own, with the store made on its volume and the secrets
+    // published.
+    let keyd_service = format!("{keyd_stack}_keyd");
+    let keyd = wait_until(
+        "keyd's task to be healthy",
+        Duration::from_secs(120),
+        || {
+            let c = running_container(&keyd_service)?;
+            let health = docker_ok(&["inspect", "--format", "{{.State.Health.Status}}", &c]);
+            (health == "healthy").then_some(c)
+        },
+        || docker_ok(&["service", "ps", "--no-trunc", &keyd_service]),
+    );
+    assert_eq!(
+        t.secrets(),
+        vec![
+            format!("{id}_db_password"),
+            format!("{id}_identity"),
+            format!("{id}_session_key")
+        ]
+    );
+    let exec = |container: &str, args: &[&str]| {
+        let mut all = vec!["exec", container];
+        all.extend_from_slice(args);
+        docker_ok(&all)
+    };
+    let listing = exec(&keyd, &["keyctl", "status"]);
+    assert!(listing.contains("db_password"), "{listing}");
+    // The volume holds the encrypted store, and no identity.
+    let files = docker_ok(&[
+        "run",
+        "--rm",
+        "--label",
+        &t.label(),
+        "-v",
+        &format!("{keyd_stack}_home:/v:ro"),
+        &app_image,
+        "ls",
+        "-a",
+        "/v",
+    ]);
+    assert!(
+        files.contains("store.age") && !files.contains("identity"),
+        "{files}"
+    );
+
+    deploy("app-stack.yml", &app_stack);
+    let app_service = format!("{app_stack}_app");
+    let v1 = exec(&keyd, &["keyctl", "show", "db_password"]);
+    wait_until(
+        "the app to read db_password",
+        Duration::from_secs(120),
+        || {
+            let c = running_container(&app_service)?;
+            let seen = docker(&["exec", &c, "cat", "/run/secrets/db_password"]);
+            (String::from_utf8_lossy(&seen.stdout) == v1).then_some(())
+        },
+        || docker_ok(&["service", "ps", "--no-trunc", &app_service]),
+    );
+
+    // Rotate through the keyd service: the app's new task reads the new value.
+    exec(&keyd, &["keyctl", "rotate", "db_password"]);
+    let v2 = exec(&keyd, &["keyctl", "show", "db_password"]);
+    assert_ne!(v1, v2);
+    wait_until(
+        "the app's new task to read the new db_password",
+        Duration::from_secs(120),
+        || {
+            let c = running_container(&app_service)?;
+            let seen = docker(&["exec", &c, "cat", "/run/secrets/db_password"]);
+            (String::from_utf8_lossy(&seen.stdout) == v2).then_some(())
+        },
+        || docker_ok(&["service", "ps", "--no-trunc", &app_service]),
+    );
+    let status = exec(&keyd, &["keyctl", "status", "--json"]);
+    assert!(status.contains(&format!("{id}_db_password_v2")), "{status}");
+
+    for stack in [&app_stack, &keyd_stack] {
+        let _ = docker(&["stack", "rm", stack]);
+    }
+}

@@ -3,7 +3,8 @@
 //! sockets are machine-wide). Each test takes a [`DockerTest`]: it gives unique names, labels
 //! what the test makes with `keyd.test=<id>`, builds the local images the test needs (there is
 //! no registry), joins or initialises a swarm, and on drop removes everything it made (services,
-//! containers, secrets, networks, volumes, images) and leaves the swarm if it initialised it.
+//! containers, secrets, configs, networks, volumes, images; by label, or by the id in their
+//! name) and leaves the swarm if it initialised it.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -253,6 +254,10 @@ impl Drop for DockerTest {
         self.remove_all(
             &["secret", "ls", "--format", "{{.ID}} {{.Name}}"],
             &["secret", "rm"],
+        );
+        self.remove_all(
+            &["config", "ls", "--format", "{{.ID}} {{.Name}}"],
+            &["config", "rm"],
         );
         self.remove_all(
             &["network", "ls", "--format", "{{.ID}} {{.Name}}"],

@@ -19,6 +19,9 @@ pub use model::{
 };
 pub use passphrase::ENV as PASSPHRASE_ENV;
 
+/// Names an identity file to use instead of the home's `identity.txt` (mode 0600 or 0400).
+pub const IDENTITY_ENV: &str = "KEYD_IDENTITY_FILE";
+
 /// The keyd home: `identity.txt` (the X25519 age identity, 0600), `store.age` (the store,
 /// 0600) and `store.lock` (taken with `flock` by every process that reads or writes).
 #[derive(Clone, Debug)]
@@ -59,9 +62,13 @@ impl Home {
         &self.dir
     }
 
-    /// The age identity file.
+    /// The age identity file: `identity.txt` in the home, or the file [`IDENTITY_ENV`] names
+    /// (keyd as a Swarm service reads its identity from a Swarm secret, so it is never in the
+    /// image or on the volume).
     pub fn identity_path(&self) -> PathBuf {
-        self.dir.join("identity.txt")
+        std::env::var_os(IDENTITY_ENV)
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| self.dir.join("identity.txt"), PathBuf::from)
     }
 
     /// The encrypted store.
