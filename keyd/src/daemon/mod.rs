@@ -3,7 +3,9 @@
 //! a current-thread runtime; store work runs on the blocking pool, one operation at a time.
 //!
 //! Callers are authorised twice: by the socket's file mode (0600 by default) and by the peer's
-//! uid from SO_PEERCRED (the daemon's own uid, root, and `--allow-uid`s).
+//! uid from SO_PEERCRED (the daemon's own uid, root, and `--allow-uid`s), read on accept
+//! before anything the peer sent is parsed (`http.rs`: one hyper server for every socket,
+//! with bounded heads and bodies, timeouts and a connection limit).
 
 mod api;
 pub mod client;
@@ -14,18 +16,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::BufReader;
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Mutex, Notify, Semaphore};
+use tokio::net::UnixListener;
+use tokio::sync::{Mutex, Notify};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::ops;
 use crate::rotation::RotationReport;
 use crate::store::Home;
-
-/// Most connections served at once; further ones wait in the accept queue.
-const MAX_CONNECTIONS: usize = 64;
 
 /// How the daemon runs.
 #[derive(Clone, Debug)]
@@ -129,10 +127,6 @@ impl State {
                 operation: "a store operation",
             }))
     }
-
-    fn allows(&self, uid: u32) -> bool {
-        self.allowed.contains(&uid)
-    }
 }
 
 /// Logs what a pass did: names and versions, never values.
@@ -205,73 +199,24 @@ pub fn bind(config: &Config) -> Result<UnixListener, Error> {
     Ok(bound.map_err(io)?)
 }
 
-/// Serves the API and runs the scheduler until `shutdown` completes; then waits for the store
+/// Serves the API and runs the scheduler until `shutdown` completes; then lets connections
+/// finish the request in progress (bounded by [`http::SHUTDOWN_GRACE`]), waits for the store
 /// operation in progress (a safe point between rotation steps) and returns.
 pub async fn run(state: Arc<State>, listener: UnixListener, shutdown: impl Future<Output = ()>) {
     let scheduler = tokio::spawn(scheduler(state.clone()));
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let Ok(permit) = limit.clone().acquire_owned().await else { break };
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        serve(&state, stream).await;
-                        drop(permit);
-                    });
-                }
-                Err(e) => eprintln!("keyd: accept failed: {e}"),
-            },
-            () = &mut shutdown => break,
-        }
-    }
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let api = http::Socket {
+        listener,
+        peers: http::PeerRule::new(state.allowed.clone(), "--allow-uid"),
+        routes: Arc::new(api::ApiRoutes(state.clone())),
+    };
+    let api = tokio::spawn(http::serve(api, stopping));
+    shutdown.await;
+    let _ = stop.send(true);
+    let _ = api.await;
     scheduler.abort();
     // Wait for the operation in progress: the store is left between steps, never inside one.
     let _safe_point = state.work.lock().await;
-}
-
-async fn serve(state: &Arc<State>, stream: UnixStream) {
-    let uid = match stream.peer_cred() {
-        Ok(cred) => cred.uid(),
-        Err(_) => return,
-    };
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    loop {
-        match http::read_request(&mut reader).await {
-            Ok(request) => {
-                let response = if state.allows(uid) {
-                    api::handle(state, &request, uid).await
-                } else {
-                    // Escaped: the request line is the caller's, and must not forge log lines.
-                    eprintln!(
-                        "keyd: refused {} {} from uid {uid}",
-                        request.method.escape_debug(),
-                        request.path.escape_debug()
-                    );
-                    http::Response::error(
-                        403,
-                        format!("uid {uid} is not allowed to use this keyd (see keyd --allow-uid)"),
-                    )
-                };
-                let close = request.close || response.status == 403;
-                if http::write_response(&mut write, &response, close)
-                    .await
-                    .is_err()
-                    || close
-                {
-                    return;
-                }
-            }
-            Err(http::ReadError::Closed) => return,
-            Err(http::ReadError::Bad(response)) => {
-                let _ = http::write_response(&mut write, &response, true).await;
-                return;
-            }
-        }
-    }
 }
 
 async fn scheduler(state: Arc<State>) {
