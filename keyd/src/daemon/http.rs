@@ -75,8 +75,8 @@ pub struct Response {
     pub status: u16,
     /// The `Content-Type`.
     pub content_type: &'static str,
-    /// The body.
-    pub body: Vec<u8>,
+    /// The body (a zeroizing owner when it holds a value: `Bytes::from_owner`).
+    pub body: Bytes,
 }
 
 impl Response {
@@ -93,7 +93,7 @@ impl Response {
         Self {
             status,
             content_type: "application/json",
-            body,
+            body: Bytes::from(body),
         }
     }
 
@@ -452,7 +452,7 @@ pub struct Answer {
 
 impl Answer {
     fn new(response: Response, busy: Busy) -> hyper::Response<Answer> {
-        let body = Bytes::from(response.body);
+        let body = response.body;
         let length = (body.len() <= CHUNK).then_some(body.len() as u64);
         let mut pieces = VecDeque::new();
         let mut rest = body;

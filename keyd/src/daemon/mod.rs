@@ -9,7 +9,8 @@
 
 mod api;
 pub mod client;
-pub(crate) mod http;
+pub mod http;
+pub mod plugin;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -36,6 +37,20 @@ pub struct Config {
     pub socket_mode: u32,
     /// Uids allowed besides the daemon's own and root.
     pub allow_uids: Vec<u32>,
+    /// The Docker secret-provider plugin socket, when keyd serves one.
+    pub plugin: Option<PluginConfig>,
+}
+
+/// The Docker secret-provider plugin socket (`keyd --docker-plugin`).
+#[derive(Clone, Debug)]
+pub struct PluginConfig {
+    /// The socket (`/run/docker/plugins/keyd.sock`: the engine knows the plugin by the file
+    /// name without `.sock`).
+    pub socket: PathBuf,
+    /// Uids allowed besides root (the engine).
+    pub allow_uids: Vec<u32>,
+    /// The stacks whose values the plugin may serve.
+    pub stacks: Vec<String>,
 }
 
 /// State shared by the API and the scheduler. A cheap `Arc` handle: `work` is a mutex that
@@ -161,12 +176,21 @@ pub fn start_up(
 
 /// Binds the API socket: refuses when another daemon answers on it, replaces a stale file.
 pub fn bind(config: &Config) -> Result<UnixListener, Error> {
+    bind_socket(&config.socket, config.socket_mode, "--socket")
+}
+
+/// Binds the plugin socket, mode 0600, with the same care as the API socket.
+pub fn bind_plugin(plugin: &PluginConfig) -> Result<UnixListener, Error> {
+    bind_socket(&plugin.socket, 0o600, "--docker-plugin")
+}
+
+fn bind_socket(path: &std::path::Path, mode: u32, option: &str) -> Result<UnixListener, Error> {
     use std::os::unix::fs::FileTypeExt as _;
     let io = |source| crate::store::StoreError::Io {
-        path: config.socket.clone(),
+        path: path.to_owned(),
         source,
     };
-    if std::os::unix::net::UnixStream::connect(&config.socket).is_ok() {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(io(std::io::Error::new(
             std::io::ErrorKind::AddrInUse,
             "another keyd is already serving this socket",
@@ -174,35 +198,43 @@ pub fn bind(config: &Config) -> Result<UnixListener, Error> {
         .into());
     }
     // A stale socket of a stopped keyd is replaced; anything else at the path is left alone.
-    match std::fs::symlink_metadata(&config.socket) {
+    match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
-            std::fs::remove_file(&config.socket).map_err(io)?;
+            std::fs::remove_file(path).map_err(io)?;
         }
         Ok(_) => {
             return Err(io(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
-                "exists and is not a socket: keyd will not remove it (choose another --socket)",
+                format!(
+                    "exists and is not a socket: keyd will not remove it (choose another {option})"
+                ),
             ))
             .into());
         }
         Err(_) => {}
     }
-    if let Some(dir) = config.socket.parent() {
+    if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     // Created with its final mode (no window in which a wider mode lets others connect): the
     // umask is narrowed around bind(2). Nothing else creates files while the daemon starts.
-    let mask = rustix::fs::Mode::from_bits_truncate(!config.socket_mode & 0o777);
+    let mask = rustix::fs::Mode::from_bits_truncate(!mode & 0o777);
     let previous = rustix::process::umask(mask);
-    let bound = UnixListener::bind(&config.socket);
+    let bound = UnixListener::bind(path);
     rustix::process::umask(previous);
     Ok(bound.map_err(io)?)
 }
 
-/// Serves the API and runs the scheduler until `shutdown` completes; then lets connections
-/// finish the request in progress (bounded by [`http::SHUTDOWN_GRACE`]), waits for the store
-/// operation in progress (a safe point between rotation steps) and returns.
-pub async fn run(state: Arc<State>, listener: UnixListener, shutdown: impl Future<Output = ()>) {
+/// Serves the API (and the Docker plugin socket, when given) and runs the scheduler until
+/// `shutdown` completes; then lets connections finish the request in progress (bounded by
+/// [`http::SHUTDOWN_GRACE`]), waits for the store operation in progress (a safe point between
+/// rotation steps) and returns.
+pub async fn run(
+    state: Arc<State>,
+    listener: UnixListener,
+    plugin: Option<(UnixListener, PluginConfig)>,
+    shutdown: impl Future<Output = ()>,
+) {
     let scheduler = tokio::spawn(scheduler(state.clone()));
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let api = http::Socket {
@@ -210,10 +242,26 @@ pub async fn run(state: Arc<State>, listener: UnixListener, shutdown: impl Futur
         peers: http::PeerRule::new(state.allowed.clone(), "--allow-uid"),
         routes: Arc::new(api::ApiRoutes(state.clone())),
     };
-    let api = tokio::spawn(http::serve(api, stopping));
+    let mut servers = vec![tokio::spawn(http::serve(api, stopping.clone()))];
+    if let Some((listener, config)) = plugin {
+        // Root is the engine; keyd's own uid is not allowed unless it is root or listed.
+        let mut allowed = vec![0];
+        allowed.extend_from_slice(&config.allow_uids);
+        let socket = http::Socket {
+            listener,
+            peers: http::PeerRule::new(allowed, "--plugin-allow-uid"),
+            routes: Arc::new(plugin::PluginRoutes {
+                state: state.clone(),
+                stacks: Arc::new(config.stacks),
+            }),
+        };
+        servers.push(tokio::spawn(http::serve(socket, stopping)));
+    }
     shutdown.await;
     let _ = stop.send(true);
-    let _ = api.await;
+    for server in servers {
+        let _ = server.await;
+    }
     scheduler.abort();
     // Wait for the operation in progress: the store is left between steps, never inside one.
     let _safe_point = state.work.lock().await;
@@ -259,8 +307,19 @@ pub fn run_daemon(config: Config) -> Result<(), Error> {
         })?;
     runtime.block_on(async move {
         let listener = bind(&listener_config)?;
+        let plugin = match &listener_config.plugin {
+            Some(config) => Some((bind_plugin(config)?, config.clone())),
+            None => None,
+        };
         let state = State::new(home, Arc::new(SystemClock), &listener_config.allow_uids);
         eprintln!("keyd: ready on {}", listener_config.socket.display());
+        if let Some(config) = &listener_config.plugin {
+            eprintln!(
+                "keyd: Docker secret-provider plugin on {} (stacks: {})",
+                config.socket.display(),
+                config.stacks.join(", ")
+            );
+        }
         let signals = {
             let state = state.clone();
             async move {
@@ -285,8 +344,11 @@ pub fn run_daemon(config: Config) -> Result<(), Error> {
                 eprintln!("keyd: stopping at the next safe point");
             }
         };
-        run(state, listener, signals).await;
+        run(state, listener, plugin, signals).await;
         let _ = std::fs::remove_file(&listener_config.socket);
+        if let Some(config) = &listener_config.plugin {
+            let _ = std::fs::remove_file(&config.socket);
+        }
         eprintln!("keyd: stopped");
         Ok(())
     })

@@ -6,6 +6,7 @@
 
 mod envfile;
 mod files;
+pub mod plugin;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
