@@ -77,7 +77,10 @@ impl DockerTest {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let id = format!("{tag}{:x}", (nanos ^ u128::from(std::process::id())) & 0xff_ffff);
+        let id = format!(
+            "{tag}{:x}",
+            (nanos ^ u128::from(std::process::id())) & 0xff_ffff
+        );
         DockerTest {
             dir: TempDir::new(&id),
             id,
@@ -184,7 +187,14 @@ impl Drop for DockerTest {
         let label = format!("label={}", self.label());
         // Services first (their tasks hold secrets and networks), by label or by name.
         for filter in [
-            vec!["service", "ls", "--filter", &label, "--format", "{{.ID}} {{.Name}}"],
+            vec![
+                "service",
+                "ls",
+                "--filter",
+                &label,
+                "--format",
+                "{{.ID}} {{.Name}}",
+            ],
             vec!["service", "ls", "--format", "{{.ID}} {{.Name}}"],
         ] {
             self.remove_all(&filter, &["service", "rm"]);
