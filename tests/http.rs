@@ -1,6 +1,7 @@
 //! keyd's HTTP server under hostile or careless clients, over the real socket of a real keyd:
 //! a header line that never ends, a client that sends one byte a second, hundreds of idle
-//! connections, and an answer long enough to be sent chunked (read by keyctl). In each case
+//! connections (on the API socket and on the Docker plugin socket), and an answer long enough
+//! to be sent chunked (read by keyctl). In each case
 //! health checks go on being answered and SIGTERM stops keyd promptly.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -14,6 +15,7 @@ use keyd_tests::{TempDir, keyctl, keyd, ok};
 struct Daemon {
     child: Child,
     socket: PathBuf,
+    plugin: PathBuf,
     _tmp: TempDir,
     home: PathBuf,
 }
@@ -35,9 +37,13 @@ impl Daemon {
             .arg("--out")
             .arg(tmp.join("out")));
         let socket = home.join("keyd.sock");
+        let plugin = tmp.join("plugin.sock");
         let mut child = keyd(&home)
             .arg("--socket")
             .arg(&socket)
+            .arg("--docker-plugin")
+            .arg(&plugin)
+            .args(["--plugin-stack", "app"])
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -50,6 +56,7 @@ impl Daemon {
         Daemon {
             child,
             socket,
+            plugin,
             _tmp: tmp,
             home,
         }
@@ -65,6 +72,24 @@ impl Daemon {
                 keyd::daemon::client::call(&mut c, &socket, "GET", "/v1/health", None).ok()
             });
             let _ = tx.send(answer.is_some_and(|(status, _)| status == 200));
+        });
+        rx.recv_timeout(limit).unwrap_or(false)
+    }
+
+    /// Whether the plugin socket answers `POST /Plugin.Activate` within `limit`.
+    fn plugin_answers_within(&self, limit: Duration) -> bool {
+        let socket = self.plugin.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let answer = (|| {
+                let mut s = UnixStream::connect(&socket).ok()?;
+                s.write_all(b"POST /Plugin.Activate HTTP/1.1\r\nConnection: close\r\n\r\n")
+                    .ok()?;
+                let mut raw = String::new();
+                s.read_to_string(&mut raw).ok()?;
+                Some(raw.starts_with("HTTP/1.1 200") && raw.contains("secretprovider"))
+            })();
+            let _ = tx.send(answer == Some(true));
         });
         rx.recv_timeout(limit).unwrap_or(false)
     }
@@ -175,7 +200,7 @@ fn keyd_header_timeout() -> Duration {
 }
 
 #[test]
-fn two_hundred_idle_connections_neither_starve_health_nor_delay_sigterm() {
+fn two_hundred_idle_connections_per_socket_neither_starve_health_nor_delay_sigterm() {
     let mut daemon = Daemon::start("idle-connections", 1);
     let mut idle: Vec<UnixStream> = (0..200)
         .map(|_| UnixStream::connect(&daemon.socket).unwrap())
@@ -190,11 +215,22 @@ fn two_hundred_idle_connections_neither_starve_health_nor_delay_sigterm() {
             "no health answer with 200 idle connections open"
         );
     }
+    // The plugin socket has a table of its own: 200 idle there too, and the engine still
+    // gets its answer.
+    let idle_on_plugin: Vec<UnixStream> = (0..200)
+        .map(|_| UnixStream::connect(&daemon.plugin).unwrap())
+        .collect();
+    assert!(
+        daemon.plugin_answers_within(Duration::from_secs(3)),
+        "no plugin answer with 200 idle connections open"
+    );
+    assert!(daemon.healthy_within(Duration::from_secs(3)));
     let took = daemon.terminate_within(Duration::from_secs(2));
     assert!(
         took.is_some(),
-        "keyd still running 2 s after SIGTERM with 200 idle connections"
+        "keyd still running 2 s after SIGTERM with 400 idle connections"
     );
+    drop(idle_on_plugin);
     assert!(!daemon.socket.exists());
     drop(idle);
 }

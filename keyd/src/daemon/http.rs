@@ -16,8 +16,9 @@
 //!   slow clients can never starve a health check. When every kept connection is answering a
 //!   request, up to [`MAX_OVERFLOW`] more are served one request each, and only the socket's
 //!   cheap routes (health, plugin activation), others get 503; beyond that a connection is
-//!   closed as soon as it is accepted. Accepting never waits, so shutdown is never stuck
-//!   behind a full table.
+//!   closed as soon as it is accepted. Peers the rule does not allow are not kept: at most
+//!   [`MAX_OVERFLOW`] are being refused at a time, further ones are closed unanswered.
+//!   Accepting never waits, so shutdown is never stuck behind a full table.
 //! - On shutdown every connection is told to finish the request it is answering and close;
 //!   whatever is still open after [`SHUTDOWN_GRACE`] is dropped.
 //!
@@ -184,6 +185,7 @@ enum Admission {
 struct Connections {
     table: Mutex<Table>,
     overflow: AtomicUsize,
+    refused: AtomicUsize,
 }
 
 impl Connections {
@@ -194,6 +196,18 @@ impl Connections {
                 kept: BTreeMap::new(),
             }),
             overflow: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts a connection from a peer the rule does not allow; false when [`MAX_OVERFLOW`]
+    /// are already being refused (the new one is closed at once, unanswered).
+    fn refuse(&self) -> bool {
+        if self.refused.fetch_add(1, Ordering::SeqCst) < MAX_OVERFLOW {
+            true
+        } else {
+            self.refused.fetch_sub(1, Ordering::SeqCst);
+            false
         }
     }
 
@@ -263,6 +277,9 @@ pub async fn serve<R: Routes>(socket: Socket<R>, mut shutdown: watch::Receiver<b
             continue;
         };
         let (mode, kept) = if !socket.peers.allows(uid) {
+            if !connections.refuse() {
+                continue;
+            }
             (Mode::Refuse, None)
         } else {
             match connections.admit() {
@@ -290,9 +307,11 @@ pub async fn serve<R: Routes>(socket: Socket<R>, mut shutdown: watch::Receiver<b
                 None => {
                     let (_never, closed) = oneshot::channel();
                     connection.run(stream, closed, shutdown).await;
-                    if mode == Mode::Overflow {
-                        connections.overflow.fetch_sub(1, Ordering::SeqCst);
-                    }
+                    let count = match mode {
+                        Mode::Overflow => &connections.overflow,
+                        _ => &connections.refused,
+                    };
+                    count.fetch_sub(1, Ordering::SeqCst);
                 }
             }
             drop(alive);
