@@ -1,8 +1,8 @@
 //! keyd's HTTP server under hostile or careless clients, over the real socket of a real keyd:
 //! a header line that never ends, a client that sends one byte a second, hundreds of idle
 //! connections (on the API socket and on the Docker plugin socket), and an answer long enough
-//! to be sent chunked (read by keyctl). In each case
-//! health checks go on being answered and SIGTERM stops keyd promptly.
+//! to be sent chunked (read by keyctl). In each case health checks go on being answered and
+//! SIGTERM stops keyd promptly.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
