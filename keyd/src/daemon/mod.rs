@@ -24,7 +24,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::ops;
 use crate::rotation::RotationReport;
-use crate::store::Home;
+use crate::store::{Home, StoreData};
 
 /// How the daemon runs.
 #[derive(Clone, Debug)]
@@ -67,11 +67,16 @@ pub struct State {
     pub wake: Notify,
     allowed: Vec<u32>,
     status: std::sync::Mutex<Option<CachedStatus>>,
+    view: std::sync::Mutex<Option<(StoreKey, Arc<StoreData>)>>,
 }
+
+/// One version of the store file: its inode, size and modification time, and the generation
+/// recorded beside it (every write renames a new file in place and records its generation).
+type StoreKey = (u64, u64, i64, i64, String);
 
 /// `/v1/status` as computed from one version of the store file, and when.
 struct CachedStatus {
-    store: (u64, u64, i64, i64, String),
+    store: StoreKey,
     at: i64,
     status: Vec<crate::rotation::schedule::SecretStatus>,
 }
@@ -88,7 +93,40 @@ impl State {
             wake: Notify::new(),
             allowed,
             status: std::sync::Mutex::new(None),
+            view: std::sync::Mutex::new(None),
         })
+    }
+
+    fn store_key(&self) -> Result<StoreKey, crate::store::StoreError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let path = self.home.store_path();
+        let meta = std::fs::metadata(&path)
+            .map_err(|source| crate::store::StoreError::Io { path, source })?;
+        let generation = std::fs::read_to_string(self.home.generation_path()).unwrap_or_default();
+        Ok((
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            generation,
+        ))
+    }
+
+    /// The store as it is now, for the plugin's reads: read with `peek` (no lock, so never
+    /// behind a rotation) and decrypted once per version of the store file, not once per
+    /// request (decrypting is most of a request's time). The view holds values in zeroizing
+    /// types and is dropped, so zeroized, when the store changes.
+    pub fn view(&self) -> Result<Arc<StoreData>, crate::store::StoreError> {
+        let key = self.store_key()?;
+        let mut cache = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, data)) = cache.as_ref().filter(|(k, _)| *k == key) {
+            return Ok(data.clone());
+        }
+        // Keyed by what was seen before reading: a write in between makes the next call read
+        // again, never serve an older view.
+        let data = Arc::new(self.home.peek()?);
+        *cache = Some((key, data.clone()));
+        Ok(data)
     }
 
     /// The status of every secret, from a view cached until the store changes (every write
@@ -96,18 +134,7 @@ impl State {
     /// size and time and the generation tell): a status call does not decrypt the store or
     /// parse policies again. Ages are moved on to now.
     pub fn status(&self) -> Result<Vec<crate::rotation::schedule::SecretStatus>, Error> {
-        use std::os::unix::fs::MetadataExt as _;
-        let path = self.home.store_path();
-        let meta = std::fs::metadata(&path)
-            .map_err(|source| crate::store::StoreError::Io { path, source })?;
-        let generation = std::fs::read_to_string(self.home.generation_path()).unwrap_or_default();
-        let key = (
-            meta.ino(),
-            meta.size(),
-            meta.mtime(),
-            meta.mtime_nsec(),
-            generation,
-        );
+        let key = self.store_key()?;
         let now = self.clock.now();
         let mut cache = self.status.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = cache.as_ref().filter(|c| c.store == key) {

@@ -2,8 +2,9 @@
 //! by the same daemon on a socket of its own): `POST /Plugin.Activate` and
 //! `POST /SecretProvider.GetSecret`. Nothing else: the API's routes are not here, and the
 //! API socket has none of these. Which output a Swarm secret stands for is decided by
-//! `sinks::plugin` (labels); values are read with the store's lock-free `peek`, base64-encoded
-//! into zeroizing buffers, and never logged.
+//! `sinks::plugin` (labels); values are read with the store's lock-free `peek` (through
+//! `State::view`, decrypted once per store version), base64-encoded into zeroizing buffers,
+//! and never logged.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -166,8 +167,7 @@ pub fn get_secret(state: &State, stacks: &[String], body: &[u8]) -> Response {
     );
     let served = SecretRef::from_labels(&request.secret_name, &labels).and_then(|wanted| {
         let data = state
-            .home
-            .peek()
+            .view()
             .map_err(|e| PluginError::Store(e.to_string()))?;
         resolve(&data, stacks, &wanted)
     });
