@@ -487,3 +487,124 @@ fn an_unknown_secret_fails_the_task_and_keyd_logs_why() {
         "the consumer ran with a value"
     );
 }
+
+/// A managed plugin (`docker plugin create`), disabled and removed on drop.
+struct ManagedPlugin(String);
+
+impl Drop for ManagedPlugin {
+    fn drop(&mut self) {
+        let _ = docker(&["plugin", "disable", "--force", &self.0]);
+        let _ = docker(&["plugin", "rm", "--force", &self.0]);
+    }
+}
+
+#[test]
+fn keyd_packaged_as_a_managed_plugin_serves_a_service() {
+    let mut t = DockerTest::new("mplg");
+    t.swarm();
+    let consumer = t.consumer_image();
+    let home = home(t.dir.path());
+    // The rootfs: keyd and the libraries ldd lists, FROM scratch.
+    let keyd_binary = keyd_tests::binary("keyd");
+    let ldd = ok(Command::new("ldd").arg(&keyd_binary));
+    let libraries: Vec<PathBuf> = String::from_utf8(ldd)
+        .unwrap()
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(PathBuf::from)
+        .collect();
+    let mut files = vec![(keyd_binary.clone(), "keyd".to_owned())];
+    for library in &libraries {
+        files.push((
+            std::fs::canonicalize(library).unwrap(),
+            library.to_str().unwrap().trim_start_matches('/').to_owned(),
+        ));
+    }
+    let files: Vec<(&Path, &str)> = files
+        .iter()
+        .map(|(p, n)| (p.as_path(), n.as_str()))
+        .collect();
+    let image = t.build_image(
+        "keyd-test-plugin-rootfs",
+        "FROM scratch\nCOPY . /\n",
+        &files,
+    );
+    let plugin_dir = t.dir.join("plugin");
+    let rootfs = plugin_dir.join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let container = docker_ok(&["create", "--label", &t.label(), &image, "/keyd"]);
+    let export = t.dir.join("rootfs.tar");
+    docker_ok(&["export", "-o", export.to_str().unwrap(), &container]);
+    docker_ok(&["rm", &container]);
+    ok(Command::new("tar")
+        .arg("-xf")
+        .arg(&export)
+        .arg("-C")
+        .arg(&rootfs));
+    for dir in ["data", "run/keyd", "run/docker/plugins", "tmp"] {
+        std::fs::create_dir_all(rootfs.join(dir)).unwrap();
+    }
+    let config = serde_json::json!({
+        "description": "keyd: Docker secret provider",
+        "documentation": "docs/plugin.md",
+        "entrypoint": ["/keyd", "--home", "/data", "--socket", "/run/keyd/api.sock",
+                       "--docker-plugin", "/run/docker/plugins/keyd.sock", "--plugin-stack", "app"],
+        "interface": {"types": ["docker.secretprovider/1.0"], "socket": "keyd.sock"},
+        "network": {"type": "none"},
+        "mounts": [{"name": "home", "description": "the keyd home", "source": home,
+                    "destination": "/data", "type": "bind", "options": ["rbind", "rw"],
+                    "settable": ["source"]}],
+        "linux": {"capabilities": []},
+    });
+    std::fs::write(plugin_dir.join("config.json"), config.to_string()).unwrap();
+    let name = format!("keyd-test-managed:{}", t.id);
+    let plugin = ManagedPlugin(name.clone());
+    docker_ok(&["plugin", "create", &name, plugin_dir.to_str().unwrap()]);
+    docker_ok(&["plugin", "enable", &name]);
+    let secret = t.name("managed-db");
+    docker_ok(&[
+        "secret",
+        "create",
+        "--driver",
+        &name,
+        "--label",
+        &t.label(),
+        "--label",
+        "keyd.secret=app/DB_PASSWORD",
+        &secret,
+    ]);
+    let out = t.dir.join("seen");
+    std::fs::create_dir(&out).unwrap();
+    let service = consumer_service(&t, &consumer, &secret, "db_password", &out);
+    let seen = wait_until(
+        "the consumer to copy the managed plugin's secret",
+        Duration::from_secs(90),
+        || std::fs::read_to_string(out.join("db_password")).ok(),
+        || tasks(&service),
+    );
+    assert_eq!(
+        seen,
+        std::fs::read_to_string(t.dir.join("out/DB_PASSWORD")).unwrap()
+    );
+    // The plugin goes before the services and secrets that use it are removed: remove those
+    // first (the DockerTest's drop then finds nothing left of them).
+    docker_ok(&["service", "rm", &service]);
+    wait_until(
+        "the consumer's containers to go",
+        Duration::from_secs(60),
+        || {
+            docker_ok(&[
+                "ps",
+                "-a",
+                "-q",
+                "--filter",
+                &format!("label={}", t.label()),
+            ])
+            .is_empty()
+            .then_some(())
+        },
+        || docker_ok(&["ps", "-a"]),
+    );
+    docker_ok(&["secret", "rm", &secret]);
+    drop(plugin);
+}
