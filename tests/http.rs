@@ -1,8 +1,8 @@
 //! keyd's HTTP server under hostile or careless clients, over the real socket of a real keyd:
-//! a header line that never ends, a client that sends one byte a second, hundreds of idle
-//! connections (on the API socket and on the Docker plugin socket), and an answer long enough
-//! to be sent chunked (read by keyctl). In each case health checks go on being answered and
-//! SIGTERM stops keyd promptly.
+//! a header line that never ends, a client that sends one byte a second, a kept-alive
+//! connection left idle, hundreds of idle connections (on the API socket and on the Docker
+//! plugin socket), and an answer long enough to be sent chunked (read by keyctl). In each case
+//! health checks go on being answered and SIGTERM stops keyd promptly.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
@@ -263,4 +263,38 @@ fn keyctl_reads_a_long_status_that_keyd_sends_chunked() {
     assert_eq!(code, 200);
     assert!(body.len() > 16 * 1024, "{} bytes", body.len());
     let _: serde_json::Value = serde_json::from_slice(&body).unwrap();
+}
+
+#[test]
+fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
+    let daemon = Daemon::start("idle-timeout", 1);
+    let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+    stream
+        .write_all(b"GET /v1/health HTTP/1.1\r\nHost: keyd\r\n\r\n")
+        .unwrap();
+    // The answer (Content-Length), then nothing more from either side.
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let mut length = 0;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    let idle_since = Instant::now();
+    assert!(
+        closed_within(&mut stream, keyd_header_timeout() + Duration::from_secs(3)),
+        "an idle connection was still open after {:?}",
+        idle_since.elapsed()
+    );
+    assert!(idle_since.elapsed() >= keyd_header_timeout() - Duration::from_millis(500));
 }
