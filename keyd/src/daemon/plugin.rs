@@ -88,12 +88,9 @@ impl Routes for PluginRoutes {
             match (request.method.as_str(), request.path.as_str()) {
                 ("POST", "/Plugin.Activate") => activate(),
                 ("POST", "/SecretProvider.GetSecret") => {
-                    // Decrypting the store is blocking work: off the runtime's one thread.
-                    tokio::task::spawn_blocking(move || get_secret(&state, &stacks, &request.body))
-                        .await
-                        .unwrap_or_else(|_| {
-                            protocol_error(500, "keyd failed while reading the store".into())
-                        })
+                    // On the runtime's thread, as /v1/status: the store is decrypted only when
+                    // it changed (State::view), otherwise this is a stat and a lookup.
+                    get_secret(&state, &stacks, &request.body)
                 }
                 (_, "/Plugin.Activate" | "/SecretProvider.GetSecret") => protocol_error(
                     405,
