@@ -287,7 +287,7 @@ fn a_reader_never_sees_a_pair_of_files_from_two_rotations() {
     use keyd::policy::FilesSpec;
     use keyd::secret::{SecretString, Value};
     use keyd::sinks::{Delivery, FilesSink, Pass, Sink as _};
-    use keyd::store::Ledger;
+    use keyd::store::{Books, Ledger, SwarmLedger};
 
     const ROTATIONS: u64 = 200;
     let tmp = TempDir::new("atomic-set");
@@ -295,13 +295,18 @@ fn a_reader_never_sees_a_pair_of_files_from_two_rotations() {
     let sink = FilesSink::new(FilesSpec::in_dir(dir.clone()));
     let pair = |v: u64| {
         ["cert.pem", "key.pem"].map(|name| Delivery {
+            secret: "tls".into(),
             name: name.into(),
             version: v,
             value: Value::Secret(SecretString::new(format!("{v}:{name}"))),
         })
     };
-    let mut ledger = Ledger::new();
-    sink.deliver(&pair(1), Pass::Full, &mut ledger).unwrap();
+    let (mut ledger, mut swarm) = (Ledger::new(), SwarmLedger::default());
+    let mut books = Books {
+        ledger: &mut ledger,
+        swarm: &mut swarm,
+    };
+    sink.deliver(&pair(1), Pass::Full, &mut books).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let (mixed, pairs, errors) = (
@@ -336,7 +341,7 @@ fn a_reader_never_sees_a_pair_of_files_from_two_rotations() {
     }
     let changed: HashSet<String> = ["cert.pem", "key.pem"].map(String::from).into();
     for v in 2..=ROTATIONS + 1 {
-        sink.deliver(&pair(v), Pass::Only(&changed), &mut ledger)
+        sink.deliver(&pair(v), Pass::Only(&changed), &mut books)
             .unwrap();
     }
     stop.store(true, Ordering::SeqCst);

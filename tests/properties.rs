@@ -340,6 +340,7 @@ fn stack() -> impl Strategy<Value = StackRecord> {
                     sinks,
                     secrets,
                     ledger,
+                    swarm: Default::default(),
                     reload_owed: reload.map(|(attempts, last_error, retry_at)| ReloadOwed {
                         attempts,
                         last_error,

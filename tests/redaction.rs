@@ -40,6 +40,7 @@ fn debug_output_of_secret_holding_types_carries_no_secret_bytes() {
         format!(
             "{:?}",
             Delivery {
+                secret: "K".into(),
                 name: "K".into(),
                 version: 1,
                 value: Value::Secret(fkey.duplicate()),

@@ -127,6 +127,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a docker-compose service block that runs keyd as a sidecar for a policy
+    ///
+    /// keyd applies the policy at start, delivers its files into a tmpfs volume that consumers
+    /// mount as a directory (so they see rotations), and is healthy once every value is there.
+    /// The policy needs a [sinks.files] table (its dir is where the volume is mounted).
+    #[command(after_help = EXIT_CODES)]
+    Compose {
+        /// The stack's policy (TOML)
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+        /// The keyd image (docker/build-image.sh builds keyd:local)
+        #[arg(long, default_value = "keyd:local")]
+        image: String,
+    },
     /// Make a one-off value on stdout, touching no store
     #[command(subcommand)]
     Gen(Gen),
@@ -154,6 +168,14 @@ struct ApplyArgs {
     /// (an old copy put back on purpose)
     #[arg(long)]
     accept_rollback: bool,
+    /// Also deliver every output as a Docker Swarm secret, swapped into the services that use
+    /// it on rotation (the policy's [sinks.swarm], or its defaults; current names go to
+    /// STACK.swarm.env beside the policy). Needs a swarm manager: see --init-swarm
+    #[arg(long)]
+    swarm: bool,
+    /// With --swarm: run `docker swarm init` first when this node is not in a swarm
+    #[arg(long)]
+    init_swarm: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -419,6 +441,20 @@ pub fn run(args: Args) -> Result<(), Failure> {
             write_stdout(out.as_bytes())
         }
         Command::Gen(g) => generate(g),
+        Command::Compose { policy, image } => {
+            let policy = Policy::load(&policy).map_err(Error::from)?;
+            let block = crate::compose::block(&policy, &image).ok_or_else(|| {
+                Failure::new(
+                    2,
+                    format!(
+                        "{} has no [sinks.files]: a compose sidecar delivers files",
+                        policy.path.display()
+                    ),
+                    Some("add [sinks.files] with dir = \"/run/secrets\"".into()),
+                )
+            })?;
+            write_stdout(block.as_bytes())
+        }
         Command::Policy(PolicyCommand::Check { file }) => {
             let policy = Policy::load(&file).map_err(Error::from)?;
             let outputs = policy.outputs().len();
@@ -528,6 +564,8 @@ fn apply(home: Home, a: ApplyArgs, first_run: bool) -> Result<(), Failure> {
         init: first_run,
         reinit: a.reinit,
         accept_rollback: a.accept_rollback,
+        swarm: a.swarm || a.init_swarm,
+        init_swarm: a.init_swarm,
     };
     let report = keyd::apply(&home, &policy, &options).map_err(|e| {
         let mut failure = Failure::from(e);

@@ -2,6 +2,7 @@
 //! command, and the presentation of its results. Exit codes are documented in `--help`.
 
 mod cli;
+mod compose;
 mod output;
 
 use std::process::ExitCode;

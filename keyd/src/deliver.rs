@@ -18,10 +18,11 @@ pub fn deliveries_of(stack: &StackRecord, which: impl Fn(&str) -> bool) -> Vec<D
         .secrets
         .iter()
         .filter(|(name, r)| !r.removed && which(name))
-        .flat_map(|(_, r)| {
+        .flat_map(|(secret, r)| {
             r.outputs.iter().filter_map(|o| {
                 let (version, value) = r.delivered(o.part)?;
                 Some(Delivery {
+                    secret: secret.clone(),
                     name: o.name.clone(),
                     version,
                     value,
@@ -72,7 +73,7 @@ pub fn deliver_values(
     let mut failures = Vec::new();
     for sink in &sinks {
         let delivered = if sink.check(deliveries).is_ok() {
-            sink.deliver(deliveries, pass, &mut stack.ledger)
+            sink.deliver(deliveries, pass, &mut stack.books())
         } else {
             // Find the values this sink refuses, one by one; deliver the others.
             let refused: HashSet<&str> = deliveries
@@ -87,7 +88,7 @@ pub fn deliver_values(
                 .into_iter()
                 .filter(|d| !refused.contains(d.name.as_str()))
                 .collect();
-            sink.deliver(&accepted, pass, &mut stack.ledger)
+            sink.deliver(&accepted, pass, &mut stack.books())
         };
         match delivered {
             Ok(report) => {
@@ -143,11 +144,11 @@ pub fn retire(stack: &mut StackRecord, name: &str, versions: &[u64]) -> Result<(
         return Ok(());
     };
     let outputs: Vec<String> = record.outputs.iter().map(|o| o.name.clone()).collect();
-    for spec in stack.sinks.iter() {
-        let sink = sinks::build(spec);
+    let built: Vec<_> = stack.sinks.iter().map(sinks::build).collect();
+    for sink in built {
         for output in &outputs {
             for &v in versions {
-                sink.retire(output, v, &mut stack.ledger)?;
+                sink.retire(output, v, &mut stack.books())?;
             }
         }
     }

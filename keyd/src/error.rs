@@ -1,7 +1,7 @@
 //! The library's error: one enum that wraps each layer's typed error and adds the few failures
 //! of the operations themselves. Messages name files, lines and secrets, never values.
 
-use crate::{material, policy, sinks, store, targets};
+use crate::{docker, material, policy, sinks, store, targets};
 
 /// Every error the library returns. Messages name files, lines and secrets, never values.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +15,9 @@ pub enum Error {
     /// A sink refused or failed.
     #[error(transparent)]
     Sink(#[from] sinks::SinkError),
+    /// The Docker engine refused or failed (outside a delivery: `--init-swarm`).
+    #[error(transparent)]
+    Docker(#[from] docker::DockerError),
     /// A name did not resolve.
     #[error(transparent)]
     Lookup(#[from] store::LookupError),

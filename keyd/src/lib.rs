@@ -29,6 +29,7 @@ mod command;
 pub mod daemon;
 pub mod deliver;
 pub mod derive;
+pub mod docker;
 mod error;
 pub mod fuzzing;
 pub mod material;

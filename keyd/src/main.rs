@@ -61,6 +61,14 @@ struct Args {
         requires = "docker_plugin"
     )]
     plugin_allow_uids: Vec<u32>,
+    /// Apply this policy at start, as `keyctl quickstart --policy FILE` does (the home is made
+    /// when it has none; values that exist are kept): a container needs no separate init step
+    #[arg(long = "apply", value_name = "FILE")]
+    apply: Vec<PathBuf>,
+    /// Ask the keyd serving the socket whether it is healthy, then exit 0 (yes) or 1 (no
+    /// answer, or not healthy): a container healthcheck for an image without a shell
+    #[arg(long)]
+    health: bool,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -68,6 +76,25 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         .ok()
         .filter(|m| *m <= 0o777)
         .ok_or_else(|| format!("{s:?} is not an octal mode like 0600"))
+}
+
+/// `--health`: GET /v1/health on `socket`.
+fn health(socket: &std::path::Path) -> ExitCode {
+    let Some(mut stream) = keyd::daemon::client::connect(socket) else {
+        eprintln!("keyd: no keyd answers on {}", socket.display());
+        return ExitCode::FAILURE;
+    };
+    match keyd::daemon::client::call(&mut stream, socket, "GET", "/v1/health", None) {
+        Ok((200, _)) => ExitCode::SUCCESS,
+        Ok((status, _)) => {
+            eprintln!("keyd: {} answered {status}", socket.display());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("keyd: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -81,12 +108,38 @@ fn main() -> ExitCode {
         eprintln!("keyd: no home: set --home or KEYD_HOME");
         return ExitCode::from(2);
     };
+    let socket = args.socket.unwrap_or_else(|| dir.join("keyd.sock"));
+    if args.health {
+        return health(&socket);
+    }
+    for path in &args.apply {
+        let applied = keyd::policy::Policy::load(path)
+            .map_err(keyd::Error::from)
+            .and_then(|policy| {
+                let options = keyd::ApplyOptions {
+                    init: true,
+                    ..Default::default()
+                };
+                keyd::apply(&Home::new(&dir), &policy, &options)
+            });
+        match applied {
+            Ok(report) => eprintln!(
+                "keyd: applied {} ({} secrets)",
+                path.display(),
+                report.secrets.len()
+            ),
+            Err(e) => {
+                eprintln!("keyd: cannot apply {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let result = if args.once {
         keyd::daemon::start_up(&Home::new(&dir), &SystemClock, "keyd once")
             .map(|(report, _)| keyd::daemon::log_report(&report))
     } else {
         keyd::daemon::run_daemon(keyd::daemon::Config {
-            socket: args.socket.unwrap_or_else(|| dir.join("keyd.sock")),
+            socket,
             home: dir,
             socket_mode: args.socket_mode,
             allow_uids: args.allow_uids,

@@ -67,8 +67,9 @@ pub fn reconcile(
     let mut store_changed = old.as_ref().is_none_or(|o| {
         o.sinks != sinks || o.policy_source != policy.source || o.policy_path != policy.path
     });
-    let (mut old_secrets, ledger, reload_owed) =
-        old.map_or_else(Default::default, |o| (o.secrets, o.ledger, o.reload_owed));
+    let (mut old_secrets, ledger, swarm, reload_owed) = old.map_or_else(Default::default, |o| {
+        (o.secrets, o.ledger, o.swarm, o.reload_owed)
+    });
     let mut notes = Vec::new();
 
     // Random values that do not exist yet.
@@ -180,6 +181,7 @@ pub fn reconcile(
         sinks,
         secrets,
         ledger,
+        swarm,
         reload_owed,
     };
     Ok(Reconciled {

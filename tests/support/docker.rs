@@ -109,6 +109,16 @@ impl DockerTest {
         }
     }
 
+    /// Whether this node is in a swarm now.
+    pub fn in_swarm(&self) -> bool {
+        docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]) == "active"
+    }
+
+    /// Leaves the swarm on drop (one the code under test initialised).
+    pub fn leave_swarm_on_drop(&mut self) {
+        self.made_swarm = true;
+    }
+
     /// Builds an image from a Dockerfile and files copied into its context, tagged
     /// `<repo>:<id>`, labelled, and removed on drop. Returns the tag.
     pub fn build_image(&mut self, repo: &str, dockerfile: &str, files: &[(&Path, &str)]) -> String {
@@ -147,6 +157,27 @@ impl DockerTest {
             "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
             &[(busybox, "busybox")],
         )
+    }
+
+    /// The keyd image, built by `docker/build-image.sh` from the debug binaries the README's
+    /// test command built (tagged `keyd-test:<id>`, removed on drop).
+    pub fn keyd_image(&mut self) -> String {
+        // Fails with a clear message when the binaries are missing or stale.
+        crate::binary("keyd");
+        crate::binary("keyctl");
+        let tag = format!("keyd-test:{}", self.id);
+        let script = crate::workspace().join("docker/build-image.sh");
+        let out = run_within(
+            Command::new("bash").arg(&script).args([&tag, "debug"]),
+            DOCKER_LIMIT,
+        );
+        assert!(
+            out.status.success(),
+            "docker/build-image.sh failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.images.push(tag.clone());
+        tag
     }
 
     /// Names of the swarm secrets whose name contains this test's id, sorted.

@@ -8,8 +8,9 @@ use serde::Serialize;
 use crate::clock::{SystemClock, unix_now};
 use crate::deliver;
 use crate::derive::Change;
+use crate::docker::Engine as DockerEngine;
 use crate::error::Error;
-use crate::policy::{FilesSpec, Kind, Policy, SinkSpec, Sinks};
+use crate::policy::{FilesSpec, Kind, Policy, SinkSpec, Sinks, SwarmSpec};
 use crate::reconcile::reconcile;
 use crate::rotation::{Engine, OutcomeKind};
 use crate::sinks::DeliveryReport;
@@ -27,6 +28,11 @@ pub struct ApplyOptions {
     pub reinit: bool,
     /// Use the store in place although it is older than the last one written here.
     pub accept_rollback: bool,
+    /// Deliver to Docker Swarm secrets too (`[sinks.swarm]` with its defaults, when the policy
+    /// has none; the current names go to `<stack>.swarm.env` beside the policy).
+    pub swarm: bool,
+    /// Make this node a swarm manager first when it is not (`docker swarm init`).
+    pub init_swarm: bool,
 }
 
 /// What an apply did, for the summary (no values in it).
@@ -101,9 +107,17 @@ fn merge_deliveries(reports: Vec<DeliveryReport>) -> Vec<DeliveryReport> {
     merged
 }
 
-/// The sinks to deliver to: the policy's, with `--out` replacing the files directory.
-pub fn resolve_sinks(policy: &Policy, out: Option<&Path>) -> Sinks {
+/// The sinks to deliver to: the policy's, with `--out` replacing the files directory, and
+/// with `swarm`, a Swarm sink when the policy has none.
+pub fn resolve_sinks(policy: &Policy, out: Option<&Path>, swarm: bool) -> Sinks {
     let mut sinks = policy.sinks.clone();
+    if swarm && sinks.swarm().is_none() {
+        let mut spec = SwarmSpec::for_stack(&policy.stack);
+        let dir = policy.path.parent().unwrap_or(Path::new("."));
+        let names = dir.join(format!("{}.swarm.env", policy.stack));
+        spec.names_env = Some(std::path::absolute(&names).unwrap_or(names));
+        sinks.set(SinkSpec::Swarm(spec));
+    }
     if let Some(out) = out {
         let dir = std::path::absolute(out).unwrap_or_else(|_| out.to_owned());
         sinks.set(SinkSpec::Files(match sinks.files() {
@@ -136,6 +150,8 @@ fn refuse_to_replace_existing_outputs(policy: &Policy, sinks: &Sinks) -> Result<
                     found.push(e.path.clone());
                 }
             }
+            // A Swarm secret keyd did not make is never replaced: the sink refuses its name.
+            SinkSpec::Swarm(_) => {}
         }
     }
     if found.is_empty() {
@@ -162,7 +178,11 @@ fn refuse_to_replace_existing_outputs(policy: &Policy, sinks: &Sinks) -> Result<
 
 /// Reconciles `policy` with the store in `home` and delivers. See the module comment.
 pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<ApplyReport, Error> {
-    let sinks = resolve_sinks(policy, options.out.as_deref());
+    let sinks = resolve_sinks(policy, options.out.as_deref(), options.swarm);
+    if options.init_swarm {
+        let engine = DockerEngine::connect(SwarmSpec::DEFAULT_TIMEOUT)?;
+        engine.init_swarm(None)?;
+    }
     let lock = home.lock()?;
     let initialised = options.init && lock.init_or_reinit(options.reinit)? == InitOutcome::Created;
     if options.accept_rollback {
@@ -200,11 +220,16 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
         data.stacks.insert(policy.stack.clone(), plan.stack);
     }
     let stack = data.stacks.get_mut(&policy.stack).expect("just inserted");
-    let before = (stack.ledger.clone(), stack.reload_owed.clone());
+    let before = (
+        stack.ledger.clone(),
+        stack.swarm.outputs.clone(),
+        stack.reload_owed.clone(),
+    );
     let delivered = deliver::deliver_values(stack, &deliveries, None, now);
     // What the sinks recorded (and a reload hook still owed) is kept even when nothing else
     // changed or the delivery failed, so the next pass can trust it without opening files.
-    let ledger_changed = (&stack.ledger, &stack.reload_owed) != (&before.0, &before.1);
+    let ledger_changed = (&stack.ledger, &stack.swarm.outputs, &stack.reload_owed)
+        != (&before.0, &before.1, &before.2);
     if let Err(e) = delivered {
         if ledger_changed {
             lock.save(&mut data)?;

@@ -476,6 +476,9 @@ pub enum SinkSpec {
     Files(FilesSpec),
     /// `[sinks.envfile]`: a `.env` file for `docker compose --env-file`.
     EnvFile(EnvFileSpec),
+    /// `[sinks.swarm]`: Docker Swarm secrets, one per output and value, swapped into the
+    /// services that use them.
+    Swarm(SwarmSpec),
 }
 
 impl SinkSpec {
@@ -484,6 +487,7 @@ impl SinkSpec {
         match self {
             SinkSpec::Files(_) => "files",
             SinkSpec::EnvFile(_) => "envfile",
+            SinkSpec::Swarm(_) => "swarm",
         }
     }
 }
@@ -499,6 +503,8 @@ pub struct Sinks(Vec<SinkSpec>);
 struct SinksRecord {
     files: Option<FilesSpec>,
     envfile: Option<EnvFileSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    swarm: Option<SwarmSpec>,
 }
 
 impl From<SinksRecord> for Sinks {
@@ -509,6 +515,9 @@ impl From<SinksRecord> for Sinks {
         }
         if let Some(e) = r.envfile {
             sinks.set(SinkSpec::EnvFile(e));
+        }
+        if let Some(s) = r.swarm {
+            sinks.set(SinkSpec::Swarm(s));
         }
         sinks
     }
@@ -521,6 +530,7 @@ impl From<Sinks> for SinksRecord {
             match spec {
                 SinkSpec::Files(f) => r.files = Some(f),
                 SinkSpec::EnvFile(e) => r.envfile = Some(e),
+                SinkSpec::Swarm(s) => r.swarm = Some(s),
             }
         }
         r
@@ -543,6 +553,7 @@ impl Sinks {
         let rank = |s: &SinkSpec| match s {
             SinkSpec::Files(_) => 0,
             SinkSpec::EnvFile(_) => 1,
+            SinkSpec::Swarm(_) => 2,
         };
         self.0.retain(|s| rank(s) != rank(&spec));
         self.0.push(spec);
@@ -563,6 +574,77 @@ impl Sinks {
             SinkSpec::EnvFile(e) => Some(e),
             _ => None,
         })
+    }
+
+    /// The Swarm sink's settings.
+    pub fn swarm(&self) -> Option<&SwarmSpec> {
+        self.0.iter().find_map(|s| match s {
+            SinkSpec::Swarm(s) => Some(s),
+            _ => None,
+        })
+    }
+}
+
+/// `[sinks.swarm]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmSpec {
+    /// The stack (label `keyd.stack`), from the policy's `[stack] name`.
+    pub stack: String,
+    /// Put before every output's name to make its Swarm secret's name (default: nothing).
+    #[serde(default)]
+    pub prefix: String,
+    /// An env file naming the current Swarm secret of every output
+    /// (`KEYD_SWARM_<OUTPUT>=<name>`), for `docker stack deploy` (default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names_env: Option<PathBuf>,
+    /// How long the services using a secret may take to roll onto a new version.
+    pub update_timeout: Duration,
+    /// How long one call to the Docker engine may take.
+    pub timeout: Duration,
+}
+
+impl SwarmSpec {
+    /// The default `update_timeout`.
+    pub const DEFAULT_UPDATE_TIMEOUT: Duration = Duration::from_secs(300);
+    /// The default `timeout`.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// The longest base name (prefix and output): room is left for `_v<version>_<n>`
+    /// within Swarm's 64 characters.
+    pub const MAX_NAME: usize = 48;
+
+    /// Default settings for `stack`.
+    pub fn for_stack(stack: &str) -> Self {
+        SwarmSpec {
+            stack: stack.to_owned(),
+            prefix: String::new(),
+            names_env: None,
+            update_timeout: Self::DEFAULT_UPDATE_TIMEOUT,
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Whether `name` is a valid Swarm object name: letters and digits at both ends, letters,
+    /// digits, `-`, `_` and `.` between.
+    pub fn is_valid_name(name: &str) -> bool {
+        let ok_end = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+        ok_end(name.chars().next())
+            && ok_end(name.chars().last())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    }
+
+    /// The variable that names output `name`'s current secret in `names_env`.
+    pub fn variable(name: &str) -> String {
+        let mut v = String::from("KEYD_SWARM_");
+        v.extend(name.chars().map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        }));
+        v
     }
 }
 

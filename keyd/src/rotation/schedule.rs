@@ -3,6 +3,8 @@
 //! and when to wake up next. Pure functions of the store and the time, so tests drive them with
 //! a controlled clock instead of sleeping.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::grace_of;
@@ -152,6 +154,9 @@ pub struct SecretStatus {
     /// A rekey hook not yet succeeded (the retire waits for it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rekey: Option<crate::store::RekeyOwed>,
+    /// The Swarm secret each output is delivered as now, by output name (with a Swarm sink).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub swarm: BTreeMap<String, String>,
 }
 
 /// The status of every secret at `now`.
@@ -183,6 +188,14 @@ pub fn status(data: &StoreData, now: i64) -> Vec<SecretStatus> {
                 rotation: secret.rotation.clone(),
                 rekey: secret.rekey.clone(),
                 reload_owed: record.reload_owed.clone(),
+                swarm: secret
+                    .outputs
+                    .iter()
+                    .filter_map(|o| {
+                        let current = &record.swarm.outputs.get(&o.name)?.current;
+                        Some((o.name.clone(), current.clone()))
+                    })
+                    .collect(),
             });
         }
     }

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use super::{Delivery, DeliveryReport, Pass, Sink, SinkError, digest, ledger_says_current, stamp};
 use crate::policy::EnvFileSpec;
 use crate::secret::same_bytes;
-use crate::store::Ledger;
+use crate::store::Books;
 
 const SINK: &str = "envfile";
 const LEDGER_KEY: &str = "envfile";
@@ -101,8 +101,9 @@ impl Sink for EnvFileSink {
         &self,
         deliveries: &[Delivery],
         _pass: Pass<'_>,
-        ledger: &mut Ledger,
+        books: &mut Books<'_>,
     ) -> Result<DeliveryReport, SinkError> {
+        let ledger = &mut *books.ledger;
         let spec = &self.spec;
         let text = self.render(deliveries)?;
         let names: Vec<String> = self.selected(deliveries).map(|d| d.name.clone()).collect();
@@ -147,7 +148,7 @@ impl Sink for EnvFileSink {
         Ok(report)
     }
 
-    fn retire(&self, _name: &str, _version: u64, _ledger: &mut Ledger) -> Result<(), SinkError> {
+    fn retire(&self, _name: &str, _version: u64, _books: &mut Books<'_>) -> Result<(), SinkError> {
         // The file is rewritten whole on every change: a retired version is already gone.
         Ok(())
     }

@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 use super::{Delivery, DeliveryReport, Pass, Sink, SinkError, digest, ledger_says_current, stamp};
 use crate::policy::{FilesSpec, ReloadHook, Signal};
 use crate::secret::same_bytes;
-use crate::store::Ledger;
+use crate::store::Books;
 
 const SINK: &str = "files";
 /// Passes writing at most this many files fsync each one; larger ones use one syncfs.
@@ -318,8 +318,9 @@ impl Sink for FilesSink {
         &self,
         deliveries: &[Delivery],
         pass: Pass<'_>,
-        ledger: &mut Ledger,
+        books: &mut Books<'_>,
     ) -> Result<DeliveryReport, SinkError> {
+        let ledger = &mut *books.ledger;
         let dir = &self.spec.dir;
         if !dir.is_dir() {
             fs::DirBuilder::new()
@@ -476,7 +477,7 @@ impl Sink for FilesSink {
         Ok(report)
     }
 
-    fn retire(&self, _name: &str, _version: u64, _ledger: &mut Ledger) -> Result<(), SinkError> {
+    fn retire(&self, _name: &str, _version: u64, _books: &mut Books<'_>) -> Result<(), SinkError> {
         // Each delivery replaces the whole set and removes the previous one: once a newer
         // version is delivered nothing of a retired one remains here.
         Ok(())

@@ -7,20 +7,24 @@
 mod envfile;
 mod files;
 pub mod plugin;
+mod swarm;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 
 pub use envfile::EnvFileSink;
 pub use files::{FilesSink, run_reload_hook};
+pub use swarm::SwarmSink;
 
 use crate::policy::SinkSpec;
 use crate::secret::Value;
-use crate::store::{Ledger, Stamp};
+use crate::store::{Books, Stamp};
 
 /// One named value to deliver.
 #[derive(Debug)]
 pub struct Delivery {
+    /// The secret the output belongs to.
+    pub secret: String,
     /// The output name (file name, variable name).
     pub name: String,
     /// The newest version the value carries (a fernet list or JWKS holds older ones too).
@@ -95,6 +99,14 @@ pub enum SinkError {
         /// Its mode.
         mode: u32,
     },
+    /// The Docker engine refused or failed.
+    #[error("swarm {}: {source}", location.display())]
+    Docker {
+        /// The engine's address.
+        location: PathBuf,
+        /// What went wrong.
+        source: crate::docker::DockerError,
+    },
     /// The operating system refused.
     #[error("{sink} {}: {source}", path.display())]
     Io {
@@ -136,11 +148,11 @@ pub trait Sink {
         &self,
         deliveries: &[Delivery],
         pass: Pass<'_>,
-        ledger: &mut Ledger,
+        books: &mut Books<'_>,
     ) -> Result<DeliveryReport, SinkError>;
     /// Removes what this sink published for `version` of output `name`, once that version is
     /// retired.
-    fn retire(&self, name: &str, version: u64, ledger: &mut Ledger) -> Result<(), SinkError>;
+    fn retire(&self, name: &str, version: u64, books: &mut Books<'_>) -> Result<(), SinkError>;
 }
 
 /// The sink a policy's settings describe.
@@ -148,6 +160,7 @@ pub fn build(spec: &SinkSpec) -> Box<dyn Sink> {
     match spec {
         SinkSpec::Files(s) => Box::new(FilesSink::new(s.clone())),
         SinkSpec::EnvFile(s) => Box::new(EnvFileSink::new(s.clone())),
+        SinkSpec::Swarm(s) => Box::new(SwarmSink::new(s.clone())),
     }
 }
 

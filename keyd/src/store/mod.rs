@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 pub use file::StoreError;
 pub(crate) use file::write_atomic;
 pub use model::{
-    Label, Ledger, LookupError, OutputRecord, RekeyOwed, ReloadOwed, Rotation, SecretRecord,
-    StackRecord, Stamp, Step, StoreData, VersionRecord,
+    Books, Label, Ledger, LookupError, OutputRecord, RekeyOwed, ReloadOwed, Rotation, SecretRecord,
+    StackRecord, Stamp, Step, StoreData, SwarmLedger, SwarmOutput, SwarmSecret, VersionRecord,
 };
 
 /// The keyd home: `identity.txt` (the X25519 age identity, 0600), `store.age` (the store,

@@ -53,6 +53,9 @@ pub struct StackRecord {
     /// metadata without opening it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ledger: Ledger,
+    /// What the Swarm sink published.
+    #[serde(default, skip_serializing_if = "SwarmLedger::is_empty")]
+    pub swarm: SwarmLedger,
     /// The files sink's reload hook failed after a delivery changed files: it is run again by
     /// every delivery pass, and by the daemon once `retry_at` has passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,6 +75,81 @@ pub struct ReloadOwed {
 
 /// What sinks wrote, by a key each sink chooses (`files:NAME`, `envfile`).
 pub type Ledger = BTreeMap<String, Stamp>;
+
+/// What the sinks of one stack have recorded, as a sink is given it: the files' ledger and
+/// the Swarm sink's record.
+pub struct Books<'a> {
+    /// Files written (files and envfile sinks).
+    pub ledger: &'a mut Ledger,
+    /// Swarm secrets published.
+    pub swarm: &'a mut SwarmLedger,
+}
+
+impl StackRecord {
+    /// The sinks' records of this stack.
+    pub fn books(&mut self) -> Books<'_> {
+        Books {
+            ledger: &mut self.ledger,
+            swarm: &mut self.swarm,
+        }
+    }
+}
+
+/// The Swarm secrets keyd published for a stack, by output name. Swarm secrets are immutable:
+/// every new value of an output is a new secret (`NAME`, then `NAME_v<version>`), and the old
+/// ones are removed once nothing uses them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SwarmLedger {
+    /// The key of the keyed digest each secret carries in its `keyd.digest` label, so keyd
+    /// recognises a secret it made (after a crash, before this record was saved) without a
+    /// plain hash of the value where every Docker user can read it. Empty until first used.
+    #[serde(with = "crate::secret::stored", default = "empty_secret")]
+    pub key: SecretString,
+    /// By output name.
+    pub outputs: BTreeMap<String, SwarmOutput>,
+}
+
+fn empty_secret() -> SecretString {
+    SecretString::new(String::new())
+}
+
+impl Default for SwarmLedger {
+    fn default() -> Self {
+        SwarmLedger {
+            key: empty_secret(),
+            outputs: BTreeMap::new(),
+        }
+    }
+}
+
+impl SwarmLedger {
+    /// Whether nothing was ever published.
+    pub fn is_empty(&self) -> bool {
+        self.outputs.is_empty()
+    }
+}
+
+/// One output's Swarm secrets.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmOutput {
+    /// The name of the secret holding the output's value now.
+    pub current: String,
+    /// Every secret published for it and not removed yet, oldest first.
+    pub published: Vec<SwarmSecret>,
+}
+
+/// One Swarm secret keyd made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmSecret {
+    /// Its name.
+    pub name: String,
+    /// Its id.
+    pub id: String,
+    /// The newest version its value carries.
+    pub version: u64,
+    /// The keyed digest of its value (also its `keyd.digest` label).
+    pub digest: String,
+}
 
 /// What a sink knows of an output it wrote: the file's identity and metadata right after the
 /// write, and a SHA-256 of the content (inside the encrypted store, beside the values

@@ -23,8 +23,8 @@ use self::sinks::check_sinks;
 use self::targets::check_targets;
 use super::chars;
 use super::{
-    AdminPassword, EnvFileSpec, KindSpec, Part, Policy, PolicyError, Problem, SecretSpec, Sinks,
-    TargetSpec,
+    AdminPassword, EnvFileSpec, KindSpec, Part, Policy, PolicyError, Problem, SecretSpec, SinkSpec,
+    Sinks, SwarmSpec, TargetSpec,
 };
 use crate::material::template::Piece;
 
@@ -200,7 +200,7 @@ fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) ->
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let sinks = match top.get("sinks").map(|e| (e, e.value.get_ref())) {
+    let mut sinks = match top.get("sinks").map(|e| (e, e.value.get_ref())) {
         Some((_, DeValue::Table(t))) => check_sinks(c, base, t),
         Some((e, _)) => {
             top.wrong_type(c, e, "a table ([sinks.files], [sinks.envfile])");
@@ -289,6 +289,12 @@ fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) ->
     {
         check_envfile_values(c, env, &drafts);
     }
+    if let Some(swarm) = sinks.swarm() {
+        check_swarm_names(c, swarm, &drafts);
+        let mut swarm = swarm.clone();
+        swarm.stack = stack.clone().unwrap_or_default();
+        sinks.set(SinkSpec::Swarm(swarm));
+    }
     let secrets = drafts.into_iter().map(|d| d.spec).collect();
     Some((stack?, description, sinks, secrets, targets))
 }
@@ -297,6 +303,26 @@ fn t_start(doc: &DeTable<'_>, key: &str) -> usize {
     doc.iter()
         .find(|(k, _)| k.get_ref().as_ref() == key)
         .map_or(0, |(k, _)| k.span().start)
+}
+
+/// Every output's Swarm secret name (prefix and output) is valid in Swarm, with room for the
+/// `_v<version>` suffix of later versions.
+fn check_swarm_names(c: &mut Checker, swarm: &SwarmSpec, drafts: &[Draft]) {
+    for d in drafts {
+        for out in d.spec.outputs() {
+            let at = d
+                .companions_at
+                .iter()
+                .find(|(n, _, _)| *n == out.name)
+                .map_or(d.at, |(_, _, at)| *at);
+            let name = format!("{}{}", swarm.prefix, out.name);
+            if !SwarmSpec::is_valid_name(&name) {
+                c.err(at, format!("[sinks.swarm] cannot name a secret {name:?}: Swarm names start and end with a letter or digit and hold only letters, digits, '-', '_' and '.'"));
+            } else if name.len() > SwarmSpec::MAX_NAME {
+                c.err(at, format!("[sinks.swarm] cannot name a secret {name:?}: it is {} characters long, and Swarm allows 64 including the `_v<version>` keyd adds to later versions (at most {} here)", name.len(), SwarmSpec::MAX_NAME));
+            }
+        }
+    }
 }
 
 /// Every output the env file receives has a variable name, and can hold only characters the

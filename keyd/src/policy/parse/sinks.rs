@@ -1,4 +1,4 @@
-//! Sinks: the `[sinks.files]` and `[sinks.envfile]` tables, their paths (relative ones
+//! Sinks: the `[sinks.files]`, `[sinks.envfile]` and `[sinks.swarm]` tables, their paths (relative ones
 //! resolved against the policy's directory) and modes, and the files sink's reload hook.
 
 use std::path::{Path, PathBuf};
@@ -7,12 +7,12 @@ use toml::de::{DeTable, DeValue};
 
 use super::Checker;
 use super::fields::{Entry, Fields};
-use crate::policy::{EnvFileSpec, FilesSpec, ReloadHook, Signal, SinkSpec, Sinks};
+use crate::policy::{EnvFileSpec, FilesSpec, ReloadHook, Signal, SinkSpec, Sinks, SwarmSpec};
 
 /// Checks `[sinks.*]`; relative paths are resolved against `base`, the policy's directory.
 pub(super) fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> Sinks {
     let f = Fields::new("[sinks]", table);
-    f.only(c, &["files", "envfile"], "files or envfile");
+    f.only(c, &["files", "envfile", "swarm"], "files, envfile or swarm");
     let mut sinks = Sinks::default();
     let resolve = |p: &str| -> PathBuf {
         let p = Path::new(p);
@@ -71,6 +71,35 @@ pub(super) fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> 
                 }
             }
             _ => f.wrong_type(c, e, "a table ([sinks.envfile])"),
+        }
+    }
+    if let Some(e) = f.get("swarm") {
+        match e.value.get_ref() {
+            DeValue::Table(t) => {
+                let s = Fields::new("[sinks.swarm]", t);
+                s.only(
+                    c,
+                    &["prefix", "names_env", "update_timeout", "timeout"],
+                    "prefix, names_env, update_timeout or timeout",
+                );
+                // The stack is filled in once [stack] is read.
+                let mut sink = SwarmSpec::for_stack("");
+                if let Some((prefix, at)) = s.str(c, "prefix") {
+                    if !prefix.is_empty() && !SwarmSpec::is_valid_name(&format!("{prefix}x")) {
+                        c.err(at, format!("[sinks.swarm] prefix {prefix:?} is not valid in a Swarm secret name (expected letters, digits, '-', '_' or '.', starting with a letter or digit)"));
+                    }
+                    sink.prefix = prefix;
+                }
+                sink.names_env = s.str(c, "names_env").map(|(p, _)| resolve(&p));
+                if let Some((d, _)) = s.duration(c, "update_timeout") {
+                    sink.update_timeout = d;
+                }
+                if let Some((d, _)) = s.duration(c, "timeout") {
+                    sink.timeout = d;
+                }
+                sinks.set(SinkSpec::Swarm(sink));
+            }
+            _ => f.wrong_type(c, e, "a table ([sinks.swarm])"),
         }
     }
     sinks
@@ -255,6 +284,50 @@ kind = "fernet"
         assert!(p.sinks.files().is_none());
     }
 
+    /// `[sinks.swarm]` (line 3) with `body` from line 4 on, then secret `secret` (line after).
+    fn swarm(body: &str, secret: &str) -> String {
+        format!(
+            "[stack]\nname = \"s\"\n[sinks.swarm]\n{body}[secrets.{secret}]\nkind = \"fernet\"\n"
+        )
+    }
+
+    #[test]
+    fn swarm_settings_defaults_and_the_stack_name() {
+        let p = policy(&swarm("", "A"));
+        let s = p.sinks.swarm().expect("a swarm sink");
+        assert_eq!(s, &SwarmSpec::for_stack("s"));
+        let p = policy(&swarm(
+            "prefix = \"s_\"\nnames_env = \"n.env\"\nupdate_timeout = \"90s\"\ntimeout = \"5s\"\n",
+            "A",
+        ));
+        let s = p.sinks.swarm().unwrap();
+        assert_eq!(s.prefix, "s_");
+        assert!(s.names_env.as_ref().unwrap().ends_with("n.env"));
+        assert_eq!(s.update_timeout, std::time::Duration::from_secs(90));
+        assert_eq!(s.timeout, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn swarm_names_must_be_valid_and_leave_room_for_versions() {
+        assert_eq!(
+            err_text(&swarm("prefix = \"-x\"\nbucket = 1\n", "A")),
+            "p.toml:4:10: [sinks.swarm] prefix \"-x\" is not valid in a Swarm secret name (expected letters, digits, '-', '_' or '.', starting with a letter or digit)\n\
+             p.toml:5:1: unknown field `bucket` in [sinks.swarm] (expected prefix, names_env, update_timeout or timeout)\n\
+             p.toml:6:10: [sinks.swarm] cannot name a secret \"-xA\": Swarm names start and end with a letter or digit and hold only letters, digits, '-', '_' and '.'"
+        );
+        let long = "A".repeat(49);
+        assert_eq!(
+            err_text(&swarm("", &long)),
+            format!(
+                "p.toml:4:10: [sinks.swarm] cannot name a secret \"{long}\": it is 49 characters long, and Swarm allows 64 including the `_v<version>` keyd adds to later versions (at most 48 here)"
+            )
+        );
+        assert_eq!(
+            err_text(&swarm("", "A_")),
+            "p.toml:4:10: [sinks.swarm] cannot name a secret \"A_\": Swarm names start and end with a letter or digit and hold only letters, digits, '-', '_' and '.'"
+        );
+    }
+
     #[test]
     fn sinks_table_shape() {
         assert_eq!(
@@ -262,7 +335,7 @@ kind = "fernet"
                 "[stack]\nname = \"s\"\n[sinks]\nfiles = \"/run/secrets\"\n[sinks.s3]\nbucket = \"b\"\n[secrets.A]\nkind = \"fernet\"\n"
             ),
             "p.toml:4:9: `files` in [sinks] must be a table ([sinks.files]) (found string)\n\
-             p.toml:5:8: unknown field `s3` in [sinks] (expected files or envfile)"
+             p.toml:5:8: unknown field `s3` in [sinks] (expected files, envfile or swarm)"
         );
         assert_eq!(
             err_text(&files("directory = \"/x\"\ndir = 5\n")),

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds the keyd image (docker/Dockerfile) from this checkout's binaries: FROM scratch with
+# keyd, keyctl and exactly the shared libraries `ldd` lists for them (glibc, libm, libgcc_s,
+# the loader). No registry is needed.
+#
+#   docker/build-image.sh [TAG] [PROFILE]     TAG default keyd:local, PROFILE release or debug
+#
+# With PROFILE=release the binaries are built first; with debug, the ones in target/debug are
+# used as they are (the tests build those).
+set -euo pipefail
+tag=${1:-keyd:local}
+profile=${2:-release}
+cd "$(dirname "$0")/.."
+if [ "$profile" = release ]; then
+  cargo build --release --locked -p keyd -p keyctl
+fi
+bin=target/$profile
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+mkdir -p "$ctx/root/bin" "$ctx/root/var/lib/keyd" "$ctx/root/run/secrets"
+chmod 0700 "$ctx/root/var/lib/keyd"
+cp "$bin/keyd" "$bin/keyctl" "$ctx/root/bin/"
+# Every library the binaries load, at the path the loader looks for it.
+ldd "$bin/keyd" "$bin/keyctl" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' \
+  | sort -u | while read -r lib; do
+      mkdir -p "$ctx/root$(dirname "$lib")"
+      cp -L "$lib" "$ctx/root$lib"
+    done
+cp docker/Dockerfile "$ctx/Dockerfile"
+docker build --quiet --label keyd.image=true -t "$tag" "$ctx" >/dev/null
+echo "$tag"
