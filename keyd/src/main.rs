@@ -32,6 +32,14 @@ struct Args {
     /// Finish rotations in flight, re-deliver, do whatever is due, then exit (for cron, timers)
     #[arg(long, conflicts_with = "docker_plugin")]
     once: bool,
+    /// Apply this policy at start, as `keyctl quickstart --policy FILE` does (the home is made
+    /// when it has none; values that exist are kept): a container needs no separate init step
+    #[arg(long = "apply", value_name = "FILE")]
+    apply: Vec<PathBuf>,
+    /// Ask the keyd serving the socket whether it is healthy, then exit 0 (yes) or 1 (no
+    /// answer, or not healthy): a container healthcheck for an image without a shell
+    #[arg(long)]
+    health: bool,
     /// Also serve Docker's secret-provider plugin protocol on this socket, so that
     /// `docker secret create --driver keyd NAME` takes NAME's value from keyd when a task
     /// starts (the engine knows the plugin by the file name without `.sock`). Needs
@@ -61,14 +69,6 @@ struct Args {
         requires = "docker_plugin"
     )]
     plugin_allow_uids: Vec<u32>,
-    /// Apply this policy at start, as `keyctl quickstart --policy FILE` does (the home is made
-    /// when it has none; values that exist are kept): a container needs no separate init step
-    #[arg(long = "apply", value_name = "FILE")]
-    apply: Vec<PathBuf>,
-    /// Ask the keyd serving the socket whether it is healthy, then exit 0 (yes) or 1 (no
-    /// answer, or not healthy): a container healthcheck for an image without a shell
-    #[arg(long)]
-    health: bool,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
