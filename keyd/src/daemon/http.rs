@@ -366,7 +366,8 @@ impl<R: Routes> Connection<R> {
         mut closed: oneshot::Receiver<()>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let keep_alive = self.mode == Mode::Serve;
+        let (mode, uid) = (self.mode, self.uid);
+        let keep_alive = mode == Mode::Serve;
         let this = Arc::new(self);
         let service = hyper::service::service_fn(move |request| {
             let this = this.clone();
@@ -375,7 +376,12 @@ impl<R: Routes> Connection<R> {
         let conn = builder(keep_alive, true).serve_connection(TokioIo::new(stream), service);
         tokio::pin!(conn);
         tokio::select! {
-            _ = conn.as_mut() => return,
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    log_failed(mode, uid, &e);
+                }
+                return;
+            }
             _ = &mut closed => return,
             () = stopped(&mut shutdown) => {}
         }
@@ -420,6 +426,19 @@ impl<R: Routes> Connection<R> {
             },
         };
         Answer::new(response, busy)
+    }
+}
+
+/// Logs a connection that hyper ended with an error: a request head it could not parse (it
+/// answered 400 or 431 itself), from any peer, and every failure of a refused peer, so that a
+/// refusal is logged even when no request reached a router. hyper's messages name the problem,
+/// never the peer's bytes, so nothing the peer sent reaches the log. Timeouts of allowed peers
+/// (an idle connection closed) are routine and not logged.
+fn log_failed(mode: Mode, uid: u32, e: &hyper::Error) {
+    if mode == Mode::Refuse {
+        eprintln!("keyd: refused uid {uid}: {e}");
+    } else if e.is_parse() || e.is_parse_too_large() {
+        eprintln!("keyd: closed a connection from uid {uid}: {e}");
     }
 }
 
