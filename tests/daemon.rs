@@ -306,7 +306,8 @@ fn the_api_answers_refuses_and_never_serves_or_logs_a_value() {
         ),
         (b"GET /v1/rotate HTTP/1.1\r\n\r\n", 405, "not allowed"),
         (b"GET /v2/anything HTTP/1.1\r\n\r\n", 404, "no route"),
-        (b"HELLO\r\n\r\n", 400, "malformed request line"),
+        // An unparseable head is answered by hyper itself: a bare 400, no message.
+        (b"HELLO\r\n\r\n", 400, ""),
         (
             b"POST /v1/rotate HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
             413,

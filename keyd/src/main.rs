@@ -30,7 +30,7 @@ struct Args {
     #[arg(long = "allow-uid", value_name = "UID")]
     allow_uids: Vec<u32>,
     /// Finish rotations in flight, re-deliver, do whatever is due, then exit (for cron, timers)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "docker_plugin")]
     once: bool,
     /// Apply this policy at start, as `keyctl quickstart --policy FILE` does (the home is made
     /// when it has none; values that exist are kept): a container needs no separate init step
@@ -40,6 +40,35 @@ struct Args {
     /// answer, or not healthy): a container healthcheck for an image without a shell
     #[arg(long)]
     health: bool,
+    /// Also serve Docker's secret-provider plugin protocol on this socket, so that
+    /// `docker secret create --driver keyd NAME` takes NAME's value from keyd when a task
+    /// starts (the engine knows the plugin by the file name without `.sock`). Needs
+    /// --plugin-stack. See docs/plugin.md
+    #[arg(
+        long,
+        value_name = "PATH",
+        num_args = 0..=1,
+        default_missing_value = "/run/docker/plugins/keyd.sock",
+        requires = "plugin_stacks"
+    )]
+    docker_plugin: Option<PathBuf>,
+    /// A stack whose values the plugin may serve (repeatable); a Swarm secret naming any other
+    /// stack gets an error, never a value
+    #[arg(
+        long = "plugin-stack",
+        value_name = "STACK",
+        requires = "docker_plugin"
+    )]
+    plugin_stacks: Vec<String>,
+    /// Also allow this uid on the plugin socket (repeatable; root, the engine, always may): a
+    /// rootless engine's uid. The plugin socket is 0600, owned by keyd's uid, whatever
+    /// --socket-mode says
+    #[arg(
+        long = "plugin-allow-uid",
+        value_name = "UID",
+        requires = "docker_plugin"
+    )]
+    plugin_allow_uids: Vec<u32>,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -114,6 +143,11 @@ fn main() -> ExitCode {
             home: dir,
             socket_mode: args.socket_mode,
             allow_uids: args.allow_uids,
+            plugin: args.docker_plugin.map(|socket| keyd::daemon::PluginConfig {
+                socket,
+                allow_uids: args.plugin_allow_uids,
+                stacks: args.plugin_stacks,
+            }),
         })
     };
     match result {

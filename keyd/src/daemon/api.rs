@@ -1,12 +1,13 @@
 //! The local API's routes: status, list, versions, rotate, retire and JWKS, as JSON. Secret
 //! values are never served: the JWKS is public data, everything else is names and versions.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use serde::Deserialize;
 
 use super::State;
-use super::http::{Request, Response};
+use super::http::{Request, Response, Routes};
 use crate::ops;
 use crate::wire::{Health, RetireRequest, RotateRequest, SecretEntry, Versions};
 
@@ -27,6 +28,20 @@ fn failure(e: crate::error::Error) -> Response {
         _ => 500,
     };
     Response::error(status, e.to_string())
+}
+
+/// The API socket's routes.
+pub(super) struct ApiRoutes(pub Arc<State>);
+
+impl Routes for ApiRoutes {
+    fn answer(&self, request: Request, uid: u32) -> impl Future<Output = Response> + Send {
+        let state = self.0.clone();
+        async move { handle(&state, &request, uid).await }
+    }
+
+    fn is_cheap(&self, method: &str, path: &str) -> bool {
+        method == "GET" && path == "/v1/health"
+    }
 }
 
 /// Answers one request from a caller with uid `uid`.
@@ -78,10 +93,7 @@ pub async fn handle(state: &Arc<State>, request: &Request, uid: u32) -> Response
                         .delivered(crate::policy::Part::Jwks)
                         .expect("an rsa secret has a JWKS");
                     // A JWKS is public data (Value::Public).
-                    Response {
-                        status: 200,
-                        body: jwks.expose().as_bytes().to_vec(),
-                    }
+                    Response::bytes(200, jwks.expose().as_bytes().to_vec())
                 }
                 Ok(_) => Response::error(404, format!("{stack}/{name} is not an rsa secret")),
                 Err(e) => failure(e.into()),

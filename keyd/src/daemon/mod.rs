@@ -3,29 +3,28 @@
 //! a current-thread runtime; store work runs on the blocking pool, one operation at a time.
 //!
 //! Callers are authorised twice: by the socket's file mode (0600 by default) and by the peer's
-//! uid from SO_PEERCRED (the daemon's own uid, root, and `--allow-uid`s).
+//! uid from SO_PEERCRED (the daemon's own uid, root, and `--allow-uid`s), read on accept
+//! before anything the peer sent is parsed (`http.rs`: one hyper server for every socket,
+//! with bounded heads and bodies, timeouts and a connection limit).
 
 mod api;
 pub mod client;
-pub(crate) mod http;
+pub mod http;
+pub mod plugin;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::BufReader;
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Mutex, Notify, Semaphore};
+use tokio::net::UnixListener;
+use tokio::sync::{Mutex, Notify};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::ops;
 use crate::rotation::RotationReport;
-use crate::store::Home;
-
-/// Most connections served at once; further ones wait in the accept queue.
-const MAX_CONNECTIONS: usize = 64;
+use crate::store::{Home, StoreData};
 
 /// How the daemon runs.
 #[derive(Clone, Debug)]
@@ -38,6 +37,20 @@ pub struct Config {
     pub socket_mode: u32,
     /// Uids allowed besides the daemon's own and root.
     pub allow_uids: Vec<u32>,
+    /// The Docker secret-provider plugin socket, when keyd serves one.
+    pub plugin: Option<PluginConfig>,
+}
+
+/// The Docker secret-provider plugin socket (`keyd --docker-plugin`).
+#[derive(Clone, Debug)]
+pub struct PluginConfig {
+    /// The socket (`/run/docker/plugins/keyd.sock`: the engine knows the plugin by the file
+    /// name without `.sock`).
+    pub socket: PathBuf,
+    /// Uids allowed besides root (the engine).
+    pub allow_uids: Vec<u32>,
+    /// The stacks whose values the plugin may serve.
+    pub stacks: Vec<String>,
 }
 
 /// State shared by the API and the scheduler. A cheap `Arc` handle: `work` is a mutex that
@@ -54,11 +67,16 @@ pub struct State {
     pub wake: Notify,
     allowed: Vec<u32>,
     status: std::sync::Mutex<Option<CachedStatus>>,
+    view: std::sync::Mutex<Option<(StoreKey, Arc<StoreData>)>>,
 }
+
+/// One version of the store file: its inode, size and modification time, and the generation
+/// recorded beside it (every write renames a new file in place and records its generation).
+type StoreKey = (u64, u64, i64, i64, String);
 
 /// `/v1/status` as computed from one version of the store file, and when.
 struct CachedStatus {
-    store: (u64, u64, i64, i64, String),
+    store: StoreKey,
     at: i64,
     status: Vec<crate::rotation::schedule::SecretStatus>,
 }
@@ -75,7 +93,40 @@ impl State {
             wake: Notify::new(),
             allowed,
             status: std::sync::Mutex::new(None),
+            view: std::sync::Mutex::new(None),
         })
+    }
+
+    fn store_key(&self) -> Result<StoreKey, crate::store::StoreError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let path = self.home.store_path();
+        let meta = std::fs::metadata(&path)
+            .map_err(|source| crate::store::StoreError::Io { path, source })?;
+        let generation = std::fs::read_to_string(self.home.generation_path()).unwrap_or_default();
+        Ok((
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            generation,
+        ))
+    }
+
+    /// The store as it is now, for the plugin's reads: read with `peek` (no lock, so never
+    /// behind a rotation) and decrypted once per version of the store file, not once per
+    /// request (decrypting is most of a request's time). The view holds values in zeroizing
+    /// types and is dropped, so zeroized, when the store changes.
+    pub fn view(&self) -> Result<Arc<StoreData>, crate::store::StoreError> {
+        let key = self.store_key()?;
+        let mut cache = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, data)) = cache.as_ref().filter(|(k, _)| *k == key) {
+            return Ok(data.clone());
+        }
+        // Keyed by what was seen before reading: a write in between makes the next call read
+        // again, never serve an older view.
+        let data = Arc::new(self.home.peek()?);
+        *cache = Some((key, data.clone()));
+        Ok(data)
     }
 
     /// The status of every secret, from a view cached until the store changes (every write
@@ -83,18 +134,7 @@ impl State {
     /// size and time and the generation tell): a status call does not decrypt the store or
     /// parse policies again. Ages are moved on to now.
     pub fn status(&self) -> Result<Vec<crate::rotation::schedule::SecretStatus>, Error> {
-        use std::os::unix::fs::MetadataExt as _;
-        let path = self.home.store_path();
-        let meta = std::fs::metadata(&path)
-            .map_err(|source| crate::store::StoreError::Io { path, source })?;
-        let generation = std::fs::read_to_string(self.home.generation_path()).unwrap_or_default();
-        let key = (
-            meta.ino(),
-            meta.size(),
-            meta.mtime(),
-            meta.mtime_nsec(),
-            generation,
-        );
+        let key = self.store_key()?;
         let now = self.clock.now();
         let mut cache = self.status.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = cache.as_ref().filter(|c| c.store == key) {
@@ -128,10 +168,6 @@ impl State {
             .unwrap_or(Err(Error::Panicked {
                 operation: "a store operation",
             }))
-    }
-
-    fn allows(&self, uid: u32) -> bool {
-        self.allowed.contains(&uid)
     }
 }
 
@@ -169,12 +205,21 @@ pub fn start_up(
 
 /// Binds the API socket: refuses when another daemon answers on it, replaces a stale file.
 pub fn bind(config: &Config) -> Result<UnixListener, Error> {
+    bind_socket(&config.socket, config.socket_mode, "--socket")
+}
+
+/// Binds the plugin socket, mode 0600, with the same care as the API socket.
+pub fn bind_plugin(plugin: &PluginConfig) -> Result<UnixListener, Error> {
+    bind_socket(&plugin.socket, 0o600, "--docker-plugin")
+}
+
+fn bind_socket(path: &std::path::Path, mode: u32, option: &str) -> Result<UnixListener, Error> {
     use std::os::unix::fs::FileTypeExt as _;
     let io = |source| crate::store::StoreError::Io {
-        path: config.socket.clone(),
+        path: path.to_owned(),
         source,
     };
-    if std::os::unix::net::UnixStream::connect(&config.socket).is_ok() {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(io(std::io::Error::new(
             std::io::ErrorKind::AddrInUse,
             "another keyd is already serving this socket",
@@ -182,98 +227,73 @@ pub fn bind(config: &Config) -> Result<UnixListener, Error> {
         .into());
     }
     // A stale socket of a stopped keyd is replaced; anything else at the path is left alone.
-    match std::fs::symlink_metadata(&config.socket) {
+    match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
-            std::fs::remove_file(&config.socket).map_err(io)?;
+            std::fs::remove_file(path).map_err(io)?;
         }
         Ok(_) => {
             return Err(io(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
-                "exists and is not a socket: keyd will not remove it (choose another --socket)",
+                format!(
+                    "exists and is not a socket: keyd will not remove it (choose another {option})"
+                ),
             ))
             .into());
         }
         Err(_) => {}
     }
-    if let Some(dir) = config.socket.parent() {
+    if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     // Created with its final mode (no window in which a wider mode lets others connect): the
     // umask is narrowed around bind(2). Nothing else creates files while the daemon starts.
-    let mask = rustix::fs::Mode::from_bits_truncate(!config.socket_mode & 0o777);
+    let mask = rustix::fs::Mode::from_bits_truncate(!mode & 0o777);
     let previous = rustix::process::umask(mask);
-    let bound = UnixListener::bind(&config.socket);
+    let bound = UnixListener::bind(path);
     rustix::process::umask(previous);
     Ok(bound.map_err(io)?)
 }
 
-/// Serves the API and runs the scheduler until `shutdown` completes; then waits for the store
-/// operation in progress (a safe point between rotation steps) and returns.
-pub async fn run(state: Arc<State>, listener: UnixListener, shutdown: impl Future<Output = ()>) {
+/// Serves the API (and the Docker plugin socket, when given) and runs the scheduler until
+/// `shutdown` completes; then lets connections finish the request in progress (bounded by
+/// [`http::SHUTDOWN_GRACE`]), waits for the store operation in progress (a safe point between
+/// rotation steps) and returns.
+pub async fn run(
+    state: Arc<State>,
+    listener: UnixListener,
+    plugin: Option<(UnixListener, PluginConfig)>,
+    shutdown: impl Future<Output = ()>,
+) {
     let scheduler = tokio::spawn(scheduler(state.clone()));
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let Ok(permit) = limit.clone().acquire_owned().await else { break };
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        serve(&state, stream).await;
-                        drop(permit);
-                    });
-                }
-                Err(e) => eprintln!("keyd: accept failed: {e}"),
-            },
-            () = &mut shutdown => break,
-        }
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let api = http::Socket {
+        listener,
+        peers: http::PeerRule::new(state.allowed.clone(), "--allow-uid"),
+        routes: Arc::new(api::ApiRoutes(state.clone())),
+    };
+    let mut servers = vec![tokio::spawn(http::serve(api, stopping.clone()))];
+    if let Some((listener, config)) = plugin {
+        // Root is the engine; keyd's own uid is not allowed unless it is root or listed.
+        let mut allowed = vec![0];
+        allowed.extend_from_slice(&config.allow_uids);
+        let socket = http::Socket {
+            listener,
+            peers: http::PeerRule::new(allowed, "--plugin-allow-uid"),
+            routes: Arc::new(plugin::PluginRoutes {
+                state: state.clone(),
+                stacks: Arc::new(config.stacks),
+            }),
+        };
+        servers.push(tokio::spawn(http::serve(socket, stopping)));
+    }
+    shutdown.await;
+    let _ = stop.send(true);
+    for server in servers {
+        let _ = server.await;
     }
     scheduler.abort();
     // Wait for the operation in progress: the store is left between steps, never inside one.
     let _safe_point = state.work.lock().await;
-}
-
-async fn serve(state: &Arc<State>, stream: UnixStream) {
-    let uid = match stream.peer_cred() {
-        Ok(cred) => cred.uid(),
-        Err(_) => return,
-    };
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    loop {
-        match http::read_request(&mut reader).await {
-            Ok(request) => {
-                let response = if state.allows(uid) {
-                    api::handle(state, &request, uid).await
-                } else {
-                    // Escaped: the request line is the caller's, and must not forge log lines.
-                    eprintln!(
-                        "keyd: refused {} {} from uid {uid}",
-                        request.method.escape_debug(),
-                        request.path.escape_debug()
-                    );
-                    http::Response::error(
-                        403,
-                        format!("uid {uid} is not allowed to use this keyd (see keyd --allow-uid)"),
-                    )
-                };
-                let close = request.close || response.status == 403;
-                if http::write_response(&mut write, &response, close)
-                    .await
-                    .is_err()
-                    || close
-                {
-                    return;
-                }
-            }
-            Err(http::ReadError::Closed) => return,
-            Err(http::ReadError::Bad(response)) => {
-                let _ = http::write_response(&mut write, &response, true).await;
-                return;
-            }
-        }
-    }
 }
 
 async fn scheduler(state: Arc<State>) {
@@ -316,8 +336,19 @@ pub fn run_daemon(config: Config) -> Result<(), Error> {
         })?;
     runtime.block_on(async move {
         let listener = bind(&listener_config)?;
+        let plugin = match &listener_config.plugin {
+            Some(config) => Some((bind_plugin(config)?, config.clone())),
+            None => None,
+        };
         let state = State::new(home, Arc::new(SystemClock), &listener_config.allow_uids);
         eprintln!("keyd: ready on {}", listener_config.socket.display());
+        if let Some(config) = &listener_config.plugin {
+            eprintln!(
+                "keyd: Docker secret-provider plugin on {} (stacks: {})",
+                config.socket.display(),
+                config.stacks.join(", ")
+            );
+        }
         let signals = {
             let state = state.clone();
             async move {
@@ -342,8 +373,11 @@ pub fn run_daemon(config: Config) -> Result<(), Error> {
                 eprintln!("keyd: stopping at the next safe point");
             }
         };
-        run(state, listener, signals).await;
+        run(state, listener, plugin, signals).await;
         let _ = std::fs::remove_file(&listener_config.socket);
+        if let Some(config) = &listener_config.plugin {
+            let _ = std::fs::remove_file(&config.socket);
+        }
         eprintln!("keyd: stopped");
         Ok(())
     })

@@ -6,6 +6,7 @@
 
 mod envfile;
 mod files;
+pub mod plugin;
 mod swarm;
 
 use std::collections::HashSet;
