@@ -31,7 +31,12 @@ jwks = "JWT_JWKS"
 
 /// A keyd home with the policy above applied; the files sink writes to `<dir>/out`.
 fn home(dir: &Path) -> PathBuf {
-    std::fs::write(dir.join("app.toml"), POLICY).unwrap();
+    home_with(dir, "")
+}
+
+/// [`home`] with more policy text (`[sinks.plugin]`).
+fn home_with(dir: &Path, extra: &str) -> PathBuf {
+    std::fs::write(dir.join("app.toml"), format!("{POLICY}{extra}")).unwrap();
     let home = dir.join("home");
     ok(keyctl(&home)
         .arg("quickstart")
@@ -380,7 +385,14 @@ fn a_service_reads_a_driver_backed_secret_from_keyd() {
     let mut t = DockerTest::new("plg");
     t.swarm();
     let image = t.consumer_image();
-    let home = home(t.dir.path());
+    // The policy names the plugin: a rotation restarts the tasks of the services using it.
+    let home = home_with(
+        t.dir.path(),
+        &format!(
+            "\n[sinks.plugin]\ndriver = \"{}\"\nupdate_timeout = \"90s\"\n",
+            t.name("keyd")
+        ),
+    );
     let plugin = Plugin::start(&home, &t.name("keyd"), &[]);
     let secret = t.name("db-password");
     docker_ok(&[
@@ -409,16 +421,30 @@ fn a_service_reads_a_driver_backed_secret_from_keyd() {
     assert_eq!(seen, stored);
     assert!(plugin.log().contains("served app/DB_PASSWORD v1"));
 
-    // Rotated: a new task (here forced by hand; keyd's Swarm sink bumps ForceUpdate) asks
-    // the plugin again and sees the new value.
+    // Rotated through keyd: the plugin sink bumps the service's ForceUpdate and waits for its
+    // new task, which asks the plugin again and sees the new value.
+    std::fs::remove_file(out.join("db_password")).unwrap();
+    let force_before = docker_ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.TaskTemplate.ForceUpdate}}",
+        &service,
+    ]);
     ok(keyctl(&home)
         .arg("--socket")
         .arg(home.join("keyd.sock"))
         .args(["rotate", "DB_PASSWORD"]));
     let rotated = std::fs::read_to_string(t.dir.join("out/DB_PASSWORD")).unwrap();
     assert_ne!(rotated, stored);
-    std::fs::remove_file(out.join("db_password")).unwrap();
-    docker_ok(&["service", "update", "--detach", "--force", &service]);
+    let force_after = docker_ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.TaskTemplate.ForceUpdate}}",
+        &service,
+    ]);
+    assert_ne!(force_before, force_after, "keyd bumped ForceUpdate");
     let seen = wait_until(
         "the new task to copy its secret",
         Duration::from_secs(90),

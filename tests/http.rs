@@ -205,9 +205,11 @@ fn two_hundred_idle_connections_per_socket_neither_starve_health_nor_delay_sigte
     let mut idle: Vec<UnixStream> = (0..200)
         .map(|_| UnixStream::connect(&daemon.socket).unwrap())
         .collect();
-    // Half of them begin a request and stop: idle, but not silent.
+    // Half of them begin a request and stop: idle, but not silent. keyd may have closed some
+    // already (it keeps 64 per socket and closes the oldest idle one for a newcomer), so a
+    // write can fail with a broken pipe: that is keyd working, not a failure.
     for stream in idle.iter_mut().step_by(2) {
-        stream.write_all(b"GET /v1/health HTTP/1.1\r\n").unwrap();
+        let _ = stream.write_all(b"GET /v1/health HTTP/1.1\r\n");
     }
     for _ in 0..3 {
         assert!(

@@ -88,6 +88,8 @@ pub struct SecretInfo {
     pub name: String,
     /// Its labels.
     pub labels: HashMap<String, String>,
+    /// The secret-provider plugin that holds its value, if any.
+    pub driver: Option<String>,
 }
 
 impl From<Secret> for SecretInfo {
@@ -97,6 +99,7 @@ impl From<Secret> for SecretInfo {
             id: s.id.unwrap_or_default(),
             name: spec.name.unwrap_or_default(),
             labels: spec.labels.unwrap_or_default(),
+            driver: spec.driver.map(|d| d.name),
         }
     }
 }
@@ -301,6 +304,15 @@ impl Engine {
             }) if message.contains("in use") => Ok(Deleted::InUse),
             Err(e) => Err(e),
         }
+    }
+
+    /// Every secret.
+    pub fn secrets(&self) -> Result<Vec<SecretInfo>, DockerError> {
+        let list = self.call(
+            || "listing secrets".into(),
+            self.docker.list_secrets(None::<ListSecretsOptions>),
+        )?;
+        Ok(list.into_iter().map(SecretInfo::from).collect())
     }
 
     /// Every service.

@@ -151,7 +151,7 @@ fn refuse_to_replace_existing_outputs(policy: &Policy, sinks: &Sinks) -> Result<
                 }
             }
             // A Swarm secret keyd did not make is never replaced: the sink refuses its name.
-            SinkSpec::Swarm(_) => {}
+            SinkSpec::Swarm(_) | SinkSpec::Plugin(_) => {}
         }
     }
     if found.is_empty() {
@@ -224,12 +224,14 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
         stack.ledger.clone(),
         stack.swarm.outputs.clone(),
         stack.reload_owed.clone(),
+        stack.swarm.served.clone(),
     );
     let delivered = deliver::deliver_values(stack, &deliveries, None, now);
     // What the sinks recorded (and a reload hook still owed) is kept even when nothing else
     // changed or the delivery failed, so the next pass can trust it without opening files.
     let ledger_changed = (&stack.ledger, &stack.swarm.outputs, &stack.reload_owed)
-        != (&before.0, &before.1, &before.2);
+        != (&before.0, &before.1, &before.2)
+        || stack.swarm.served != before.3;
     if let Err(e) = delivered {
         if ledger_changed {
             lock.save(&mut data)?;

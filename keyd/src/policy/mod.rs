@@ -479,6 +479,9 @@ pub enum SinkSpec {
     /// `[sinks.swarm]`: Docker Swarm secrets, one per output and value, swapped into the
     /// services that use them.
     Swarm(SwarmSpec),
+    /// `[sinks.plugin]`: the outputs are served by keyd's Docker secret-provider plugin; a
+    /// change restarts the tasks of the services using them, so they ask the plugin again.
+    Plugin(PluginSpec),
 }
 
 impl SinkSpec {
@@ -488,6 +491,7 @@ impl SinkSpec {
             SinkSpec::Files(_) => "files",
             SinkSpec::EnvFile(_) => "envfile",
             SinkSpec::Swarm(_) => "swarm",
+            SinkSpec::Plugin(_) => "plugin",
         }
     }
 }
@@ -505,6 +509,8 @@ struct SinksRecord {
     envfile: Option<EnvFileSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     swarm: Option<SwarmSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    plugin: Option<PluginSpec>,
 }
 
 impl From<SinksRecord> for Sinks {
@@ -519,6 +525,9 @@ impl From<SinksRecord> for Sinks {
         if let Some(s) = r.swarm {
             sinks.set(SinkSpec::Swarm(s));
         }
+        if let Some(p) = r.plugin {
+            sinks.set(SinkSpec::Plugin(p));
+        }
         sinks
     }
 }
@@ -531,6 +540,7 @@ impl From<Sinks> for SinksRecord {
                 SinkSpec::Files(f) => r.files = Some(f),
                 SinkSpec::EnvFile(e) => r.envfile = Some(e),
                 SinkSpec::Swarm(s) => r.swarm = Some(s),
+                SinkSpec::Plugin(p) => r.plugin = Some(p),
             }
         }
         r
@@ -554,6 +564,7 @@ impl Sinks {
             SinkSpec::Files(_) => 0,
             SinkSpec::EnvFile(_) => 1,
             SinkSpec::Swarm(_) => 2,
+            SinkSpec::Plugin(_) => 3,
         };
         self.0.retain(|s| rank(s) != rank(&spec));
         self.0.push(spec);
@@ -582,6 +593,40 @@ impl Sinks {
             SinkSpec::Swarm(s) => Some(s),
             _ => None,
         })
+    }
+
+    /// The plugin sink's settings.
+    pub fn plugin(&self) -> Option<&PluginSpec> {
+        self.0.iter().find_map(|s| match s {
+            SinkSpec::Plugin(p) => Some(p),
+            _ => None,
+        })
+    }
+}
+
+/// `[sinks.plugin]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginSpec {
+    /// The stack, from the policy's `[stack] name`.
+    pub stack: String,
+    /// The plugin's name as Docker knows it: the socket's name for `keyd --docker-plugin`
+    /// (`keyd` for /run/docker/plugins/keyd.sock), `NAME:TAG` for a managed plugin.
+    pub driver: String,
+    /// How long the services using a value may take to restart their tasks.
+    pub update_timeout: Duration,
+    /// How long one call to the Docker engine may take.
+    pub timeout: Duration,
+}
+
+impl PluginSpec {
+    /// Default settings for `stack`.
+    pub fn for_stack(stack: &str) -> Self {
+        PluginSpec {
+            stack: stack.to_owned(),
+            driver: "keyd".into(),
+            update_timeout: SwarmSpec::DEFAULT_UPDATE_TIMEOUT,
+            timeout: SwarmSpec::DEFAULT_TIMEOUT,
+        }
     }
 }
 

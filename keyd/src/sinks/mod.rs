@@ -4,6 +4,7 @@
 //! records what it wrote in the stack's [`Ledger`], so a later pass can tell an output is
 //! current without opening it.
 
+mod driver;
 mod envfile;
 mod files;
 pub mod plugin;
@@ -12,6 +13,7 @@ mod swarm;
 use std::collections::HashSet;
 use std::path::PathBuf;
 
+pub use driver::PluginSink;
 pub use envfile::EnvFileSink;
 pub use files::{FilesSink, run_reload_hook};
 pub use swarm::SwarmSink;
@@ -161,6 +163,7 @@ pub fn build(spec: &SinkSpec) -> Box<dyn Sink> {
         SinkSpec::Files(s) => Box::new(FilesSink::new(s.clone())),
         SinkSpec::EnvFile(s) => Box::new(EnvFileSink::new(s.clone())),
         SinkSpec::Swarm(s) => Box::new(SwarmSink::new(s.clone())),
+        SinkSpec::Plugin(p) => Box::new(PluginSink::new(p.clone())),
     }
 }
 

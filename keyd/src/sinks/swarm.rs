@@ -59,9 +59,7 @@ impl SwarmSink {
     }
 
     fn engine(&self) -> Result<Engine, SinkError> {
-        let engine = Engine::connect(self.spec.timeout).map_err(|e| self.fail(e))?;
-        engine.require_manager().map_err(|e| self.fail(e))?;
-        Ok(engine)
+        engine_for(self.spec.timeout).map_err(|e| self.fail(e))
     }
 
     fn fail(&self, source: DockerError) -> SinkError {
@@ -249,8 +247,29 @@ fn repoint_spec(spec: &mut ServiceSpec, moved: &HashMap<String, SwarmSecret>) ->
     changed
 }
 
+/// A connection to the engine, which must be a swarm manager; each call bounded by `timeout`.
+pub(super) fn engine_for(timeout: std::time::Duration) -> Result<Engine, DockerError> {
+    let engine = Engine::connect(timeout)?;
+    engine.require_manager()?;
+    Ok(engine)
+}
+
+/// The stack's digest key (made on first use).
+pub(super) fn key_of(ledger: &mut SwarmLedger) -> SecretString {
+    if ledger.key.is_empty() {
+        let key = SecretBytes::random(32);
+        ledger.key = SecretString::new(
+            key.expose_secret()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        );
+    }
+    ledger.key.duplicate()
+}
+
 /// HMAC-SHA256 of `value` keyed with `key`, first 128 bits in hex.
-fn keyed_digest(key: &SecretString, value: &[u8]) -> String {
+pub(super) fn keyed_digest(key: &SecretString, value: &[u8]) -> String {
     use aws_lc_rs::hmac;
     let tag = hmac::sign(
         &hmac::Key::new(hmac::HMAC_SHA256, key.expose_secret().as_bytes()),
@@ -303,15 +322,7 @@ impl Sink for SwarmSink {
         }
         let engine = self.engine()?;
         let ledger = &mut *books.swarm;
-        if ledger.key.is_empty() {
-            let key = SecretBytes::random(32);
-            ledger.key = SecretString::new(
-                key.expose_secret()
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect(),
-            );
-        }
+        let key = key_of(ledger);
         let existing: BTreeMap<String, SecretInfo> = engine
             .secrets_labelled("keyd.stack", &self.spec.stack)
             .map_err(|e| self.fail(e))?
@@ -323,7 +334,7 @@ impl Sink for SwarmSink {
         // 1. Publish.
         let mut moved: HashMap<String, SwarmSecret> = HashMap::new();
         for d in &wanted {
-            let digest = keyed_digest(&ledger.key, d.value.expose().as_bytes());
+            let digest = keyed_digest(&key, d.value.expose().as_bytes());
             let out = ledger.outputs.entry(d.name.clone()).or_default();
             // Secrets removed by hand are forgotten (and republished if current).
             out.published.retain(|p| existing.contains_key(&p.id));

@@ -113,6 +113,10 @@ pub struct SwarmLedger {
     pub key: SecretString,
     /// By output name.
     pub outputs: BTreeMap<String, SwarmOutput>,
+    /// The plugin sink: the keyed digest of each output's value when the services using it
+    /// last fetched it (a change restarts their tasks).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub served: BTreeMap<String, String>,
 }
 
 fn empty_secret() -> SecretString {
@@ -124,6 +128,7 @@ impl Default for SwarmLedger {
         SwarmLedger {
             key: empty_secret(),
             outputs: BTreeMap::new(),
+            served: BTreeMap::new(),
         }
     }
 }
@@ -131,7 +136,7 @@ impl Default for SwarmLedger {
 impl SwarmLedger {
     /// Whether nothing was ever published.
     pub fn is_empty(&self) -> bool {
-        self.outputs.is_empty()
+        self.outputs.is_empty() && self.served.is_empty()
     }
 }
 

@@ -295,6 +295,11 @@ fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) ->
         swarm.stack = stack.clone().unwrap_or_default();
         sinks.set(SinkSpec::Swarm(swarm));
     }
+    if let Some(plugin) = sinks.plugin() {
+        let mut plugin = plugin.clone();
+        plugin.stack = stack.clone().unwrap_or_default();
+        sinks.set(SinkSpec::Plugin(plugin));
+    }
     let secrets = drafts.into_iter().map(|d| d.spec).collect();
     Some((stack?, description, sinks, secrets, targets))
 }

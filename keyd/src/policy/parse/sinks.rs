@@ -7,12 +7,18 @@ use toml::de::{DeTable, DeValue};
 
 use super::Checker;
 use super::fields::{Entry, Fields};
-use crate::policy::{EnvFileSpec, FilesSpec, ReloadHook, Signal, SinkSpec, Sinks, SwarmSpec};
+use crate::policy::{
+    EnvFileSpec, FilesSpec, PluginSpec, ReloadHook, Signal, SinkSpec, Sinks, SwarmSpec,
+};
 
 /// Checks `[sinks.*]`; relative paths are resolved against `base`, the policy's directory.
 pub(super) fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> Sinks {
     let f = Fields::new("[sinks]", table);
-    f.only(c, &["files", "envfile", "swarm"], "files, envfile or swarm");
+    f.only(
+        c,
+        &["files", "envfile", "swarm", "plugin"],
+        "files, envfile, swarm or plugin",
+    );
     let mut sinks = Sinks::default();
     let resolve = |p: &str| -> PathBuf {
         let p = Path::new(p);
@@ -100,6 +106,35 @@ pub(super) fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> 
                 sinks.set(SinkSpec::Swarm(sink));
             }
             _ => f.wrong_type(c, e, "a table ([sinks.swarm])"),
+        }
+    }
+    if let Some(e) = f.get("plugin") {
+        match e.value.get_ref() {
+            DeValue::Table(t) => {
+                let s = Fields::new("[sinks.plugin]", t);
+                s.only(
+                    c,
+                    &["driver", "update_timeout", "timeout"],
+                    "driver, update_timeout or timeout",
+                );
+                // The stack is filled in once [stack] is read.
+                let mut sink = PluginSpec::for_stack("");
+                if let Some((driver, at)) = s.str(c, "driver") {
+                    if driver.is_empty() || driver.chars().any(|ch| ch.is_whitespace() || ch == '/')
+                    {
+                        c.err(at, format!("[sinks.plugin] driver {driver:?} is not a plugin name (expected the name of keyd's plugin socket, e.g. \"keyd\", or NAME:TAG of a managed plugin)"));
+                    }
+                    sink.driver = driver;
+                }
+                if let Some((d, _)) = s.duration(c, "update_timeout") {
+                    sink.update_timeout = d;
+                }
+                if let Some((d, _)) = s.duration(c, "timeout") {
+                    sink.timeout = d;
+                }
+                sinks.set(SinkSpec::Plugin(sink));
+            }
+            _ => f.wrong_type(c, e, "a table ([sinks.plugin])"),
         }
     }
     sinks
@@ -335,7 +370,7 @@ kind = "fernet"
                 "[stack]\nname = \"s\"\n[sinks]\nfiles = \"/run/secrets\"\n[sinks.s3]\nbucket = \"b\"\n[secrets.A]\nkind = \"fernet\"\n"
             ),
             "p.toml:4:9: `files` in [sinks] must be a table ([sinks.files]) (found string)\n\
-             p.toml:5:8: unknown field `s3` in [sinks] (expected files, envfile or swarm)"
+             p.toml:5:8: unknown field `s3` in [sinks] (expected files, envfile, swarm or plugin)"
         );
         assert_eq!(
             err_text(&files("directory = \"/x\"\ndir = 5\n")),

@@ -1,0 +1,168 @@
+//! The plugin sink (`[sinks.plugin]`): the outputs of a stack that keyd's Docker secret-provider
+//! plugin serves (`docker secret create --driver keyd …`, see `sinks::plugin` for the labels).
+//! Nothing is written anywhere: the plugin reads the store. But a task fetches a driver-backed
+//! secret only when it starts, so when an output's value changes, every service using a
+//! driver-backed Swarm secret that stands for it gets its `ForceUpdate` bumped (a rolling
+//! update, new task started first, rolled back on failure), and the pass waits until the new
+//! tasks run. The store records a keyed digest of the value the services last fetched, so a
+//! pass that changed nothing restarts nothing, and an interrupted pass is completed by the next.
+
+use std::collections::BTreeMap;
+
+use super::swarm::{engine_for, key_of, keyed_digest};
+use super::{Delivery, DeliveryReport, Pass, Sink, SinkError, plugin};
+use crate::docker::{self, DockerError, Engine};
+use crate::policy::PluginSpec;
+use crate::store::Books;
+
+const SINK: &str = "plugin";
+
+/// Restarts the tasks of services whose driver-backed secrets changed value.
+pub struct PluginSink {
+    spec: PluginSpec,
+}
+
+impl PluginSink {
+    /// A sink with these settings.
+    pub fn new(spec: PluginSpec) -> Self {
+        Self { spec }
+    }
+
+    fn fail(&self, source: DockerError) -> SinkError {
+        SinkError::Docker {
+            location: self.spec.driver.clone().into(),
+            source,
+        }
+    }
+
+    /// Whether a Swarm secret's driver is this sink's plugin (a managed plugin is listed with
+    /// its tag, `keyd:latest` for `keyd`).
+    fn is_ours(&self, driver: Option<&str>) -> bool {
+        driver.is_some_and(|d| {
+            d == self.spec.driver || d.strip_suffix(":latest") == Some(self.spec.driver.as_str())
+        })
+    }
+
+    /// Bumps `ForceUpdate` of every service using a secret of `ids`; waits for each update.
+    fn restart(&self, engine: &Engine, ids: &[String]) -> Result<Vec<String>, SinkError> {
+        let mut updating = Vec::new();
+        let mut failures = Vec::new();
+        for service in engine.services().map_err(|e| self.fail(e))? {
+            let Some(mut spec) = service.spec.clone() else {
+                continue;
+            };
+            let Some(task) = spec.task_template.as_mut() else {
+                continue;
+            };
+            let uses = task
+                .container_spec
+                .as_ref()
+                .and_then(|c| c.secrets.as_ref())
+                .is_some_and(|refs| {
+                    refs.iter()
+                        .any(|r| r.secret_id.as_ref().is_some_and(|id| ids.contains(id)))
+                });
+            if !uses {
+                continue;
+            }
+            task.force_update = Some(task.force_update.unwrap_or(0).wrapping_add(1));
+            let name = docker::service_name(&service);
+            match engine.update_service(&service, spec) {
+                Ok(before) => {
+                    eprintln!(
+                        "keyd: plugin: service {name}: restarting its tasks for the new value"
+                    );
+                    updating.push((service.id.clone().unwrap_or_default(), name, before));
+                }
+                Err(e) => failures.push(self.fail(e)),
+            }
+        }
+        let mut done = Vec::new();
+        for (id, name, before) in updating {
+            match engine.wait_updated(&id, &name, before.as_deref(), self.spec.update_timeout) {
+                Ok(()) => done.push(name),
+                Err(e) => failures.push(self.fail(e)),
+            }
+        }
+        match failures.len() {
+            0 => Ok(done),
+            1 => Err(failures.remove(0)),
+            _ => Err(SinkError::Several(failures)),
+        }
+    }
+}
+
+impl Sink for PluginSink {
+    fn kind(&self) -> &'static str {
+        SINK
+    }
+
+    /// The plugin serves any value the store holds.
+    fn check(&self, _deliveries: &[Delivery]) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn deliver(
+        &self,
+        deliveries: &[Delivery],
+        pass: Pass<'_>,
+        books: &mut Books<'_>,
+    ) -> Result<DeliveryReport, SinkError> {
+        let mut report = DeliveryReport {
+            sink: SINK.into(),
+            location: self.spec.driver.clone().into(),
+            ..Default::default()
+        };
+        let key = key_of(books.swarm);
+        let mut changed: BTreeMap<&str, String> = BTreeMap::new();
+        for d in deliveries.iter().filter(|d| pass.includes(&d.name)) {
+            let digest = keyed_digest(&key, d.value.expose().as_bytes());
+            match books.swarm.served.get(&d.name) {
+                Some(last) if *last == digest => report.unchanged.push(d.name.clone()),
+                // First sight: services that use it fetched this value when they started.
+                None => {
+                    books.swarm.served.insert(d.name.clone(), digest);
+                    report.unchanged.push(d.name.clone());
+                }
+                Some(_) => {
+                    changed.insert(&d.name, digest);
+                }
+            }
+        }
+        if changed.is_empty() {
+            return Ok(report);
+        }
+        let engine = engine_for(self.spec.timeout).map_err(|e| self.fail(e))?;
+        let served = [self.spec.stack.clone()];
+        let ids: Vec<String> = engine
+            .secrets()
+            .map_err(|e| self.fail(e))?
+            .into_iter()
+            .filter(|s| self.is_ours(s.driver.as_deref()))
+            .filter(|s| {
+                let labels: BTreeMap<String, String> = s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                changed
+                    .keys()
+                    .any(|name| plugin::serves(&s.name, &labels, &served, &self.spec.stack, name))
+            })
+            .map(|s| s.id)
+            .collect();
+        if !ids.is_empty() {
+            self.restart(&engine, &ids)?;
+        }
+        for (name, digest) in changed {
+            books.swarm.served.insert(name.to_owned(), digest);
+            report.written.push(name.to_owned());
+        }
+        Ok(report)
+    }
+
+    /// Nothing is published per version.
+    fn retire(&self, _name: &str, _version: u64, _books: &mut Books<'_>) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
