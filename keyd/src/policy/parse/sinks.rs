@@ -364,6 +364,23 @@ kind = "fernet"
     }
 
     #[test]
+    fn plugin_settings_and_a_driver_that_is_no_plugin_name() {
+        let src = |body: &str| {
+            format!("[stack]\nname = \"s\"\n[sinks.plugin]\n{body}[secrets.A]\nkind = \"fernet\"\n")
+        };
+        let p = policy(&src(""));
+        assert_eq!(p.sinks.plugin(), Some(&PluginSpec::for_stack("s")));
+        let p = policy(&src(
+            "driver = \"keyd-prod:1.2\"\nupdate_timeout = \"1m\"\n",
+        ));
+        assert_eq!(p.sinks.plugin().unwrap().driver, "keyd-prod:1.2");
+        assert_eq!(
+            err_text(&src("driver = \"/run/docker/plugins/keyd.sock\"\n")),
+            "p.toml:4:10: [sinks.plugin] driver \"/run/docker/plugins/keyd.sock\" is not a plugin name (expected the name of keyd's plugin socket, e.g. \"keyd\", or NAME:TAG of a managed plugin)"
+        );
+    }
+
+    #[test]
     fn sinks_table_shape() {
         assert_eq!(
             err_text(
