@@ -407,6 +407,49 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Rolls every service for which `change` edits the spec (returns true) onto the edited
+    /// spec ([`Engine::update_service`]), all updates started before the first is waited for
+    /// (each up to `limit`); prints one line per service, prefixed with `who`. Returns the
+    /// services updated, and every failure.
+    pub fn roll(
+        &self,
+        who: &str,
+        limit: Duration,
+        mut change: impl FnMut(&mut ServiceSpec) -> bool,
+    ) -> Result<(Vec<String>, Vec<DockerError>), DockerError> {
+        let mut updating = Vec::new();
+        let mut failures = Vec::new();
+        for service in self.services()? {
+            let Some(mut spec) = service.spec.clone() else {
+                continue;
+            };
+            if !change(&mut spec) {
+                continue;
+            }
+            let name = service_name(&service);
+            match self.update_service(&service, spec) {
+                Ok(before) => {
+                    eprintln!("keyd: {who}: service {name}: rolling onto the new value");
+                    updating.push((service.id.clone().unwrap_or_default(), name, before));
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        let mut done = Vec::new();
+        for (id, name, before) in updating {
+            match self.wait_updated(&id, &name, before.as_deref(), limit) {
+                Ok(()) => {
+                    eprintln!("keyd: {who}: service {name}: updated");
+                    done.push(name);
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        Ok((done, failures))
+    }
+}
+
 /// A service's name (its id when it has none).
 pub fn service_name(service: &Service) -> String {
     service

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use super::swarm::{engine_for, key_of, keyed_digest};
 use super::{Delivery, DeliveryReport, Pass, Sink, SinkError, plugin};
-use crate::docker::{self, DockerError, Engine};
+use crate::docker::{DockerError, Engine};
 use crate::policy::PluginSpec;
 use crate::store::Books;
 
@@ -45,49 +45,31 @@ impl PluginSink {
 
     /// Bumps `ForceUpdate` of every service using a secret of `ids`; waits for each update.
     fn restart(&self, engine: &Engine, ids: &[String]) -> Result<Vec<String>, SinkError> {
-        let mut updating = Vec::new();
-        let mut failures = Vec::new();
-        for service in engine.services().map_err(|e| self.fail(e))? {
-            let Some(mut spec) = service.spec.clone() else {
-                continue;
-            };
-            let Some(task) = spec.task_template.as_mut() else {
-                continue;
-            };
-            let uses = task
-                .container_spec
-                .as_ref()
-                .and_then(|c| c.secrets.as_ref())
-                .is_some_and(|refs| {
-                    refs.iter()
-                        .any(|r| r.secret_id.as_ref().is_some_and(|id| ids.contains(id)))
-                });
-            if !uses {
-                continue;
-            }
-            task.force_update = Some(task.force_update.unwrap_or(0).wrapping_add(1));
-            let name = docker::service_name(&service);
-            match engine.update_service(&service, spec) {
-                Ok(before) => {
-                    eprintln!(
-                        "keyd: plugin: service {name}: restarting its tasks for the new value"
-                    );
-                    updating.push((service.id.clone().unwrap_or_default(), name, before));
+        let (done, mut failures) = engine
+            .roll(SINK, self.spec.update_timeout, |spec| {
+                let Some(task) = spec.task_template.as_mut() else {
+                    return false;
+                };
+                let uses = task
+                    .container_spec
+                    .as_ref()
+                    .and_then(|c| c.secrets.as_ref())
+                    .is_some_and(|refs| {
+                        refs.iter()
+                            .any(|r| r.secret_id.as_ref().is_some_and(|id| ids.contains(id)))
+                    });
+                if uses {
+                    task.force_update = Some(task.force_update.unwrap_or(0).wrapping_add(1));
                 }
-                Err(e) => failures.push(self.fail(e)),
-            }
-        }
-        let mut done = Vec::new();
-        for (id, name, before) in updating {
-            match engine.wait_updated(&id, &name, before.as_deref(), self.spec.update_timeout) {
-                Ok(()) => done.push(name),
-                Err(e) => failures.push(self.fail(e)),
-            }
-        }
+                uses
+            })
+            .map_err(|e| self.fail(e))?;
         match failures.len() {
             0 => Ok(done),
-            1 => Err(failures.remove(0)),
-            _ => Err(SinkError::Several(failures)),
+            1 => Err(self.fail(failures.remove(0))),
+            _ => Err(SinkError::Several(
+                failures.into_iter().map(|e| self.fail(e)).collect(),
+            )),
         }
     }
 }

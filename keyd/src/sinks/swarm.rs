@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use bollard::models::ServiceSpec;
 
 use super::{Delivery, DeliveryReport, Pass, Sink, SinkError};
-use crate::docker::{self, Deleted, DockerError, Engine, SecretInfo};
+use crate::docker::{Deleted, DockerError, Engine, SecretInfo};
 use crate::policy::SwarmSpec;
 use crate::secret::{SecretBytes, SecretString};
 use crate::store::{Books, SwarmLedger, SwarmSecret};
@@ -170,33 +170,12 @@ impl SwarmSink {
         if moved.is_empty() {
             return Ok(Vec::new());
         }
-        let mut updating = Vec::new();
-        for service in engine.services().map_err(|e| self.fail(e))? {
-            let Some(mut spec) = service.spec.clone() else {
-                continue;
-            };
-            if !repoint_spec(&mut spec, moved) {
-                continue;
-            }
-            let name = docker::service_name(&service);
-            match engine.update_service(&service, spec) {
-                Ok(before) => {
-                    eprintln!("keyd: swarm: service {name}: rolling onto the new secret(s)");
-                    updating.push((service.id.clone().unwrap_or_default(), name, before));
-                }
-                Err(e) => failures.push(self.fail(e)),
-            }
-        }
-        let mut done = Vec::new();
-        for (id, name, before) in updating {
-            match engine.wait_updated(&id, &name, before.as_deref(), self.spec.update_timeout) {
-                Ok(()) => {
-                    eprintln!("keyd: swarm: service {name}: updated");
-                    done.push(name);
-                }
-                Err(e) => failures.push(self.fail(e)),
-            }
-        }
+        let (done, failed) = engine
+            .roll(SINK, self.spec.update_timeout, |spec| {
+                repoint_spec(spec, moved)
+            })
+            .map_err(|e| self.fail(e))?;
+        failures.extend(failed.into_iter().map(|e| self.fail(e)));
         Ok(done)
     }
 
