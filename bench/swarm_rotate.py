@@ -88,7 +88,10 @@ def main():
             value = secrets.token_urlsafe(18)
             subprocess.run(["docker", "secret", "create", f"{ID}_cli_{replicas}_0", "-"],
                            input=value, text=True, check=True, capture_output=True)
-            for name, secret in ((keyd_svc, f"{ID}_db_password"), (cli_svc, f"{ID}_cli_{replicas}_0")):
+            status = json.loads(subprocess.run([KEYCTL, "status", "--json"], env=env, check=True,
+                                               capture_output=True, text=True).stdout)
+            keyd_now = status[0]["swarm"]["db_password"]
+            for name, secret in ((keyd_svc, keyd_now), (cli_svc, f"{ID}_cli_{replicas}_0")):
                 sh("docker", "service", "create", "--detach=false", "-q", "--name", name,
                    "--replicas", str(replicas), "--update-order", "start-first",
                    "--secret", f"source={secret},target=db_password", image,
