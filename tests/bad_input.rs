@@ -226,3 +226,33 @@ fn a_store_whose_identity_is_gone_is_not_given_a_new_one() {
         );
     }
 }
+
+#[test]
+fn swarm_added_by_the_flag_refuses_a_name_swarm_cannot_hold_before_anything_is_made() {
+    let tmp = TempDir::new("swarm-flag-name");
+    let long = "A".repeat(50);
+    let policy = tmp.join("p.toml");
+    std::fs::write(
+        &policy,
+        format!("[stack]\nname = \"s\"\n\n[secrets.{long}]\nkind = \"token\"\n"),
+    )
+    .unwrap();
+    // Without a [sinks.swarm] the policy itself is fine...
+    ok(keyctl(&tmp.join("home"))
+        .args(["policy", "check"])
+        .arg(&policy));
+    // ...but not for Swarm: refused before the home, the store or the engine is touched.
+    let out = run(keyctl(&tmp.join("home"))
+        .args(["quickstart", "--swarm", "--policy"])
+        .arg(&policy)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot name a secret \"{long}\": it is 50 characters long"
+        )),
+        "{stderr}"
+    );
+    assert!(!tmp.join("home").exists(), "nothing was made");
+}

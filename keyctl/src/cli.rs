@@ -442,6 +442,10 @@ impl From<Error> for Failure {
                 )),
             ),
             Error::Policy(PolicyError::Read { .. }) => (3, None),
+            Error::Policy(PolicyError::Unusable { .. }) => (
+                3,
+                Some("give the policy a [sinks.swarm] table with a shorter `prefix`, or rename the outputs".into()),
+            ),
             Error::Store(s) => (4, Some(store_hint(s))),
             Error::Source(_) => (
                 1,

@@ -179,6 +179,21 @@ fn refuse_to_replace_existing_outputs(policy: &Policy, sinks: &Sinks) -> Result<
 /// Reconciles `policy` with the store in `home` and delivers. See the module comment.
 pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<ApplyReport, Error> {
     let sinks = resolve_sinks(policy, options.out.as_deref(), options.swarm);
+    // `policy check` saw the names of a policy's own [sinks.swarm]; one added by --swarm is
+    // checked here, before anything is made.
+    if let Some(swarm) = sinks.swarm() {
+        let problems: Vec<String> = policy
+            .outputs()
+            .iter()
+            .filter_map(|o| swarm.name_problem(&o.name))
+            .collect();
+        if !problems.is_empty() {
+            return Err(Error::Policy(crate::policy::PolicyError::Unusable {
+                path: policy.path.clone(),
+                message: problems.join("; "),
+            }));
+        }
+    }
     if options.init_swarm {
         let engine = DockerEngine::connect(SwarmSpec::DEFAULT_TIMEOUT)?;
         engine.init_swarm(None)?;

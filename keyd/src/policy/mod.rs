@@ -679,6 +679,25 @@ impl SwarmSpec {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     }
 
+    /// Why output `output` cannot be a Swarm secret under this prefix, if it cannot: the name
+    /// must be valid in Swarm and leave room for `_v<version>` within 64 characters.
+    pub fn name_problem(&self, output: &str) -> Option<String> {
+        let name = format!("{}{output}", self.prefix);
+        if !Self::is_valid_name(&name) {
+            Some(format!(
+                "[sinks.swarm] cannot name a secret {name:?}: Swarm names start and end with a letter or digit and hold only letters, digits, '-', '_' and '.'"
+            ))
+        } else if name.len() > Self::MAX_NAME {
+            Some(format!(
+                "[sinks.swarm] cannot name a secret {name:?}: it is {} characters long, and Swarm allows 64 including the `_v<version>` keyd adds to later versions (at most {} here)",
+                name.len(),
+                Self::MAX_NAME
+            ))
+        } else {
+            None
+        }
+    }
+
     /// The variable that names output `name`'s current secret in `names_env`.
     pub fn variable(name: &str) -> String {
         let mut v = String::from("KEYD_SWARM_");
@@ -876,6 +895,14 @@ pub enum PolicyError {
         path: PathBuf,
         /// Every problem found, in file order.
         problems: Vec<Problem>,
+    },
+    /// A valid policy that cannot be used as asked (`--swarm` with names Swarm refuses).
+    #[error("{}: {message}", path.display())]
+    Unusable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and how to fix it.
+        message: String,
     },
 }
 

@@ -320,11 +320,8 @@ fn check_swarm_names(c: &mut Checker, swarm: &SwarmSpec, drafts: &[Draft]) {
                 .iter()
                 .find(|(n, _, _)| *n == out.name)
                 .map_or(d.at, |(_, _, at)| *at);
-            let name = format!("{}{}", swarm.prefix, out.name);
-            if !SwarmSpec::is_valid_name(&name) {
-                c.err(at, format!("[sinks.swarm] cannot name a secret {name:?}: Swarm names start and end with a letter or digit and hold only letters, digits, '-', '_' and '.'"));
-            } else if name.len() > SwarmSpec::MAX_NAME {
-                c.err(at, format!("[sinks.swarm] cannot name a secret {name:?}: it is {} characters long, and Swarm allows 64 including the `_v<version>` keyd adds to later versions (at most {} here)", name.len(), SwarmSpec::MAX_NAME));
+            if let Some(problem) = swarm.name_problem(&out.name) {
+                c.err(at, problem);
             }
         }
     }
