@@ -368,6 +368,7 @@ impl Engine {
         name: &str,
         before: Option<&str>,
         limit: Duration,
+        progress: &mut dyn FnMut(&str, Duration),
     ) -> Result<(), DockerError> {
         let started = Instant::now();
         loop {
@@ -394,7 +395,9 @@ impl Engine {
                     });
                 }
                 // No update status yet (not started), updating, rolling back.
-                _ => {}
+                Some(S::ROLLBACK_STARTED) => progress("rolling back", started.elapsed()),
+                Some(S::UPDATING) => progress("updating", started.elapsed()),
+                _ => progress("waiting for the update to start", started.elapsed()),
             }
             if started.elapsed() > limit {
                 return Err(DockerError::Timeout {
@@ -436,9 +439,24 @@ impl Engine {
                 Err(e) => failures.push(e),
             }
         }
+        // On a terminal, one line per service that counts the seconds; otherwise (logs) one
+        // line when the update starts and one when it ends.
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let mut done = Vec::new();
         for (id, name, before) in updating {
-            match self.wait_updated(&id, &name, before.as_deref(), limit) {
+            let mut progress = |state: &str, elapsed: Duration| {
+                if terminal {
+                    eprint!(
+                        "\r\x1b[Kkeyd: {who}: service {name}: {state} ({} s)",
+                        elapsed.as_secs()
+                    );
+                }
+            };
+            let waited = self.wait_updated(&id, &name, before.as_deref(), limit, &mut progress);
+            if terminal {
+                eprint!("\r\x1b[K");
+            }
+            match waited {
                 Ok(()) => {
                     eprintln!("keyd: {who}: service {name}: updated");
                     done.push(name);
