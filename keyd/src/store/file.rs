@@ -165,6 +165,20 @@ impl HomeIdentity {
     }
 }
 
+/// Writes a new identity file: created (never replaced) with mode 0600, made durable.
+pub(super) fn write_new_identity(path: &Path, text: &[u8]) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_at(path))?;
+    f.write_all(text)
+        .and_then(|()| f.sync_all())
+        .map_err(io_at(path))
+}
+
 pub(super) fn read_identity(path: &Path) -> Result<HomeIdentity, StoreError> {
     let mut text = Zeroizing::new(String::new());
     let mut file = File::open(path).map_err(io_at(path))?;

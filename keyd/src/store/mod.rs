@@ -7,7 +7,6 @@ mod model;
 mod passphrase;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -154,20 +153,10 @@ impl Home {
             (false, false) => {}
         }
         passphrase::get(&self.identity_path(), true)?;
-        let identity_path = self.identity_path();
-        let io = |source| StoreError::Io {
-            path: identity_path.clone(),
-            source,
-        };
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&identity_path)
-            .map_err(io)?;
-        f.write_all(passphrase::identity_text().as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(io)?;
+        file::write_new_identity(
+            &self.identity_path(),
+            passphrase::identity_text().as_bytes(),
+        )?;
         file::fsync_dir(self.dir())?;
         lock.save(&mut StoreData::default())?;
         Ok(InitOutcome::Created)
@@ -321,18 +310,7 @@ impl LockedStore {
         }
         let identity = age::x25519::Identity::generate();
         let text = file::identity_file_text(&identity);
-        let io = |source| StoreError::Io {
-            path: identity_path.clone(),
-            source,
-        };
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&identity_path)
-            .map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
+        file::write_new_identity(&identity_path, text.as_bytes())?;
         drop(text);
         file::fsync_dir(self.home.dir())?;
         self.save(&mut StoreData::default())?;
