@@ -537,3 +537,81 @@ fn keyd_as_a_swarm_service_rotates_through_docker_exec_into_the_app_stack() {
         let _ = docker(&["stack", "rm", stack]);
     }
 }
+
+/// Reads `child`'s stderr until a line containing `what`; fails if it ends first.
+fn read_until(stderr: &mut impl std::io::BufRead, what: &str) -> String {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "ended before {what:?}; said:\n{seen}"
+        );
+        seen.push_str(&line);
+        if line.contains(what) {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn keyd_killed_mid_swarm_rotation_completes_it_when_it_starts_again() {
+    let mut s = SwarmStack::new("swkeyd", "");
+    s.quickstart();
+    let first = s.swarm_name("db_password");
+    let (service, seen) = s.consumer(&first, "");
+    wait_seen(
+        &seen,
+        &s.value("db_password"),
+        "the service to read version 1",
+    );
+    let socket = s.home.join("keyd.sock");
+    let start = |pause: Option<&str>| {
+        let mut cmd = keyd_tests::keyd(s.home.path());
+        cmd.arg("--socket")
+            .arg(&socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(p) = pause {
+            cmd.env("KEYD_PAUSE_AFTER", p);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        read_until(&mut stderr, "ready on");
+        (child, stderr)
+    };
+
+    // A rotation through the daemon, which is killed once the new version is created.
+    let (mut daemon, mut stderr) = start(Some("create"));
+    let mut client = s
+        .keyctl()
+        .arg("--socket")
+        .arg(&socket)
+        .args(["rotate", "db_password"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    read_until(&mut stderr, "paused after create");
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let _ = client.wait();
+    assert_eq!(s.secrets(), vec![first.clone()], "nothing published yet");
+
+    // Started again, keyd finishes the rotation: one new secret, the service rolled onto it.
+    let (mut daemon, _stderr) = start(None);
+    let second = format!("{first}_v2");
+    assert_eq!(s.secrets(), vec![first.clone(), second.clone()]);
+    assert_eq!(
+        service_secret(&service),
+        format!("{second} db_password -r--------")
+    );
+    wait_seen(
+        &seen,
+        &s.value("db_password"),
+        "the service to read version 2",
+    );
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+}
