@@ -19,6 +19,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from daemon import request  # noqa: E402  (the same HTTP/1.1 exchange over a Unix socket)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYD = os.path.join(ROOT, "target", "release", "keyd")
 KEYCTL = next(
@@ -44,18 +47,7 @@ GET_SECRET = json.dumps({
 
 
 def post(sock, path, body=b""):
-    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: plugin\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    head, rest = data.split(b"\r\n\r\n", 1)
-    length = next(int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length"))
-    while len(rest) < length:
-        rest += sock.recv(65536)
-    return int(head.split(b" ")[1]), rest
+    return request(sock, path, "POST", body)
 
 
 def wait_ready(path, deadline=10.0):

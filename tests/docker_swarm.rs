@@ -264,21 +264,10 @@ fn a_swarm_rotation_killed_after_its_deliver_step_is_completed_by_the_next_run()
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
+    read_until(
         &mut std::io::BufReader::new(child.stderr.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    while !line.contains("paused after deliver") {
-        line.clear();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stderr.as_mut().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert!(!line.is_empty(), "keyctl ended before pausing");
-    }
+        "paused after deliver",
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 
