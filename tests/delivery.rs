@@ -107,7 +107,14 @@ fn read_names(fd: &rustix::fd::OwnedFd) -> BTreeSet<String> {
                     !event.events().contains(ReadFlags::QUEUE_OVERFLOW),
                     "inotify queue overflowed: events were lost"
                 );
-                if let Some(name) = event.file_name() {
+                // A directory opened or read (listed) is not an entry touched.
+                let listed = event.events().contains(ReadFlags::ISDIR)
+                    && (event.events() - ReadFlags::ISDIR)
+                        .difference(ReadFlags::OPEN | ReadFlags::ACCESS)
+                        .is_empty();
+                if let Some(name) = event.file_name()
+                    && !listed
+                {
                     names.insert(name.to_string_lossy().into_owned());
                 }
             }
@@ -118,26 +125,27 @@ fn read_names(fd: &rustix::fd::OwnedFd) -> BTreeSet<String> {
     names
 }
 
-/// The delivered files (in the data directory `..data` names), by name: inode of each.
+/// The delivered files (what each output's symlink names), by output name: inode of each.
 fn inodes(out: &Path) -> std::collections::BTreeMap<String, u64> {
-    std::fs::read_dir(out.join("..data"))
+    std::fs::read_dir(out)
         .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            let name = e.file_name().into_string().unwrap();
-            (name, e.metadata().unwrap().ino())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| !name.starts_with('.'))
+        .map(|name| {
+            let ino = std::fs::metadata(out.join(&name)).unwrap().ino();
+            (name, ino)
         })
         .collect()
 }
 
-/// The delivered files that were opened, read or written while `action` ran: each file of
-/// the current set is watched by inode, so an open through a hard link in the next set counts.
+/// The delivered files that were opened, read or written while `action` ran: each file an
+/// output's symlink names is watched by inode, so an open through a hard link counts.
 fn delivered_files_opened_during(out: &Path, action: impl FnOnce()) -> BTreeSet<String> {
     let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).unwrap();
     let mask = WatchFlags::OPEN | WatchFlags::ACCESS | WatchFlags::MODIFY;
     let mut by_watch = std::collections::HashMap::new();
     for name in inodes(out).into_keys() {
-        let wd = inotify::add_watch(&fd, out.join("..data").join(&name), mask).unwrap();
+        let wd = inotify::add_watch(&fd, out.join(&name), mask).unwrap();
         by_watch.insert(wd, name);
     }
     action();
@@ -186,8 +194,8 @@ fn a_rotation_writes_and_reads_only_the_files_of_the_secrets_it_changed() {
     let s = stack("ledger-rotate");
     let before = std::fs::read_to_string(s.out.join("P01")).unwrap();
 
-    // P01 feeds DB_URL: both are written anew; every other file of the new set is the same
-    // inode (a hard link), and no other delivered file is opened.
+    // P01 feeds DB_URL: both are written anew; every other file is the same inode, and no
+    // other delivered file is opened.
     let rotate = |name: &str, expected: &BTreeSet<String>| {
         let inodes_before = inodes(&s.out);
         let opened = delivered_files_opened_during(&s.out, || {
@@ -452,35 +460,20 @@ fn a_world_writable_output_directory_is_refused() {
     }
 }
 
-#[test]
-fn plain_files_an_older_keyd_wrote_become_symlinks_into_one_set_without_a_rewrite() {
-    let s = stack("migrate");
-    // The layout before data directories: each output a plain file in the directory.
-    let data = std::fs::canonicalize(s.out.join("..data")).unwrap();
-    for e in std::fs::read_dir(&data).unwrap() {
-        let name = e.unwrap().file_name();
-        std::fs::rename(data.join(&name), s.out.join(&name)).unwrap();
-    }
-    std::fs::remove_file(s.out.join("..data")).unwrap();
-    std::fs::remove_dir(&data).unwrap();
-    let before: Vec<(String, u64)> = std::fs::read_dir(&s.out)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().into_string().unwrap(),
-                e.metadata().unwrap().ino(),
-            )
-        })
-        .collect();
-    assert_eq!(before.len(), SECRETS + 1);
+/// The names `out` shows (no dot entries), each with the inode of the file it leads to.
+fn shown_inodes(out: &Path) -> Vec<(String, u64)> {
+    inodes(out).into_iter().collect()
+}
 
-    let report = s.apply();
-    for (name, ino) in &before {
+/// Checks that every name of `before` is now `..keyd/NAME@1` leading to the same inode (taken
+/// over, not rewritten), mode 0400, holding what the store shows; that the apply that took
+/// them over reported nothing written; and that the apply after it touches nothing.
+fn assert_taken_over(s: &Stack, before: &[(String, u64)], report: &serde_json::Value) {
+    for (name, ino) in before {
         let path = s.out.join(name);
         assert_eq!(
             std::fs::read_link(&path).unwrap(),
-            Path::new("..data").join(name)
+            Path::new("..keyd").join(format!("{name}@1"))
         );
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.ino(), *ino, "{name} was rewritten, not linked");
@@ -495,22 +488,85 @@ fn plain_files_an_older_keyd_wrote_become_symlinks_into_one_set_without_a_rewrit
 }
 
 #[test]
-fn leftovers_of_a_cut_off_delivery_are_removed_by_the_next_apply() {
-    let s = stack("leftovers");
-    // A pass cut off before its swap, one cut off after it, and temp symlinks of both.
-    std::fs::create_dir(s.out.join("..keyd-9")).unwrap();
-    std::fs::write(s.out.join("..keyd-9").join("P01"), "stale").unwrap();
-    std::fs::create_dir(s.out.join("..keyd-0")).unwrap();
-    std::os::unix::fs::symlink("..keyd-9", s.out.join("..data.keyd-tmp")).unwrap();
-    std::os::unix::fs::symlink("..data/P01", s.out.join(".P01.keyd-tmp")).unwrap();
-    s.apply();
-    let mut left: Vec<String> = std::fs::read_dir(&s.out)
+fn plain_files_an_older_keyd_wrote_become_symlinks_without_a_rewrite() {
+    let s = stack("migrate");
+    // The layout before data directories: each output a plain file in the directory.
+    for (name, _) in shown_inodes(&s.out) {
+        let file = std::fs::canonicalize(s.out.join(&name)).unwrap();
+        std::fs::rename(file, s.out.join(&name)).unwrap();
+    }
+    std::fs::remove_dir_all(s.out.join("..keyd")).unwrap();
+    let before = shown_inodes(&s.out);
+    assert_eq!(before.len(), SECRETS + 1);
+    let report = s.apply();
+    assert_taken_over(&s, &before, &report);
+}
+
+#[test]
+fn the_whole_directory_set_of_an_older_keyd_is_taken_over_without_a_rewrite() {
+    let s = stack("migrate-set");
+    // The layout of keyd until 2026-11-30: `NAME -> ..data/NAME`, `..data -> ..keyd-3`; and
+    // a name no longer delivered (its secret left the policy), which keeps its last file.
+    let set = s.out.join("..keyd-3");
+    std::fs::create_dir(&set).unwrap();
+    for (name, _) in shown_inodes(&s.out) {
+        let file = std::fs::canonicalize(s.out.join(&name)).unwrap();
+        std::fs::rename(file, set.join(&name)).unwrap();
+        std::fs::remove_file(s.out.join(&name)).unwrap();
+        std::os::unix::fs::symlink(Path::new("..data").join(&name), s.out.join(&name)).unwrap();
+    }
+    std::fs::write(set.join("GONE"), "last value").unwrap();
+    std::os::unix::fs::symlink("..data/GONE", s.out.join("GONE")).unwrap();
+    std::os::unix::fs::symlink("..keyd-3", s.out.join("..data")).unwrap();
+    std::fs::remove_dir_all(s.out.join("..keyd")).unwrap();
+    let mut before = shown_inodes(&s.out);
+    before.retain(|(name, _)| name != "GONE");
+    let gone = std::fs::metadata(s.out.join("GONE")).unwrap().ino();
+
+    let report = s.apply();
+    let mut dots: Vec<String> = std::fs::read_dir(&s.out)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.starts_with('.'))
         .collect();
-    left.sort();
-    assert_eq!(left, ["..data", "..keyd-1"]);
+    dots.sort();
+    assert_eq!(dots, ["..keyd"], "the older set is left behind");
+    assert_eq!(
+        std::fs::read_to_string(s.out.join("GONE")).unwrap(),
+        "last value"
+    );
+    assert_eq!(std::fs::metadata(s.out.join("GONE")).unwrap().ino(), gone);
+    assert_taken_over(&s, &before, &report);
+}
+
+#[test]
+fn leftovers_of_a_cut_off_delivery_are_removed_by_the_next_apply() {
+    let s = stack("leftovers");
+    let own = s.out.join("..keyd");
+    let entries = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let shown = entries(&own);
+    // Generations written but never shown (a pass cut off before its swap), temp symlinks of
+    // a pass cut off before its rename, and an older keyd's data directory.
+    std::fs::write(own.join("P01@9"), "stale").unwrap();
+    std::fs::create_dir(own.join("@tls@4")).unwrap();
+    std::fs::write(own.join("@tls@4").join("tls.key"), "stale").unwrap();
+    std::os::unix::fs::symlink("@tls@4", own.join(".@tls.keyd-tmp")).unwrap();
+    std::os::unix::fs::symlink("..keyd/P01@9", s.out.join(".P01.keyd-tmp")).unwrap();
+    std::fs::create_dir(s.out.join("..keyd-0")).unwrap();
+    s.apply();
+    let left: Vec<String> = entries(&s.out)
+        .into_iter()
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert_eq!(left, ["..keyd"]);
+    assert_eq!(entries(&own), shown);
     assert_eq!(
         std::fs::read_to_string(s.out.join("P01")).unwrap(),
         s.shown("P01")

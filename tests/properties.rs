@@ -187,7 +187,7 @@ fn text() -> impl Strategy<Value = String> {
 
 fn stamp() -> impl Strategy<Value = Stamp> {
     (
-        any::<(u64, u64, u64, i128, i128)>(),
+        any::<(u64, u64, u64, i64, i64)>(),
         any::<(u32, u32, u32)>(),
         "[0-9a-f]{64}",
     )

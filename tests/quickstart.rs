@@ -35,16 +35,24 @@ fn every_shipped_policy_is_delivered_whole_and_a_second_run_changes_nothing() {
         assert!(first.contains("Next steps"), "{first}");
 
         // Every declared name (secrets and companions) is a file, mode 0400, not empty, shown
-        // as a relative symlink into the data directory `..data` names (the `..` entries).
+        // as a relative symlink into `..keyd`: its own file (`NAME@1`), or, for a secret of
+        // several outputs, through the set that changes them together (`@SECRET/NAME`).
         let outputs = policy.outputs();
         let mut listed: Vec<String> = std::fs::read_dir(&out)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|n| !n.starts_with(".."))
             .collect();
-        for n in &listed {
+        for o in &outputs {
+            let n = &o.name;
             let link = std::fs::read_link(out.join(n)).unwrap();
-            assert_eq!(link, Path::new("..data").join(n), "{name}/{n}");
+            let together = outputs.iter().filter(|x| x.secret == o.secret).count() > 1;
+            let expected = if together {
+                Path::new("..keyd").join(format!("@{}", o.secret)).join(n)
+            } else {
+                Path::new("..keyd").join(format!("{n}@1"))
+            };
+            assert_eq!(link, expected, "{name}/{n}");
         }
         listed.sort();
         let mut expected: Vec<String> = outputs.iter().map(|o| o.name.clone()).collect();

@@ -310,17 +310,32 @@ fn check_consistent(s: &Stack, name: &str, outputs: &[&str], expect_new: Option<
             "{out} differs from the store"
         );
     }
-    // No temp file or data directory of a cut-off delivery is left behind.
-    let mut sets = 0;
-    for e in std::fs::read_dir(s.tmp.join("out")).unwrap() {
+    // No temp file, and no generation of a cut-off delivery, is left behind: `..keyd` holds
+    // exactly what the names show.
+    let out_dir = s.tmp.join("out");
+    let mut shown = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(&out_dir).unwrap() {
         let name = e.unwrap().file_name().into_string().unwrap();
         assert!(!name.contains("keyd-tmp"), "{name} left behind");
-        sets += usize::from(name.starts_with("..keyd-"));
+        if let Ok(target) = std::fs::read_link(out_dir.join(&name)) {
+            let entry = target
+                .strip_prefix("..keyd")
+                .unwrap()
+                .iter()
+                .next()
+                .unwrap();
+            let entry = entry.to_str().unwrap().to_owned();
+            if let Ok(set) = std::fs::read_link(out_dir.join("..keyd").join(&entry)) {
+                shown.insert(set.to_str().unwrap().to_owned());
+            }
+            shown.insert(entry);
+        }
     }
-    assert_eq!(
-        sets, 1,
-        "data directories of cut-off deliveries left behind"
-    );
+    let own: std::collections::BTreeSet<String> = std::fs::read_dir(out_dir.join("..keyd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(own, shown, "generations of cut-off deliveries left behind");
     // The audit log's steps for version 2 are in order, created once, finished once, last.
     let audit = std::fs::read_to_string(s.home().join("audit.log")).unwrap_or_default();
     let steps: Vec<usize> = audit

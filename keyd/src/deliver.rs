@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use crate::secret::Value;
 use crate::sinks::{self, Delivery, DeliveryReport, Pass, SinkError};
 use crate::store::{ReloadOwed, StackRecord};
 
@@ -30,6 +31,20 @@ pub fn deliveries_of(stack: &StackRecord, which: impl Fn(&str) -> bool) -> Vec<D
             })
         })
         .collect()
+}
+
+/// Whether `a` and `b` deliver the same values under the same names and versions (values
+/// compared in constant time).
+pub fn same_deliveries(a: &[Delivery], b: &[Delivery]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            (&a.secret, &a.name, a.version) == (&b.secret, &b.name, b.version)
+                && matches!(a.value, Value::Public(_)) == matches!(b.value, Value::Public(_))
+                && crate::secret::same_bytes(
+                    a.value.expose().as_bytes(),
+                    b.value.expose().as_bytes(),
+                )
+        })
 }
 
 /// Has every sink of `stack` check every value, writing nothing.

@@ -629,13 +629,30 @@ impl<'a> Engine<'a> {
     ) -> Result<(), Error> {
         self.set_step(stack, name, next);
         let changed = self.rederive(stack, name)?;
+        self.persist_and_deliver(stack, name, pending, done, &changed)
+    }
+
+    /// The second half of [`Engine::publish`]: one store write, then the sinks.
+    fn persist_and_deliver(
+        &mut self,
+        stack: &str,
+        name: &str,
+        pending: u64,
+        done: &str,
+        changed: &HashSet<String>,
+    ) -> Result<(), Error> {
         self.save()?;
         pause_point(&format!("{done}-persisted"));
         panic_point(name);
-        self.deliver(stack, Some(&changed))?;
+        self.deliver(stack, Some(changed))?;
         self.audit(stack, name, pending, done, "ok", None);
         pause_point(done);
         Ok(())
+    }
+
+    /// What the outputs of `stack/name` deliver now.
+    fn delivered_now(&self, stack: &str, name: &str) -> Vec<crate::sinks::Delivery> {
+        deliver::deliveries_of(&self.data.stacks[stack], |n| n == name)
     }
 
     fn step_deliver(&mut self, stack: &str, name: &str, rotation: &Rotation) -> Result<(), Error> {
@@ -672,6 +689,7 @@ impl<'a> Engine<'a> {
                 v.label == Some(Label::Previous)
             })?;
         }
+        let before = self.delivered_now(stack, name);
         let record = self.record_mut(stack, name);
         for v in &mut record.versions {
             match v.label {
@@ -689,12 +707,42 @@ impl<'a> Engine<'a> {
                 _ => {}
             }
         }
-        self.publish(stack, name, rotation.pending, "promote", Step::Finish)?;
+        self.set_step(stack, name, Step::Finish);
+        let changed = self.rederive(stack, name)?;
+        let own: HashSet<String> = self.data.stacks[stack].secrets[name]
+            .outputs
+            .iter()
+            .map(|o| o.name.clone())
+            .collect();
+        let after = self.delivered_now(stack, name);
+        if changed == own && deliver::same_deliveries(&before, &after) {
+            // Consumers see nothing new at promote (a password, a token or a certificate
+            // switched at deliver, and no template changed): promote and finish are one store
+            // write, and no sink is looked at. A crash before it repeats the promote.
+            let pending = rotation.pending;
+            self.close(stack, name, pending)?;
+            self.save()?;
+            self.audit(stack, name, pending, "promote", "ok", None);
+            self.audit(stack, name, pending, "finish", "ok", None);
+            pause_point("promote-persisted");
+            pause_point("promote");
+            return Ok(true);
+        }
+        self.persist_and_deliver(stack, name, rotation.pending, "promote", &changed)?;
         Ok(true)
     }
 
     /// Closes the journal once the promoted state is delivered.
     fn step_finish(&mut self, stack: &str, name: &str, rotation: &Rotation) -> Result<(), Error> {
+        self.close(stack, name, rotation.pending)?;
+        self.save()?;
+        self.audit(stack, name, rotation.pending, "finish", "ok", None);
+        Ok(())
+    }
+
+    /// Ends the rotation of `stack/name` in memory: the journal closed, and a rekey owed for
+    /// `pending` where the policy asks for one.
+    fn close(&mut self, stack: &str, name: &str, pending: u64) -> Result<(), Error> {
         let has_rekey = self
             .policy(stack)?
             .secret(name)
@@ -704,14 +752,12 @@ impl<'a> Engine<'a> {
         // The data must be re-encrypted to the new value before the old one may go.
         if has_rekey {
             record.rekey = Some(RekeyOwed {
-                version: rotation.pending,
+                version: pending,
                 attempts: 0,
                 last_error: None,
                 retry_at: None,
             });
         }
-        self.save()?;
-        self.audit(stack, name, rotation.pending, "finish", "ok", None);
         Ok(())
     }
 

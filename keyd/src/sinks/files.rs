@@ -1,26 +1,35 @@
 //! The files sink: one file per output in a directory (default `/run/secrets`), exact value with
-//! no added newline, mode 0400 by default, delivered as one atomic set. Owns the directory's
-//! layout and the reload hook run after a delivery changed something.
+//! no added newline, mode 0400 by default. Owns the directory's layout and the reload hook run
+//! after a delivery changed something.
 //!
-//! The layout is the one Kubernetes uses for secret volumes:
+//! Every file lives in keyd's own directory `..keyd`, under a generation number; the name a
+//! consumer opens is a relative symlink into it. The outputs of one secret change together, and
+//! a delivery touches only the secrets it changes:
 //!
 //! ```text
-//! DIR/NAME    -> ..data/NAME        one relative symlink per output, made once
-//! DIR/..data  -> ..keyd-7           the current set, swapped by one rename
-//! DIR/..keyd-7/NAME                 the files themselves (mode, owner, ledger stamps)
+//! DIR/NAME         -> ..keyd/NAME@4      a secret with one output: its file, generation 4
+//! DIR/tls.crt      -> ..keyd/@web/tls.crt   a secret with several outputs (a certificate
+//! DIR/tls.key      -> ..keyd/@web/tls.key   and its key) is read through its set,
+//! DIR/..keyd/@web  -> @web@2                which one rename swaps
+//! DIR/..keyd/@web@2/tls.crt, tls.key
 //! ```
 //!
-//! A delivery that changes anything builds the next data directory whole (unchanged files are
-//! hard links into the previous one, so a rotation writes only what it changed), makes it
-//! durable, and renames a temp symlink over `..data`: at every instant `DIR` shows one complete
-//! set, old or new, so a certificate is never beside another version's key. The previous data
-//! directory is removed after the swap. Symlinks are relative, so the directory still works
-//! through a bind mount. Plain files an older keyd wrote are taken into the first data
-//! directory (hard-linked when current) and each replaced by its symlink with one rename.
-//! Nothing found at an output path is followed: symlinks are read as links, files are opened
-//! with `O_NOFOLLOW | O_NONBLOCK`, and anything else is replaced, never opened.
+//! A new value is written to the next generation (a file, or a set directory holding every
+//! output of the secret, unchanged ones hard-linked), made durable, and shown by renaming a
+//! temp symlink over the output's name or over the secret's set link: at every instant a
+//! consumer reads the old value or the new one whole, and never a certificate beside another
+//! version's key. The previous generation is removed after the swap. Output names start with a
+//! letter or digit, so `NAME@N` files never meet the `@SECRET` sets. Symlinks are relative, so
+//! the directory still works through a bind mount.
+//!
+//! Older layouts are taken over by the first full pass without a rewrite: plain files (each
+//! output a file in `DIR`), and the whole-directory set (`NAME -> ..data/NAME`,
+//! `..data -> ..keyd-N`). A current file is hard-linked into `..keyd` and its name renamed to
+//! the new symlink, so consumers see the same inode. Nothing found at an output path is
+//! followed: names are read with `readlink`/`lstat`, files are opened with
+//! `O_NOFOLLOW | O_NONBLOCK`, and anything else is replaced, never opened.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -37,13 +46,15 @@ use crate::store::Books;
 const SINK: &str = "files";
 /// Passes writing at most this many files fsync each one; larger ones use one syncfs.
 const FSYNC_EACH_UP_TO: usize = 64;
-/// The symlink to the data directory holding the current set.
-const DATA_LINK: &str = "..data";
-/// Data directories are this prefix and a generation number (`..keyd-7`).
-const GENERATION: &str = "..keyd-";
-/// Temp symlinks end with this (`..data.keyd-tmp`, `.NAME.keyd-tmp`); so did the temp files
-/// of keyd versions that renamed each file into place.
+/// keyd's directory inside the output directory: every delivered file is in it.
+const OWN: &str = "..keyd";
+/// Temp symlinks end with this (`.NAME.keyd-tmp`, `..keyd/.@web.keyd-tmp`); so did the temp
+/// files of keyd versions that renamed each file into place.
 const TMP_SUFFIX: &str = ".keyd-tmp";
+/// The whole-directory set of older keyd versions: `NAME -> ..data/NAME`, `..data -> ..keyd-N`.
+const LEGACY_LINK: &str = "..data";
+/// The data directories of that layout (`..keyd-7`).
+const LEGACY_SET: &str = "..keyd-";
 
 /// Delivers into a directory, as `[sinks.files]` says.
 #[derive(Debug)]
@@ -64,52 +75,118 @@ fn ledger_key(name: &str) -> String {
     format!("files:{name}")
 }
 
-/// The generation `..data` names, when it is a symlink keyd made to a directory that exists.
-fn current_generation(dir: &Path) -> Option<u64> {
-    let target = fs::read_link(dir.join(DATA_LINK)).ok()?;
-    let target = target.to_str()?;
-    let n: u64 = target.strip_prefix(GENERATION)?.parse().ok()?;
-    let exact = target == format!("{GENERATION}{n}");
-    (exact && fs::symlink_metadata(dir.join(target)).ok()?.is_dir()).then_some(n)
+/// The entry in `..keyd` of generation `n` of output `name`'s own file (`NAME@4`).
+fn file_entry(name: &str, n: u64) -> String {
+    format!("{name}@{n}")
 }
 
-fn generation_dir(dir: &Path, n: u64) -> PathBuf {
-    dir.join(format!("{GENERATION}{n}"))
+/// The entry in `..keyd` of secret `secret`'s set link (`@web`).
+fn set_link(secret: &str) -> String {
+    format!("@{secret}")
 }
 
-/// What a visible name `DIR/NAME` is now.
-enum Visible {
-    /// The symlink `NAME -> ..data/NAME`.
-    Ours,
+/// The entry in `..keyd` of generation `n` of secret `secret`'s set (`@web@2`).
+fn set_entry(secret: &str, n: u64) -> String {
+    format!("@{secret}@{n}")
+}
+
+/// The generation in `entry` when it is exactly `PREFIX@N` (N digits, no sign or padding).
+fn generation_of(entry: &str, prefix: &str) -> Option<u64> {
+    let digits = entry.strip_prefix(prefix)?.strip_prefix('@')?;
+    let n: u64 = digits.parse().ok()?;
+    (digits == n.to_string()).then_some(n)
+}
+
+/// What a visible name `DIR/NAME` shows now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shown {
+    /// `..keyd/NAME@N`: its own file, generation N.
+    Own(u64),
+    /// `..keyd/@SECRET/NAME`: a member of its secret's set.
+    Member,
+    /// `..data/NAME`: the whole-directory set of an older keyd.
+    Legacy,
     /// A regular file: written by an older keyd, or put there by hand.
     File,
-    /// Nothing, or something to replace (another symlink, a FIFO, a socket, a device).
+    /// Nothing.
+    Missing,
+    /// Something to replace: another symlink, a FIFO, a socket, a device.
     Replace,
 }
 
 /// What one output's delivery does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Plan {
-    /// The file in the current set is right: kept (hard-linked into a new set, if one is made).
+    /// Its current file is right: kept (hard-linked into a new set, if one is made).
     Keep,
     /// Written from the value.
     Write,
 }
 
-/// One output of a pass: its plan and the digest its ledger stamp gets, when its content is
-/// known (`None`: the ledger entry is left as it is, so a full pass verifies it).
-struct Output<'d> {
+/// One output of a secret a pass looks at.
+struct Member<'d> {
     delivery: &'d Delivery,
+    shown: Shown,
+    /// Its current file, when there is one to keep.
+    source: Option<PathBuf>,
     plan: Plan,
-    digest: Option<String>,
+    digest: String,
     /// Content verified by reading it while the ledger did not vouch for it: stamp it even
-    /// when no new set is made.
+    /// when no new generation is made.
     restamp: bool,
+}
+
+/// The outputs of one secret in a pass, and the generation a change makes.
+struct Group<'d> {
+    secret: &'d str,
+    members: Vec<Member<'d>>,
+    /// For a secret with several outputs: the generation its set link names now.
+    set_now: Option<u64>,
+    /// The generation this pass makes (a file or a set), if any.
+    next: Option<u64>,
+}
+
+impl Group<'_> {
+    fn single(&self) -> bool {
+        self.members.len() == 1
+    }
+
+    /// Where output `m`'s file is after this pass.
+    fn live_path(&self, own: &Path, m: &Member<'_>) -> Option<PathBuf> {
+        match self.next {
+            Some(n) if self.single() => Some(own.join(file_entry(&m.delivery.name, n))),
+            Some(n) => Some(own.join(set_entry(self.secret, n)).join(&m.delivery.name)),
+            None => m.source.clone(),
+        }
+    }
+
+    /// The `..keyd` entries this group shows after this pass (kept by the clean-up).
+    fn entries(&self, out: &mut HashSet<String>) {
+        let single = self.single();
+        if single {
+            let m = &self.members[0];
+            let n = self.next.or(match m.shown {
+                Shown::Own(n) => Some(n),
+                _ => None,
+            });
+            if let Some(n) = n {
+                out.insert(file_entry(&m.delivery.name, n));
+            }
+        } else if let Some(n) = self.next.or(self.set_now) {
+            out.insert(set_link(self.secret));
+            out.insert(set_entry(self.secret, n));
+        }
+    }
 }
 
 impl FilesSink {
     /// The sink `spec` describes.
     pub fn new(spec: FilesSpec) -> Self {
         FilesSink { spec }
+    }
+
+    fn own(&self) -> PathBuf {
+        self.spec.dir.join(OWN)
     }
 
     /// Whether a file recorded as `recorded` has the mode and owner the policy asks for now.
@@ -141,8 +218,7 @@ impl FilesSink {
         f.read_to_end(&mut existing).is_ok() && same_bytes(&existing, value)
     }
 
-    /// Writes one output's file into a data directory not yet shown, made durable here when
-    /// `fsync`.
+    /// Writes one output's file where nothing shows it yet, made durable here when `fsync`.
     fn write_file(&self, path: &Path, value: &[u8], fsync: bool) -> Result<(), SinkError> {
         let mut f = OpenOptions::new()
             .write(true)
@@ -179,128 +255,390 @@ impl FilesSink {
         }
     }
 
-    /// What `DIR/NAME` is now (`lstat` and `readlink` only: nothing there is opened).
-    fn visible(&self, name: &str) -> Result<Visible, SinkError> {
-        let path = self.spec.dir.join(name);
-        let meta = match fs::symlink_metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Visible::Replace),
-            other => other.map_err(io(&path))?,
-        };
-        let kind = meta.file_type();
-        if kind.is_symlink() {
-            let ours = fs::read_link(&path).is_ok_and(|t| t == Path::new(DATA_LINK).join(name));
-            Ok(if ours {
-                Visible::Ours
-            } else {
-                Visible::Replace
-            })
-        } else if kind.is_file() {
-            Ok(Visible::File)
-        } else if kind.is_dir() {
-            Err(io(&path)(std::io::Error::other(
-                "a directory stands where keyd delivers a file; remove it",
-            )))
-        } else {
-            Ok(Visible::Replace)
-        }
-    }
-
-    /// Makes `DIR/NAME` the symlink `..data/NAME`, replacing whatever is there with one rename
-    /// (never following or opening it).
-    fn link_visible(&self, name: &str) -> Result<(), SinkError> {
-        let dir = &self.spec.dir;
-        let (path, tmp) = (dir.join(name), dir.join(format!(".{name}{TMP_SUFFIX}")));
-        let _ = fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(Path::new(DATA_LINK).join(name), &tmp).map_err(io(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io(&path))
-    }
-
-    /// Removes what a delivery cut off by a crash left: temp symlinks and files, and data
-    /// directories other than the current one (only keyd writes these, under the store lock).
-    fn remove_leftovers(&self, current: Option<u64>) {
-        let dir = &self.spec.dir;
-        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let path = entry.path();
-            if name.starts_with('.') && name.ends_with(TMP_SUFFIX) {
-                let _ = fs::remove_file(&path);
-            } else if name.starts_with(GENERATION)
-                && current.is_none_or(|n| path != generation_dir(dir, n))
-                && fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
-            {
-                let _ = fs::remove_dir_all(&path);
-            }
-        }
-    }
-
-    /// Builds data directory `new` from `outputs` (kept ones hard-linked from `source`) and
-    /// `extra` (files of outputs no longer delivered, carried over while still shown), durable
-    /// before it returns.
-    fn build_set(
-        &self,
-        new: &Path,
-        outputs: &[Output<'_>],
-        source: &dyn Fn(&str) -> PathBuf,
-        extra: &[String],
-    ) -> Result<(), SinkError> {
+    /// Makes a directory of keyd's inside the output directory (`..keyd`, a set), empty.
+    /// Readers reach the files through it: it opens to whoever could open the output
+    /// directory, as files did when they lay in it.
+    fn make_dir(&self, path: &Path) -> Result<(), SinkError> {
         let dir = &self.spec.dir;
         let dir_meta = fs::metadata(dir).map_err(io(dir))?;
-        // Left by a pass cut off before its swap: never shown, so safe to drop.
-        if fs::symlink_metadata(new).is_ok() {
-            fs::remove_dir_all(new).map_err(io(new))?;
-        }
         fs::DirBuilder::new()
             .mode(0o700)
-            .create(new)
-            .map_err(io(new))?;
-        // A few files (a rotation) are made durable one fsync each; many (a first quickstart:
-        // 10,000 fsyncs took seconds) by one syncfs of the filesystem, below.
-        let writes = outputs
-            .iter()
-            .filter(|o| matches!(o.plan, Plan::Write))
-            .count();
-        let batch = writes > FSYNC_EACH_UP_TO;
-        for o in outputs {
-            let name = &o.delivery.name;
-            let path = new.join(name);
-            match o.plan {
-                Plan::Write => {
-                    self.write_file(&path, o.delivery.value.expose().as_bytes(), !batch)?;
-                }
-                Plan::Keep => fs::hard_link(source(name), &path).map_err(io(&path))?,
-            }
-        }
-        for name in extra {
-            let path = new.join(name);
-            fs::hard_link(source(name), &path).map_err(io(&path))?;
-        }
-        // Readers reach the files through this directory: it opens to whoever could open the
-        // output directory, as the files did when they lay in it.
-        fs::set_permissions(new, fs::Permissions::from_mode(dir_meta.mode() & 0o777))
-            .map_err(io(new))?;
-        if fs::metadata(new).is_ok_and(|m| m.gid() != dir_meta.gid()) {
+            .create(path)
+            .map_err(io(path))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(dir_meta.mode() & 0o777))
+            .map_err(io(path))?;
+        if fs::metadata(path).is_ok_and(|m| m.gid() != dir_meta.gid()) {
             // Best effort: only root or a member of that group may change it.
-            let _ = std::os::unix::fs::chown(new, None, Some(dir_meta.gid()));
+            let _ = std::os::unix::fs::chown(path, None, Some(dir_meta.gid()));
         }
-        let new_dir = File::open(new).map_err(io(new))?;
-        if batch {
-            rustix::fs::syncfs(&new_dir).map_err(|e| io(new)(e.into()))?;
-        }
-        new_dir.sync_all().map_err(io(new))?;
-        // The new directory's entry is durable before the symlink that names it.
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+        Ok(())
     }
 
-    /// Points `..data` at generation `n` with one rename of a temp symlink.
-    fn swap(&self, n: u64) -> Result<(), SinkError> {
-        let dir = &self.spec.dir;
-        let tmp = dir.join(format!("{DATA_LINK}{TMP_SUFFIX}"));
-        let _ = fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(format!("{GENERATION}{n}"), &tmp).map_err(io(&tmp))?;
-        let data = dir.join(DATA_LINK);
-        fs::rename(&tmp, &data).map_err(io(&data))
+    /// What `DIR/NAME` shows now, for an output of `secret` (`readlink`, then `lstat` for what
+    /// is not a symlink: nothing there is opened).
+    fn shown(&self, name: &str, secret: &str) -> Result<Shown, SinkError> {
+        let path = self.spec.dir.join(name);
+        match fs::read_link(&path) {
+            Ok(target) => Ok(classify(&target, name, Some(secret))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Shown::Missing),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                let meta = fs::symlink_metadata(&path).map_err(io(&path))?;
+                if meta.is_file() {
+                    Ok(Shown::File)
+                } else if meta.is_dir() {
+                    Err(io(&path)(std::io::Error::other(
+                        "a directory stands where keyd delivers a file; remove it",
+                    )))
+                } else {
+                    Ok(Shown::Replace)
+                }
+            }
+            Err(e) => Err(io(&path)(e)),
+        }
     }
+
+    /// Makes `DIR/NAME` the symlink `target`: created where nothing is, otherwise one rename of
+    /// a temp symlink over whatever is there (never following or opening it).
+    fn show(&self, name: &str, target: &Path, nothing_there: bool) -> Result<(), SinkError> {
+        let path = self.spec.dir.join(name);
+        if nothing_there {
+            match std::os::unix::fs::symlink(target, &path) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io(&path)(e)),
+            }
+        }
+        let tmp = self.spec.dir.join(format!(".{name}{TMP_SUFFIX}"));
+        replace_with_symlink(&tmp, &path, target)
+    }
+
+    /// Points secret `secret`'s set link at generation `n` with one rename.
+    fn swap_set(&self, secret: &str, n: u64) -> Result<(), SinkError> {
+        let own = self.own();
+        let link = set_link(secret);
+        let tmp = own.join(format!(".{link}{TMP_SUFFIX}"));
+        replace_with_symlink(&tmp, &own.join(&link), Path::new(&set_entry(secret, n)))
+    }
+
+    /// Looks at one secret's outputs: what each shows, where its file is and whether it is
+    /// right. Reads a file only when the ledger does not vouch for it.
+    fn plan_group<'d>(
+        &self,
+        secret: &'d str,
+        deliveries: &[&'d Delivery],
+        ledger: &crate::store::Ledger,
+    ) -> Result<Group<'d>, SinkError> {
+        let (dir, own) = (&self.spec.dir, self.own());
+        let single = deliveries.len() == 1;
+        let set_now = if single {
+            None
+        } else {
+            fs::read_link(own.join(set_link(secret)))
+                .ok()
+                .and_then(|t| generation_of(t.to_str()?, &set_link(secret)))
+        };
+        let mut members = Vec::with_capacity(deliveries.len());
+        for &d in deliveries {
+            let shown = self.shown(&d.name, secret)?;
+            let source = match shown {
+                Shown::Own(n) if single => Some(own.join(file_entry(&d.name, n))),
+                Shown::Member if !single => {
+                    set_now.map(|n| own.join(set_entry(secret, n)).join(&d.name))
+                }
+                Shown::Legacy => Some(dir.join(LEGACY_LINK).join(&d.name)),
+                Shown::File => Some(dir.join(&d.name)),
+                _ => None,
+            };
+            let value = d.value.expose().as_bytes();
+            let digest = digest(value);
+            // A ledger entry vouches only for the mode and owner the policy asks for now.
+            let recorded = ledger.get(&ledger_key(&d.name)).filter(|r| self.wants(r));
+            let (plan, restamp) = match &source {
+                Some(src) if ledger_says_current(src, recorded, &digest) => (Plan::Keep, false),
+                Some(src) if self.is_current(src, value) => (Plan::Keep, true),
+                _ => (Plan::Write, false),
+            };
+            members.push(Member {
+                delivery: d,
+                shown,
+                source,
+                plan,
+                digest,
+                restamp,
+            });
+        }
+        let in_place = |m: &Member<'_>| match m.shown {
+            Shown::Own(_) => single,
+            Shown::Member => !single,
+            _ => false,
+        };
+        let settled = members
+            .iter()
+            .all(|m| m.plan == Plan::Keep && in_place(m) && m.source.is_some());
+        let next = (!settled).then(|| {
+            if single {
+                match members[0].shown {
+                    Shown::Own(n) => n + 1,
+                    _ => 1,
+                }
+            } else {
+                set_now.map_or(1, |n| n + 1)
+            }
+        });
+        Ok(Group {
+            secret,
+            members,
+            set_now,
+            next,
+        })
+    }
+
+    /// Writes group `g`'s next generation where nothing shows it yet (unchanged files are
+    /// hard links to the current ones); durable once the caller syncs.
+    fn build(&self, g: &Group<'_>, fsync_each: bool) -> Result<(), SinkError> {
+        let Some(n) = g.next else { return Ok(()) };
+        let own = self.own();
+        let set_dir = (!g.single()).then(|| own.join(set_entry(g.secret, n)));
+        if let Some(set_dir) = &set_dir {
+            // Left by a pass cut off before its swap: never shown, so safe to drop.
+            if fs::symlink_metadata(set_dir).is_ok() {
+                fs::remove_dir_all(set_dir).map_err(io(set_dir))?;
+            }
+            self.make_dir(set_dir)?;
+        }
+        for m in &g.members {
+            let path = g.live_path(&own, m).expect("a new generation has a path");
+            if set_dir.is_none() && fs::symlink_metadata(&path).is_ok() {
+                fs::remove_file(&path).map_err(io(&path))?;
+            }
+            match (&m.plan, &m.source) {
+                (Plan::Keep, Some(src)) => fs::hard_link(src, &path).map_err(io(&path))?,
+                _ => self.write_file(&path, m.delivery.value.expose().as_bytes(), fsync_each)?,
+            }
+        }
+        if let Some(set_dir) = &set_dir
+            && fsync_each
+        {
+            File::open(set_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(set_dir))?;
+        }
+        Ok(())
+    }
+
+    /// Shows group `g`'s new generation: the output's symlink (one output) or the set link
+    /// and the members' symlinks into it. Returns whether `..keyd` itself changed.
+    fn show_group(&self, g: &Group<'_>) -> Result<bool, SinkError> {
+        let Some(n) = g.next else { return Ok(false) };
+        if g.single() {
+            let m = &g.members[0];
+            let target = Path::new(OWN).join(file_entry(&m.delivery.name, n));
+            self.show(&m.delivery.name, &target, m.shown == Shown::Missing)?;
+            return Ok(false);
+        }
+        self.swap_set(g.secret, n)?;
+        for m in g.members.iter().filter(|m| m.shown != Shown::Member) {
+            let target = Path::new(OWN)
+                .join(set_link(g.secret))
+                .join(&m.delivery.name);
+            self.show(&m.delivery.name, &target, m.shown == Shown::Missing)?;
+        }
+        Ok(true)
+    }
+
+    /// Removes the generation group `g` showed before this pass.
+    fn remove_previous(&self, g: &Group<'_>) -> Result<(), SinkError> {
+        if g.next.is_none() {
+            return Ok(());
+        }
+        let own = self.own();
+        if g.single() {
+            if let Shown::Own(n) = g.members[0].shown {
+                let old = own.join(file_entry(&g.members[0].delivery.name, n));
+                remove_if_there(&old, false)?;
+            }
+        } else if let Some(n) = g.set_now {
+            let old = own.join(set_entry(g.secret, n));
+            remove_if_there(&old, true)?;
+        }
+        Ok(())
+    }
+
+    /// Removes group `g`'s new generation after a failure before it was shown.
+    fn remove_unshown(&self, g: &Group<'_>) -> Result<(), SinkError> {
+        let Some(n) = g.next else { return Ok(()) };
+        let own = self.own();
+        if g.single() {
+            remove_if_there(&own.join(file_entry(&g.members[0].delivery.name, n)), false)
+        } else {
+            remove_if_there(&own.join(set_entry(g.secret, n)), true)
+        }
+    }
+
+    /// A full pass's clean-up: temp symlinks a crash left, names still shown through an older
+    /// layout (outputs no longer delivered keep their last file, moved into `..keyd`), that
+    /// layout's directories, and `..keyd` entries no name shows. `shown` holds the `..keyd`
+    /// entries this pass's outputs show; `delivered`, their names.
+    fn clean_up(
+        &self,
+        mut shown: HashSet<String>,
+        delivered: &HashSet<&str>,
+    ) -> Result<(), SinkError> {
+        let (dir, own) = (&self.spec.dir, self.own());
+        let mut legacy_left = false;
+        let mut relinked = false;
+        for entry in fs::read_dir(dir).map_err(io(dir))?.flatten() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let path = entry.path();
+            if name.starts_with('.') {
+                if name.ends_with(TMP_SUFFIX) {
+                    let _ = fs::remove_file(&path);
+                }
+                continue;
+            }
+            if delivered.contains(name.as_str()) {
+                continue;
+            }
+            // A name no longer delivered (or another stack's): keep what it shows.
+            let Ok(target) = fs::read_link(&path) else {
+                continue;
+            };
+            match classify(&target, &name, None) {
+                Shown::Own(n) => {
+                    shown.insert(file_entry(&name, n));
+                }
+                Shown::Legacy => {
+                    let file = dir.join(LEGACY_LINK).join(&name);
+                    if fs::symlink_metadata(&file).is_ok_and(|m| m.is_file()) {
+                        let entry = file_entry(&name, 1);
+                        let new = own.join(&entry);
+                        remove_if_there(&new, false)?;
+                        fs::hard_link(&file, &new).map_err(io(&new))?;
+                        let target = Path::new(OWN).join(&entry);
+                        let tmp = dir.join(format!(".{name}{TMP_SUFFIX}"));
+                        replace_with_symlink(&tmp, &path, &target)?;
+                        shown.insert(entry);
+                        relinked = true;
+                    } else {
+                        legacy_left = true;
+                    }
+                }
+                _ => {
+                    // `..keyd/@SECRET/NAME`: the secret's set link and the set it names.
+                    let Some(secret) = target
+                        .strip_prefix(OWN)
+                        .ok()
+                        .and_then(|t| t.parent())
+                        .and_then(Path::to_str)
+                        .and_then(|s| s.strip_prefix('@'))
+                    else {
+                        continue;
+                    };
+                    let link = set_link(secret);
+                    if let Some(set) = fs::read_link(own.join(&link))
+                        .ok()
+                        .and_then(|t| t.into_os_string().into_string().ok())
+                    {
+                        shown.insert(set);
+                    }
+                    shown.insert(link);
+                }
+            }
+        }
+        if relinked {
+            fsync(&own)?;
+            fsync(dir)?;
+        }
+        if !legacy_left {
+            remove_if_there(&dir.join(LEGACY_LINK), false)?;
+            for entry in fs::read_dir(dir).map_err(io(dir))?.flatten() {
+                let name = entry.file_name();
+                let is_set = name.to_str().is_some_and(|n| {
+                    n.strip_prefix(LEGACY_SET)
+                        .is_some_and(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
+                });
+                if is_set && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    let path = entry.path();
+                    remove_if_there(&path, true)?;
+                }
+            }
+        }
+        for entry in fs::read_dir(&own).map_err(io(&own))?.flatten() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if shown.contains(&name) {
+                continue;
+            }
+            let path = entry.path();
+            let _ = match entry.file_type() {
+                Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+                _ => fs::remove_file(&path),
+            };
+        }
+        Ok(())
+    }
+}
+
+/// What a symlink target read at `DIR/NAME` is, for an output of `secret` (`None`: any
+/// secret's set).
+fn classify(target: &Path, name: &str, secret: Option<&str>) -> Shown {
+    let Some(t) = target.to_str() else {
+        return Shown::Replace;
+    };
+    if let Some(rest) = t.strip_prefix(OWN).and_then(|r| r.strip_prefix('/')) {
+        if let Some(n) = generation_of(rest, name) {
+            return Shown::Own(n);
+        }
+        if let Some((link, file)) = rest.split_once('/')
+            && file == name
+            && link.starts_with('@')
+            && secret.is_none_or(|s| link[1..] == *s)
+        {
+            return Shown::Member;
+        }
+        return Shown::Replace;
+    }
+    if t.strip_prefix(LEGACY_LINK)
+        .and_then(|r| r.strip_prefix('/'))
+        .is_some_and(|r| r == name)
+    {
+        return Shown::Legacy;
+    }
+    Shown::Replace
+}
+
+/// Puts the symlink `target` at `path` by one rename of a temp symlink at `tmp`.
+fn replace_with_symlink(tmp: &Path, path: &Path, target: &Path) -> Result<(), SinkError> {
+    if let Err(e) = std::os::unix::fs::symlink(target, tmp) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(io(tmp)(e));
+        }
+        // Left by a pass cut off before its rename.
+        fs::remove_file(tmp).map_err(io(tmp))?;
+        std::os::unix::fs::symlink(target, tmp).map_err(io(tmp))?;
+    }
+    fs::rename(tmp, path).map_err(io(path))
+}
+
+/// Removes the file or symlink (`tree` false) or the directory tree at `path`; nothing there
+/// is not an error.
+fn remove_if_there(path: &Path, tree: bool) -> Result<(), SinkError> {
+    let removed = if tree {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+fn fsync(dir: &Path) -> Result<(), SinkError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 impl Sink for FilesSink {
@@ -321,7 +659,7 @@ impl Sink for FilesSink {
         books: &mut Books<'_>,
     ) -> Result<DeliveryReport, SinkError> {
         let ledger = &mut *books.ledger;
-        let dir = &self.spec.dir;
+        let (dir, own) = (&self.spec.dir, self.own());
         if !dir.is_dir() {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -330,156 +668,115 @@ impl Sink for FilesSink {
                 .map_err(io(dir))?;
         }
         self.refuse_world_writable()?;
-        let current = current_generation(dir);
-        if matches!(pass, Pass::Full) {
-            self.remove_leftovers(current);
-        }
-        // Where each output's file is now: in the current set, or where an older keyd wrote it.
-        let current_dir = current.map(|n| generation_dir(dir, n));
-        let source = |name: &str| current_dir.as_deref().unwrap_or(dir).join(name);
         let mut report = DeliveryReport {
             sink: SINK.into(),
             location: dir.clone(),
             ..Default::default()
         };
-        let mut outputs = Vec::with_capacity(deliveries.len());
+        match fs::symlink_metadata(&own) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                // Not keyd's: a directory is needed here.
+                fs::remove_file(&own).map_err(io(&own))?;
+                self.make_dir(&own)?;
+            }
+            Err(_) => self.make_dir(&own)?,
+        }
+        // Names still shown through the whole-directory set of an older keyd: every output is
+        // looked at, so the next pass can remove that set.
+        let full =
+            matches!(pass, Pass::Full) || fs::symlink_metadata(dir.join(LEGACY_LINK)).is_ok();
+
+        // The outputs of each secret, in delivery order.
+        let mut order: Vec<(&str, Vec<&Delivery>)> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
         for d in deliveries {
-            let (path, key) = (source(&d.name), ledger_key(&d.name));
-            let output = if pass.includes(&d.name) {
-                let value = d.value.expose().as_bytes();
-                let digest = digest(value);
-                // A ledger entry vouches only for the mode and owner the policy asks for now.
-                let recorded = ledger.get(&key).filter(|r| self.wants(r));
-                let (plan, restamp) = if ledger_says_current(&path, recorded, &digest) {
-                    (Plan::Keep, false)
-                } else if self.is_current(&path, value) {
-                    (Plan::Keep, true)
+            let i = *index.entry(d.secret.as_str()).or_insert_with(|| {
+                order.push((d.secret.as_str(), Vec::new()));
+                order.len() - 1
+            });
+            order[i].1.push(d);
+        }
+        let mut groups = Vec::new();
+        for (secret, outputs) in &order {
+            if full || outputs.iter().any(|d| pass.includes(&d.name)) {
+                groups.push(self.plan_group(secret, outputs, ledger)?);
+            }
+        }
+
+        // New generations: written, then durable, then shown, then the previous ones removed.
+        // A few files (a rotation) are made durable one fsync each; many (a first quickstart:
+        // 10,000 fsyncs took seconds) by one syncfs of the filesystem.
+        let writes: usize = groups
+            .iter()
+            .filter(|g| g.next.is_some())
+            .map(|g| g.members.len())
+            .sum();
+        if writes > 0 {
+            let fsync_each = writes <= FSYNC_EACH_UP_TO;
+            for g in &groups {
+                self.build(g, fsync_each).inspect_err(|_| {
+                    // Never shown: dropped now rather than at the next full pass.
+                    for g in &groups {
+                        let _ = self.remove_unshown(g);
+                    }
+                })?;
+            }
+            if !fsync_each {
+                let d = File::open(&own).map_err(io(&own))?;
+                rustix::fs::syncfs(&d).map_err(|e| io(&own)(e.into()))?;
+            }
+            // The new entries are durable before the symlinks that name them.
+            fsync(&own)?;
+            let mut own_changed = false;
+            for g in &groups {
+                own_changed |= self.show_group(g)?;
+            }
+            if own_changed {
+                fsync(&own)?;
+            }
+            fsync(dir)?;
+            for g in &groups {
+                self.remove_previous(g)?;
+            }
+        }
+
+        // Before the stamps: removing an older layout's names changes the files' ctime.
+        if full {
+            let mut shown = HashSet::new();
+            for g in &groups {
+                g.entries(&mut shown);
+            }
+            let delivered: HashSet<&str> = deliveries.iter().map(|d| d.name.as_str()).collect();
+            self.clean_up(shown, &delivered)?;
+        }
+        // What each output's file is now (a new file, or a hard link whose ctime changed).
+        for g in &groups {
+            for m in &g.members {
+                let name = &m.delivery.name;
+                if m.plan == Plan::Write {
+                    report.written.push(name.clone());
                 } else {
-                    (Plan::Write, false)
+                    report.unchanged.push(name.clone());
+                }
+                if !(g.next.is_some() || m.restamp) {
+                    continue;
+                }
+                let key = ledger_key(name);
+                let live = g.live_path(&own, m);
+                match live.and_then(|p| fs::symlink_metadata(p).ok()) {
+                    Some(meta) => ledger.insert(key, stamp(&meta, m.digest.clone())),
+                    None => ledger.remove(&key),
                 };
-                match plan {
-                    Plan::Keep => report.unchanged.push(d.name.clone()),
-                    Plan::Write => report.written.push(d.name.clone()),
-                }
-                Output {
-                    delivery: d,
-                    plan,
-                    digest: Some(digest),
-                    restamp,
-                }
-            } else if is_regular_file(&path) {
-                // Not looked at in this pass: carried over as it is; its stamp follows only
-                // if the ledger vouched for it.
-                let recorded = ledger.get(&key);
-                let vouched = recorded.filter(|r| ledger_says_current(&path, Some(r), &r.digest));
-                Output {
-                    delivery: d,
-                    plan: Plan::Keep,
-                    digest: vouched.map(|r| r.digest.clone()),
-                    restamp: false,
-                }
-            } else {
-                // Missing from the set (removed by hand): a new set holds every output.
-                report.written.push(d.name.clone());
-                Output {
-                    delivery: d,
-                    plan: Plan::Write,
-                    digest: Some(digest(d.value.expose().as_bytes())),
-                    restamp: false,
-                }
-            };
-            outputs.push(output);
-        }
-
-        if outputs.is_empty() && current.is_none() {
-            return Ok(report);
-        }
-        let migrating = current.is_none();
-        let new_set = migrating || outputs.iter().any(|o| matches!(o.plan, Plan::Write));
-        let mut shown_changed = false;
-        let live = match current {
-            Some(n) if !new_set => n,
-            _ => {
-                let n = current.map_or(1, |n| n + 1);
-                let new = generation_dir(dir, n);
-                // Files of outputs no longer delivered stay while their symlink is shown (a
-                // secret removed from the policy keeps its last file, as it always did).
-                let delivered: HashSet<&str> = deliveries.iter().map(|d| d.name.as_str()).collect();
-                let extra: Vec<String> = current_dir
-                    .as_deref()
-                    .map(|old| {
-                        fs::read_dir(old)
-                            .into_iter()
-                            .flatten()
-                            .flatten()
-                            .filter_map(|e| e.file_name().into_string().ok())
-                            .filter(|name| !delivered.contains(name.as_str()))
-                            .filter(|name| is_regular_file(&old.join(name)))
-                            .filter(|name| matches!(self.visible(name), Ok(Visible::Ours)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                self.build_set(&new, &outputs, &source, &extra)
-                    .inspect_err(|_| {
-                        // Never shown: dropped now rather than at the next full pass.
-                        let _ = fs::remove_dir_all(&new);
-                    })?;
-                self.swap(n)?;
-                shown_changed = true;
-                n
             }
-        };
-
-        // Each output's visible name: the symlink into `..data`, whatever stood there before.
-        for o in &outputs {
-            let name = &o.delivery.name;
-            if !(migrating || pass.includes(name)) {
-                continue;
-            }
-            let before = self.visible(name)?;
-            if matches!(before, Visible::Ours) {
-                continue;
-            }
-            self.link_visible(name)?;
-            shown_changed = true;
-            // A current file an older keyd wrote becomes a symlink to the same inode: no
-            // consumer sees a change. Anything else restored is.
-            let migrated =
-                current.is_none() && matches!((before, &o.plan), (Visible::File, Plan::Keep));
-            if !migrated && !report.written.contains(name) {
-                report.unchanged.retain(|n| n != name);
-                report.written.push(name.clone());
-            }
-        }
-        if shown_changed {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(dir))?;
-        }
-        if new_set && let Some(old) = &current_dir {
-            fs::remove_dir_all(old).map_err(io(old))?;
-        }
-
-        // Stamps of the files as they are now (linking and unlinking changed their ctime).
-        let live_dir = generation_dir(dir, live);
-        for o in &outputs {
-            let Some(digest) = &o.digest else { continue };
-            if !(new_set || o.restamp) {
-                continue;
-            }
-            let key = ledger_key(&o.delivery.name);
-            match fs::symlink_metadata(live_dir.join(&o.delivery.name)) {
-                Ok(meta) => ledger.insert(key, stamp(&meta, digest.clone())),
-                Err(_) => ledger.remove(&key),
-            };
         }
         // The reload hook is run by the delivery pass (deliver.rs), which also retries it.
         Ok(report)
     }
 
     fn retire(&self, _name: &str, _version: u64, _books: &mut Books<'_>) -> Result<(), SinkError> {
-        // Each delivery replaces the whole set and removes the previous one: once a newer
-        // version is delivered nothing of a retired one remains here.
+        // Each delivery replaces a secret's file or set and removes the previous one: once a
+        // newer version is delivered nothing of a retired one remains here.
         Ok(())
     }
 }
@@ -508,11 +805,6 @@ fn read_pid_file(pid_file: &Path) -> std::io::Result<rustix::process::Pid> {
         ))
     })?;
     Ok(pid)
-}
-
-/// Whether `path` is a regular file itself (`lstat`: a symlink to one is not).
-fn is_regular_file(path: &Path) -> bool {
-    fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
 }
 
 /// Runs a files sink's reload hook after a delivery changed something. The command gets no
@@ -557,5 +849,53 @@ pub fn run_reload_hook(hook: &ReloadHook) -> Result<(), SinkError> {
                 )),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_are_exact_decimal_numbers_after_the_name() {
+        assert_eq!(generation_of("P01@7", "P01"), Some(7));
+        assert_eq!(generation_of("@web@12", "@web"), Some(12));
+        for entry in [
+            "P01@07", "P01@+7", "P01@", "P01@7x", "P017", "P0@7", "P01@@7",
+        ] {
+            assert_eq!(generation_of(entry, "P01"), None, "{entry}");
+        }
+    }
+
+    #[test]
+    fn a_symlink_target_is_ours_only_in_the_exact_shape_keyd_writes() {
+        let c = |t: &str, name: &str, secret: Option<&str>| classify(Path::new(t), name, secret);
+        assert_eq!(c("..keyd/P01@3", "P01", Some("P01")), Shown::Own(3));
+        assert_eq!(
+            c("..keyd/@web/tls.key", "tls.key", Some("web")),
+            Shown::Member
+        );
+        assert_eq!(c("..keyd/@web/tls.key", "tls.key", None), Shown::Member);
+        assert_eq!(c("..data/P01", "P01", Some("P01")), Shown::Legacy);
+        for (target, name) in [
+            ("..keyd/@api/tls.key", "tls.key"),
+            ("..keyd/@web/other", "tls.key"),
+            ("..keyd/P02@3", "P01"),
+            ("..keyd/P01@3/x", "P01"),
+            ("/etc/passwd", "P01"),
+            ("../out/..keyd/P01@3", "P01"),
+            ("..data/../P01", "P01"),
+            ("..keyd", "P01"),
+        ] {
+            assert_eq!(c(target, name, Some("web")), Shown::Replace, "{target}");
+        }
+    }
+
+    #[test]
+    fn file_and_set_entries_cannot_meet() {
+        // Names start with a letter or digit: `NAME@N` never starts with '@'.
+        assert_eq!(file_entry("web", 2), "web@2");
+        assert_eq!(set_entry("web", 2), "@web@2");
+        assert_eq!(set_link("web"), "@web");
     }
 }

@@ -126,10 +126,10 @@ pub enum SinkError {
 /// An implementor must:
 /// - refuse, in `check`, every value it could not deliver exactly, before anything is written,
 ///   so that a refused delivery leaves nothing half done;
-/// - in `deliver`, replace its outputs atomically and as one set: a consumer reads the old
-///   value or the new one, never a half-written or empty file, and outputs delivered to one
-///   place (a directory, a file) change together, so no instant shows one output's new
-///   version beside another's old one; leave outputs whose content is already right
+/// - in `deliver`, replace its outputs atomically: a consumer reads the old value or the new
+///   one, never a half-written or empty file, and the outputs of one secret (a certificate
+///   and its key, a login and its password: [`Delivery::secret`]) change together, so no
+///   instant shows one of them new beside another old; leave outputs whose content is already right
 ///   untouched (no rewrite, so re-running changes nothing), make the result durable before
 ///   returning, and record in the ledger what it wrote, under keys only it uses;
 /// - never follow, or open in a way that can block, whatever stands where an output goes (a
@@ -186,13 +186,18 @@ fn stamp(meta: &std::fs::Metadata, digest: String) -> Stamp {
         dev: meta.dev(),
         ino: meta.ino(),
         size: meta.size(),
-        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        mtime_ns: nanos(meta.mtime(), meta.mtime_nsec()),
+        ctime_ns: nanos(meta.ctime(), meta.ctime_nsec()),
         mode: meta.mode() & 0o7777,
         uid: meta.uid(),
         gid: meta.gid(),
         digest,
     }
+}
+
+/// Seconds and nanoseconds as nanoseconds, saturating (i64 holds years 1677 to 2262).
+fn nanos(secs: i64, nsecs: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsecs)
 }
 
 /// Whether the file at `path` is, by its metadata alone, the one recorded in `recorded`, and

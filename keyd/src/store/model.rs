@@ -176,10 +176,10 @@ pub struct Stamp {
     pub ino: u64,
     /// Size in bytes.
     pub size: u64,
-    /// Modification time, nanoseconds.
-    pub mtime_ns: i128,
+    /// Modification time, nanoseconds since 1970 (saturating: an i64 holds years 1677 to 2262).
+    pub mtime_ns: i64,
     /// Status change time, nanoseconds (changed by every write, chmod, chown or rename).
-    pub ctime_ns: i128,
+    pub ctime_ns: i64,
     /// Mode bits.
     pub mode: u32,
     /// Owner.
@@ -191,7 +191,7 @@ pub struct Stamp {
 }
 
 #[derive(Deserialize)]
-struct StampRepr(u64, u64, u64, i128, i128, u32, u32, u32, String);
+struct StampRepr(u64, u64, u64, i64, i64, u32, u32, u32, String);
 
 impl From<StampRepr> for Stamp {
     fn from(r: StampRepr) -> Self {
