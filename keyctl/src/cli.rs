@@ -908,8 +908,8 @@ fn recipients(home: Home, command: RecipientsCommand) -> Result<(), Failure> {
 }
 
 fn apply(home: Home, a: ApplyArgs, first_run: bool) -> Result<(), Failure> {
-    let policy = Policy::load(&a.policy).map_err(Error::from)?;
     if a.reinit {
+        Policy::load(&a.policy).map_err(Error::from)?;
         eprintln!(
             "keyctl: warning: --reinit: secrets the store does not hold are generated anew and replace what is delivered"
         );
@@ -922,7 +922,7 @@ fn apply(home: Home, a: ApplyArgs, first_run: bool) -> Result<(), Failure> {
         swarm: a.swarm || a.init_swarm,
         init_swarm: a.init_swarm,
     };
-    let report = keyd::apply(&home, &policy, &options).map_err(|e| {
+    let report = keyd::ops::apply_file(&home, &a.policy, &options).map_err(|e| {
         let mut failure = Failure::from(e);
         if failure.code == 4
             && !first_run

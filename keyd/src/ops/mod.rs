@@ -7,7 +7,7 @@ mod import;
 mod recover;
 mod rotate;
 
-pub use apply::{ApplyOptions, ApplyReport, SecretSummary, apply, resolve_sinks};
+pub use apply::{ApplyOptions, ApplyReport, SecretSummary, apply, apply_file, resolve_sinks};
 pub use import::{ImportEntry, ImportOptions, ImportReport, Verdict, env_name, import};
 pub use recover::{
     BackupReport, RecipientChange, RecipientEntry, RestoreReport, StoreDiff, add_recipient, backup,

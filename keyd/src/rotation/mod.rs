@@ -118,6 +118,28 @@ fn panic_point(name: &str) {
 #[cfg(not(feature = "test-hooks"))]
 fn panic_point(_name: &str) {}
 
+/// The policies a decrypted store holds (its JSON text), parsed; a stack whose policy does not
+/// parse is left out, so that [`Engine::policy`] reports the error where it is needed.
+fn stored_policies(text: &[u8]) -> HashMap<String, Policy> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        stacks: std::collections::BTreeMap<String, StoredPolicy>,
+    }
+    #[derive(serde::Deserialize)]
+    struct StoredPolicy {
+        policy_path: std::path::PathBuf,
+        policy_source: String,
+    }
+    let Ok(stored) = serde_json::from_slice::<Stored>(text) else {
+        return HashMap::new();
+    };
+    stored
+        .stacks
+        .into_iter()
+        .filter_map(|(name, s)| Some((name, Policy::parse(&s.policy_path, s.policy_source).ok()?)))
+        .collect()
+}
+
 /// One locked session on the store: the rotation engine.
 pub(crate) struct Engine<'a> {
     lock: &'a LockedStore,
@@ -138,8 +160,12 @@ impl<'a> Engine<'a> {
         clock: &'a dyn Clock,
         by: &str,
     ) -> Result<Self, Error> {
-        let data = lock.load()?;
-        Ok(Self::with_data(lock, data, clock, by))
+        // Each stack's policy is parsed from the store's text on a second core while the store
+        // itself is parsed: at 10,000 secrets each takes about a third of a rotation.
+        let (data, policies) = lock.load_with(stored_policies)?;
+        let mut engine = Self::with_data(lock, data, clock, by);
+        engine.policies = policies;
+        Ok(engine)
     }
 
     /// An engine on `data`, which the caller loaded under `lock` (and may have changed).

@@ -248,9 +248,19 @@ pub fn canonical_recipient(text: &str) -> String {
 }
 
 pub(super) fn read_store(identity_path: &Path, store_path: &Path) -> Result<StoreData, StoreError> {
+    read_store_with(identity_path, store_path, |_| ()).map(|(data, ())| data)
+}
+
+/// [`read_store`], with `beside` run on a second thread over the decrypted text while this one
+/// parses it (for work that needs one part of a large store, such as its policies).
+pub(super) fn read_store_with<T: Send>(
+    identity_path: &Path,
+    store_path: &Path,
+    beside: impl FnOnce(&[u8]) -> T + Send,
+) -> Result<(StoreData, T), StoreError> {
     let identity = read_identity(identity_path)?;
     let ciphertext = fs::read(store_path).map_err(io_at(store_path))?;
-    decrypt_store(&identity, identity_path, store_path, &ciphertext)
+    decrypt_store_with(&identity, identity_path, store_path, &ciphertext, beside)
 }
 
 /// Decrypts and parses a store (or a backup of one) read from `store_path`.
@@ -260,6 +270,16 @@ pub(super) fn decrypt_store(
     store_path: &Path,
     ciphertext: &[u8],
 ) -> Result<StoreData, StoreError> {
+    decrypt_store_with(identity, identity_path, store_path, ciphertext, |_| ()).map(|(d, ())| d)
+}
+
+fn decrypt_store_with<T: Send>(
+    identity: &HomeIdentity,
+    identity_path: &Path,
+    store_path: &Path,
+    ciphertext: &[u8],
+    beside: impl FnOnce(&[u8]) -> T + Send,
+) -> Result<(StoreData, T), StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         path: store_path.to_owned(),
         reason,
@@ -294,7 +314,15 @@ pub(super) fn decrypt_store(
     reader
         .read_to_end(&mut plaintext)
         .map_err(|_| corrupt("the encrypted payload is truncated or was altered".into()))?;
-    let data: StoreData = serde_json::from_slice(&plaintext).map_err(|e| {
+    let (parsed, aside) = std::thread::scope(|s| {
+        let aside = s.spawn(|| beside(&plaintext));
+        let parsed = serde_json::from_slice::<StoreData>(&plaintext);
+        let aside = aside
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (parsed, aside)
+    });
+    let data = parsed.map_err(|e| {
         // serde_json's messages quote no input, only positions and expectations.
         corrupt(format!(
             "decrypted, but the contents are not a keyd store ({e})"
@@ -306,7 +334,7 @@ pub(super) fn decrypt_store(
             found: data.format,
         });
     }
-    Ok(data)
+    Ok((data, aside))
 }
 
 /// A write buffer for plaintext that never grows (so no reallocation leaves a copy behind in

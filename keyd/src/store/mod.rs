@@ -322,6 +322,15 @@ impl LockedStore {
         load(&self.home)
     }
 
+    /// [`LockedStore::load`], with `beside` run on a second thread over the decrypted store
+    /// text (JSON) while this one parses it: the two halves of a large load on two cores.
+    pub fn load_with<T: Send>(
+        &self,
+        beside: impl FnOnce(&[u8]) -> T + Send,
+    ) -> Result<(StoreData, T), StoreError> {
+        load_with(&self.home, beside)
+    }
+
     /// Accepts the store in place as the newest, although it is older than the last one
     /// written here (an old copy put back on purpose).
     pub fn accept_rollback(&self) -> Result<(), StoreError> {
@@ -416,6 +425,13 @@ impl LockedStore {
 }
 
 fn load(home: &Home) -> Result<StoreData, StoreError> {
+    load_with(home, |_| ()).map(|(data, ())| data)
+}
+
+fn load_with<T: Send>(
+    home: &Home,
+    beside: impl FnOnce(&[u8]) -> T + Send,
+) -> Result<(StoreData, T), StoreError> {
     if !home.identity_path().exists() {
         return Err(if home.store_path().exists() {
             StoreError::IdentityMissing {
@@ -432,7 +448,7 @@ fn load(home: &Home) -> Result<StoreData, StoreError> {
     // the new generation, so a store read after this is never older than what was read here,
     // unless an older copy was put back.
     let expected = home.recorded_generation()?;
-    let data = file::read_store(&home.identity_path(), &home.store_path())?;
+    let (data, aside) = file::read_store_with(&home.identity_path(), &home.store_path(), beside)?;
     if data.generation < expected {
         return Err(StoreError::RolledBack {
             path: home.store_path(),
@@ -440,5 +456,5 @@ fn load(home: &Home) -> Result<StoreData, StoreError> {
             expected,
         });
     }
-    Ok(data)
+    Ok((data, aside))
 }
