@@ -76,7 +76,7 @@ pub fn rotate(
 ) -> Result<RotationReport, Error> {
     // What the caller saw before waiting for the lock, if it had to wait.
     let (lock, seen) = home.lock_seen()?;
-    let mut engine = Engine::new(&lock, clock, by)?;
+    let mut engine = Engine::with_policies(&lock, clock, by)?;
     let selected = select(&engine.data, selector)?;
     for (stack, name) in &selected {
         let record = &engine.data.stacks[stack].secrets[name];
@@ -154,7 +154,7 @@ pub fn run_due(
     by: &str,
 ) -> Result<(RotationReport, Option<i64>), Error> {
     let lock = home.lock()?;
-    let mut engine = Engine::new(&lock, clock, by)?;
+    let mut engine = Engine::with_policies(&lock, clock, by)?;
     let (actions, _) = plan(&engine.data, clock.now());
     // Reload hooks that failed before, once their retry time has come (a failure is recorded
     // in the stack and shown in status; it never stops the rotations below).

@@ -160,8 +160,18 @@ impl<'a> Engine<'a> {
         clock: &'a dyn Clock,
         by: &str,
     ) -> Result<Self, Error> {
-        // Each stack's policy is parsed from the store's text on a second core while the store
-        // itself is parsed: at 10,000 secrets each takes about a third of a rotation.
+        let data = lock.load()?;
+        Ok(Self::with_data(lock, data, clock, by))
+    }
+
+    /// [`Engine::new`] for work that will need the policies (rotations): each stack's policy
+    /// is parsed from the store's text on a second core while the store itself is parsed (at
+    /// 10,000 secrets each is about a third of a rotation), not later, one after the other.
+    pub(crate) fn with_policies(
+        lock: &'a LockedStore,
+        clock: &'a dyn Clock,
+        by: &str,
+    ) -> Result<Self, Error> {
         let (data, policies) = lock.load_with(stored_policies)?;
         let mut engine = Self::with_data(lock, data, clock, by);
         engine.policies = policies;

@@ -248,7 +248,9 @@ pub fn canonical_recipient(text: &str) -> String {
 }
 
 pub(super) fn read_store(identity_path: &Path, store_path: &Path) -> Result<StoreData, StoreError> {
-    read_store_with(identity_path, store_path, |_| ()).map(|(data, ())| data)
+    let identity = read_identity(identity_path)?;
+    let ciphertext = fs::read(store_path).map_err(io_at(store_path))?;
+    decrypt_store(&identity, identity_path, store_path, &ciphertext)
 }
 
 /// [`read_store`], with `beside` run on a second thread over the decrypted text while this one
@@ -260,7 +262,16 @@ pub(super) fn read_store_with<T: Send>(
 ) -> Result<(StoreData, T), StoreError> {
     let identity = read_identity(identity_path)?;
     let ciphertext = fs::read(store_path).map_err(io_at(store_path))?;
-    decrypt_store_with(&identity, identity_path, store_path, &ciphertext, beside)
+    let text = decrypt_text(&identity, identity_path, store_path, &ciphertext)?;
+    let (parsed, aside) = std::thread::scope(|s| {
+        let aside = s.spawn(|| beside(&text));
+        let parsed = parse_store(store_path, &text);
+        let aside = aside
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (parsed, aside)
+    });
+    Ok((parsed?, aside))
 }
 
 /// Decrypts and parses a store (or a backup of one) read from `store_path`.
@@ -270,16 +281,17 @@ pub(super) fn decrypt_store(
     store_path: &Path,
     ciphertext: &[u8],
 ) -> Result<StoreData, StoreError> {
-    decrypt_store_with(identity, identity_path, store_path, ciphertext, |_| ()).map(|(d, ())| d)
+    let text = decrypt_text(identity, identity_path, store_path, ciphertext)?;
+    parse_store(store_path, &text)
 }
 
-fn decrypt_store_with<T: Send>(
+/// The decrypted text of a store read from `store_path`, in a zeroizing buffer.
+fn decrypt_text(
     identity: &HomeIdentity,
     identity_path: &Path,
     store_path: &Path,
     ciphertext: &[u8],
-    beside: impl FnOnce(&[u8]) -> T + Send,
-) -> Result<(StoreData, T), StoreError> {
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         path: store_path.to_owned(),
         reason,
@@ -314,19 +326,15 @@ fn decrypt_store_with<T: Send>(
     reader
         .read_to_end(&mut plaintext)
         .map_err(|_| corrupt("the encrypted payload is truncated or was altered".into()))?;
-    let (parsed, aside) = std::thread::scope(|s| {
-        let aside = s.spawn(|| beside(&plaintext));
-        let parsed = serde_json::from_slice::<StoreData>(&plaintext);
-        let aside = aside
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (parsed, aside)
-    });
-    let data = parsed.map_err(|e| {
+    Ok(plaintext)
+}
+
+/// Parses the decrypted text of the store read from `store_path`.
+fn parse_store(store_path: &Path, text: &[u8]) -> Result<StoreData, StoreError> {
+    let data: StoreData = serde_json::from_slice(text).map_err(|e| StoreError::Corrupt {
+        path: store_path.to_owned(),
         // serde_json's messages quote no input, only positions and expectations.
-        corrupt(format!(
-            "decrypted, but the contents are not a keyd store ({e})"
-        ))
+        reason: format!("decrypted, but the contents are not a keyd store ({e})"),
     })?;
     if data.format > FORMAT {
         return Err(StoreError::NewerFormat {
@@ -334,7 +342,7 @@ fn decrypt_store_with<T: Send>(
             found: data.format,
         });
     }
-    Ok((data, aside))
+    Ok(data)
 }
 
 /// A write buffer for plaintext that never grows (so no reallocation leaves a copy behind in

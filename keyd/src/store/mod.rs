@@ -425,12 +425,26 @@ impl LockedStore {
 }
 
 fn load(home: &Home) -> Result<StoreData, StoreError> {
-    load_with(home, |_| ()).map(|(data, ())| data)
+    load_by(home, |identity, store| {
+        file::read_store(identity, store).map(|data| (data, ()))
+    })
+    .map(|(data, ())| data)
 }
 
 fn load_with<T: Send>(
     home: &Home,
     beside: impl FnOnce(&[u8]) -> T + Send,
+) -> Result<(StoreData, T), StoreError> {
+    load_by(home, |identity, store| {
+        file::read_store_with(identity, store, beside)
+    })
+}
+
+/// Loads the store with `read` (given the identity and store paths), after the checks that
+/// tell a missing home, a missing identity and an older copy put back.
+fn load_by<T>(
+    home: &Home,
+    read: impl FnOnce(&Path, &Path) -> Result<(StoreData, T), StoreError>,
 ) -> Result<(StoreData, T), StoreError> {
     if !home.identity_path().exists() {
         return Err(if home.store_path().exists() {
@@ -448,7 +462,7 @@ fn load_with<T: Send>(
     // the new generation, so a store read after this is never older than what was read here,
     // unless an older copy was put back.
     let expected = home.recorded_generation()?;
-    let (data, aside) = file::read_store_with(&home.identity_path(), &home.store_path(), beside)?;
+    let (data, aside) = read(&home.identity_path(), &home.store_path())?;
     if data.generation < expected {
         return Err(StoreError::RolledBack {
             path: home.store_path(),
