@@ -15,13 +15,21 @@ use std::path::Path;
 use keyd_tests::{TempDir, keyctl, ok};
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 
-/// How many password secrets the test stack has (besides one template and the env file).
+/// How many password secrets the test stack has (besides a template, a certificate with its
+/// key, and the env file).
 const SECRETS: usize = 40;
 
 fn write_policy(path: &Path) {
-    let mut text = String::from(
-        "[stack]\nname = \"ledger\"\n\n[sinks.envfile]\npath = \"stack.env\"\n\n\
-         [secrets.DB_URL]\nkind = \"template\"\ntemplate = \"postgres://app:{P01}@db/app\"\n",
+    // The env file carries every value but the PEM ones (they hold newlines).
+    let include: Vec<String> = (1..=SECRETS)
+        .map(|i| format!("\"P{i:02}\""))
+        .chain(["\"DB_URL\"".to_owned()])
+        .collect();
+    let mut text = format!(
+        "[stack]\nname = \"ledger\"\n\n[sinks.envfile]\npath = \"stack.env\"\ninclude = [{}]\n\n\
+         [secrets.DB_URL]\nkind = \"template\"\ntemplate = \"postgres://app:{{P01}}@db/app\"\n\n\
+         [secrets.WEB]\nkind = \"tls\"\nkey = \"WEB_KEY\"\ncn = \"web\"\n",
+        include.join(", ")
     );
     for i in 1..=SECRETS {
         text.push_str(&format!("\n[secrets.P{i:02}]\nkind = \"password\"\n"));
@@ -225,6 +233,14 @@ fn a_rotation_writes_and_reads_only_the_files_of_the_secrets_it_changed() {
     // A secret nothing derives from: only its own file.
     let expected: BTreeSet<String> = ["P17"].map(String::from).into();
     assert_eq!(rotate("P17", &expected), expected);
+
+    // A certificate and its key: both, through their set, and nothing else.
+    let expected: BTreeSet<String> = ["WEB", "WEB_KEY"].map(String::from).into();
+    assert_eq!(rotate("WEB", &expected), expected);
+    assert_eq!(
+        std::fs::read_link(s.out.join("WEB_KEY")).unwrap(),
+        Path::new("..keyd/@WEB/WEB_KEY")
+    );
 
     // And the apply after a rotation is a no-change apply again.
     let touched = files_touched_during(&s.out, || {
@@ -471,10 +487,13 @@ fn shown_inodes(out: &Path) -> Vec<(String, u64)> {
 fn assert_taken_over(s: &Stack, before: &[(String, u64)], report: &serde_json::Value) {
     for (name, ino) in before {
         let path = s.out.join(name);
-        assert_eq!(
-            std::fs::read_link(&path).unwrap(),
+        // The certificate and its key go through their secret's set.
+        let link = if name.starts_with("WEB") {
+            Path::new("..keyd/@WEB").join(name)
+        } else {
             Path::new("..keyd").join(format!("{name}@1"))
-        );
+        };
+        assert_eq!(std::fs::read_link(&path).unwrap(), link);
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.ino(), *ino, "{name} was rewritten, not linked");
         assert_eq!(meta.mode() & 0o777, 0o400);
@@ -497,7 +516,7 @@ fn plain_files_an_older_keyd_wrote_become_symlinks_without_a_rewrite() {
     }
     std::fs::remove_dir_all(s.out.join("..keyd")).unwrap();
     let before = shown_inodes(&s.out);
-    assert_eq!(before.len(), SECRETS + 1);
+    assert_eq!(before.len(), SECRETS + 3);
     let report = s.apply();
     assert_taken_over(&s, &before, &report);
 }
