@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use crate::policy::SinkSpec;
 use crate::secret::Value;
 use crate::sinks::{self, Delivery, DeliveryReport, Pass, SinkError};
 use crate::store::{ReloadOwed, StackRecord};
@@ -63,7 +64,20 @@ pub fn deliver(
     changed: Option<&HashSet<String>>,
     now: i64,
 ) -> Result<Vec<DeliveryReport>, SinkError> {
-    let deliveries = stack_deliveries(stack);
+    // A files sink looks only at the secrets a pass changed; every other sink is given every
+    // value (an env file is rendered whole).
+    let deliveries = match changed {
+        Some(changed) if stack.sinks.iter().all(|s| matches!(s, SinkSpec::Files(_))) => {
+            let touched: HashSet<&str> = stack
+                .secrets
+                .iter()
+                .filter(|(_, r)| r.outputs.iter().any(|o| changed.contains(&o.name)))
+                .map(|(name, _)| name.as_str())
+                .collect();
+            deliveries_of(stack, |name| touched.contains(name))
+        }
+        _ => stack_deliveries(stack),
+    };
     deliver_values(stack, &deliveries, changed, now)
 }
 

@@ -145,7 +145,8 @@ pub trait Sink {
     fn kind(&self) -> &'static str;
     /// Refuses values this sink cannot deliver, writing nothing.
     fn check(&self, deliveries: &[Delivery]) -> Result<(), SinkError>;
-    /// Delivers the outputs of `pass` from `deliveries` (which always holds every output).
+    /// Delivers the outputs of `pass` from `deliveries`, which holds every output (a files sink,
+    /// which never looks past a pass, is given only the secrets a `Pass::Only` names).
     fn deliver(
         &self,
         deliveries: &[Delivery],

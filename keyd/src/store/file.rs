@@ -250,7 +250,9 @@ pub fn canonical_recipient(text: &str) -> String {
 pub(super) fn read_store(identity_path: &Path, store_path: &Path) -> Result<StoreData, StoreError> {
     let identity = read_identity(identity_path)?;
     let ciphertext = fs::read(store_path).map_err(io_at(store_path))?;
-    decrypt_store(&identity, identity_path, store_path, &ciphertext)
+    let text = decrypt_text(&identity, identity_path, store_path, &ciphertext)?;
+    drop(ciphertext);
+    parse_store(store_path, &text)
 }
 
 /// [`read_store`], with `beside` run on a second thread over the decrypted text while this one
@@ -263,6 +265,7 @@ pub(super) fn read_store_with<T: Send>(
     let identity = read_identity(identity_path)?;
     let ciphertext = fs::read(store_path).map_err(io_at(store_path))?;
     let text = decrypt_text(&identity, identity_path, store_path, &ciphertext)?;
+    drop(ciphertext);
     let (parsed, aside) = std::thread::scope(|s| {
         let aside = s.spawn(|| beside(&text));
         let parsed = parse_store(store_path, &text);
