@@ -487,6 +487,8 @@ impl FilesSink {
         let (dir, own) = (&self.spec.dir, self.own());
         let mut legacy_left = false;
         let mut relinked = false;
+        // The older layout's data directories, removed once no name shows them.
+        let mut legacy_sets = Vec::new();
         for entry in fs::read_dir(dir).map_err(io(dir))?.flatten() {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
@@ -495,6 +497,12 @@ impl FilesSink {
             if name.starts_with('.') {
                 if name.ends_with(TMP_SUFFIX) {
                     let _ = fs::remove_file(&path);
+                } else if name
+                    .strip_prefix(LEGACY_SET)
+                    .is_some_and(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
+                    && entry.file_type().is_ok_and(|t| t.is_dir())
+                {
+                    legacy_sets.push(path);
                 }
                 continue;
             }
@@ -553,16 +561,8 @@ impl FilesSink {
         }
         if !legacy_left {
             remove_if_there(&dir.join(LEGACY_LINK), false)?;
-            for entry in fs::read_dir(dir).map_err(io(dir))?.flatten() {
-                let name = entry.file_name();
-                let is_set = name.to_str().is_some_and(|n| {
-                    n.strip_prefix(LEGACY_SET)
-                        .is_some_and(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
-                });
-                if is_set && entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    let path = entry.path();
-                    remove_if_there(&path, true)?;
-                }
+            for set in &legacy_sets {
+                remove_if_there(set, true)?;
             }
         }
         for entry in fs::read_dir(&own).map_err(io(&own))?.flatten() {
