@@ -2,7 +2,7 @@
 //! the local API's answers, refusal of uids that are not allowed, malformed requests, and no
 //! secret value in any log, audit line or API answer.
 
-use std::io::{BufRead, BufReader, Read as _, Write as _};
+use std::io::{BufRead, BufReader, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -178,23 +178,8 @@ fn raw(socket: &Path, request: &[u8]) -> (u16, String) {
     s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
     s.write_all(request).unwrap();
-    let mut reader = BufReader::new(s);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).unwrap();
+    let (status_line, body) = keyd_tests::read_response(&mut BufReader::new(s));
     let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        if line.trim().is_empty() {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap();
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
     (status, String::from_utf8(body).unwrap())
 }
 

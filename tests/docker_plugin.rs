@@ -337,9 +337,30 @@ fn a_peer_that_is_not_root_is_refused_on_the_plugin_socket() {
     drop(plugin);
 }
 
-/// A service of the consumer image that copies `/run/secrets/<target>` into `out` (a host
-/// directory bind-mounted at /out), then waits.
-fn consumer_service(t: &DockerTest, image: &str, secret: &str, target: &str, out: &Path) -> String {
+/// Creates the Swarm secret `name` served by the secret driver `driver` from the store's
+/// `keyd_secret` (`STACK/NAME`), labelled for this test, with `labels` besides.
+fn driver_secret(t: &DockerTest, driver: &str, name: &str, keyd_secret: &str, labels: &[&str]) {
+    let (test, secret) = (t.label(), format!("keyd.secret={keyd_secret}"));
+    let mut args = vec!["secret", "create", "--driver", driver, "--label", &test];
+    args.extend(["--label", secret.as_str()]);
+    for label in labels {
+        args.extend(["--label", label]);
+    }
+    args.push(name);
+    docker_ok(&args);
+}
+
+/// A service of the consumer image that copies `/run/secrets/<target>` into `out` (a new host
+/// directory, `seen` in the test's, bind-mounted at /out), then waits. Returns the service's
+/// name and `out`.
+fn consumer_service(
+    t: &DockerTest,
+    image: &str,
+    secret: &str,
+    target: &str,
+) -> (String, std::path::PathBuf) {
+    let out = t.dir.join("seen");
+    std::fs::create_dir(&out).unwrap();
     let service = t.name("consumer");
     docker_ok(&[
         "service",
@@ -364,7 +385,7 @@ fn consumer_service(t: &DockerTest, image: &str, secret: &str, target: &str, out
             "cp /run/secrets/{target} /out/{target}.tmp && mv /out/{target}.tmp /out/{target}; sleep 600"
         ),
     ]);
-    service
+    (service, out)
 }
 
 /// `docker service ps --no-trunc` of `service`: each task's state and error.
@@ -395,22 +416,14 @@ fn a_service_reads_a_driver_backed_secret_from_keyd() {
     );
     let plugin = Plugin::start(&home, &t.name("keyd"), &[]);
     let secret = t.name("db-password");
-    docker_ok(&[
-        "secret",
-        "create",
-        "--driver",
+    driver_secret(
+        &t,
         &plugin.name,
-        "--label",
-        &t.label(),
-        "--label",
-        "keyd.secret=app/DB_PASSWORD",
-        "--label",
-        "keyd.reuse=false",
         &secret,
-    ]);
-    let out = t.dir.join("seen");
-    std::fs::create_dir(&out).unwrap();
-    let service = consumer_service(&t, &image, &secret, "db_password", &out);
+        "app/DB_PASSWORD",
+        &["keyd.reuse=false"],
+    );
+    let (service, out) = consumer_service(&t, &image, &secret, "db_password");
     let seen = wait_until(
         "the consumer to copy its secret",
         Duration::from_secs(90),
@@ -463,20 +476,8 @@ fn an_unknown_secret_fails_the_task_and_keyd_logs_why() {
     let home = home(t.dir.path());
     let plugin = Plugin::start(&home, &t.name("keyd"), &[]);
     let secret = t.name("missing");
-    docker_ok(&[
-        "secret",
-        "create",
-        "--driver",
-        &plugin.name,
-        "--label",
-        &t.label(),
-        "--label",
-        "keyd.secret=app/NO_SUCH_SECRET",
-        &secret,
-    ]);
-    let out = t.dir.join("seen");
-    std::fs::create_dir(&out).unwrap();
-    let service = consumer_service(&t, &image, &secret, "missing", &out);
+    driver_secret(&t, &plugin.name, &secret, "app/NO_SUCH_SECRET", &[]);
+    let (service, out) = consumer_service(&t, &image, &secret, "missing");
     // Engine 20.10 (swarmkit's dispatcher) logs a driver's Err at debug level and sends the
     // task without the secret: the task fails with "secret … not found", not keyd's words.
     // keyd's message is in keyd's log, naming the Swarm secret and the task.
@@ -588,20 +589,8 @@ fn keyd_packaged_as_a_managed_plugin_serves_a_service() {
     docker_ok(&["plugin", "create", &name, plugin_dir.to_str().unwrap()]);
     docker_ok(&["plugin", "enable", &name]);
     let secret = t.name("managed-db");
-    docker_ok(&[
-        "secret",
-        "create",
-        "--driver",
-        &name,
-        "--label",
-        &t.label(),
-        "--label",
-        "keyd.secret=app/DB_PASSWORD",
-        &secret,
-    ]);
-    let out = t.dir.join("seen");
-    std::fs::create_dir(&out).unwrap();
-    let service = consumer_service(&t, &consumer, &secret, "db_password", &out);
+    driver_secret(&t, &name, &secret, "app/DB_PASSWORD", &[]);
+    let (service, out) = consumer_service(&t, &consumer, &secret, "db_password");
     let seen = wait_until(
         "the consumer to copy the managed plugin's secret",
         Duration::from_secs(90),

@@ -64,6 +64,20 @@ impl SwarmStack {
         format!("{}_{output}", self.stack)
     }
 
+    /// Quickstart, then a consumer of the first `db_password` secret, once it has read
+    /// version 1: the first secret's name, the service and its `seen` file.
+    fn serving_version_1(&mut self) -> (String, String, std::path::PathBuf) {
+        self.quickstart();
+        let first = self.swarm_name("db_password");
+        let (service, seen) = self.consumer(&first, "");
+        wait_seen(
+            &seen,
+            &self.value("db_password"),
+            "the service to read version 1",
+        );
+        (first, service, seen)
+    }
+
     /// A service of the consumer image that copies /run/secrets/db_password to `seen` in a
     /// bind-mounted directory every 200 ms, and runs `check` first (a shell test that ends the
     /// task when it fails).
@@ -246,14 +260,7 @@ fn a_service_update_that_fails_fails_the_rotation_and_the_service_keeps_the_old_
 #[test]
 fn a_swarm_rotation_killed_after_its_deliver_step_is_completed_by_the_next_run() {
     let mut s = SwarmStack::new("swkill", "");
-    s.quickstart();
-    let first = s.swarm_name("db_password");
-    let (service, seen) = s.consumer(&first, "");
-    wait_seen(
-        &seen,
-        &s.value("db_password"),
-        "the service to read version 1",
-    );
+    let (first, service, seen) = s.serving_version_1();
 
     let mut child = s
         .keyctl()
@@ -546,14 +553,7 @@ fn read_until(stderr: &mut impl std::io::BufRead, what: &str) -> String {
 #[test]
 fn keyd_killed_mid_swarm_rotation_completes_it_when_it_starts_again() {
     let mut s = SwarmStack::new("swkeyd", "");
-    s.quickstart();
-    let first = s.swarm_name("db_password");
-    let (service, seen) = s.consumer(&first, "");
-    wait_seen(
-        &seen,
-        &s.value("db_password"),
-        "the service to read version 1",
-    );
+    let (first, service, seen) = s.serving_version_1();
     let socket = s.home.join("keyd.sock");
     let start = |pause: Option<&str>| {
         let mut cmd = keyd_tests::keyd(s.home.path());

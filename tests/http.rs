@@ -276,22 +276,8 @@ fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
         .unwrap();
     // The answer (Content-Length), then nothing more from either side.
     let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
+    let (line, _body) = keyd_tests::read_response(&mut reader);
     assert!(line.starts_with("HTTP/1.1 200"), "{line}");
-    let mut length = 0;
-    loop {
-        line.clear();
-        reader.read_line(&mut line).unwrap();
-        if line.trim().is_empty() {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap();
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
     let idle_since = Instant::now();
     assert!(
         closed_within(&mut stream, keyd_header_timeout() + Duration::from_secs(3)),

@@ -265,3 +265,24 @@ impl keyd::clock::Clock for TestClock {
         self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+/// Reads one HTTP/1.1 answer whose body has a Content-Length (the servers under test keep
+/// connections alive, so reading to the end would wait): its status line and its body.
+pub fn read_response(reader: &mut impl std::io::BufRead) -> (String, Vec<u8>) {
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    (status_line, body)
+}

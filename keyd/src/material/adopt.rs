@@ -288,8 +288,9 @@ fn fingerprint(der: &[u8]) -> String {
     hex.join(":")
 }
 
-/// One DER element at the start of `der`: tag, contents, rest.
-fn der_element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+/// One DER element at the start of `der`: tag, contents, rest (definite lengths of at most
+/// four bytes; `None` for anything else or a truncated element).
+pub(crate) fn der_element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = der.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {

@@ -274,22 +274,8 @@ pub fn tls_server_end_point(cert: &[u8]) -> Option<Vec<u8>> {
 fn signature_algorithm(cert: &[u8]) -> Option<&[u8]> {
     /// Splits one DER element of tag `tag` off `input`: (its contents, what follows).
     fn element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-        let (&t, rest) = input.split_first()?;
-        let (&first, mut rest) = rest.split_first()?;
-        let len = if first < 0x80 {
-            usize::from(first)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 || rest.len() < n {
-                return None;
-            }
-            let len = rest[..n]
-                .iter()
-                .fold(0usize, |l, &b| (l << 8) | usize::from(b));
-            rest = &rest[n..];
-            len
-        };
-        (t == tag && rest.len() >= len).then(|| rest.split_at(len))
+        let (t, contents, rest) = crate::material::adopt::der_element(input)?;
+        (t == tag).then_some((contents, rest))
     }
     const SEQUENCE: u8 = 0x30;
     let (certificate, _) = element(cert, SEQUENCE)?;
