@@ -290,7 +290,7 @@ fn secret() -> impl Strategy<Value = SecretRecord> {
                     .map(|(name, part)| OutputRecord { name, part })
                     .collect(),
                 fernet_list_keep,
-                versions,
+                versions: versions.into(),
                 rotation,
                 rekey: rekey.map(|((version, attempts, retry_at), last_error)| RekeyOwed {
                     version,

@@ -2,7 +2,7 @@
 //! from what is delivered now, e.g. a connection URL holding a password). A derived secret gets
 //! a new version whenever its rendered value changes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -30,20 +30,34 @@ pub fn derive(
     secrets: &mut BTreeMap<String, SecretRecord>,
     now: i64,
 ) -> HashMap<String, Change> {
+    let mut derived: Vec<&SecretSpec> = policy
+        .secrets
+        .iter()
+        .filter(|s| !s.kind.kind().is_random())
+        .collect();
+    // Only the values templates name are read (a store of 10,000 passwords and one URL reads
+    // one password's versions, not all of them).
+    let wanted: HashSet<&str> = derived
+        .iter()
+        .filter_map(|s| match &s.kind {
+            KindSpec::Template { pieces, .. } => Some(template::references(pieces)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
     let mut values: HashMap<String, Value> = HashMap::new();
     for record in secrets.values() {
-        for output in &record.outputs {
+        for output in record
+            .outputs
+            .iter()
+            .filter(|o| wanted.contains(o.name.as_str()))
+        {
             if let Some((_, v)) = record.delivered(output.part) {
                 values.insert(output.name.clone(), v);
             }
         }
     }
     let mut changes = HashMap::new();
-    let mut derived: Vec<&SecretSpec> = policy
-        .secrets
-        .iter()
-        .filter(|s| !s.kind.kind().is_random())
-        .collect();
     while !derived.is_empty() {
         let before = derived.len();
         let mut waiting = Vec::new();

@@ -727,7 +727,7 @@ impl<'a> Engine<'a> {
         }
         let before = self.delivered_now(stack, name);
         let record = self.record_mut(stack, name);
-        for v in &mut record.versions {
+        for v in record.versions.iter_mut() {
             match v.label {
                 Some(Label::Previous) => {
                     v.label = None;

@@ -252,11 +252,13 @@ pub(super) fn read_store(identity_path: &Path, store_path: &Path) -> Result<Stor
     let ciphertext = fs::read(store_path).map_err(io_at(store_path))?;
     let text = decrypt_text(&identity, identity_path, store_path, &ciphertext)?;
     drop(ciphertext);
-    parse_store(store_path, &text)
+    parse_store(store_path, &text, Decode::Whole)
 }
 
 /// [`read_store`], with `beside` run on a second thread over the decrypted text while this one
-/// parses it (for work that needs one part of a large store, such as its policies).
+/// parses it (for work that needs one part of a large store, such as its policies). The
+/// secrets' versions are decoded where first used ([`super::Versions`]): for work on a few
+/// secrets of a large store.
 pub(super) fn read_store_with<T: Send>(
     identity_path: &Path,
     store_path: &Path,
@@ -268,7 +270,7 @@ pub(super) fn read_store_with<T: Send>(
     drop(ciphertext);
     let (parsed, aside) = std::thread::scope(|s| {
         let aside = s.spawn(|| beside(&text));
-        let parsed = parse_store(store_path, &text);
+        let parsed = parse_store(store_path, &text, Decode::Lazily);
         let aside = aside
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -285,7 +287,7 @@ pub(super) fn decrypt_store(
     ciphertext: &[u8],
 ) -> Result<StoreData, StoreError> {
     let text = decrypt_text(identity, identity_path, store_path, ciphertext)?;
-    parse_store(store_path, &text)
+    parse_store(store_path, &text, Decode::Whole)
 }
 
 /// The decrypted text of a store read from `store_path`, in a zeroizing buffer.
@@ -332,18 +334,45 @@ fn decrypt_text(
     Ok(plaintext)
 }
 
+/// How much of a store a load decodes up front.
+#[derive(Clone, Copy)]
+enum Decode {
+    /// Everything: a damaged record is an error of the load.
+    Whole,
+    /// All but the secrets' versions, decoded where first used (a rotation's load, which
+    /// reads the versions of the secrets it works on; see `versions.rs`).
+    Lazily,
+}
+
 /// Parses the decrypted text of the store read from `store_path`.
-fn parse_store(store_path: &Path, text: &[u8]) -> Result<StoreData, StoreError> {
-    let data: StoreData = serde_json::from_slice(text).map_err(|e| StoreError::Corrupt {
+fn parse_store(store_path: &Path, text: &[u8], decode: Decode) -> Result<StoreData, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
         path: store_path.to_owned(),
-        // serde_json's messages quote no input, only positions and expectations.
-        reason: format!("decrypted, but the contents are not a keyd store ({e})"),
+        reason,
+    };
+    let mut data: StoreData = serde_json::from_slice(text).map_err(|e| {
+        // serde_json's own message can quote the input it met (`invalid type: string "…"`,
+        // `unknown variant …`), and the input here holds values: only the kind of error and
+        // its position are told.
+        let what = match e.classify() {
+            serde_json::error::Category::Data => "JSON, but not in the shape of a keyd store",
+            serde_json::error::Category::Eof => "truncated",
+            serde_json::error::Category::Syntax | serde_json::error::Category::Io => "not JSON",
+        };
+        corrupt(format!(
+            "decrypted, but the contents are not a keyd store: {what} at line {}, column {}",
+            e.line(),
+            e.column()
+        ))
     })?;
     if data.format > FORMAT {
         return Err(StoreError::NewerFormat {
             path: store_path.to_owned(),
             found: data.format,
         });
+    }
+    if let Decode::Whole = decode {
+        data.decode_versions().map_err(corrupt)?;
     }
     Ok(data)
 }
@@ -536,4 +565,53 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_at(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose secret `app/DB` has versions that do not decode (a number given as text
+    /// holding a value).
+    const DAMAGED: &str = r#"{"format":1,"generation":3,"stacks":{"app":{
+        "policy_path":"p.toml","policy_source":"","applied_at":1,"sinks":{},
+        "secrets":{"DB":{"kind":"password","outputs":[{"name":"DB","part":"main"}],
+        "versions":[{"number":"hunter2-value"}]}}}}}"#;
+
+    #[test]
+    fn a_whole_load_reports_damaged_versions_by_secret_without_the_text() {
+        let err = parse_store(Path::new("store.age"), DAMAGED.as_bytes(), Decode::Whole)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("versions of app/DB do not decode"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_damaged_store_error_never_quotes_its_contents() {
+        for damaged in [
+            r#"{"format":1,"stacks":{"app":{"policy_path":"hunter2-path"}}}"#,
+            r#"{"format":1,"stacks":{},"recipients":"hunter2-recipient"}"#,
+            r#"{"format":"hunter2-format"}"#,
+        ] {
+            for decode in [Decode::Whole, Decode::Lazily] {
+                let err = parse_store(Path::new("store.age"), damaged.as_bytes(), decode)
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains("not a keyd store"), "{err}");
+                assert!(!err.contains("hunter2"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_lazy_load_leaves_versions_to_where_they_are_read() {
+        let data = parse_store(Path::new("store.age"), DAMAGED.as_bytes(), Decode::Lazily)
+            .expect("the rest of the store decodes");
+        let secret = &data.stacks["app"].secrets["DB"];
+        assert_eq!(secret.outputs[0].name, "DB");
+        // Written back untouched, as read.
+        let again = serde_json::to_string(&secret.versions).unwrap();
+        assert_eq!(again, r#"[{"number":"hunter2-value"}]"#);
+    }
 }

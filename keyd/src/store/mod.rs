@@ -5,6 +5,7 @@
 mod file;
 mod model;
 mod passphrase;
+mod versions;
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -17,6 +18,7 @@ pub use model::{
     StackRecord, Stamp, Step, StoreData, SwarmLedger, SwarmOutput, SwarmSecret, VersionRecord,
 };
 pub use passphrase::ENV as PASSPHRASE_ENV;
+pub use versions::Versions;
 
 /// Names an identity file to use instead of the home's `identity.txt` (mode 0600 or 0400).
 pub const IDENTITY_ENV: &str = "KEYD_IDENTITY_FILE";
@@ -324,6 +326,8 @@ impl LockedStore {
 
     /// [`LockedStore::load`], with `beside` run on a second thread over the decrypted store
     /// text (JSON) while this one parses it: the two halves of a large load on two cores.
+    /// For work on a few secrets (a rotation): each secret's versions are decoded when first
+    /// read ([`Versions`]), and a damaged record shows up there, as a panic naming no value.
     pub fn load_with<T: Send>(
         &self,
         beside: impl FnOnce(&[u8]) -> T + Send,

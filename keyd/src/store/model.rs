@@ -10,6 +10,8 @@ use crate::material::{Material, rsa};
 use crate::policy::{FernetDelivery, Kind, KindSpec, Part, SecretSpec, Sinks};
 use crate::secret::{SecretString, Value};
 
+use super::versions::Versions;
+
 /// The store format this build writes.
 pub const FORMAT: u32 = 1;
 
@@ -29,6 +31,26 @@ pub struct StoreData {
     /// store, so writing the home is not enough to add one (docs/security.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<String>,
+}
+
+impl StoreData {
+    /// Decodes every secret's versions now (a load that reads the whole store), so a damaged
+    /// record is reported as such instead of failing where it is first used. Names the
+    /// secret and a position, never the text.
+    pub(super) fn decode_versions(&mut self) -> Result<(), String> {
+        for (stack, record) in &mut self.stacks {
+            for (name, secret) in &mut record.secrets {
+                secret.versions.decode_now().map_err(|e| {
+                    format!(
+                        "decrypted, but the versions of {stack}/{name} do not decode (line {}, column {} of the record)",
+                        e.line(),
+                        e.column()
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for StoreData {
@@ -238,7 +260,7 @@ pub struct SecretRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fernet_list_keep: Option<usize>,
     /// Every version, oldest first.
-    pub versions: Vec<VersionRecord>,
+    pub versions: Versions,
     /// The rotation in flight, if any: the journal a restarted process resumes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<Rotation>,
@@ -412,7 +434,7 @@ impl SecretRecord {
         let changed = previous.as_ref().is_none_or(|p| {
             p.outputs != outputs || p.fernet_list_keep != fernet_list_keep || p.removed
         });
-        let (versions, rotation, rekey) = previous.map_or((Vec::new(), None, None), |p| {
+        let (versions, rotation, rekey) = previous.map_or((Versions::default(), None, None), |p| {
             (p.versions, p.rotation, p.rekey)
         });
         let record = SecretRecord {
