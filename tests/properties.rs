@@ -362,5 +362,6 @@ fn store_data() -> impl Strategy<Value = StoreData> {
             generation,
             stacks,
             recipients: Vec::new(),
+            audit_owed: Vec::new(),
         })
 }

@@ -394,6 +394,41 @@ fn a_rotation_killed_at_any_step_boundary_resumes_to_exactly_one_new_version() {
 }
 
 #[test]
+fn a_kill_between_the_store_write_and_the_audit_write_loses_no_audit_line() {
+    // Every store write of a rotation, in turn: the process is killed after the write and
+    // before its audit lines reach the log. The next start must still log each step once.
+    let cases: [(&str, &[&str]); 3] = [
+        ("FERNET_KEY", &["FERNET_KEY"]),
+        ("JWT_KEY", &["JWT_KEY", "JWT_PUBLIC", "JWT_JWKS"]),
+        ("DB_PASSWORD", &["DB_PASSWORD", "DB_URL"]),
+    ];
+    for (name, outputs) in cases {
+        let mut killed = 0;
+        for n in 1.. {
+            let point = format!("store-written-{n}");
+            let s = Stack::new(&format!("audit-{point}"));
+            let mut child = spawn_rotate(&s, name, Some(&point));
+            let mut line = String::new();
+            BufReader::new(child.stderr.as_mut().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            if line.is_empty() {
+                // Finished without an nth write: every write was covered.
+                assert!(child.wait().unwrap().success());
+                break;
+            }
+            assert_eq!(line.trim(), format!("keyd: paused after {point}"));
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            killed += 1;
+            ok(keyd(&s.home()).arg("--once"));
+            check_consistent(&s, name, outputs, Some(true));
+        }
+        assert!(killed >= 2, "{name}: only {killed} store writes were cut");
+    }
+}
+
+#[test]
 fn rotations_killed_at_random_times_never_leave_a_half_state() {
     // Bounded: 12 runs, each killed within its first 0-150 ms.
     let mut seed: u64 = std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15;

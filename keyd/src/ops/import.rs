@@ -16,10 +16,10 @@ use crate::derive::derive;
 use crate::error::Error;
 use crate::material::{Material, adopt};
 use crate::policy::{Kind, KindSpec, Part, Policy, SecretSpec};
-use crate::rotation::{AuditEntry, AuditLog};
+use crate::rotation::{AuditLog, line_id, save_logged};
 use crate::secret::SecretString;
 use crate::sources::{self, SourceKind, SourceValue};
-use crate::store::{Home, SecretRecord, StackRecord, StoreData, VersionRecord};
+use crate::store::{AuditLine, Home, SecretRecord, StackRecord, StoreData, VersionRecord};
 
 use super::apply::resolve_sinks;
 
@@ -524,27 +524,26 @@ pub fn import(
             reload_owed,
         },
     );
-    lock.save(&mut data)?;
-    report.written = true;
     let audit = AuditLog::new(home.dir().join("audit.log"));
     let time = format_time(now);
-    let entries: Vec<AuditEntry<'_>> = report
+    let lines: Vec<AuditLine> = report
         .secrets
         .iter()
         .filter(|e| e.version > 0)
-        .map(|e| AuditEntry {
+        .map(|e| AuditLine {
             time: time.clone(),
-            stack: &policy.stack,
-            secret: &e.secret,
+            stack: policy.stack.clone(),
+            secret: e.secret.clone(),
             version: e.version,
-            step: "import",
-            outcome: "ok",
-            by: &options.by,
+            step: "import".into(),
+            outcome: "ok".into(),
+            by: options.by.clone(),
             error: None,
+            id: line_id(),
         })
         .collect();
-    audit.write_all(&entries);
-    drop(entries);
+    save_logged(&audit, &lock, &mut data, lines)?;
+    report.written = true;
     Ok(report)
 }
 

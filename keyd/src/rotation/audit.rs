@@ -1,38 +1,56 @@
 //! The audit log: one JSON line per rotation step and outcome (time, stack, secret, version,
-//! step, outcome, who asked), appended to `<home>/audit.log`. It never holds a value.
+//! step, outcome, who asked, a line id), appended to `<home>/audit.log`. It never holds a value.
+//!
+//! A line is saved in the store together with the state it describes ([`save_logged`]) and
+//! appended to the log right after, so a kill between the two writes cannot lose it: the next
+//! rotation engine appends what the store still owes, unless the log already ends with it
+//! ([`AuditLog::settle`]). Each step is in the log exactly once, whenever the process died.
 
-use std::fs::OpenOptions;
-use std::io::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use serde::Serialize;
-
-/// One line of the audit log.
-#[derive(Debug, Serialize)]
-pub struct AuditEntry<'a> {
-    /// RFC 3339 UTC.
-    pub time: String,
-    /// The stack.
-    pub stack: &'a str,
-    /// The secret.
-    pub secret: &'a str,
-    /// The version the step acted on.
-    pub version: u64,
-    /// `create`, `set`, `test`, `deliver`, `promote`, `retire`.
-    pub step: &'a str,
-    /// `ok`, `waiting`, `failed`, `resumed`.
-    pub outcome: &'a str,
-    /// Who asked.
-    pub by: &'a str,
-    /// Why it failed (no values).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<&'a str>,
-}
+use crate::store::{AuditLine, LockedStore, StoreData, StoreError};
 
 /// Appends to the audit log of a home.
 pub struct AuditLog {
     path: PathBuf,
+}
+
+/// A fresh line id: 64 random bits, hex.
+pub fn line_id() -> String {
+    let mut bytes = [0u8; 8];
+    crate::secret::fill_random(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Saves `data` under `lock` with `lines` owed in it, then appends them to `log`: the lines
+/// are durable exactly when the state they describe is.
+pub fn save_logged(
+    log: &AuditLog,
+    lock: &LockedStore,
+    data: &mut StoreData,
+    lines: Vec<AuditLine>,
+) -> Result<(), StoreError> {
+    // Lines an earlier process still owed (the store was loaded with them) go first.
+    log.settle(&std::mem::take(&mut data.audit_owed));
+    data.audit_owed = lines;
+    if let Err(e) = lock.save(data) {
+        data.audit_owed.clear();
+        return Err(e);
+    }
+    #[cfg(feature = "test-hooks")]
+    {
+        // `store-written-N`: after this process's Nth store write, before its log write.
+        static WRITES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        super::pause_point(&format!("store-written-{n}"));
+    }
+    // In the log from here on; the store forgets them with its next write (and until then,
+    // `settle` finds them at the log's end and does not repeat them).
+    log.write_all(&std::mem::take(&mut data.audit_owed));
+    Ok(())
 }
 
 impl AuditLog {
@@ -41,31 +59,162 @@ impl AuditLog {
         Self { path }
     }
 
-    /// Appends one entry and makes it durable. A log that cannot be written is reported on
-    /// stderr and does not stop a rotation: the store, not the log, is the record.
-    pub fn write(&self, entry: &AuditEntry<'_>) {
-        self.write_all(std::slice::from_ref(entry));
-    }
-
-    /// Appends several entries with one write and one fsync (an import of thousands of
-    /// secrets would otherwise spend seconds in fsync), as [`AuditLog::write`] does one.
-    pub fn write_all(&self, entries: &[AuditEntry<'_>]) {
-        let mut line = Vec::with_capacity(entries.len() * 160);
-        for entry in entries {
-            serde_json::to_writer(&mut line, entry).expect("an audit entry serialises");
-            line.push(b'\n');
+    /// Appends lines with one write and one fsync (an import of thousands of secrets would
+    /// otherwise spend seconds in fsync). A log that cannot be written is reported on stderr
+    /// and does not stop a rotation: the store, not the log, is the record.
+    pub fn write_all(&self, lines: &[AuditLine]) {
+        if lines.is_empty() {
+            return;
+        }
+        let mut text = Vec::with_capacity(lines.len() * 180);
+        for line in lines {
+            serde_json::to_writer(&mut text, line).expect("an audit line serialises");
+            text.push(b'\n');
         }
         let written = OpenOptions::new()
+            .read(true)
             .append(true)
             .create(true)
             .mode(0o600)
             .open(&self.path)
-            .and_then(|mut f| f.write_all(&line).and_then(|()| f.sync_data()));
+            .and_then(|mut f| {
+                // A line cut off by a crash mid-write stays on a line of its own.
+                if !ends_with_newline(&mut f)? {
+                    text.insert(0, b'\n');
+                }
+                f.write_all(&text).and_then(|()| f.sync_data())
+            });
         if let Err(e) = written {
             eprintln!(
                 "keyd: cannot write the audit log {}: {e}",
                 self.path.display()
             );
         }
+    }
+
+    /// Appends the lines a store still owes (`StoreData::audit_owed`, left by a process killed
+    /// between its store write and its log write) that the log does not hold yet. Lines owed
+    /// are always the last ones written, so only the end of the log is read.
+    pub fn settle(&self, owed: &[AuditLine]) {
+        if owed.is_empty() {
+            return;
+        }
+        let budget = owed.iter().map(|l| l.id.len() + 400).sum::<usize>() + 4096;
+        let tail = read_tail(&self.path, budget).unwrap_or_default();
+        let missing: Vec<AuditLine> = owed
+            .iter()
+            .filter(|l| !contains(&tail, format!("\"id\":\"{}\"", l.id).as_bytes()))
+            .cloned()
+            .collect();
+        self.write_all(&missing);
+    }
+}
+
+/// Whether `f` is empty or ends with a newline.
+fn ends_with_newline(f: &mut File) -> std::io::Result<bool> {
+    if f.metadata()?.len() == 0 {
+        return Ok(true);
+    }
+    let mut last = [0u8; 1];
+    f.seek(SeekFrom::End(-1))?;
+    f.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
+/// The last `at_most` bytes of the file at `path` (empty if there is none).
+fn read_tail(path: &std::path::Path, at_most: usize) -> std::io::Result<Vec<u8>> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(at_most as u64)))?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail)?;
+    Ok(tail)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(step: &str) -> AuditLine {
+        AuditLine {
+            time: "2026-11-30T00:00:00Z".into(),
+            stack: "app".into(),
+            secret: "DB".into(),
+            version: 2,
+            step: step.into(),
+            outcome: "ok".into(),
+            by: "test".into(),
+            error: None,
+            id: line_id(),
+        }
+    }
+
+    /// A fresh directory under the system's temp dir, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new() -> Self {
+            let dir = std::env::temp_dir().join(format!("keyd-audit-{}", line_id()));
+            std::fs::create_dir(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn steps(path: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<AuditLine>(l).unwrap().step)
+            .collect()
+    }
+
+    #[test]
+    fn settle_appends_only_what_the_log_does_not_end_with() {
+        let dir = Scratch::new();
+        let log = AuditLog::new(dir.path().join("audit.log"));
+        let (create, deliver) = (line("create"), line("deliver"));
+        // Written, then still owed by a store that was not written again: nothing repeated.
+        log.write_all(&[create.clone(), deliver.clone()]);
+        log.settle(&[create.clone(), deliver.clone()]);
+        assert_eq!(steps(&dir.path().join("audit.log")), ["create", "deliver"]);
+        // Owed and never written (killed between the two writes): appended.
+        let promote = line("promote");
+        log.settle(&[deliver, promote]);
+        assert_eq!(
+            steps(&dir.path().join("audit.log")),
+            ["create", "deliver", "promote"]
+        );
+    }
+
+    #[test]
+    fn a_line_cut_off_by_a_crash_does_not_swallow_the_next() {
+        let dir = Scratch::new();
+        let path = dir.path().join("audit.log");
+        std::fs::write(&path, b"{\"time\":\"2026-11-30T00:00:00Z\",\"sta").unwrap();
+        AuditLog::new(path.clone()).write_all(&[line("finish")]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let last = text.lines().last().unwrap();
+        assert_eq!(
+            serde_json::from_str::<AuditLine>(last).unwrap().step,
+            "finish"
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use audit::{AuditEntry, AuditLog};
+pub use audit::{AuditLog, line_id, save_logged};
 
 use crate::clock::{Clock, backoff, unix_now};
 use crate::deliver;
@@ -23,7 +23,9 @@ use crate::policy::{AdminPassword, Kind, KindSpec, Policy, SecretTarget, TargetK
 use crate::secret::SecretString;
 use crate::sinks::DeliveryReport;
 use crate::store::SecretRecord;
-use crate::store::{Label, LockedStore, RekeyOwed, Rotation, Step, StoreData, VersionRecord};
+use crate::store::{
+    AuditLine, Label, LockedStore, RekeyOwed, Rotation, Step, StoreData, VersionRecord,
+};
 use crate::targets::postgres::PostgresTarget;
 use crate::targets::redis::RedisTarget;
 use crate::targets::{Credential, Target};
@@ -179,14 +181,18 @@ impl<'a> Engine<'a> {
     }
 
     /// An engine on `data`, which the caller loaded under `lock` (and may have changed).
+    /// Audit lines the store still owes (a process killed between its store write and its log
+    /// write) are appended first, unless the log already ends with them.
     pub(crate) fn with_data(
         lock: &'a LockedStore,
-        data: StoreData,
+        mut data: StoreData,
         clock: &'a dyn Clock,
         by: &str,
     ) -> Self {
+        let audit = AuditLog::new(lock.home().dir().join("audit.log"));
+        audit.settle(&std::mem::take(&mut data.audit_owed));
         Engine {
-            audit: AuditLog::new(lock.home().dir().join("audit.log")),
+            audit,
             lock,
             data,
             clock,
@@ -217,17 +223,45 @@ impl<'a> Engine<'a> {
 
     /// Writes the store; then logs the steps that were done in memory only, now durable.
     fn save(&mut self) -> Result<(), Error> {
-        self.lock.save(&mut self.data)?;
-        if let Some((stack, name, number)) = self.unsaved.take() {
+        self.save_logged(Vec::new())
+    }
+
+    /// Writes the store with `lines` owed in it (after those of the steps done in memory
+    /// only), then appends them to the audit log: each line is durable exactly when the state
+    /// it records is (`audit.rs`).
+    fn save_logged(&mut self, lines: Vec<AuditLine>) -> Result<(), Error> {
+        let unsaved = self.unsaved.take();
+        let mut owed = Vec::new();
+        if let Some((stack, name, number)) = &unsaved {
             for step in ["create", "set", "test"] {
-                self.audit(&stack, &name, number, step, "ok", None);
+                owed.push(self.line(stack, name, *number, step, "ok", None));
+            }
+        }
+        owed.extend(lines);
+        if let Err(e) = audit::save_logged(&self.audit, self.lock, &mut self.data, owed) {
+            self.unsaved = unsaved;
+            return Err(e.into());
+        }
+        if unsaved.is_some() {
+            for step in ["create", "set", "test"] {
                 pause_point(step);
             }
         }
         Ok(())
     }
 
-    fn audit(
+    /// Goes back to the store as last written (after a failure or a panic): lines it still
+    /// owes are already in the log, or are appended now.
+    fn reload(&mut self) -> Result<(), Error> {
+        self.data = self.lock.load()?;
+        self.audit
+            .settle(&std::mem::take(&mut self.data.audit_owed));
+        self.unsaved = None;
+        Ok(())
+    }
+
+    /// An audit line of this engine's, now.
+    fn line(
         &self,
         stack: &str,
         secret: &str,
@@ -235,17 +269,24 @@ impl<'a> Engine<'a> {
         step: &str,
         outcome: &str,
         error: Option<&str>,
-    ) {
-        self.audit.write(&AuditEntry {
+    ) -> AuditLine {
+        AuditLine {
             time: crate::clock::format_time(self.clock.now()),
-            stack,
-            secret,
+            stack: stack.to_owned(),
+            secret: secret.to_owned(),
             version,
-            step,
-            outcome,
-            by: &self.by,
-            error,
-        });
+            step: step.to_owned(),
+            outcome: outcome.to_owned(),
+            by: self.by.clone(),
+            error: error.map(str::to_owned),
+            id: audit::line_id(),
+        }
+    }
+
+    /// Appends an audit line of something the store does not record (a resume, a failure
+    /// before anything was saved, a delivery made after its step was saved).
+    fn log_now(&self, line: AuditLine) {
+        self.audit.write_all(&[line]);
     }
 
     /// Re-derives templates of `stack` from what is delivered now, and returns the outputs
@@ -401,8 +442,8 @@ impl<'a> Engine<'a> {
             self.unsaved = Some((stack.to_owned(), name.to_owned(), number));
             return Ok(());
         }
-        self.save()?;
-        self.audit(stack, name, number, "create", "ok", None);
+        let line = self.line(stack, name, number, "create", "ok", None);
+        self.save_logged(vec![line])?;
         pause_point("create");
         Ok(())
     }
@@ -420,7 +461,14 @@ impl<'a> Engine<'a> {
         if resumed {
             // Logged as the step it resumes, so the log reads as one walk through the steps.
             if let Some(r) = self.data.stacks[stack].secrets[name].rotation.clone() {
-                self.audit(stack, name, r.pending, &r.step.to_string(), "resumed", None);
+                self.log_now(self.line(
+                    stack,
+                    name,
+                    r.pending,
+                    &r.step.to_string(),
+                    "resumed",
+                    None,
+                ));
             }
             self.deliver(stack, None)?;
         }
@@ -476,8 +524,7 @@ impl<'a> Engine<'a> {
         r.last_error = Some(message.clone());
         r.retry_at = Some(now + backoff(r.attempts));
         let (pending, step) = (r.pending, r.step);
-        self.save()?;
-        self.audit(
+        let line = self.line(
             stack,
             name,
             pending,
@@ -485,6 +532,7 @@ impl<'a> Engine<'a> {
             "failed",
             Some(&message),
         );
+        self.save_logged(vec![line])?;
         self.outcome(stack, name, from, OutcomeKind::Failed, Some(message));
         Ok(())
     }
@@ -510,8 +558,7 @@ impl<'a> Engine<'a> {
         step: &str,
         message: &str,
     ) -> Result<(), Error> {
-        self.data = self.lock.load()?;
-        self.unsaved = None;
+        self.reload()?;
         self.report_unjournaled(stack, name, from, step, message);
         Ok(())
     }
@@ -530,7 +577,7 @@ impl<'a> Engine<'a> {
             "create" => self.data.stacks[stack].secrets[name].next_number(),
             _ => from,
         };
-        self.audit(stack, name, version, step, "failed", Some(message));
+        self.log_now(self.line(stack, name, version, step, "failed", Some(message)));
         self.outcome(
             stack,
             name,
@@ -546,8 +593,7 @@ impl<'a> Engine<'a> {
         name: &str,
         step: &str,
     ) -> Result<bool, Error> {
-        self.data = self.lock.load()?;
-        self.unsaved = None;
+        self.reload()?;
         let record = &self.data.stacks[stack].secrets[name];
         let from = record.current().map_or(0, |v| v.number);
         match &record.rotation {
@@ -596,8 +642,8 @@ impl<'a> Engine<'a> {
         next: Step,
     ) -> Result<(), Error> {
         self.set_step(stack, name, next);
-        self.save()?;
-        self.audit(stack, name, pending, done, "ok", None);
+        let line = self.line(stack, name, pending, done, "ok", None);
+        self.save_logged(vec![line])?;
         pause_point(done);
         Ok(())
     }
@@ -681,7 +727,7 @@ impl<'a> Engine<'a> {
         pause_point(&format!("{done}-persisted"));
         panic_point(name);
         self.deliver(stack, Some(changed))?;
-        self.audit(stack, name, pending, done, "ok", None);
+        self.log_now(self.line(stack, name, pending, done, "ok", None));
         pause_point(done);
         Ok(())
     }
@@ -757,9 +803,11 @@ impl<'a> Engine<'a> {
             // write, and no sink is looked at. A crash before it repeats the promote.
             let pending = rotation.pending;
             self.close(stack, name, pending)?;
-            self.save()?;
-            self.audit(stack, name, pending, "promote", "ok", None);
-            self.audit(stack, name, pending, "finish", "ok", None);
+            let lines = vec![
+                self.line(stack, name, pending, "promote", "ok", None),
+                self.line(stack, name, pending, "finish", "ok", None),
+            ];
+            self.save_logged(lines)?;
             pause_point("promote-persisted");
             pause_point("promote");
             return Ok(true);
@@ -771,8 +819,8 @@ impl<'a> Engine<'a> {
     /// Closes the journal once the promoted state is delivered.
     fn step_finish(&mut self, stack: &str, name: &str, rotation: &Rotation) -> Result<(), Error> {
         self.close(stack, name, rotation.pending)?;
-        self.save()?;
-        self.audit(stack, name, rotation.pending, "finish", "ok", None);
+        let line = self.line(stack, name, rotation.pending, "finish", "ok", None);
+        self.save_logged(vec![line])?;
         Ok(())
     }
 
@@ -845,8 +893,8 @@ impl<'a> Engine<'a> {
         let record = self.record_mut(stack, name);
         let Some(message) = failure else {
             record.rekey = None;
-            self.save()?;
-            self.audit(stack, name, owed.version, "rekey", "ok", None);
+            let line = self.line(stack, name, owed.version, "rekey", "ok", None);
+            self.save_logged(vec![line])?;
             return Ok(true);
         };
         let attempts = owed.attempts + 1;
@@ -856,8 +904,8 @@ impl<'a> Engine<'a> {
             retry_at: Some(now + backoff(attempts)),
             ..owed
         });
-        self.save()?;
-        self.audit(stack, name, owed.version, "rekey", "failed", Some(&message));
+        let line = self.line(stack, name, owed.version, "rekey", "failed", Some(&message));
+        self.save_logged(vec![line])?;
         self.outcome(
             stack,
             name,
@@ -935,7 +983,7 @@ impl<'a> Engine<'a> {
         deliver::retire(record, name, &retired)?;
         self.deliver(stack, Some(&changed))?;
         for v in &retired {
-            self.audit(stack, name, *v, "retire", "ok", None);
+            self.log_now(self.line(stack, name, *v, "retire", "ok", None));
         }
         self.outcome(
             stack,

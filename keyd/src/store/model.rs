@@ -31,6 +31,36 @@ pub struct StoreData {
     /// store, so writing the home is not enough to add one (docs/security.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<String>,
+    /// Audit lines saved with the state they describe and not known to be in the audit log
+    /// yet: appended right after the save, and by the next rotation engine if a kill came
+    /// between the two (those the log does not already end with). Empty almost always.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit_owed: Vec<AuditLine>,
+}
+
+/// One line of the audit log (`<home>/audit.log`): a rotation step or an import, its
+/// outcome and who asked. Never a value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditLine {
+    /// RFC 3339 UTC.
+    pub time: String,
+    /// The stack.
+    pub stack: String,
+    /// The secret.
+    pub secret: String,
+    /// The version the step acted on.
+    pub version: u64,
+    /// `create`, `set`, `test`, `deliver`, `promote`, `finish`, `retire`, `rekey`, `import`.
+    pub step: String,
+    /// `ok`, `waiting`, `failed`, `resumed`.
+    pub outcome: String,
+    /// Who asked.
+    pub by: String,
+    /// Why it failed (no values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Random, unique per line: how a line owed by the store is recognised in the log.
+    pub id: String,
 }
 
 impl StoreData {
@@ -60,6 +90,7 @@ impl Default for StoreData {
             generation: 0,
             stacks: BTreeMap::new(),
             recipients: Vec::new(),
+            audit_owed: Vec::new(),
         }
     }
 }
