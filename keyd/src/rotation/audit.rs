@@ -99,7 +99,12 @@ impl AuditLog {
         if owed.is_empty() {
             return;
         }
-        let budget = owed.iter().map(|l| l.id.len() + 400).sum::<usize>() + 4096;
+        // Room for the owed lines themselves, and for a torn line before them.
+        let budget = owed
+            .iter()
+            .map(|l| serde_json::to_vec(l).map_or(0, |v| v.len()) + 1)
+            .sum::<usize>()
+            + 4096;
         let tail = read_tail(&self.path, budget).unwrap_or_default();
         let missing: Vec<AuditLine> = owed
             .iter()
@@ -202,6 +207,18 @@ mod tests {
             steps(&dir.path().join("audit.log")),
             ["create", "deliver", "promote"]
         );
+    }
+
+    #[test]
+    fn settle_does_not_repeat_a_line_owed_before_a_long_one() {
+        let dir = Scratch::new();
+        let log = AuditLog::new(dir.path().join("audit.log"));
+        let mut failed = line("set");
+        failed.error = Some("the target said: ".to_owned() + &"x".repeat(8000));
+        let owed = [line("set"), failed];
+        log.write_all(&owed);
+        log.settle(&owed);
+        assert_eq!(steps(&dir.path().join("audit.log")), ["set", "set"]);
     }
 
     #[test]
