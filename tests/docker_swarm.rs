@@ -78,6 +78,24 @@ impl SwarmStack {
         (first, service, seen)
     }
 
+    /// That the rotation of `db_password` is done: its second secret `FIRST_v2` published beside
+    /// the first, `service` repointed to it, and the service reading version 2 in `seen`.
+    /// Returns the second secret's name.
+    fn serving_version_2(&self, first: &str, service: &str, seen: &Path) -> String {
+        let second = format!("{first}_v2");
+        assert_eq!(self.secrets(), vec![first.to_owned(), second.clone()]);
+        assert_eq!(
+            service_secret(service),
+            format!("{second} db_password -r--------")
+        );
+        wait_seen(
+            seen,
+            &self.value("db_password"),
+            "the service to read version 2",
+        );
+        second
+    }
+
     /// A service of the consumer image that copies /run/secrets/db_password to `seen` in a
     /// bind-mounted directory every 200 ms, and runs `check` first (a shell test that ends the
     /// task when it fails).
@@ -168,13 +186,7 @@ fn swarm_secrets_follow_quickstart_rotate_and_retire_into_a_running_service() {
     ok(s.keyctl().args(["rotate", "db_password"]));
     let v2 = s.value("db_password");
     assert_ne!(v1, v2);
-    let second = format!("{first}_v2");
-    assert_eq!(s.secrets(), vec![first.clone(), second.clone()]);
-    assert_eq!(
-        service_secret(&service),
-        format!("{second} db_password -r--------")
-    );
-    wait_seen(&seen, &v2, "the service's new task to read version 2");
+    let second = s.serving_version_2(&first, &service, &seen);
 
     // Status and the names file say which Swarm secret is current.
     let status = String::from_utf8(ok(s.keyctl().args(["status", "--json"]))).unwrap();
@@ -282,17 +294,7 @@ fn a_swarm_rotation_killed_after_its_deliver_step_is_completed_by_the_next_run()
     ok(s.keyctl()
         .args(["apply", "--swarm", "--policy"])
         .arg(&s.policy));
-    let second = format!("{first}_v2");
-    assert_eq!(s.secrets(), vec![first.clone(), second.clone()]);
-    assert_eq!(
-        service_secret(&service),
-        format!("{second} db_password -r--------")
-    );
-    wait_seen(
-        &seen,
-        &s.value("db_password"),
-        "the service to read version 2",
-    );
+    let second = s.serving_version_2(&first, &service, &seen);
     ok(s.keyctl().args(["retire", "db_password"]));
     assert_eq!(s.secrets(), vec![second]);
 }
@@ -590,17 +592,7 @@ fn keyd_killed_mid_swarm_rotation_completes_it_when_it_starts_again() {
 
     // Started again, keyd finishes the rotation: one new secret, the service rolled onto it.
     let (mut daemon, _stderr) = start(None);
-    let second = format!("{first}_v2");
-    assert_eq!(s.secrets(), vec![first.clone(), second.clone()]);
-    assert_eq!(
-        service_secret(&service),
-        format!("{second} db_password -r--------")
-    );
-    wait_seen(
-        &seen,
-        &s.value("db_password"),
-        "the service to read version 2",
-    );
+    s.serving_version_2(&first, &service, &seen);
     daemon.kill().unwrap();
     daemon.wait().unwrap();
 }

@@ -19,7 +19,9 @@ pub(super) const MARKER: &str = "KEYD-PASSPHRASE-STORE";
 /// The environment variable naming a file that holds the passphrase.
 pub const ENV: &str = "KEYD_PASSPHRASE_FILE";
 
-static CACHED: OnceLock<String> = OnceLock::new();
+/// The passphrase once had: asked for once per process, kept for the store writes to come (a
+/// static is never dropped; core dumps are off, see `secret::forbid_core_dumps`).
+static CACHED: OnceLock<SecretString> = OnceLock::new();
 
 /// The text of `identity.txt` in a passphrase home.
 pub(super) fn identity_text() -> String {
@@ -40,7 +42,7 @@ fn needed(identity: &Path, reason: String) -> StoreError {
 /// `confirm`, for a new store).
 pub(super) fn get(identity: &Path, confirm: bool) -> Result<SecretString, StoreError> {
     if let Some(p) = CACHED.get() {
-        return Ok(SecretString::from(p.clone()));
+        return Ok(SecretString::from(p.expose_secret().to_owned()));
     }
     let text = match std::env::var_os(ENV).filter(|v| !v.is_empty()) {
         Some(file) => from_file(identity, Path::new(&file))?,
@@ -49,7 +51,7 @@ pub(super) fn get(identity: &Path, confirm: bool) -> Result<SecretString, StoreE
     if text.is_empty() {
         return Err(needed(identity, "the passphrase is empty".into()));
     }
-    let _ = CACHED.set(text.to_string());
+    let _ = CACHED.set(SecretString::from(text.to_string()));
     Ok(SecretString::from(text.to_string()))
 }
 
