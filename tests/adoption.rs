@@ -562,6 +562,38 @@ fn backup_delete_restore_gives_the_same_store_and_an_older_backup_is_refused() {
 }
 
 #[test]
+fn a_restored_store_does_not_replay_its_old_homes_audit_lines() {
+    let dir = TempDir::new("adopt-restore-audit");
+    let (old_home, home) = (dir.join("old"), dir.join("new"));
+    let policy = workspace().join("tests/cmd/identity.in/good.toml");
+    ok(keyctl(&old_home)
+        .args(["quickstart", "--policy"])
+        .arg(&policy)
+        .arg("--out")
+        .arg(dir.join("out")));
+    // The store at rest still holds the lines of its last write (version 2's last steps).
+    ok(keyctl(&old_home).args(["rotate", "DB_PASSWORD"]));
+    let backup = dir.join("backup.age");
+    ok(keyctl(&old_home).args(["backup", "--out"]).arg(&backup));
+    // A new home with the same identity: the backup restored, then a rotation there.
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::copy(old_home.join("identity.txt"), home.join("identity.txt")).unwrap();
+    ok(keyctl(&home).arg("restore").arg(&backup));
+    ok(keyctl(&home).args(["rotate", "DB_PASSWORD"]));
+    let log = std::fs::read_to_string(home.join("audit.log")).unwrap();
+    let versions: Vec<u64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect();
+    assert!(!versions.is_empty(), "{log}");
+    assert!(
+        versions.iter().all(|&v| v == 3),
+        "the old home's lines were replayed:\n{log}"
+    );
+}
+
+#[test]
 fn completions_and_the_manual_page_are_generated() {
     let dir = TempDir::new("adopt-completions");
     for shell in ["bash", "zsh", "fish"] {

@@ -363,5 +363,6 @@ fn store_data() -> impl Strategy<Value = StoreData> {
             stacks,
             recipients: Vec::new(),
             audit_owed: Vec::new(),
+            audit_at: 0,
         })
 }

@@ -78,6 +78,10 @@ pub fn rotate(
     let (lock, seen) = home.lock_seen()?;
     let mut engine = Engine::with_policies(&lock, clock, by)?;
     let selected = select(&engine.data, selector)?;
+    // Read lazily: the selected secrets' versions are checked before they are read here.
+    for (stack, name) in &selected {
+        lock.check_versions(&engine.data, Some((stack, name)))?;
+    }
     for (stack, name) in &selected {
         let record = &engine.data.stacks[stack].secrets[name];
         let from = record.current().map_or(0, |v| v.number);
@@ -155,6 +159,9 @@ pub fn run_due(
 ) -> Result<(RotationReport, Option<i64>), Error> {
     let lock = home.lock()?;
     let mut engine = Engine::with_policies(&lock, clock, by)?;
+    // The plan reads every secret's versions: a damaged one is the pass's error, as in a
+    // whole load, not a panic.
+    lock.check_versions(&engine.data, None)?;
     let (actions, _) = plan(&engine.data, clock.now());
     // Reload hooks that failed before, once their retry time has come (a failure is recorded
     // in the stack and shown in status; it never stops the rotations below).

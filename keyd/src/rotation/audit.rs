@@ -34,7 +34,8 @@ pub fn save_logged(
     lines: Vec<AuditLine>,
 ) -> Result<(), StoreError> {
     // Lines an earlier process still owed (the store was loaded with them) go first.
-    log.settle(&std::mem::take(&mut data.audit_owed));
+    log.settle(&std::mem::take(&mut data.audit_owed), data.audit_at);
+    data.audit_at = log.size();
     data.audit_owed = lines;
     if let Err(e) = lock.save(data) {
         data.audit_owed.clear();
@@ -92,23 +93,29 @@ impl AuditLog {
         }
     }
 
-    /// Appends the lines a store still owes (`StoreData::audit_owed`, left by a process killed
-    /// between its store write and its log write) that the log does not hold yet. Lines owed
-    /// are always the last ones written, so only the end of the log is read.
-    pub fn settle(&self, owed: &[AuditLine]) {
+    /// The log's length now (0 when there is none yet).
+    pub fn size(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
+    /// Appends the lines a store still owes (`StoreData::audit_owed`: written right after its
+    /// save, unless the process was killed in between) that the log does not hold. `at` is the
+    /// log's length before they were appended, so they are looked for there and nowhere else.
+    /// A log shorter than that was replaced (rotated away): they are appended.
+    pub fn settle(&self, owed: &[AuditLine], at: u64) {
         if owed.is_empty() {
             return;
         }
-        // Room for the owed lines themselves, and for a torn line before them.
+        // The owed lines themselves, after a newline that ended a torn line.
         let budget = owed
             .iter()
             .map(|l| serde_json::to_vec(l).map_or(0, |v| v.len()) + 1)
             .sum::<usize>()
-            + 4096;
-        let tail = read_tail(&self.path, budget).unwrap_or_default();
+            + 1;
+        let there = read_at(&self.path, at, budget).unwrap_or_default();
         let missing: Vec<AuditLine> = owed
             .iter()
-            .filter(|l| !contains(&tail, format!("\"id\":\"{}\"", l.id).as_bytes()))
+            .filter(|l| !contains(&there, format!("\"id\":\"{}\"", l.id).as_bytes()))
             .cloned()
             .collect();
         self.write_all(&missing);
@@ -126,18 +133,17 @@ fn ends_with_newline(f: &mut File) -> std::io::Result<bool> {
     Ok(last[0] == b'\n')
 }
 
-/// The last `at_most` bytes of the file at `path` (empty if there is none).
-fn read_tail(path: &std::path::Path, at_most: usize) -> std::io::Result<Vec<u8>> {
+/// Up to `at_most` bytes of the file at `path` from offset `at` (empty if there is none).
+fn read_at(path: &std::path::Path, at: u64, at_most: usize) -> std::io::Result<Vec<u8>> {
     let mut f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let len = f.metadata()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(at_most as u64)))?;
-    let mut tail = Vec::new();
-    f.read_to_end(&mut tail)?;
-    Ok(tail)
+    f.seek(SeekFrom::Start(at))?;
+    let mut bytes = Vec::new();
+    f.take(at_most as u64).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -192,21 +198,41 @@ mod tests {
     }
 
     #[test]
-    fn settle_appends_only_what_the_log_does_not_end_with() {
+    fn settle_appends_only_owed_lines_the_log_does_not_hold() {
         let dir = Scratch::new();
-        let log = AuditLog::new(dir.path().join("audit.log"));
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::new(path.clone());
         let (create, deliver) = (line("create"), line("deliver"));
         // Written, then still owed by a store that was not written again: nothing repeated.
+        let at = log.size();
         log.write_all(&[create.clone(), deliver.clone()]);
-        log.settle(&[create.clone(), deliver.clone()]);
-        assert_eq!(steps(&dir.path().join("audit.log")), ["create", "deliver"]);
+        log.settle(&[create.clone(), deliver.clone()], at);
+        assert_eq!(steps(&path), ["create", "deliver"]);
         // Owed and never written (killed between the two writes): appended.
         let promote = line("promote");
-        log.settle(&[deliver, promote]);
-        assert_eq!(
-            steps(&dir.path().join("audit.log")),
-            ["create", "deliver", "promote"]
-        );
+        log.settle(std::slice::from_ref(&promote), log.size());
+        assert_eq!(steps(&path), ["create", "deliver", "promote"]);
+        // A log replaced since (rotated away, shorter than the offset): appended there.
+        std::fs::write(&path, b"").unwrap();
+        log.settle(&[promote], 1000);
+        assert_eq!(steps(&path), ["promote"]);
+    }
+
+    #[test]
+    fn settle_does_not_repeat_owed_lines_once_later_lines_follow_them() {
+        // A store at rest still owes the lines of its last write (they are forgotten with the
+        // next one); lines logged since without a store write (failures, resumes) follow them.
+        let dir = Scratch::new();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::new(path.clone());
+        let owed = [line("promote"), line("finish")];
+        let at = log.size();
+        log.write_all(&owed);
+        for _ in 0..100 {
+            log.write_all(&[line("create")]);
+        }
+        log.settle(&owed, at);
+        assert_eq!(steps(&path).len(), 102);
     }
 
     #[test]
@@ -216,8 +242,9 @@ mod tests {
         let mut failed = line("set");
         failed.error = Some("the target said: ".to_owned() + &"x".repeat(8000));
         let owed = [line("set"), failed];
+        let at = log.size();
         log.write_all(&owed);
-        log.settle(&owed);
+        log.settle(&owed, at);
         assert_eq!(steps(&dir.path().join("audit.log")), ["set", "set"]);
     }
 

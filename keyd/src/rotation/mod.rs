@@ -190,7 +190,7 @@ impl<'a> Engine<'a> {
         by: &str,
     ) -> Self {
         let audit = AuditLog::new(lock.home().dir().join("audit.log"));
-        audit.settle(&std::mem::take(&mut data.audit_owed));
+        audit.settle(&std::mem::take(&mut data.audit_owed), data.audit_at);
         Engine {
             audit,
             lock,
@@ -254,8 +254,10 @@ impl<'a> Engine<'a> {
     /// owes are already in the log, or are appended now.
     fn reload(&mut self) -> Result<(), Error> {
         self.data = self.lock.load()?;
-        self.audit
-            .settle(&std::mem::take(&mut self.data.audit_owed));
+        self.audit.settle(
+            &std::mem::take(&mut self.data.audit_owed),
+            self.data.audit_at,
+        );
         self.unsaved = None;
         Ok(())
     }

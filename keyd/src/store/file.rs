@@ -605,6 +605,19 @@ mod tests {
     }
 
     #[test]
+    fn after_a_lazy_load_damaged_versions_are_an_error_of_the_check_not_a_panic() {
+        let data = parse_store(Path::new("store.age"), DAMAGED.as_bytes(), Decode::Lazily)
+            .expect("the rest of the store decodes");
+        for only in [Some(("app", "DB")), None] {
+            let err = data.check_versions(only).unwrap_err();
+            assert!(err.contains("versions of app/DB do not decode"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        data.check_versions(Some(("app", "OTHER")))
+            .expect("only the secret named is checked");
+    }
+
+    #[test]
     fn a_lazy_load_leaves_versions_to_where_they_are_read() {
         let data = parse_store(Path::new("store.age"), DAMAGED.as_bytes(), Decode::Lazily)
             .expect("the rest of the store decodes");

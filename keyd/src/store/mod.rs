@@ -336,6 +336,20 @@ impl LockedStore {
         load_with(&self.home, beside)
     }
 
+    /// [`StoreData::check_versions`] on data this lock loaded: a damaged record is reported as
+    /// the store's [`StoreError::Corrupt`].
+    pub fn check_versions(
+        &self,
+        data: &StoreData,
+        only: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        data.check_versions(only)
+            .map_err(|reason| StoreError::Corrupt {
+                path: self.home.store_path(),
+                reason,
+            })
+    }
+
     /// Accepts the store in place as the newest, although it is older than the last one
     /// written here (an old copy put back on purpose).
     pub fn accept_rollback(&self) -> Result<(), StoreError> {
@@ -417,6 +431,10 @@ impl LockedStore {
             });
         }
         data.generation = data.generation.max(expected);
+        // Audit lines the backup's store still owed belong to the log of the home it came
+        // from (almost always already written there): not replayed into this one.
+        data.audit_owed.clear();
+        data.audit_at = 0;
         self.save(data)
     }
 

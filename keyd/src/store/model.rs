@@ -36,6 +36,14 @@ pub struct StoreData {
     /// between the two (those the log does not already end with). Empty almost always.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audit_owed: Vec<AuditLine>,
+    /// The length of the audit log just before `audit_owed` was appended to it: where those
+    /// lines are, if they were written (lines logged later, without a store write, follow).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audit_at: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One line of the audit log (`<home>/audit.log`): a rotation step or an import, its
@@ -70,17 +78,40 @@ impl StoreData {
     pub(super) fn decode_versions(&mut self) -> Result<(), String> {
         for (stack, record) in &mut self.stacks {
             for (name, secret) in &mut record.secrets {
-                secret.versions.decode_now().map_err(|e| {
-                    format!(
-                        "decrypted, but the versions of {stack}/{name} do not decode (line {}, column {} of the record)",
-                        e.line(),
-                        e.column()
-                    )
-                })?;
+                secret
+                    .versions
+                    .decode_now()
+                    .map_err(|e| versions_error(stack, name, &e))?;
             }
         }
         Ok(())
     }
+
+    /// Decodes the versions of one secret (`Some((stack, name))`) or of all of them now, after
+    /// a load that left them to their first read (a rotation's): a damaged record becomes an
+    /// error naming it here, before work that is not contained per secret reads it.
+    pub(super) fn check_versions(&self, only: Option<(&str, &str)>) -> Result<(), String> {
+        for (stack, record) in &self.stacks {
+            for (name, secret) in &record.secrets {
+                if only.is_none_or(|o| o == (stack.as_str(), name.as_str())) {
+                    secret
+                        .versions
+                        .try_decode()
+                        .map_err(|e| versions_error(stack, name, &e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why the versions of `stack/name` do not decode: the position only, never the text.
+fn versions_error(stack: &str, name: &str, e: &serde_json::Error) -> String {
+    format!(
+        "decrypted, but the versions of {stack}/{name} do not decode (line {}, column {} of the record)",
+        e.line(),
+        e.column()
+    )
 }
 
 impl Default for StoreData {
@@ -91,6 +122,7 @@ impl Default for StoreData {
             stacks: BTreeMap::new(),
             recipients: Vec::new(),
             audit_owed: Vec::new(),
+            audit_at: 0,
         }
     }
 }

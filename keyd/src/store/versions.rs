@@ -33,11 +33,18 @@ impl Versions {
     /// instead of the panic a later read would raise: how a load of the whole store checks
     /// every record up front (and then holds each list once, as decoded values).
     pub(super) fn decode_now(&mut self) -> Result<(), serde_json::Error> {
+        self.try_decode()?;
+        wipe(self.raw.take());
+        Ok(())
+    }
+
+    /// Decodes the stored text now (if not done yet), keeping it: an error here instead of a
+    /// panic at the first read.
+    pub(super) fn try_decode(&self) -> Result<(), serde_json::Error> {
         if self.decoded.get().is_none() {
             let raw = self.raw.as_deref().expect("versions are stored or decoded");
             let _ = self.decoded.set(serde_json::from_str(raw.get())?);
         }
-        wipe(self.raw.take());
         Ok(())
     }
 
