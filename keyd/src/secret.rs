@@ -8,6 +8,16 @@ use std::fmt;
 
 use zeroize::{Zeroize, Zeroizing};
 
+/// `bytes` as lowercase hex (digests, ids, random keys).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes
+        .iter()
+        .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]])
+        .map(char::from)
+        .collect()
+}
+
 /// Fills `buf` from the operating system's CSPRNG: the kernel's `getrandom(2)`, which blocks
 /// only until the kernel pool is first seeded. Asked directly rather than through aws-lc's
 /// generator, whose first use in a process seeds a CPU-jitter source for tens of milliseconds.
@@ -193,6 +203,12 @@ pub(crate) fn wipe(mut buffer: Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_lowercase_two_digits_per_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
+        assert_eq!(hex(&[]), "");
+    }
 
     #[test]
     fn ct_eq_compares_whole_values() {

@@ -3,8 +3,9 @@
 //!
 //! A line is saved in the store together with the state it describes ([`save_logged`]) and
 //! appended to the log right after, so a kill between the two writes cannot lose it: the next
-//! rotation engine appends what the store still owes, unless the log already ends with it
-//! ([`AuditLog::settle`]). Each step is in the log exactly once, whenever the process died.
+//! rotation engine appends what the store still owes, unless the log holds it where it was to
+//! be written ([`AuditLog::settle_owed`]). Each step is in the log once, whenever the process
+//! died.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
@@ -22,7 +23,7 @@ pub struct AuditLog {
 pub fn line_id() -> String {
     let mut bytes = [0u8; 8];
     crate::secret::fill_random(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::secret::hex(&bytes)
 }
 
 /// Saves `data` under `lock` with `lines` owed in it, then appends them to `log`: the lines
@@ -34,7 +35,7 @@ pub fn save_logged(
     lines: Vec<AuditLine>,
 ) -> Result<(), StoreError> {
     // Lines an earlier process still owed (the store was loaded with them) go first.
-    log.settle(&std::mem::take(&mut data.audit_owed), data.audit_at);
+    log.settle_owed(data);
     data.audit_at = log.size();
     data.audit_owed = lines;
     if let Err(e) = lock.save(data) {
@@ -49,7 +50,7 @@ pub fn save_logged(
         super::pause_point(&format!("store-written-{n}"));
     }
     // In the log from here on; the store forgets them with its next write (and until then,
-    // `settle` finds them at the log's end and does not repeat them).
+    // `settle` finds them at `audit_at` and does not repeat them).
     log.write_all(&std::mem::take(&mut data.audit_owed));
     Ok(())
 }
@@ -91,6 +92,12 @@ impl AuditLog {
                 self.path.display()
             );
         }
+    }
+
+    /// Settles the lines `data` owes (loaded with the store) and forgets them there: every
+    /// engine starts with this, and it is what [`save_logged`] does first.
+    pub fn settle_owed(&self, data: &mut StoreData) {
+        self.settle(&std::mem::take(&mut data.audit_owed), data.audit_at);
     }
 
     /// The log's length now (0 when there is none yet).

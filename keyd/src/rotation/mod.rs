@@ -182,7 +182,7 @@ impl<'a> Engine<'a> {
 
     /// An engine on `data`, which the caller loaded under `lock` (and may have changed).
     /// Audit lines the store still owes (a process killed between its store write and its log
-    /// write) are appended first, unless the log already ends with them.
+    /// write) are appended first, unless the log holds them where they were written.
     pub(crate) fn with_data(
         lock: &'a LockedStore,
         mut data: StoreData,
@@ -190,7 +190,7 @@ impl<'a> Engine<'a> {
         by: &str,
     ) -> Self {
         let audit = AuditLog::new(lock.home().dir().join("audit.log"));
-        audit.settle(&std::mem::take(&mut data.audit_owed), data.audit_at);
+        audit.settle_owed(&mut data);
         Engine {
             audit,
             lock,
@@ -254,10 +254,7 @@ impl<'a> Engine<'a> {
     /// owes are already in the log, or are appended now.
     fn reload(&mut self) -> Result<(), Error> {
         self.data = self.lock.load()?;
-        self.audit.settle(
-            &std::mem::take(&mut self.data.audit_owed),
-            self.data.audit_at,
-        );
+        self.audit.settle_owed(&mut self.data);
         self.unsaved = None;
         Ok(())
     }

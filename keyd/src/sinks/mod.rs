@@ -171,13 +171,8 @@ pub fn build(spec: &SinkSpec) -> Box<dyn Sink> {
 /// The first 128 bits of SHA-256 of `bytes`, hex: enough to tell what was written from what
 /// must be written now (nothing adversarial hangs on it: the ledger is inside the store).
 fn digest(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    d.as_ref()[..16]
-        .iter()
-        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
-        .map(char::from)
-        .collect()
+    crate::secret::hex(&d.as_ref()[..16])
 }
 
 /// The stamp of the file `meta` describes, holding content with `digest`.

@@ -237,12 +237,7 @@ pub(super) fn engine_for(timeout: std::time::Duration) -> Result<Engine, DockerE
 pub(super) fn key_of(ledger: &mut SwarmLedger) -> SecretString {
     if ledger.key.is_empty() {
         let key = SecretBytes::random(32);
-        ledger.key = SecretString::new(
-            key.expose_secret()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-        );
+        ledger.key = SecretString::new(crate::secret::hex(key.expose_secret()));
     }
     ledger.key.duplicate()
 }
@@ -254,10 +249,7 @@ pub(super) fn keyed_digest(key: &SecretString, value: &[u8]) -> String {
         &hmac::Key::new(hmac::HMAC_SHA256, key.expose_secret().as_bytes()),
         value,
     );
-    tag.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::secret::hex(&tag.as_ref()[..16])
 }
 
 impl Sink for SwarmSink {

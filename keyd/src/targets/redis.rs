@@ -39,7 +39,7 @@ pub struct RedisTarget {
 fn sha256_hex(value: &SecretString) -> String {
     let digest =
         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.expose_secret().as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    crate::secret::hex(digest.as_ref())
 }
 
 impl RedisTarget {
