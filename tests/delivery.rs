@@ -558,6 +558,66 @@ fn the_whole_directory_set_of_an_older_keyd_is_taken_over_without_a_rewrite() {
     assert_taken_over(&s, &before, &report);
 }
 
+/// Whether the output directory or its `..keyd` was listed (read as a directory) while
+/// `action` ran, as the kernel reported it.
+fn listed_during(out: &Path, action: impl FnOnce()) -> bool {
+    let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).unwrap();
+    for dir in [out.to_owned(), out.join("..keyd")] {
+        inotify::add_watch(&fd, &dir, WatchFlags::ACCESS).unwrap();
+    }
+    action();
+    let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
+    let mut reader = inotify::Reader::new(&fd, &mut buf);
+    let mut listed = false;
+    loop {
+        match reader.next() {
+            // An event with no name is about the watched directory itself.
+            Ok(event) => listed |= event.file_name().is_none(),
+            Err(rustix::io::Errno::AGAIN) => return listed,
+            Err(e) => panic!("reading inotify events: {e}"),
+        }
+    }
+}
+
+/// The clock the kernel stamps directory changes with moves on (a few ms at most) past the
+/// last change, so that a pass can record the directories as tidy.
+fn let_the_directories_settle() {
+    std::thread::sleep(std::time::Duration::from_millis(50));
+}
+
+#[test]
+fn a_no_change_apply_does_not_list_directories_a_pass_left_tidy_and_finds_what_came_since() {
+    let s = stack("tidy");
+    let_the_directories_settle();
+    s.apply();
+    assert!(
+        !listed_during(&s.out, || {
+            s.apply();
+        }),
+        "a no-change apply listed directories nothing had changed since the last pass"
+    );
+    // Something put into `..keyd` alone, then into the output directory alone: each is seen
+    // (its directory changed) and cleaned up.
+    let own = s.out.join("..keyd");
+    std::fs::write(own.join("P01@9"), "stale").unwrap();
+    assert!(listed_during(&s.out, || {
+        s.apply();
+    }));
+    assert!(!own.join("P01@9").exists(), "a stale generation was left");
+    let_the_directories_settle();
+    s.apply();
+    std::os::unix::fs::symlink("..keyd/P01@9", s.out.join(".P01.keyd-tmp")).unwrap();
+    s.apply();
+    assert!(
+        std::fs::symlink_metadata(s.out.join(".P01.keyd-tmp")).is_err(),
+        "a temp symlink was left"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.out.join("P01")).unwrap(),
+        s.shown("P01")
+    );
+}
+
 #[test]
 fn leftovers_of_a_cut_off_delivery_are_removed_by_the_next_apply() {
     let s = stack("leftovers");

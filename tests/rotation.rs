@@ -157,6 +157,46 @@ fn rotating_a_kind_rotates_every_secret_of_it_and_templates_follow() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("follow the policy"));
 }
 
+/// A rotation reads the first stack's policy beside the store, and any other stack's from the
+/// loaded store when it needs it: a secret of the second stack rotates under its own policy
+/// (its template follows), and the first stack is left alone.
+#[test]
+fn a_secret_of_a_second_stack_rotates_under_its_own_policy() {
+    let tmp = TempDir::new("rot-two-stacks");
+    let home = tmp.join("home");
+    let stacks = [
+        ("alpha", "[secrets.DB_PASSWORD]\nkind = \"password\"\n"),
+        (
+            "web",
+            "[secrets.DB_PASSWORD]\nkind = \"password\"\n\n[secrets.DB_URL]\nkind = \"template\"\ntemplate = \"postgres://web:{DB_PASSWORD}@db/web\"\n",
+        ),
+    ];
+    for (stack, secrets) in stacks {
+        let policy = tmp.join(format!("{stack}.toml"));
+        std::fs::write(&policy, format!("[stack]\nname = \"{stack}\"\n\n{secrets}")).unwrap();
+        ok(keyctl(&home)
+            .arg("quickstart")
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--out")
+            .arg(tmp.join(stack)));
+    }
+    let read =
+        |stack: &str, name: &str| std::fs::read_to_string(tmp.join(stack).join(name)).unwrap();
+    let (alpha_before, web_before) = (read("alpha", "DB_PASSWORD"), read("web", "DB_PASSWORD"));
+    ok(keyctl(&home).args(["rotate", "web/DB_PASSWORD"]));
+    let web_after = read("web", "DB_PASSWORD");
+    assert_ne!(
+        web_after, web_before,
+        "the second stack's password was not rotated"
+    );
+    assert_eq!(
+        read("web", "DB_URL"),
+        format!("postgres://web:{web_after}@db/web")
+    );
+    assert_eq!(read("alpha", "DB_PASSWORD"), alpha_before);
+}
+
 const PY_JWKS_VERIFY: &str = r#"
 import base64, hashlib, json, sys
 from cryptography.hazmat.primitives import hashes

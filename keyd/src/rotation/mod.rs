@@ -120,26 +120,109 @@ fn panic_point(name: &str) {
 #[cfg(not(feature = "test-hooks"))]
 fn panic_point(_name: &str) {}
 
-/// The policies a decrypted store holds (its JSON text), parsed; a stack whose policy does not
-/// parse is left out, so that [`Engine::policy`] reports the error where it is needed.
+/// The policy of the first stack a decrypted store holds (its JSON text), parsed, beside the
+/// store's own parse: a policy that does not parse, and every other stack's, is left to
+/// [`Engine::policy`], which parses it from the loaded store when it is needed (and reports
+/// the error there).
 fn stored_policies(text: &[u8]) -> HashMap<String, Policy> {
-    #[derive(serde::Deserialize)]
-    struct Stored {
-        stacks: std::collections::BTreeMap<String, StoredPolicy>,
-    }
-    #[derive(serde::Deserialize)]
-    struct StoredPolicy {
-        policy_path: std::path::PathBuf,
-        policy_source: String,
-    }
-    let Ok(stored) = serde_json::from_slice::<Stored>(text) else {
-        return HashMap::new();
-    };
-    stored
-        .stacks
+    first_policy(text)
+        .and_then(|(stack, path, source)| Some((stack, Policy::parse(&path, source).ok()?)))
         .into_iter()
-        .filter_map(|(name, s)| Some((name, Policy::parse(&s.policy_path, s.policy_source).ok()?)))
         .collect()
+}
+
+/// The name, policy path and policy text of the first stack in a store's JSON text. keyd
+/// writes them first in each stack, so reading stops there rather than going through the
+/// whole store (megabytes at 10,000 secrets); in any other order they are still found.
+fn first_policy(text: &[u8]) -> Option<(String, std::path::PathBuf, String)> {
+    use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
+
+    type Found = Option<(String, std::path::PathBuf, String)>;
+    const STOP: &str = "found";
+
+    /// The store's top level: `stacks`, the others skipped.
+    struct Top<'a>(&'a mut Found);
+    /// The stacks: the first one's name.
+    struct Stacks<'a>(&'a mut Found);
+    /// One stack: its policy path and text, then stop.
+    struct Stack<'a>(&'a mut Found, String);
+
+    impl<'de> DeserializeSeed<'de> for Top<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Top<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a keyd store")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "stacks" {
+                    map.next_value_seed(Stacks(&mut *self.0))?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Stacks<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Stacks<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("the stacks of a keyd store")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            if let Some(name) = map.next_key::<String>()? {
+                map.next_value_seed(Stack(self.0, name))?;
+            }
+            Ok(())
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Stack<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Stack<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a stack of a keyd store")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let (mut path, mut source) = (None, None);
+            while let Some(key) = map.next_key::<String>()? {
+                match key.as_str() {
+                    "policy_path" => path = Some(map.next_value()?),
+                    "policy_source" => source = Some(map.next_value()?),
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                if path.is_some() && source.is_some() {
+                    *self.0 = path.zip(source).map(|(p, s)| (self.1, p, s));
+                    // Everything needed is read: the rest of the store is not.
+                    return Err(A::Error::custom(STOP));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_slice(text);
+    // Stops with the STOP error once the first stack's policy is read.
+    let _ = Top(&mut found).deserialize(&mut de);
+    found
 }
 
 /// One locked session on the store: the rotation engine.
@@ -1178,4 +1261,28 @@ pub(crate) fn grace_of(policy: &Policy, name: &str) -> Duration {
         .secret(name)
         .and_then(|s| s.grace)
         .unwrap_or(DEFAULT_GRACE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_policy;
+
+    #[test]
+    fn the_first_stacks_policy_is_read_without_reading_the_rest_of_the_store() {
+        // What follows the policy is not JSON: reading on would fail.
+        let text = br#"{"format":1,"generation":2,"stacks":{"web":{"policy_path":"p/web.toml","policy_source":"[stack]\nname = \"web\"\n","applied_at":1,"secrets":{ not JSON"#;
+        let (stack, path, source) = first_policy(text).expect("the policy is found");
+        assert_eq!(stack, "web");
+        assert_eq!(path, std::path::Path::new("p/web.toml"));
+        assert_eq!(source, "[stack]\nname = \"web\"\n");
+    }
+
+    #[test]
+    fn a_policy_written_after_the_rest_of_its_stack_is_still_found() {
+        let text = br#"{"audit_at":3,"stacks":{"a":{"secrets":{"X":{"kind":"password","versions":[]}},"ledger":{},"policy_source":"S","policy_path":"a.toml"},"b":{"policy_path":"b.toml","policy_source":"T"}},"format":1}"#;
+        let found = first_policy(text).expect("the policy is found");
+        assert_eq!(found, ("a".into(), "a.toml".into(), "S".into()));
+        assert_eq!(first_policy(br#"{"format":1,"stacks":{}}"#), None);
+        assert_eq!(first_policy(b"not a store"), None);
+    }
 }

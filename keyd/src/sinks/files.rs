@@ -32,13 +32,18 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write as _};
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fd::OwnedFd;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use zeroize::Zeroizing;
 
-use super::{Delivery, DeliveryReport, Pass, Sink, SinkError, digest, ledger_says_current, stamp};
+use super::{
+    Delivery, DeliveryReport, Pass, Sink, SinkError, digest, ledger_says_current, ledger_vouches,
+    same_metadata, stamp, stamp_at,
+};
 use crate::policy::{FilesSpec, ReloadHook, Signal};
 use crate::secret::same_bytes;
 use crate::store::Books;
@@ -55,6 +60,15 @@ const TMP_SUFFIX: &str = ".keyd-tmp";
 const LEGACY_LINK: &str = "..data";
 /// The data directories of that layout (`..keyd-7`).
 const LEGACY_SET: &str = "..keyd-";
+/// Ledger keys of the output directory and of `..keyd` as the last pass that left them tidy
+/// (nothing for a clean-up to remove) saw them. Output names never start with '.', so these
+/// never meet an output's key.
+const DIR_KEYS: [&str; 2] = ["files:.", "files:..keyd"];
+/// Passes whose ledger records at least this many files (directories that large) wait for the
+/// clock's next tick, if need be, to record their directories as tidy: a listing costs more.
+const TIDY_WAIT_FROM: usize = 1000;
+/// The longest such a wait may be (a coarse clock ticks every 1 to 10 ms).
+const MAX_TIDY_WAIT_NS: i64 = 20_000_000;
 
 /// Delivers into a directory, as `[sinks.files]` says.
 #[derive(Debug)]
@@ -255,6 +269,72 @@ impl FilesSink {
         }
     }
 
+    /// The output directory and `..keyd`, in the order of [`DIR_KEYS`].
+    fn dirs(&self) -> [PathBuf; 2] {
+        [self.spec.dir.clone(), self.own()]
+    }
+
+    /// Whether both directories are as a pass that left them tidy recorded them: same inodes,
+    /// and no entry added, removed or renamed since (either would have changed its mtime and
+    /// ctime). Then a full pass has nothing to clean up, and skips listing them.
+    fn dirs_as_recorded(&self, ledger: &crate::store::Ledger) -> bool {
+        DIR_KEYS.iter().zip(self.dirs()).all(|(key, path)| {
+            let recorded = ledger.get(*key);
+            fs::symlink_metadata(&path).is_ok_and(|meta| {
+                meta.is_dir()
+                    && recorded.is_some_and(|r| same_metadata(&stamp(&meta, String::new()), r))
+            })
+        })
+    }
+
+    /// Records both directories as tidy now, unless a later change could leave their times as
+    /// they are: the kernel stamps a change with its coarse clock (or a finer one), so a
+    /// directory last changed before the coarse clock's reading now shows any later change.
+    /// On a file system that keeps whole seconds only, two seconds must have passed. A
+    /// directory too new to tell is not recorded, and the next full pass lists it; with
+    /// `wait` (directories large enough that a listing costs more), the clock's next tick (a
+    /// few ms) is waited for instead.
+    fn record_dirs(&self, ledger: &mut crate::store::Ledger, wait: bool) {
+        use rustix::time::{ClockId, clock_getres, clock_gettime};
+        for last in [!wait, true] {
+            let Some(stamps) = self
+                .dirs()
+                .iter()
+                .map(|path| {
+                    let meta = fs::symlink_metadata(path).ok().filter(|m| m.is_dir())?;
+                    Some(stamp(&meta, String::new()))
+                })
+                .collect::<Option<Vec<_>>>()
+            else {
+                break;
+            };
+            // The time after which a later change shows: the newest change, plus two seconds
+            // where the file system keeps whole seconds.
+            let changed = |s: &crate::store::Stamp| {
+                let whole = s.mtime_ns % 1_000_000_000 == 0 && s.ctime_ns % 1_000_000_000 == 0;
+                let margin = if whole { 2_000_000_000 } else { 0 };
+                s.mtime_ns.max(s.ctime_ns).saturating_add(margin)
+            };
+            let newest = stamps.iter().map(changed).max().unwrap_or(i64::MAX);
+            let now = clock_gettime(ClockId::RealtimeCoarse);
+            let now = super::nanos(now.tv_sec, now.tv_nsec);
+            if newest < now {
+                for (key, s) in DIR_KEYS.iter().zip(stamps) {
+                    ledger.insert((*key).to_owned(), s);
+                }
+                return;
+            }
+            let tick = clock_getres(ClockId::RealtimeCoarse);
+            let tick = super::nanos(tick.tv_sec, tick.tv_nsec);
+            let wait_ns = newest.saturating_sub(now).saturating_add(tick);
+            if last || wait_ns > MAX_TIDY_WAIT_NS {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_nanos(wait_ns.unsigned_abs()));
+        }
+        forget_dirs(ledger);
+    }
+
     /// Makes a directory of keyd's inside the output directory (`..keyd`, a set), empty.
     /// Readers reach the files through it: it opens to whoever could open the output
     /// directory, as files did when they lay in it.
@@ -274,26 +354,30 @@ impl FilesSink {
         Ok(())
     }
 
-    /// What `DIR/NAME` shows now, for an output of `secret` (`readlink`, then `lstat` for what
-    /// is not a symlink: nothing there is opened).
-    fn shown(&self, name: &str, secret: &str) -> Result<Shown, SinkError> {
-        let path = self.spec.dir.join(name);
-        match fs::read_link(&path) {
-            Ok(target) => Ok(classify(&target, name, Some(secret))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Shown::Missing),
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                let meta = fs::symlink_metadata(&path).map_err(io(&path))?;
-                if meta.is_file() {
-                    Ok(Shown::File)
-                } else if meta.is_dir() {
-                    Err(io(&path)(std::io::Error::other(
-                        "a directory stands where keyd delivers a file; remove it",
-                    )))
-                } else {
-                    Ok(Shown::Replace)
+    /// What `DIR/NAME` shows now, for an output of `secret` (`readlinkat`, then `fstatat` for
+    /// what is not a symlink, both relative to `dir`, the directory's fd: nothing there is
+    /// opened).
+    fn shown(&self, dir: &OwnedFd, name: &str, secret: &str) -> Result<Shown, SinkError> {
+        let at = |e: rustix::io::Errno| io(&self.spec.dir.join(name))(e.into());
+        match rustix::fs::readlinkat(dir, name, Vec::new()) {
+            Ok(target) => {
+                let target = Path::new(std::ffi::OsStr::from_bytes(target.as_bytes()));
+                Ok(classify(target, name, Some(secret)))
+            }
+            Err(rustix::io::Errno::NOENT) => Ok(Shown::Missing),
+            Err(rustix::io::Errno::INVAL) => {
+                let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(at)?;
+                match FileType::from_raw_mode(st.st_mode) {
+                    FileType::RegularFile => Ok(Shown::File),
+                    FileType::Directory => {
+                        Err(io(&self.spec.dir.join(name))(std::io::Error::other(
+                            "a directory stands where keyd delivers a file; remove it",
+                        )))
+                    }
+                    _ => Ok(Shown::Replace),
                 }
             }
-            Err(e) => Err(io(&path)(e)),
+            Err(e) => Err(at(e)),
         }
     }
 
@@ -327,6 +411,7 @@ impl FilesSink {
         secret: &'d str,
         deliveries: &[&'d Delivery],
         ledger: &crate::store::Ledger,
+        fds: &[OwnedFd; 2],
     ) -> Result<Group<'d>, SinkError> {
         let (dir, own) = (&self.spec.dir, self.own());
         let single = deliveries.len() == 1;
@@ -339,7 +424,7 @@ impl FilesSink {
         };
         let mut members = Vec::with_capacity(deliveries.len());
         for &d in deliveries {
-            let shown = self.shown(&d.name, secret)?;
+            let shown = self.shown(&fds[0], &d.name, secret)?;
             let source = match shown {
                 Shown::Own(n) if single => Some(own.join(file_entry(&d.name, n))),
                 Shown::Member if !single => {
@@ -353,8 +438,17 @@ impl FilesSink {
             let digest = digest(value);
             // A ledger entry vouches only for the mode and owner the policy asks for now.
             let recorded = ledger.get(&ledger_key(&d.name)).filter(|r| self.wants(r));
+            // Its own file is looked at relative to `..keyd`'s fd (no path walk per output).
+            let vouched = match (shown, &source) {
+                (Shown::Own(n), Some(_)) => {
+                    let now = stamp_at(&fds[1], &file_entry(&d.name, n));
+                    ledger_vouches(now.as_ref(), recorded, &digest)
+                }
+                (_, Some(src)) => ledger_says_current(src, recorded, &digest),
+                _ => false,
+            };
             let (plan, restamp) = match &source {
-                Some(src) if ledger_says_current(src, recorded, &digest) => (Plan::Keep, false),
+                Some(_) if vouched => (Plan::Keep, false),
                 Some(src) if self.is_current(src, value) => (Plan::Keep, true),
                 _ => (Plan::Write, false),
             };
@@ -610,6 +704,13 @@ fn classify(target: &Path, name: &str, secret: Option<&str>) -> Shown {
     Shown::Replace
 }
 
+/// Drops the record of tidy directories: the next full pass lists them.
+fn forget_dirs(ledger: &mut crate::store::Ledger) {
+    for key in DIR_KEYS {
+        ledger.remove(key);
+    }
+}
+
 /// Puts the symlink `target` at `path` by one rename of a temp symlink at `tmp`.
 fn replace_with_symlink(tmp: &Path, path: &Path, target: &Path) -> Result<(), SinkError> {
     if let Err(e) = std::os::unix::fs::symlink(target, tmp) {
@@ -684,8 +785,10 @@ impl Sink for FilesSink {
         }
         // Names still shown through the whole-directory set of an older keyd: every output is
         // looked at, so the next pass can remove that set.
-        let full =
-            matches!(pass, Pass::Full) || fs::symlink_metadata(dir.join(LEGACY_LINK)).is_ok();
+        let legacy = fs::symlink_metadata(dir.join(LEGACY_LINK)).is_ok();
+        let full = matches!(pass, Pass::Full) || legacy;
+        // Nothing added to or removed from either directory since a pass left them tidy.
+        let tidy = !legacy && self.dirs_as_recorded(ledger);
 
         // The outputs of each secret, in delivery order.
         let mut order: Vec<(&str, Vec<&Delivery>)> = Vec::new();
@@ -697,10 +800,20 @@ impl Sink for FilesSink {
             });
             order[i].1.push(d);
         }
+        let fds = self.dirs().map(|path| {
+            rustix::fs::open(
+                &path,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| io(&path)(e.into()))
+        });
+        let [dir_fd, own_fd] = fds;
+        let fds = [dir_fd?, own_fd?];
         let mut groups = Vec::new();
         for (secret, outputs) in &order {
             if full || outputs.iter().any(|d| pass.includes(&d.name)) {
-                groups.push(self.plan_group(secret, outputs, ledger)?);
+                groups.push(self.plan_group(secret, outputs, ledger, &fds)?);
             }
         }
 
@@ -741,8 +854,9 @@ impl Sink for FilesSink {
             }
         }
 
-        // Before the stamps: removing an older layout's names changes the files' ctime.
-        if full {
+        // Before the stamps: removing an older layout's names changes the files' ctime. A
+        // pass that wrote nothing into tidy directories has nothing to clean up.
+        if full && !(writes == 0 && tidy) {
             let mut shown = HashSet::new();
             for g in &groups {
                 g.entries(&mut shown);
@@ -768,6 +882,15 @@ impl Sink for FilesSink {
                     Some(meta) => ledger.insert(key, stamp(&meta, m.digest.clone())),
                     None => ledger.remove(&key),
                 };
+            }
+        }
+        // Tidy now: cleaned up by this full pass, or tidy before a pass that removed each
+        // previous generation it replaced. Recorded last, the longest after the last change.
+        if writes > 0 || !tidy {
+            if full || tidy {
+                self.record_dirs(ledger, ledger.len() >= TIDY_WAIT_FROM);
+            } else {
+                forget_dirs(ledger);
             }
         }
         // The reload hook is run by the delivery pass (deliver.rs), which also retries it.

@@ -199,17 +199,49 @@ fn nanos(secs: i64, nsecs: i64) -> i64 {
 /// Whether the file at `path` is, by its metadata alone, the one recorded in `recorded`, and
 /// `recorded` holds `digest`. Reads no content.
 fn ledger_says_current(path: &std::path::Path, recorded: Option<&Stamp>, digest: &str) -> bool {
-    let Some(r) = recorded.filter(|r| r.digest == digest) else {
-        return false;
-    };
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return false;
-    };
-    let now = stamp(&meta, String::new());
-    meta.is_file()
-        && (now.dev, now.ino, now.size, now.mtime_ns, now.ctime_ns)
-            == (r.dev, r.ino, r.size, r.mtime_ns, r.ctime_ns)
-        && (now.mode, now.uid, now.gid) == (r.mode, r.uid, r.gid)
+    let now = std::fs::symlink_metadata(path)
+        .ok()
+        .filter(std::fs::Metadata::is_file)
+        .map(|meta| stamp(&meta, String::new()));
+    ledger_vouches(now.as_ref(), recorded, digest)
+}
+
+/// Whether `now`, the stamp of a regular file as found, is the one `recorded`, and `recorded`
+/// holds `digest`.
+fn ledger_vouches(now: Option<&Stamp>, recorded: Option<&Stamp>, digest: &str) -> bool {
+    matches!((now, recorded), (Some(n), Some(r)) if r.digest == digest && same_metadata(n, r))
+}
+
+/// The stamp (digest empty) of the regular file `name` in the directory `dir`, found with one
+/// `fstatat` that does not follow a symlink; `None` for anything else or nothing.
+// The field types of `stat` differ by platform: the casts are needed on some, not all.
+#[allow(clippy::unnecessary_cast)]
+fn stamp_at(dir: impl rustix::fd::AsFd, name: &str) -> Option<Stamp> {
+    let st = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ok()?;
+    let mode = st.st_mode as u32;
+    (rustix::fs::FileType::from_raw_mode(mode) == rustix::fs::FileType::RegularFile).then(|| {
+        Stamp {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: st.st_size as u64,
+            mtime_ns: nanos(st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime_ns: nanos(st.st_ctime as i64, st.st_ctime_nsec as i64),
+            mode: mode & 0o7777,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            digest: String::new(),
+        }
+    })
+}
+
+/// Whether two stamps describe the same inode with the same size, times, mode and owner
+/// (their digests aside).
+fn same_metadata(a: &Stamp, b: &Stamp) -> bool {
+    (
+        a.dev, a.ino, a.size, a.mtime_ns, a.ctime_ns, a.mode, a.uid, a.gid,
+    ) == (
+        b.dev, b.ino, b.size, b.mtime_ns, b.ctime_ns, b.mode, b.uid, b.gid,
+    )
 }
 
 #[cfg(test)]
