@@ -579,43 +579,51 @@ fn listed_during(out: &Path, action: impl FnOnce()) -> bool {
     }
 }
 
-/// The clock the kernel stamps directory changes with moves on (a few ms at most) past the
-/// last change, so that a pass can record the directories as tidy.
-fn let_the_directories_settle() {
-    std::thread::sleep(std::time::Duration::from_millis(50));
-}
-
 #[test]
 fn a_no_change_apply_does_not_list_directories_a_pass_left_tidy_and_finds_what_came_since() {
-    let s = stack("tidy");
-    let_the_directories_settle();
-    s.apply();
+    // Directories of 1,000 files: large enough that each pass records them as tidy, waiting
+    // for the clock's next tick if it must, and that a no-change apply writes that record.
+    let tmp = TempDir::new("tidy");
+    let (home, out, policy) = (tmp.join("home"), tmp.join("out"), tmp.join("big.toml"));
+    let mut text = String::from("[stack]\nname = \"big\"\n");
+    for i in 1..=1000 {
+        text.push_str(&format!("\n[secrets.P{i:04}]\nkind = \"password\"\n"));
+    }
+    std::fs::write(&policy, text).unwrap();
+    let pass = |command: &str| {
+        ok(keyctl(&home)
+            .arg(command)
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--out")
+            .arg(&out));
+    };
+    pass("quickstart");
+    let apply = || pass("apply");
     assert!(
-        !listed_during(&s.out, || {
-            s.apply();
-        }),
+        !listed_during(&out, apply),
         "a no-change apply listed directories nothing had changed since the last pass"
     );
     // Something put into `..keyd` alone, then into the output directory alone: each is seen
     // (its directory changed) and cleaned up.
-    let own = s.out.join("..keyd");
-    std::fs::write(own.join("P01@9"), "stale").unwrap();
-    assert!(listed_during(&s.out, || {
-        s.apply();
-    }));
-    assert!(!own.join("P01@9").exists(), "a stale generation was left");
-    let_the_directories_settle();
-    s.apply();
-    std::os::unix::fs::symlink("..keyd/P01@9", s.out.join(".P01.keyd-tmp")).unwrap();
-    s.apply();
+    let own = out.join("..keyd");
+    std::fs::write(own.join("P0001@9"), "stale").unwrap();
+    assert!(listed_during(&out, apply));
+    assert!(!own.join("P0001@9").exists(), "a stale generation was left");
+    std::os::unix::fs::symlink("..keyd/P0001@9", out.join(".P0001.keyd-tmp")).unwrap();
+    assert!(listed_during(&out, apply));
     assert!(
-        std::fs::symlink_metadata(s.out.join(".P01.keyd-tmp")).is_err(),
+        std::fs::symlink_metadata(out.join(".P0001.keyd-tmp")).is_err(),
         "a temp symlink was left"
     );
-    assert_eq!(
-        std::fs::read_to_string(s.out.join("P01")).unwrap(),
-        s.shown("P01")
+    // A rotation leaves them tidy too.
+    ok(keyctl(&home).args(["rotate", "P0002"]));
+    assert!(
+        !listed_during(&out, apply),
+        "the apply after a rotation listed them"
     );
+    let shown = ok(keyctl(&home).args(["show", "P0002"]));
+    assert_eq!(std::fs::read(out.join("P0002")).unwrap(), shown);
 }
 
 #[test]

@@ -64,8 +64,9 @@ const LEGACY_SET: &str = "..keyd-";
 /// (nothing for a clean-up to remove) saw them. Output names never start with '.', so these
 /// never meet an output's key.
 const DIR_KEYS: [&str; 2] = ["files:.", "files:..keyd"];
-/// Passes whose ledger records at least this many files (directories that large) wait for the
-/// clock's next tick, if need be, to record their directories as tidy: a listing costs more.
+/// Directories whose ledger records at least this many files are large: a pass waits for the
+/// clock's next tick, if need be, to record them as tidy (a listing costs more than the wait),
+/// and a no-change pass records them even though that writes the store.
 const TIDY_WAIT_FROM: usize = 1000;
 /// The longest such a wait may be (a coarse clock ticks every 1 to 10 ms).
 const MAX_TIDY_WAIT_NS: i64 = 20_000_000;
@@ -885,13 +886,14 @@ impl Sink for FilesSink {
             }
         }
         // Tidy now: cleaned up by this full pass, or tidy before a pass that removed each
-        // previous generation it replaced. Recorded last, the longest after the last change.
-        if writes > 0 || !tidy {
-            if full || tidy {
-                self.record_dirs(ledger, ledger.len() >= TIDY_WAIT_FROM);
-            } else {
-                forget_dirs(ledger);
-            }
+        // previous generation it replaced. Recorded last, the longest after the last change;
+        // when this pass wrote (the ledger is saved anyway), or when directories this large are
+        // worth one store write: a small stack's no-change apply leaves the store as it was.
+        let large = ledger.len() >= TIDY_WAIT_FROM;
+        if (full || tidy) && (writes > 0 || (large && !tidy)) {
+            self.record_dirs(ledger, large);
+        } else if writes > 0 {
+            forget_dirs(ledger);
         }
         // The reload hook is run by the delivery pass (deliver.rs), which also retries it.
         Ok(report)
