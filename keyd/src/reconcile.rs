@@ -3,7 +3,7 @@
 //! next; the caller persists and delivers. Existing random values are never regenerated here;
 //! that is what rotation is for.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use crate::derive::{Change, derive};
 use crate::error::Error;
@@ -67,9 +67,20 @@ pub fn reconcile(
     let mut store_changed = old.as_ref().is_none_or(|o| {
         o.sinks != sinks || o.policy_source != policy.source || o.policy_path != policy.path
     });
-    let (mut old_secrets, ledger, swarm, reload_owed) = old.map_or_else(Default::default, |o| {
+    // The stored records are updated in place (a no-change apply of 10,000 secrets moves no
+    // record); those the policy no longer declares are set aside while templates derive.
+    let (mut secrets, ledger, swarm, reload_owed) = old.map_or_else(Default::default, |o| {
         (o.secrets, o.ledger, o.swarm, o.reload_owed)
     });
+    let gone: Vec<String> = secrets
+        .keys()
+        .filter(|name| policy.secret(name).is_none())
+        .cloned()
+        .collect();
+    let gone: Vec<(String, SecretRecord)> = gone
+        .into_iter()
+        .filter_map(|name| secrets.remove_entry(&name))
+        .collect();
     let mut notes = Vec::new();
 
     // Random values that do not exist yet.
@@ -78,7 +89,7 @@ pub fn reconcile(
         .iter()
         .filter(|s| s.kind.kind().is_random())
         .filter(|s| {
-            old_secrets
+            secrets
                 .get(&s.name)
                 .is_none_or(|r| r.current().is_none() && r.rotation.is_none())
         })
@@ -88,28 +99,38 @@ pub fn reconcile(
         .map(|(s, m)| (s.name.as_str(), m))
         .collect();
 
-    let mut secrets = BTreeMap::new();
-    let mut changes: HashMap<String, Change> = HashMap::new();
+    let mut changes: HashMap<String, Change> = HashMap::with_capacity(policy.secrets.len());
+    let mut params = String::new();
     for spec in &policy.secrets {
-        let previous = old_secrets.remove(&spec.name);
         if !spec.kind.kind().is_random() {
             // Literals and templates keep their stored records (versions continue); derive
             // below decides whether they change.
-            if let Some(record) = previous {
+            if let Some(record) = secrets.get(&spec.name) {
                 store_changed |= record.removed;
-                secrets.insert(spec.name.clone(), record);
             }
             continue;
         }
-        let (mut record, decided_changed) = SecretRecord::for_spec(spec, previous);
-        store_changed |= decided_changed;
-        let params = spec.kind.params_text();
+        let record = match secrets.get_mut(&spec.name) {
+            Some(record) => {
+                store_changed |= record.follow_spec(spec);
+                record
+            }
+            None => {
+                store_changed = true;
+                secrets
+                    .entry(spec.name.clone())
+                    .or_insert(SecretRecord::for_spec(spec, None).0)
+            }
+        };
+        params.clear();
+        spec.kind.write_params(&mut params);
         let change = match generated.remove(spec.name.as_str()) {
             Some(material) if spec.target.is_some() => {
                 // A value with a target is not current until the target accepts it: it starts
                 // as a rotation from nothing (set, test, deliver, promote run after the save).
                 let number = record.next_number();
-                let mut version = VersionRecord::current_from(number, now, params, material);
+                let mut version =
+                    VersionRecord::current_from(number, now, params.clone(), material);
                 version.label = Some(Label::Pending);
                 version.promoted = None;
                 record.versions.push(version);
@@ -127,9 +148,12 @@ pub fn reconcile(
             }
             Some(material) => {
                 let number = record.next_number();
-                record
-                    .versions
-                    .push(VersionRecord::current_from(number, now, params, material));
+                record.versions.push(VersionRecord::current_from(
+                    number,
+                    now,
+                    params.clone(),
+                    material,
+                ));
                 Change::Created
             }
             None => {
@@ -147,7 +171,6 @@ pub fn reconcile(
             }
         };
         changes.insert(spec.name.clone(), change);
-        secrets.insert(spec.name.clone(), record);
     }
     for (name, change) in derive(policy, &mut secrets, now) {
         changes.insert(name, change);
@@ -164,7 +187,7 @@ pub fn reconcile(
         });
 
     // Secrets the store has but the policy no longer declares are kept, not delivered.
-    for (name, mut record) in old_secrets {
+    for (name, mut record) in gone {
         notes.push(format!(
             "{name}: in the store but no longer in the policy; kept (versions are never deleted) and not delivered"
         ));

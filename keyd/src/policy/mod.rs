@@ -340,22 +340,35 @@ impl KindSpec {
     /// The generation parameters as text: stored with each version so a changed policy can be
     /// noticed (and reported) without regenerating anything.
     pub fn params_text(&self) -> String {
-        match self {
+        let mut text = String::new();
+        self.write_params(&mut text);
+        text
+    }
+
+    /// Appends [`KindSpec::params_text`] to `out` (a caller comparing many reuses one buffer).
+    pub fn write_params(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        // Writing to a String cannot fail.
+        let _ = match self {
             KindSpec::Password { length, alphabet } => {
-                format!("length={length} alphabet={alphabet}")
+                write!(out, "length={length} alphabet={alphabet}")
             }
-            KindSpec::Token { bytes, encoding } => format!("bytes={bytes} encoding={encoding}"),
-            KindSpec::Fernet { .. } | KindSpec::Literal { .. } => String::new(),
-            KindSpec::Rsa { bits, .. } => format!("bits={bits}"),
-            KindSpec::Tls { spec, .. } => format!(
+            KindSpec::Token { bytes, encoding } => write!(out, "bytes={bytes} encoding={encoding}"),
+            KindSpec::Fernet { .. } | KindSpec::Literal { .. } => Ok(()),
+            KindSpec::Rsa { bits, .. } => write!(out, "bits={bits}"),
+            KindSpec::Tls { spec, .. } => write!(
+                out,
                 "cn={} sans={} days={} key_type={:?}",
                 spec.cn,
                 spec.sans.join(","),
                 spec.days,
                 spec.key_type
             ),
-            KindSpec::Template { text, .. } => text.clone(),
-        }
+            KindSpec::Template { text, .. } => {
+                out.push_str(text);
+                Ok(())
+            }
+        };
     }
 
     /// The kind.

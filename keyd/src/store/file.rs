@@ -350,7 +350,14 @@ fn parse_store(store_path: &Path, text: &[u8], decode: Decode) -> Result<StoreDa
         path: store_path.to_owned(),
         reason,
     };
-    let mut data: StoreData = serde_json::from_slice(text).map_err(|e| {
+    // Checked as UTF-8 once here, so the parser does not check each string again.
+    let text = std::str::from_utf8(text).map_err(|e| {
+        corrupt(format!(
+            "decrypted, but the contents are not a keyd store: not UTF-8 at byte {}",
+            e.valid_up_to()
+        ))
+    })?;
+    let mut data: StoreData = serde_json::from_str(text).map_err(|e| {
         // serde_json's own message can quote the input it met (`invalid type: string "…"`,
         // `unknown variant …`), and the input here holds values: only the kind of error and
         // its position are told.
@@ -602,6 +609,19 @@ mod tests {
                 assert!(!err.contains("hunter2"), "{err}");
             }
         }
+    }
+
+    #[test]
+    fn a_store_that_is_not_utf8_is_an_error_naming_the_byte() {
+        let text = b"{\"format\":1,\"stacks\":{\"hunter2\xff\":{}}}";
+        let err = parse_store(Path::new("store.age"), text, Decode::Whole)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not a keyd store: not UTF-8 at byte 30"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

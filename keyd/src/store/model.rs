@@ -479,14 +479,23 @@ impl SecretRecord {
     /// and any rotation in flight are moved over). The flag says whether what the policy
     /// decides (outputs, fernet list length, removal) differs from `previous`.
     pub fn for_spec(spec: &SecretSpec, previous: Option<SecretRecord>) -> (SecretRecord, bool) {
-        let outputs: Vec<OutputRecord> = spec
-            .outputs()
-            .into_iter()
-            .map(|o| OutputRecord {
-                name: o.name,
-                part: o.part,
-            })
-            .collect();
+        let fresh = previous.is_none();
+        let mut record = previous.unwrap_or_else(|| SecretRecord {
+            kind: spec.kind.kind(),
+            outputs: Vec::new(),
+            fernet_list_keep: None,
+            versions: Versions::default(),
+            rotation: None,
+            rekey: None,
+            removed: false,
+        });
+        let changed = record.follow_spec(spec) || fresh;
+        (record, changed)
+    }
+
+    /// [`SecretRecord::for_spec`] on this record in place: what the policy decides now, with
+    /// versions and any rotation in flight kept. Returns whether that differs from before.
+    pub fn follow_spec(&mut self, spec: &SecretSpec) -> bool {
         let fernet_list_keep = match spec.kind {
             KindSpec::Fernet {
                 keep,
@@ -494,22 +503,30 @@ impl SecretRecord {
             } => Some(keep),
             _ => None,
         };
-        let changed = previous.as_ref().is_none_or(|p| {
-            p.outputs != outputs || p.fernet_list_keep != fernet_list_keep || p.removed
-        });
-        let (versions, rotation, rekey) = previous.map_or((Versions::default(), None, None), |p| {
-            (p.versions, p.rotation, p.rekey)
-        });
-        let record = SecretRecord {
-            kind: spec.kind.kind(),
-            outputs,
-            fernet_list_keep,
-            versions,
-            rotation,
-            rekey: rekey.filter(|_| spec.rekey.is_some()),
-            removed: false,
-        };
-        (record, changed)
+        let outputs = spec.outputs();
+        let same_outputs = self.outputs.len() == outputs.len()
+            && self
+                .outputs
+                .iter()
+                .zip(&outputs)
+                .all(|(r, o)| r.name == o.name && r.part == o.part);
+        let changed = !same_outputs || self.fernet_list_keep != fernet_list_keep || self.removed;
+        if !same_outputs {
+            self.outputs = outputs
+                .into_iter()
+                .map(|o| OutputRecord {
+                    name: o.name,
+                    part: o.part,
+                })
+                .collect();
+        }
+        self.kind = spec.kind.kind();
+        self.fernet_list_keep = fernet_list_keep;
+        if spec.rekey.is_none() {
+            self.rekey = None;
+        }
+        self.removed = false;
+        changed
     }
 
     /// The version labelled `label`.
