@@ -296,44 +296,48 @@ impl FilesSink {
     /// `wait` (directories large enough that a listing costs more), the clock's next tick (a
     /// few ms) is waited for instead.
     fn record_dirs(&self, ledger: &mut crate::store::Ledger, wait: bool) {
-        use rustix::time::{ClockId, clock_getres, clock_gettime};
-        for last in [!wait, true] {
-            let Some(stamps) = self
-                .dirs()
-                .iter()
-                .map(|path| {
-                    let meta = fs::symlink_metadata(path).ok().filter(|m| m.is_dir())?;
-                    Some(stamp(&meta, String::new()))
-                })
-                .collect::<Option<Vec<_>>>()
-            else {
-                break;
-            };
-            // The time after which a later change shows: the newest change, plus two seconds
-            // where the file system keeps whole seconds.
-            let changed = |s: &crate::store::Stamp| {
-                let whole = s.mtime_ns % 1_000_000_000 == 0 && s.ctime_ns % 1_000_000_000 == 0;
-                let margin = if whole { 2_000_000_000 } else { 0 };
-                s.mtime_ns.max(s.ctime_ns).saturating_add(margin)
-            };
-            let newest = stamps.iter().map(changed).max().unwrap_or(i64::MAX);
+        use rustix::time::{ClockId, clock_gettime};
+        let coarse_now = || {
             let now = clock_gettime(ClockId::RealtimeCoarse);
-            let now = super::nanos(now.tv_sec, now.tv_nsec);
-            if newest < now {
-                for (key, s) in DIR_KEYS.iter().zip(stamps) {
-                    ledger.insert((*key).to_owned(), s);
-                }
-                return;
+            super::nanos(now.tv_sec, now.tv_nsec)
+        };
+        let Some(stamps) = self
+            .dirs()
+            .iter()
+            .map(|path| {
+                let meta = fs::symlink_metadata(path).ok().filter(|m| m.is_dir())?;
+                Some(stamp(&meta, String::new()))
+            })
+            .collect::<Option<Vec<_>>>()
+        else {
+            return forget_dirs(ledger);
+        };
+        // The time after which a later change shows: the newest change, plus two seconds
+        // where the file system keeps whole seconds. (A change while this waits makes the
+        // record differ from the directory, so the next full pass lists it: still safe.)
+        let changed = |s: &crate::store::Stamp| {
+            let whole = s.mtime_ns % 1_000_000_000 == 0 && s.ctime_ns % 1_000_000_000 == 0;
+            let margin = if whole { 2_000_000_000 } else { 0 };
+            s.mtime_ns.max(s.ctime_ns).saturating_add(margin)
+        };
+        let newest = stamps.iter().map(changed).max().unwrap_or(i64::MAX);
+        let mut now = coarse_now();
+        if wait && newest >= now && newest - now <= MAX_TIDY_WAIT_NS {
+            // The coarse clock ticks every few ms: look again every half millisecond.
+            let give_up = std::time::Instant::now()
+                + std::time::Duration::from_nanos((newest - now + MAX_TIDY_WAIT_NS).unsigned_abs());
+            while newest >= now && std::time::Instant::now() < give_up {
+                std::thread::sleep(std::time::Duration::from_micros(500));
+                now = coarse_now();
             }
-            let tick = clock_getres(ClockId::RealtimeCoarse);
-            let tick = super::nanos(tick.tv_sec, tick.tv_nsec);
-            let wait_ns = newest.saturating_sub(now).saturating_add(tick);
-            if last || wait_ns > MAX_TIDY_WAIT_NS {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_nanos(wait_ns.unsigned_abs()));
         }
-        forget_dirs(ledger);
+        if newest < now {
+            for (key, s) in DIR_KEYS.iter().zip(stamps) {
+                ledger.insert((*key).to_owned(), s);
+            }
+        } else {
+            forget_dirs(ledger);
+        }
     }
 
     /// Makes a directory of keyd's inside the output directory (`..keyd`, a set), empty.
