@@ -503,20 +503,19 @@ impl SecretRecord {
             } => Some(keep),
             _ => None,
         };
-        let outputs = spec.outputs();
-        let same_outputs = self.outputs.len() == outputs.len()
+        let same_outputs = self.outputs.len() == spec.output_parts().count()
             && self
                 .outputs
                 .iter()
-                .zip(&outputs)
-                .all(|(r, o)| r.name == o.name && r.part == o.part);
+                .zip(spec.output_parts())
+                .all(|(r, (name, part))| r.name == name && r.part == part);
         let changed = !same_outputs || self.fernet_list_keep != fernet_list_keep || self.removed;
         if !same_outputs {
-            self.outputs = outputs
-                .into_iter()
-                .map(|o| OutputRecord {
-                    name: o.name,
-                    part: o.part,
+            self.outputs = spec
+                .output_parts()
+                .map(|(name, part)| OutputRecord {
+                    name: name.to_owned(),
+                    part,
                 })
                 .collect();
         }

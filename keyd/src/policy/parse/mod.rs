@@ -12,7 +12,7 @@ mod kinds;
 mod sinks;
 mod targets;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use toml::de::{DeTable, DeValue};
@@ -248,15 +248,23 @@ fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) ->
         ),
     }
     check_names_and_references(c, src, &drafts);
-    // An admin password named by a target must be a value this policy delivers.
-    let outputs: Vec<String> = drafts
+    // Every name the policy delivers, when a target or the env file names one.
+    let names_needed = targets
         .iter()
-        .flat_map(|d| d.spec.outputs())
-        .map(|o| o.name)
-        .collect();
+        .any(|t| matches!(t.password, AdminPassword::Secret(_)))
+        || sinks.envfile().is_some_and(|e| e.include.is_some());
+    let declared: HashSet<&str> = if names_needed {
+        drafts
+            .iter()
+            .flat_map(|d| d.spec.output_parts().map(|(name, _)| name))
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    // An admin password named by a target must be a value this policy delivers.
     for t in &targets {
         if let AdminPassword::Secret(name) = &t.password
-            && !outputs.contains(name)
+            && !declared.contains(name.as_str())
         {
             c.err(
                 t_start(doc, "targets"),
@@ -270,12 +278,7 @@ fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) ->
     if let Some(env) = sinks.envfile()
         && let Some(include) = &env.include
     {
-        let names: Vec<String> = drafts
-            .iter()
-            .flat_map(|d| d.spec.outputs())
-            .map(|o| o.name)
-            .collect();
-        for name in include.iter().filter(|n| !names.contains(n)) {
+        for name in include.iter().filter(|n| !declared.contains(n.as_str())) {
             c.err(
                 t_start(doc, "sinks"),
                 format!(
@@ -314,13 +317,13 @@ fn t_start(doc: &DeTable<'_>, key: &str) -> usize {
 /// `_v<version>` suffix of later versions.
 fn check_swarm_names(c: &mut Checker, swarm: &SwarmSpec, drafts: &[Draft]) {
     for d in drafts {
-        for out in d.spec.outputs() {
+        for (name, _) in d.spec.output_parts() {
             let at = d
                 .companions_at
                 .iter()
-                .find(|(n, _, _)| *n == out.name)
+                .find(|(n, _, _)| *n == name)
                 .map_or(d.at, |(_, _, at)| *at);
-            if let Some(problem) = swarm.name_problem(&out.name) {
+            if let Some(problem) = swarm.name_problem(name) {
                 c.err(at, problem);
             }
         }
@@ -370,26 +373,27 @@ fn check_envfile_values(c: &mut Checker, env: &EnvFileSpec, drafts: &[Draft]) {
 
 /// Every output name unique; every template reference known; no template cycles.
 fn check_names_and_references(c: &mut Checker, src: &str, drafts: &[Draft]) {
-    let mut owner: HashMap<String, (usize, usize)> = HashMap::new(); // output -> (draft, line)
+    // output -> (draft, line)
+    let mut owner: HashMap<&str, (usize, usize)> = HashMap::with_capacity(drafts.len());
     for (i, d) in drafts.iter().enumerate() {
-        for out in d.spec.outputs() {
+        for (name, part) in d.spec.output_parts() {
             let line = d.spec.line;
-            if let Some((j, first_line)) = owner.get(&out.name) {
+            if let Some((j, first_line)) = owner.get(name) {
                 let first = &drafts[*j].spec.name;
-                let earlier = if *first == out.name {
+                let earlier = if first == name {
                     String::new()
                 } else {
                     format!(" (by secret {first:?})")
                 };
-                let (at, this) = match d.companions_at.iter().find(|(n, _, _)| *n == out.name) {
-                    Some((_, key, at)) if out.part != Part::Main => {
+                let (at, this) = match d.companions_at.iter().find(|(n, _, _)| *n == name) {
+                    Some((_, key, at)) if part != Part::Main => {
                         (*at, format!(" as the `{key}` of {:?}", d.spec.name))
                     }
                     _ => (d.at, String::new()),
                 };
-                c.err(at, format!("duplicate name {:?}{this}: already declared on line {first_line}{earlier} (expected every secret and companion name to be unique in the stack)", out.name));
+                c.err(at, format!("duplicate name {name:?}{this}: already declared on line {first_line}{earlier} (expected every secret and companion name to be unique in the stack)"));
             } else {
-                owner.insert(out.name, (i, line));
+                owner.insert(name, (i, line));
             }
         }
     }
@@ -403,7 +407,7 @@ fn check_names_and_references(c: &mut Checker, src: &str, drafts: &[Draft]) {
             let Piece::Ref { name, offset, .. } = piece else {
                 continue;
             };
-            match owner.get(name) {
+            match owner.get(name.as_str()) {
                 Some((j, _)) => edges.entry(i).or_default().push(*j),
                 None => c.err(
                     offset_in_string(src, d.template_at, *offset),
