@@ -38,6 +38,8 @@ pub mod ops;
 pub mod policy;
 mod reconcile;
 pub mod rotation;
+#[cfg(test)]
+mod scratch;
 pub mod secret;
 pub mod sinks;
 pub mod sources;

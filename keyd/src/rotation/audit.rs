@@ -160,6 +160,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scratch::Scratch;
 
     fn line(step: &str) -> AuditLine {
         AuditLine {
@@ -172,27 +173,6 @@ mod tests {
             by: "test".into(),
             error: None,
             id: line_id(),
-        }
-    }
-
-    /// A fresh directory under the system's temp dir, removed when dropped.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new() -> Self {
-            let dir = std::env::temp_dir().join(format!("keyd-audit-{}", line_id()));
-            std::fs::create_dir(&dir).unwrap();
-            Scratch(dir)
-        }
-
-        fn path(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 

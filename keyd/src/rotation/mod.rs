@@ -249,9 +249,10 @@ impl<'a> Engine<'a> {
         Ok(Self::with_data(lock, data, clock, by))
     }
 
-    /// [`Engine::new`] for work that will need the policies (rotations): each stack's policy
-    /// is parsed from the store's text on a second core while the store itself is parsed (at
-    /// 10,000 secrets each is about a third of a rotation), not later, one after the other.
+    /// [`Engine::new`] for work that will need the policies (rotations): the first stack's
+    /// policy is parsed from the store's text on a second core while the store itself is
+    /// parsed (at 10,000 secrets each is about a third of a rotation), not later, one after the
+    /// other; another stack's is parsed from the loaded store when it is first needed.
     pub(crate) fn with_policies(
         lock: &'a LockedStore,
         clock: &'a dyn Clock,

@@ -26,8 +26,11 @@
 //! output a file in `DIR`), and the whole-directory set (`NAME -> ..data/NAME`,
 //! `..data -> ..keyd-N`). A current file is hard-linked into `..keyd` and its name renamed to
 //! the new symlink, so consumers see the same inode. Nothing found at an output path is
-//! followed: names are read with `readlink`/`lstat`, files are opened with
-//! `O_NOFOLLOW | O_NONBLOCK`, and anything else is replaced, never opened.
+//! followed: names are read with `readlinkat`/`fstatat` relative to the directory, files are
+//! opened with `O_NOFOLLOW | O_NONBLOCK`, and anything else is replaced, never opened.
+//!
+//! A full pass also lists both directories to remove what a cut-off pass left, unless both are
+//! as a pass that left them tidy recorded them in the ledger (see `record_dirs`).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -64,7 +67,7 @@ const LEGACY_SET: &str = "..keyd-";
 /// (nothing for a clean-up to remove) saw them. Output names never start with '.', so these
 /// never meet an output's key.
 const DIR_KEYS: [&str; 2] = ["files:.", "files:..keyd"];
-/// Directories whose ledger records at least this many files are large: a pass waits for the
+/// Directories whose ledger holds at least this many entries (about one per file) are large: a pass waits for the
 /// clock's next tick, if need be, to record them as tidy (a listing costs more than the wait),
 /// and a no-change pass records them even though that writes the store.
 const TIDY_WAIT_FROM: usize = 1000;
@@ -164,6 +167,21 @@ struct Group<'d> {
 impl Group<'_> {
     fn single(&self) -> bool {
         self.members.len() == 1
+    }
+
+    /// Whether this group leaves nothing in `..keyd` that no name shows once its previous
+    /// generation is removed (`remove_previous`): each output showed the group's own file (one
+    /// output) or its set (several), a plain file (renamed over), or nothing. A secret that
+    /// gained or lost outputs, or a name that showed something else, leaves work for a
+    /// clean-up.
+    fn leaves_nothing_behind(&self) -> bool {
+        self.next.is_none()
+            || self.members.iter().all(|m| match m.shown {
+                Shown::Own(_) => self.single(),
+                Shown::Member => !self.single() && self.set_now.is_some(),
+                Shown::Missing | Shown::File => true,
+                Shown::Legacy | Shown::Replace => false,
+            })
     }
 
     /// Where output `m`'s file is after this pass.
@@ -279,13 +297,24 @@ impl FilesSink {
     /// and no entry added, removed or renamed since (either would have changed its mtime and
     /// ctime). Then a full pass has nothing to clean up, and skips listing them.
     fn dirs_as_recorded(&self, ledger: &crate::store::Ledger) -> bool {
-        DIR_KEYS.iter().zip(self.dirs()).all(|(key, path)| {
-            let recorded = ledger.get(*key);
-            fs::symlink_metadata(&path).is_ok_and(|meta| {
-                meta.is_dir()
-                    && recorded.is_some_and(|r| same_metadata(&stamp(&meta, String::new()), r))
-            })
+        self.dir_stamps().is_some_and(|stamps| {
+            DIR_KEYS
+                .iter()
+                .zip(&stamps)
+                .all(|(key, now)| ledger.get(*key).is_some_and(|r| same_metadata(now, r)))
         })
+    }
+
+    /// The stamps of both directories now (`lstat`: a symlink is not a directory here), in the
+    /// order of [`DIR_KEYS`].
+    fn dir_stamps(&self) -> Option<Vec<crate::store::Stamp>> {
+        self.dirs()
+            .iter()
+            .map(|path| {
+                let meta = fs::symlink_metadata(path).ok().filter(|m| m.is_dir())?;
+                Some(stamp(&meta, String::new()))
+            })
+            .collect()
     }
 
     /// Records both directories as tidy now, unless a later change could leave their times as
@@ -301,23 +330,14 @@ impl FilesSink {
             let now = clock_gettime(ClockId::RealtimeCoarse);
             super::nanos(now.tv_sec, now.tv_nsec)
         };
-        let Some(stamps) = self
-            .dirs()
-            .iter()
-            .map(|path| {
-                let meta = fs::symlink_metadata(path).ok().filter(|m| m.is_dir())?;
-                Some(stamp(&meta, String::new()))
-            })
-            .collect::<Option<Vec<_>>>()
-        else {
+        let Some(stamps) = self.dir_stamps().filter(|_| stamped_here(&self.spec.dir)) else {
             return forget_dirs(ledger);
         };
-        // The time after which a later change shows: the newest change, plus two seconds
-        // where the file system keeps whole seconds. (A change while this waits makes the
-        // record differ from the directory, so the next full pass lists it: still safe.)
+        // The time after which a later change shows: the newest change, plus what the file
+        // system may have cut off its times. (A change while this waits makes the record
+        // differ from the directory, so the next full pass lists it: still safe.)
         let changed = |s: &crate::store::Stamp| {
-            let whole = s.mtime_ns % 1_000_000_000 == 0 && s.ctime_ns % 1_000_000_000 == 0;
-            let margin = if whole { 2_000_000_000 } else { 0 };
+            let margin = truncation_margin(s.mtime_ns).min(truncation_margin(s.ctime_ns));
             s.mtime_ns.max(s.ctime_ns).saturating_add(margin)
         };
         let newest = stamps.iter().map(changed).max().unwrap_or(i64::MAX);
@@ -577,13 +597,16 @@ impl FilesSink {
     /// A full pass's clean-up: temp symlinks a crash left, names still shown through an older
     /// layout (outputs no longer delivered keep their last file, moved into `..keyd`), that
     /// layout's directories, and `..keyd` entries no name shows. `shown` holds the `..keyd`
-    /// entries this pass's outputs show; `delivered`, their names.
+    /// entries this pass's outputs show; `delivered`, their names. Returns whether the
+    /// directories are tidy now (every removal done, no older layout left).
     fn clean_up(
         &self,
         mut shown: HashSet<String>,
         delivered: &HashSet<&str>,
-    ) -> Result<(), SinkError> {
+    ) -> Result<bool, SinkError> {
         let (dir, own) = (&self.spec.dir, self.own());
+        // Something this meant to remove is still there (a removal refused).
+        let mut left = false;
         let mut legacy_left = false;
         let mut relinked = false;
         // The older layout's data directories, removed once no name shows them.
@@ -595,7 +618,7 @@ impl FilesSink {
             let path = entry.path();
             if name.starts_with('.') {
                 if name.ends_with(TMP_SUFFIX) {
-                    let _ = fs::remove_file(&path);
+                    left |= fs::remove_file(&path).is_err();
                 } else if name
                     .strip_prefix(LEGACY_SET)
                     .is_some_and(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
@@ -672,12 +695,13 @@ impl FilesSink {
                 continue;
             }
             let path = entry.path();
-            let _ = match entry.file_type() {
+            let removed = match entry.file_type() {
                 Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
                 _ => fs::remove_file(&path),
             };
+            left |= removed.is_err();
         }
-        Ok(())
+        Ok(!(left || legacy_left))
     }
 }
 
@@ -707,6 +731,36 @@ fn classify(target: &Path, name: &str, secret: Option<&str>) -> Shown {
         return Shown::Legacy;
     }
     Shown::Replace
+}
+
+/// Whether `dir` is on a file system this kernel stamps with its own clock: tmpfs, ramfs,
+/// ext2/3/4, XFS, Btrfs, F2FS or overlayfs. On any other (NFS, 9p, FUSE: times from another
+/// machine or process) directories are never recorded as tidy, and every full pass lists them.
+// `f_type`'s type differs by platform: the cast is needed on some, not all.
+#[allow(clippy::unnecessary_cast)]
+fn stamped_here(dir: &Path) -> bool {
+    const LOCAL: [i64; 7] = [
+        0x0102_1994, // tmpfs
+        0x8584_58f6, // ramfs
+        0xef53,      // ext2, ext3, ext4
+        0x5846_5342, // xfs
+        0x9123_683e, // btrfs
+        0xf2f5_2010, // f2fs
+        0x794c_7630, // overlayfs
+    ];
+    rustix::fs::statfs(dir).is_ok_and(|fs| LOCAL.contains(&(fs.f_type as i64)))
+}
+
+/// How much later than `ns` a change may be and still get the same time on a file system
+/// that keeps times coarser than nanoseconds: a time ending in k decimal zeros may have been
+/// cut to 10^k ns (a whole-seconds file system: to 1 s), so twice that. Fine times rarely end
+/// in many zeros, and then the margin is at most a few ms.
+fn truncation_margin(ns: i64) -> i64 {
+    let mut unit = 1;
+    while unit < 1_000_000_000 && ns % (unit * 10) == 0 {
+        unit *= 10;
+    }
+    2 * unit
 }
 
 /// Drops the record of tidy directories: the next full pass lists them.
@@ -805,15 +859,12 @@ impl Sink for FilesSink {
             });
             order[i].1.push(d);
         }
-        let fds = self.dirs().map(|path| {
-            rustix::fs::open(
-                &path,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| io(&path)(e.into()))
-        });
-        let [dir_fd, own_fd] = fds;
+        // `..keyd` is never reached through a symlink (the output directory may be one).
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let [dir_fd, own_fd] =
+            [(dir, flags), (&own, flags | OFlags::NOFOLLOW)].map(|(path, flags)| {
+                rustix::fs::open(path, flags, Mode::empty()).map_err(|e| io(path)(e.into()))
+            });
         let fds = [dir_fd?, own_fd?];
         let mut groups = Vec::new();
         for (secret, outputs) in &order {
@@ -861,13 +912,14 @@ impl Sink for FilesSink {
 
         // Before the stamps: removing an older layout's names changes the files' ctime. A
         // pass that wrote nothing into tidy directories has nothing to clean up.
+        let mut tidy_now = tidy && groups.iter().all(Group::leaves_nothing_behind);
         if full && !(writes == 0 && tidy) {
             let mut shown = HashSet::new();
             for g in &groups {
                 g.entries(&mut shown);
             }
             let delivered: HashSet<&str> = deliveries.iter().map(|d| d.name.as_str()).collect();
-            self.clean_up(shown, &delivered)?;
+            tidy_now = self.clean_up(shown, &delivered)?;
         }
         // What each output's file is now (a new file, or a hard link whose ctime changed).
         for g in &groups {
@@ -889,14 +941,15 @@ impl Sink for FilesSink {
                 };
             }
         }
-        // Tidy now: cleaned up by this full pass, or tidy before a pass that removed each
-        // previous generation it replaced. Recorded last, the longest after the last change;
+        // Tidy now: cleaned up by this full pass (every removal done), or tidy before a pass
+        // each of whose secrets left nothing behind. Recorded last, the longest after the last
+        // change;
         // when this pass wrote (the ledger is saved anyway), or when directories this large are
         // worth one store write: a small stack's no-change apply leaves the store as it was.
         let large = ledger.len() >= TIDY_WAIT_FROM;
-        if (full || tidy) && (writes > 0 || (large && !tidy)) {
+        if tidy_now && (writes > 0 || (large && !tidy)) {
             self.record_dirs(ledger, large);
-        } else if writes > 0 {
+        } else if writes > 0 || !tidy_now {
             forget_dirs(ledger);
         }
         // The reload hook is run by the delivery pass (deliver.rs), which also retries it.
@@ -1018,6 +1071,99 @@ mod tests {
         ] {
             assert_eq!(c(target, name, Some("web")), Shown::Replace, "{target}");
         }
+    }
+
+    /// A files sink on `dir` and a ledger already holding `filler` entries (so that the sink
+    /// counts its directories as large or not).
+    fn sink_and_ledger(dir: &Path, filler: usize) -> (FilesSink, crate::store::Ledger) {
+        let sink = FilesSink::new(FilesSpec {
+            dir: dir.to_owned(),
+            mode: 0o400,
+            dir_mode: 0o700,
+            uid: None,
+            gid: None,
+            reload: None,
+        });
+        let ledger = (0..filler)
+            .map(|i| {
+                let stamp = crate::store::Stamp {
+                    dev: 0,
+                    ino: 0,
+                    size: 0,
+                    mtime_ns: 0,
+                    ctime_ns: 0,
+                    mode: 0,
+                    uid: 0,
+                    gid: 0,
+                    digest: String::new(),
+                };
+                (format!("filler:{i}"), stamp)
+            })
+            .collect();
+        (sink, ledger)
+    }
+
+    fn output(secret: &str, name: &str, value: &str) -> Delivery {
+        Delivery {
+            secret: secret.into(),
+            name: name.into(),
+            version: 1,
+            value: crate::secret::Value::Secret(crate::secret::SecretString::new(value.into())),
+        }
+    }
+
+    fn pass(
+        sink: &FilesSink,
+        ledger: &mut crate::store::Ledger,
+        deliveries: &[Delivery],
+        pass: Pass<'_>,
+    ) {
+        let mut swarm = crate::store::SwarmLedger::default();
+        let mut books = Books {
+            ledger,
+            swarm: &mut swarm,
+        };
+        sink.deliver(deliveries, pass, &mut books).unwrap();
+    }
+
+    #[test]
+    fn a_secret_that_gains_an_output_in_a_rotation_leaves_its_old_file_to_the_next_clean_up() {
+        let scratch = crate::scratch::Scratch::new();
+        let out = scratch.path().join("out");
+        let (sink, mut ledger) = sink_and_ledger(&out, TIDY_WAIT_FROM);
+        pass(&sink, &mut ledger, &[output("S", "S", "one")], Pass::Full);
+        assert!(
+            DIR_KEYS.iter().all(|k| ledger.contains_key(*k)),
+            "a first pass over large directories records them as tidy"
+        );
+        // The secret now has a companion (a key gained its public half): a set replaces its
+        // own file, which the pass does not remove.
+        let both = [output("S", "S", "two"), output("S", "S_PUB", "public")];
+        let names: HashSet<String> = ["S".into(), "S_PUB".into()].into();
+        pass(&sink, &mut ledger, &both, Pass::Only(&names));
+        assert!(
+            DIR_KEYS.iter().all(|k| !ledger.contains_key(*k)),
+            "a pass that left a file behind recorded the directories as tidy"
+        );
+        assert!(out.join(OWN).join("S@1").exists());
+        pass(&sink, &mut ledger, &both, Pass::Full);
+        assert!(
+            !out.join(OWN).join("S@1").exists(),
+            "the next full pass did not remove the old file"
+        );
+        assert_eq!(fs::read_to_string(out.join("S")).unwrap(), "two");
+        assert!(DIR_KEYS.iter().all(|k| ledger.contains_key(*k)));
+    }
+
+    #[test]
+    fn a_time_a_file_system_may_have_cut_gets_twice_its_unit_as_margin() {
+        use super::truncation_margin as m;
+        assert_eq!(m(1_796_032_833_342_456_382), 2); // nanoseconds
+        assert_eq!(m(1_796_032_833_342_456_000), 2_000); // microseconds
+        assert_eq!(m(1_796_032_833_340_000_000), 20_000_000); // 10 ms (exFAT)
+        assert_eq!(m(1_796_032_833_000_000_000), 2_000_000_000); // whole seconds
+        assert_eq!(m(1_796_032_830_000_000_000), 2_000_000_000); // never more than 2 s
+        assert_eq!(m(0), 2_000_000_000);
     }
 
     #[test]

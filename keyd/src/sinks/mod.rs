@@ -39,7 +39,8 @@ pub struct Delivery {
 #[derive(Clone, Copy, Debug)]
 pub enum Pass<'a> {
     /// Every output: check each against the ledger, restore anything changed by hand, clean up
-    /// temp files a crash left.
+    /// what a cut-off pass left (a files sink skips that while its directories are as a pass
+    /// left them tidy).
     Full,
     /// Only these outputs changed (a rotation step): the others are not looked at. A sink that
     /// keeps every value in one file (envfile) still renders the whole file.
