@@ -12,7 +12,7 @@ use std::mem::MaybeUninit;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
 
-use keyd_tests::{TempDir, keyctl, ok};
+use keyd_tests::{TempDir, keyctl, ok, quickstart};
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 
 /// How many password secrets the test stack has (besides a template, a certificate with its
@@ -48,12 +48,7 @@ fn stack(tag: &str) -> Stack {
     let tmp = TempDir::new(tag);
     let (home, out, policy) = (tmp.join("home"), tmp.join("out"), tmp.join("stack.toml"));
     write_policy(&policy);
-    ok(keyctl(&home)
-        .arg("quickstart")
-        .arg("--policy")
-        .arg(&policy)
-        .arg("--out")
-        .arg(&out));
+    quickstart(&home, &policy, &out);
     Stack {
         _tmp: tmp,
         home,

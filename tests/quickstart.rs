@@ -6,22 +6,12 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
 
 use keyd::policy::{Kind, Policy};
-use keyd_tests::{TempDir, contains, keyctl, ok, run, snapshot, workspace};
+use keyd_tests::{TempDir, contains, keyctl, ok, quickstart, run, snapshot, workspace};
 
 const POLICIES: [&str; 3] = ["flowkit", "cornflow", "airflow-celery"];
 
 fn policy_path(name: &str) -> std::path::PathBuf {
     workspace().join("policies").join(format!("{name}.toml"))
-}
-
-fn quickstart(home: &Path, policy: &Path, out: &Path) -> String {
-    let stdout = ok(keyctl(home)
-        .arg("quickstart")
-        .arg("--policy")
-        .arg(policy)
-        .arg("--out")
-        .arg(out));
-    String::from_utf8(stdout).unwrap()
 }
 
 #[test]
@@ -382,12 +372,7 @@ fn one_store_holds_several_stacks_and_an_ambiguous_name_asks_for_its_stack() {
             format!("[stack]\nname = \"{stack}\"\n\n[secrets.SECRET_KEY]\nkind = \"token\"\n"),
         )
         .unwrap();
-        ok(keyctl(&home)
-            .arg("quickstart")
-            .arg("--policy")
-            .arg(&policy)
-            .arg("--out")
-            .arg(tmp.join(stack)));
+        quickstart(&home, &policy, &tmp.join(stack));
     }
     let ambiguous = run(keyctl(&home).args(["show", "SECRET_KEY"]));
     assert_eq!(ambiguous.status.code(), Some(5));

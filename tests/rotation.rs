@@ -8,7 +8,7 @@ use base64::Engine as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use keyd_tests::{TempDir, keyctl, keyd, ok, pipe, python, run};
+use keyd_tests::{TempDir, keyctl, keyd, ok, pipe, python, quickstart, run};
 
 const POLICY: &str = r#"[stack]
 name = "app"
@@ -45,12 +45,7 @@ impl Stack {
     fn new(tag: &str) -> Stack {
         let tmp = TempDir::new(tag);
         std::fs::write(tmp.join("app.toml"), POLICY).unwrap();
-        ok(keyctl(&tmp.join("home"))
-            .arg("quickstart")
-            .arg("--policy")
-            .arg(tmp.join("app.toml"))
-            .arg("--out")
-            .arg(tmp.join("out")));
+        quickstart(&tmp.join("home"), &tmp.join("app.toml"), &tmp.join("out"));
         Stack { tmp }
     }
     fn home(&self) -> std::path::PathBuf {
@@ -174,12 +169,7 @@ fn a_secret_of_a_second_stack_rotates_under_its_own_policy() {
     for (stack, secrets) in stacks {
         let policy = tmp.join(format!("{stack}.toml"));
         std::fs::write(&policy, format!("[stack]\nname = \"{stack}\"\n\n{secrets}")).unwrap();
-        ok(keyctl(&home)
-            .arg("quickstart")
-            .arg("--policy")
-            .arg(&policy)
-            .arg("--out")
-            .arg(tmp.join(stack)));
+        quickstart(&home, &policy, &tmp.join(stack));
     }
     let read =
         |stack: &str, name: &str| std::fs::read_to_string(tmp.join(stack).join(name)).unwrap();

@@ -112,6 +112,17 @@ pub fn run_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
         .expect("collecting the child's output")
 }
 
+/// `keyctl --home HOME quickstart --policy POLICY --out OUT`, which must succeed; its stdout.
+pub fn quickstart(home: &Path, policy: &Path, out: &Path) -> String {
+    let stdout = ok(keyctl(home)
+        .arg("quickstart")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--out")
+        .arg(out));
+    String::from_utf8(stdout).unwrap()
+}
+
 /// Runs a command that must succeed; returns stdout.
 pub fn ok(cmd: &mut Command) -> Vec<u8> {
     let out = run(cmd);
