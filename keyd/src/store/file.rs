@@ -248,11 +248,28 @@ pub fn canonical_recipient(text: &str) -> String {
 }
 
 pub(super) fn read_store(identity_path: &Path, store_path: &Path) -> Result<StoreData, StoreError> {
+    read_store_as(identity_path, store_path, Decode::Whole)
+}
+
+/// [`read_store`] with the secrets' versions decoded where first used ([`super::Versions`]):
+/// for a reader of one secret.
+pub(super) fn read_store_lazily(
+    identity_path: &Path,
+    store_path: &Path,
+) -> Result<StoreData, StoreError> {
+    read_store_as(identity_path, store_path, Decode::Lazily)
+}
+
+fn read_store_as(
+    identity_path: &Path,
+    store_path: &Path,
+    decode: Decode,
+) -> Result<StoreData, StoreError> {
     let identity = read_identity(identity_path)?;
     let ciphertext = fs::read(store_path).map_err(io_at(store_path))?;
     let text = decrypt_text(&identity, identity_path, store_path, &ciphertext)?;
     drop(ciphertext);
-    parse_store(store_path, &text, Decode::Whole)
+    parse_store(store_path, &text, decode)
 }
 
 /// [`read_store`], with `beside` run on a second thread over the decrypted text while this one
@@ -340,7 +357,7 @@ enum Decode {
     /// Everything: a damaged record is an error of the load.
     Whole,
     /// All but the secrets' versions, decoded where first used (a rotation's load, which
-    /// reads the versions of the secrets it works on; see `versions.rs`).
+    /// reads the versions of the secrets it works on, or `keyctl show`'s; see `versions.rs`).
     Lazily,
 }
 

@@ -325,6 +325,16 @@ impl LockedStore {
         load(&self.home)
     }
 
+    /// [`LockedStore::load`] for a reader of one or a few secrets (`keyctl show`, `history`):
+    /// each secret's versions are decoded where first read, so the caller runs
+    /// [`LockedStore::check_versions`] on a secret before reading its versions.
+    pub fn load_lazily(&self) -> Result<StoreData, StoreError> {
+        load_by(&self.home, |identity, store| {
+            file::read_store_lazily(identity, store).map(|data| (data, ()))
+        })
+        .map(|(data, ())| data)
+    }
+
     /// [`LockedStore::load`], with `beside` run on a second thread over the decrypted store
     /// text (JSON) while this one parses it: the two halves of a large load on two cores.
     /// For work on a few secrets (a rotation): each secret's versions are decoded when first
