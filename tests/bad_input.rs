@@ -256,3 +256,38 @@ fn swarm_added_by_the_flag_refuses_a_name_swarm_cannot_hold_before_anything_is_m
     );
     assert!(!tmp.join("home").exists(), "nothing was made");
 }
+
+/// `show` and `history` decode only the versions of the secret they print: another secret's
+/// damaged record does not stop them, and the printed one's is a store error naming it,
+/// without its text, not a panic.
+#[test]
+fn show_reads_past_another_secrets_damaged_versions_and_names_its_own() {
+    let tmp = TempDir::new("show-damaged");
+    let home = tmp.join("home");
+    ok(keyctl(&home).arg("init"));
+    let text = r#"{"format":1,"stacks":{"app":{"policy_path":"p.toml","policy_source":"",
+        "applied_at":1,"sinks":{},"secrets":{
+        "BAD":{"kind":"password","outputs":[{"name":"BAD","part":"main"}],"versions":[{"number":"hunter2"}]},
+        "OK":{"kind":"password","outputs":[{"name":"OK","part":"main"}],"versions":[{"number":1,
+          "label":"current","created":1,"promoted":1,"params":"length=32 alphabet=alphanumeric",
+          "material":{"type":"text","value":"the-ok-value"}}]}}}}}"#;
+    let mut data: keyd::store::StoreData = serde_json::from_str(text).unwrap();
+    let store = keyd::store::Home::new(&home);
+    store.lock().unwrap().save(&mut data).unwrap();
+
+    assert_eq!(ok(keyctl(&home).args(["show", "OK"])), b"the-ok-value");
+    ok(keyctl(&home).args(["history", "OK"]));
+    for command in ["show", "history"] {
+        let out = run(keyctl(&home).args([command, "BAD"]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command} BAD succeeded");
+        assert!(
+            stderr.contains("versions of app/BAD do not decode"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("hunter2") && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
+}

@@ -603,6 +603,35 @@ mod tests {
         "versions":[{"number":"hunter2-value"}]}}}}}"#;
 
     #[test]
+    fn a_home_loaded_lazily_reports_a_damaged_secret_only_when_that_one_is_checked() {
+        let scratch = crate::scratch::Scratch::new();
+        let home = super::super::Home::new(scratch.path().join("home"));
+        let lock = home.lock().unwrap();
+        lock.init().unwrap();
+        let damaged = DAMAGED.replace(
+            r#""secrets":{"#,
+            r#""secrets":{"OK":{"kind":"password","outputs":[{"name":"OK","part":"main"}],"versions":[]},"#,
+        );
+        let mut data = parse_store(Path::new("store.age"), damaged.as_bytes(), Decode::Lazily)
+            .expect("the rest of the store decodes");
+        lock.save(&mut data)
+            .expect("untouched versions are written back as read");
+        let err = lock.load().unwrap_err().to_string();
+        assert!(err.contains("versions of app/DB do not decode"), "{err}");
+        let data = lock
+            .load_lazily()
+            .expect("a lazy load leaves versions to their check");
+        lock.check_versions(&data, Some(("app", "OK")))
+            .expect("another secret's damage is not this one's");
+        let err = lock
+            .check_versions(&data, Some(("app", "DB")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("versions of app/DB do not decode"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
     fn a_whole_load_reports_damaged_versions_by_secret_without_the_text() {
         let err = parse_store(Path::new("store.age"), DAMAGED.as_bytes(), Decode::Whole)
             .unwrap_err()
