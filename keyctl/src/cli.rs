@@ -564,10 +564,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
         Command::Show { name, version } => {
             let home = home(args.home)?;
             // Only this secret's versions are decoded (at 10,000 secrets, most of a load).
-            let lock = home.lock_shared()?;
-            let data = lock.load_lazily()?;
-            let (stack, secret, record, out) = data.find_output(&name).map_err(Error::from)?;
-            lock.check_versions(&data, Some((stack, secret)))?;
+            let data = home.lock_shared()?.load_for(&name)?;
+            let (_, _, record, out) = data.find_output(&name).map_err(Error::from)?;
             let value = match version {
                 None => record.delivered(out.part).map(|(_, v)| v),
                 Some(n) => {
@@ -583,10 +581,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
         }
         Command::History { name, json } => {
             let home = home(args.home)?;
-            let lock = home.lock_shared()?;
-            let data = lock.load_lazily()?;
+            let data = home.lock_shared()?.load_for(&name)?;
             let (stack, secret, record, _) = data.find_output(&name).map_err(Error::from)?;
-            lock.check_versions(&data, Some((stack, secret)))?;
             let mut out = String::new();
             output::history(&mut out, stack, secret, record, json);
             write_stdout(out.as_bytes())

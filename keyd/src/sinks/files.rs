@@ -67,9 +67,9 @@ const LEGACY_SET: &str = "..keyd-";
 /// (nothing for a clean-up to remove) saw them. Output names never start with '.', so these
 /// never meet an output's key.
 const DIR_KEYS: [&str; 2] = ["files:.", "files:..keyd"];
-/// Directories whose ledger holds at least this many entries (about one per file) are large: a pass waits for the
-/// clock's next tick, if need be, to record them as tidy (a listing costs more than the wait),
-/// and a no-change pass records them even though that writes the store.
+/// Directories whose ledger holds at least this many entries (about one per file) are large:
+/// a pass waits for the clock's next tick, if need be, to record them as tidy (a listing costs
+/// more than the wait), and a no-change pass records them even though that writes the store.
 const TIDY_WAIT_FROM: usize = 1000;
 /// The longest such a wait may be (a coarse clock ticks every 1 to 10 ms).
 const MAX_TIDY_WAIT_NS: i64 = 20_000_000;
@@ -383,7 +383,7 @@ impl FilesSink {
     /// what is not a symlink, both relative to `dir`, the directory's fd: nothing there is
     /// opened).
     fn shown(&self, dir: &OwnedFd, name: &str, secret: &str) -> Result<Shown, SinkError> {
-        let at = |e: rustix::io::Errno| io(&self.spec.dir.join(name))(e.into());
+        let at = |e: std::io::Error| io(&self.spec.dir.join(name))(e);
         match rustix::fs::readlinkat(dir, name, Vec::new()) {
             Ok(target) => {
                 let target = Path::new(std::ffi::OsStr::from_bytes(target.as_bytes()));
@@ -391,18 +391,17 @@ impl FilesSink {
             }
             Err(rustix::io::Errno::NOENT) => Ok(Shown::Missing),
             Err(rustix::io::Errno::INVAL) => {
-                let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(at)?;
+                let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| at(e.into()))?;
                 match FileType::from_raw_mode(st.st_mode) {
                     FileType::RegularFile => Ok(Shown::File),
-                    FileType::Directory => {
-                        Err(io(&self.spec.dir.join(name))(std::io::Error::other(
-                            "a directory stands where keyd delivers a file; remove it",
-                        )))
-                    }
+                    FileType::Directory => Err(at(std::io::Error::other(
+                        "a directory stands where keyd delivers a file; remove it",
+                    ))),
                     _ => Ok(Shown::Replace),
                 }
             }
-            Err(e) => Err(at(e)),
+            Err(e) => Err(at(e.into())),
         }
     }
 
@@ -463,8 +462,10 @@ impl FilesSink {
             let digest = digest(value);
             // A ledger entry vouches only for the mode and owner the policy asks for now.
             let recorded = ledger.get(&ledger_key(&d.name)).filter(|r| self.wants(r));
-            // Its own file is looked at relative to `..keyd`'s fd (no path walk per output).
+            // Its own file is looked at relative to `..keyd`'s fd (no path walk per output), and
+            // only when the ledger has a record to compare it with.
             let vouched = match (shown, &source) {
+                _ if recorded.is_none_or(|r| r.digest != digest) => false,
                 (Shown::Own(n), Some(_)) => {
                     let now = stamp_at(&fds[1], &file_entry(&d.name, n));
                     ledger_vouches(now.as_ref(), recorded, &digest)
@@ -943,9 +944,9 @@ impl Sink for FilesSink {
         }
         // Tidy now: cleaned up by this full pass (every removal done), or tidy before a pass
         // each of whose secrets left nothing behind. Recorded last, the longest after the last
-        // change;
-        // when this pass wrote (the ledger is saved anyway), or when directories this large are
-        // worth one store write: a small stack's no-change apply leaves the store as it was.
+        // change, when this pass wrote (the ledger is saved anyway) or when directories this
+        // large are worth one store write: a small stack's no-change apply leaves the store as
+        // it was.
         let large = ledger.len() >= TIDY_WAIT_FROM;
         if tidy_now && (writes > 0 || (large && !tidy)) {
             self.record_dirs(ledger, large);

@@ -200,6 +200,9 @@ fn nanos(secs: i64, nsecs: i64) -> i64 {
 /// Whether the file at `path` is, by its metadata alone, the one recorded in `recorded`, and
 /// `recorded` holds `digest`. Reads no content.
 fn ledger_says_current(path: &std::path::Path, recorded: Option<&Stamp>, digest: &str) -> bool {
+    if recorded.is_none_or(|r| r.digest != digest) {
+        return false; // nothing to compare with: no need to look at the file
+    }
     let now = std::fs::symlink_metadata(path)
         .ok()
         .filter(std::fs::Metadata::is_file)

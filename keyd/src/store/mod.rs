@@ -325,14 +325,16 @@ impl LockedStore {
         load(&self.home)
     }
 
-    /// [`LockedStore::load`] for a reader of one or a few secrets (`keyctl show`, `history`):
-    /// each secret's versions are decoded where first read, so the caller runs
-    /// [`LockedStore::check_versions`] on a secret before reading its versions.
-    pub fn load_lazily(&self) -> Result<StoreData, StoreError> {
-        load_by(&self.home, |identity, store| {
-            file::read_store_lazily(identity, store).map(|data| (data, ()))
-        })
-        .map(|(data, ())| data)
+    /// [`LockedStore::load`] for a reader of the one secret `selector` names (`keyctl show`,
+    /// `history`; see [`StoreData::find_output`]): only that secret's versions are decoded and
+    /// checked here, so a damaged record of it is this load's error and another's is not. A
+    /// selector that names no single secret is left to the caller's lookup.
+    pub fn load_for(&self, selector: &str) -> Result<StoreData, StoreError> {
+        let data = load_plain(&self.home, file::read_store_lazily)?;
+        if let Ok((stack, secret, _, _)) = data.find_output(selector) {
+            self.check_versions(&data, Some((stack, secret)))?;
+        }
+        Ok(data)
     }
 
     /// [`LockedStore::load`], with `beside` run on a second thread over the decrypted store
@@ -458,8 +460,16 @@ impl LockedStore {
 }
 
 fn load(home: &Home) -> Result<StoreData, StoreError> {
+    load_plain(home, file::read_store)
+}
+
+/// [`load_by`] with `read` given the identity and store paths, nothing beside.
+fn load_plain(
+    home: &Home,
+    read: fn(&Path, &Path) -> Result<StoreData, StoreError>,
+) -> Result<StoreData, StoreError> {
     load_by(home, |identity, store| {
-        file::read_store(identity, store).map(|data| (data, ()))
+        read(identity, store).map(|data| (data, ()))
     })
     .map(|(data, ())| data)
 }
