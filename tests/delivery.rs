@@ -654,3 +654,64 @@ fn leftovers_of_a_cut_off_delivery_are_removed_by_the_next_apply() {
         s.shown("P01")
     );
 }
+
+#[test]
+fn a_generation_file_a_cut_off_pass_left_where_the_next_one_goes_is_replaced() {
+    let s = stack("next-generation-left");
+    let own = s.out.join("..keyd");
+    assert_eq!(
+        std::fs::read_link(s.out.join("P01")).unwrap(),
+        Path::new("..keyd/P01@1")
+    );
+    // A pass cut off after writing generation 2 and before showing it: the file is there,
+    // with another value and another mode.
+    std::fs::write(own.join("P01@2"), "stale").unwrap();
+    std::fs::set_permissions(own.join("P01@2"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    ok(keyctl(&s.home).args(["rotate", "P01"]));
+    assert_eq!(
+        std::fs::read_link(s.out.join("P01")).unwrap(),
+        Path::new("..keyd/P01@2")
+    );
+    let now = std::fs::read_to_string(s.out.join("P01")).unwrap();
+    assert_ne!(now, "stale");
+    assert_eq!(now, s.shown("P01"));
+    let mode = std::fs::metadata(own.join("P01@2")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o400);
+    // The ledger recorded the file as written: a no-change apply opens nothing.
+    let touched = files_touched_during(&s.out, || {
+        s.apply();
+    });
+    assert!(touched.is_empty(), "{touched:?}");
+}
+
+#[test]
+fn a_restrictive_umask_does_not_narrow_the_modes_the_policy_asks_for() {
+    let tmp = TempDir::new("umask");
+    let (home, out, policy) = (tmp.join("home"), tmp.join("out"), tmp.join("stack.toml"));
+    std::fs::write(
+        &policy,
+        "[stack]\nname = \"umask\"\n\n[sinks.files]\nmode = \"0440\"\ndir_mode = \"0750\"\n\n\
+         [secrets.P1]\nkind = \"password\"\n\n[secrets.WEB]\nkind = \"tls\"\nkey = \"WEB_KEY\"\ncn = \"web\"\n",
+    )
+    .unwrap();
+    // A service manager's UMask=0077, as keyd's daemon often runs.
+    let keyctl = keyd_tests::binary("keyctl");
+    ok(std::process::Command::new("sh")
+        .args(["-c", "umask 077 && exec \"$@\"", "sh"])
+        .arg(&keyctl)
+        .arg("--home")
+        .arg(&home)
+        .args(["quickstart", "--policy"])
+        .arg(&policy)
+        .arg("--out")
+        .arg(&out)
+        .env_remove("KEYD_HOME")
+        .env_remove("KEYD_SOCKET"));
+    // Octal text, so that a failure reads as modes.
+    let mode = |p: &Path| format!("{:o}", std::fs::metadata(p).unwrap().mode() & 0o7777);
+    assert_eq!(mode(&out), "750", "the output directory");
+    assert_eq!(mode(&out.join("..keyd")), "750", "keyd's directory in it");
+    for name in ["P1", "WEB", "WEB_KEY"] {
+        assert_eq!(mode(&out.join(name)), "440", "{name}");
+    }
+}

@@ -190,9 +190,10 @@ fn stamp() -> impl Strategy<Value = Stamp> {
         any::<(u64, u64, u64, i64, i64)>(),
         any::<(u32, u32, u32)>(),
         "[0-9a-f]{64}",
+        any::<Option<u64>>(),
     )
         .prop_map(
-            |((dev, ino, size, mtime_ns, ctime_ns), (mode, uid, gid), digest)| Stamp {
+            |((dev, ino, size, mtime_ns, ctime_ns), (mode, uid, gid), digest, shown)| Stamp {
                 dev,
                 ino,
                 size,
@@ -202,6 +203,7 @@ fn stamp() -> impl Strategy<Value = Stamp> {
                 uid,
                 gid,
                 digest,
+                shown,
             },
         )
 }

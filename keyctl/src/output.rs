@@ -15,6 +15,17 @@ macro_rules! say {
     }};
 }
 
+/// `text` then spaces up to `width` characters (as `{:width$}` pads).
+fn pad_right(out: &mut String, text: &str, width: usize) {
+    out.push_str(text);
+    pad_left(out, width, text.chars().count());
+}
+
+/// The spaces that right-align a text of `len` characters in `width` (as `{:>width$}`).
+fn pad_left(out: &mut String, width: usize, len: usize) {
+    out.extend(std::iter::repeat_n(' ', width.saturating_sub(len)));
+}
+
 fn timestamp(unix: i64) -> String {
     keyd::clock::format_time(unix)
 }
@@ -97,23 +108,42 @@ pub fn apply(out: &mut String, report: &ApplyReport, first_run: bool, as_json: b
         "VER",
         "CHANGE"
     );
+    // One line per secret, padded by hand: at 10,000 secrets the formatting machinery's
+    // padding took longer than the rest of this report.
     for s in &report.secrets {
         let change = match s.change {
             Change::Created => "created",
             Change::Updated => "updated",
             Change::Unchanged => "unchanged",
         };
-        let mut extra: Vec<String> = s.outputs.iter().skip(1).map(|o| format!("+{o}")).collect();
-        extra.extend(s.fingerprint.clone());
-        say!(
-            out,
-            "  {:width$}  {:8}  {:>4}  {:9}  {}",
-            s.name,
-            s.kind.as_str(),
-            format!("v{}", s.version),
-            change,
-            extra.join("  ")
-        );
+        out.push_str("  ");
+        pad_right(out, &s.name, width);
+        out.push_str("  ");
+        pad_right(out, s.kind.as_str(), 8);
+        out.push_str("  ");
+        let version = s.version.to_string();
+        pad_left(out, 4, 1 + version.len());
+        out.push('v');
+        out.push_str(&version);
+        out.push_str("  ");
+        pad_right(out, change, 9);
+        out.push_str("  ");
+        let mut first = true;
+        for extra in s
+            .outputs
+            .iter()
+            .skip(1)
+            .map(|o| ("+", o.as_str()))
+            .chain(s.fingerprint.as_deref().map(|f| ("", f)))
+        {
+            if !first {
+                out.push_str("  ");
+            }
+            first = false;
+            out.push_str(extra.0);
+            out.push_str(extra.1);
+        }
+        out.push('\n');
     }
     for d in &report.deliveries {
         say!(

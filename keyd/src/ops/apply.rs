@@ -138,13 +138,30 @@ fn refuse_to_replace_existing_outputs(policy: &Policy, sinks: &Sinks) -> Result<
     let mut found = Vec::new();
     for spec in sinks.iter() {
         match spec {
-            SinkSpec::Files(f) => found.extend(
-                policy
-                    .outputs()
-                    .into_iter()
-                    .map(|o| f.dir.join(o.name))
-                    .filter(|p| p.symlink_metadata().is_ok()),
-            ),
+            SinkSpec::Files(f) => {
+                // Names are looked up relative to the directory (no path walk per output);
+                // a directory that is not there holds nothing.
+                let flags = rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC;
+                let Ok(dir) = rustix::fs::open(&f.dir, flags, rustix::fs::Mode::empty()) else {
+                    continue;
+                };
+                found.extend(
+                    policy
+                        .outputs()
+                        .into_iter()
+                        .filter(|o| {
+                            rustix::fs::statat(
+                                &dir,
+                                o.name.as_str(),
+                                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                            )
+                            .is_ok()
+                        })
+                        .map(|o| f.dir.join(o.name)),
+                );
+            }
             SinkSpec::EnvFile(e) => {
                 if e.path.symlink_metadata().is_ok() {
                     found.push(e.path.clone());

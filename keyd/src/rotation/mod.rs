@@ -124,8 +124,8 @@ fn panic_point(_name: &str) {}
 /// store's own parse: a policy that does not parse, and every other stack's, is left to
 /// [`Engine::policy`], which parses it from the loaded store when it is needed (and reports
 /// the error there).
-fn stored_policies(text: &[u8]) -> HashMap<String, Policy> {
-    first_policy(text)
+fn stored_policies(found: Option<(String, std::path::PathBuf, String)>) -> HashMap<String, Policy> {
+    found
         .and_then(|(stack, path, source)| Some((stack, Policy::parse(&path, source).ok()?)))
         .into_iter()
         .collect()
@@ -258,7 +258,7 @@ impl<'a> Engine<'a> {
         clock: &'a dyn Clock,
         by: &str,
     ) -> Result<Self, Error> {
-        let (data, policies) = lock.load_with(stored_policies)?;
+        let (data, policies) = lock.load_with(first_policy, stored_policies)?;
         let mut engine = Self::with_data(lock, data, clock, by);
         engine.policies = policies;
         Ok(engine)

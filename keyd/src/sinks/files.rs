@@ -71,6 +71,8 @@ const DIR_KEYS: [&str; 2] = ["files:.", "files:..keyd"];
 /// a pass waits for the clock's next tick, if need be, to record them as tidy (a listing costs
 /// more than the wait), and a no-change pass records them even though that writes the store.
 const TIDY_WAIT_FROM: usize = 1000;
+/// Passes looking at this many secrets or more share the looking between two threads.
+const PLAN_ON_TWO_CORES_FROM: usize = 1000;
 /// The longest such a wait may be (a coarse clock ticks every 1 to 10 ms).
 const MAX_TIDY_WAIT_NS: i64 = 20_000_000;
 
@@ -184,6 +186,18 @@ impl Group<'_> {
             })
     }
 
+    /// For a secret with one output: the generation of its own file its name shows after
+    /// this pass (`NAME -> ..keyd/NAME@N`).
+    fn own_generation(&self) -> Option<u64> {
+        if !self.single() {
+            return None;
+        }
+        self.next.or(match self.members[0].shown {
+            Shown::Own(n) => Some(n),
+            _ => None,
+        })
+    }
+
     /// Where output `m`'s file is after this pass.
     fn live_path(&self, own: &Path, m: &Member<'_>) -> Option<PathBuf> {
         match self.next {
@@ -251,26 +265,54 @@ impl FilesSink {
         f.read_to_end(&mut existing).is_ok() && same_bytes(&existing, value)
     }
 
-    /// Writes one output's file where nothing shows it yet, made durable here when `fsync`.
-    fn write_file(&self, path: &Path, value: &[u8], fsync: bool) -> Result<(), SinkError> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(self.spec.mode)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(path)
-            .map_err(io(path))?;
-        f.write_all(value)
-            .and_then(|()| f.set_permissions(fs::Permissions::from_mode(self.spec.mode)))
-            .and_then(|()| {
-                if self.spec.uid.is_some() || self.spec.gid.is_some() {
-                    std::os::unix::fs::fchown(&f, self.spec.uid, self.spec.gid)
-                } else {
-                    Ok(())
-                }
-            })
-            .and_then(|()| if fsync { f.sync_all() } else { Ok(()) })
-            .map_err(io(path))
+    /// Writes one output's file where nothing shows it yet (whatever a cut-off pass left at
+    /// `path` is replaced), made durable here when `fsync`. Returns the file's metadata once
+    /// written: what the ledger records, with no second look at the path.
+    fn write_file(
+        &self,
+        path: &Path,
+        value: &[u8],
+        fsync: bool,
+    ) -> Result<fs::Metadata, SinkError> {
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(self.spec.mode)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(path)
+        };
+        let mut f = match create() {
+            // Left by a pass cut off before its swap: never shown, so safe to replace.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                fs::remove_file(path).and_then(|()| create())
+            }
+            made => made,
+        }
+        .map_err(io(path))?;
+        let owner = self.spec.uid.is_some() || self.spec.gid.is_some();
+        let finish = |f: &mut File| -> std::io::Result<fs::Metadata> {
+            f.write_all(value)?;
+            let meta = f.metadata()?;
+            // The umask may have taken bits the policy asks for: set the mode only then (a
+            // chmod costs an inode update per file).
+            let chmod = meta.mode() & 0o7777 != self.spec.mode;
+            if chmod {
+                f.set_permissions(fs::Permissions::from_mode(self.spec.mode))?;
+            }
+            if owner {
+                std::os::unix::fs::fchown(&*f, self.spec.uid, self.spec.gid)?;
+            }
+            if fsync {
+                f.sync_all()?;
+            }
+            if chmod || owner {
+                f.metadata()
+            } else {
+                Ok(meta)
+            }
+        };
+        finish(&mut f).map_err(io(path))
     }
 
     /// Refuses an output directory every user may write to: anyone could plant a symlink, a
@@ -360,6 +402,26 @@ impl FilesSink {
         }
     }
 
+    /// Makes the output directory and the parents it lacks, each with `dir_mode` whatever the
+    /// umask (a service manager's `UMask=0077` would leave them to keyd's user alone).
+    fn make_out_dir(&self) -> Result<(), SinkError> {
+        let dir = &self.spec.dir;
+        let missing: Vec<&Path> = dir
+            .ancestors()
+            .take_while(|p| !p.as_os_str().is_empty() && fs::symlink_metadata(p).is_err())
+            .collect();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(self.spec.dir_mode)
+            .create(dir)
+            .map_err(io(dir))?;
+        for made in missing {
+            fs::set_permissions(made, fs::Permissions::from_mode(self.spec.dir_mode))
+                .map_err(io(made))?;
+        }
+        Ok(())
+    }
+
     /// Makes a directory of keyd's inside the output directory (`..keyd`, a set), empty.
     /// Readers reach the files through it: it opens to whoever could open the output
     /// directory, as files did when they lay in it.
@@ -436,10 +498,12 @@ impl FilesSink {
         deliveries: &[&'d Delivery],
         ledger: &crate::store::Ledger,
         fds: &[OwnedFd; 2],
+        fresh: bool,
+        tidy: bool,
     ) -> Result<Group<'d>, SinkError> {
         let (dir, own) = (&self.spec.dir, self.own());
         let single = deliveries.len() == 1;
-        let set_now = if single {
+        let set_now = if single || fresh {
             None
         } else {
             fs::read_link(own.join(set_link(secret)))
@@ -448,7 +512,20 @@ impl FilesSink {
         };
         let mut members = Vec::with_capacity(deliveries.len());
         for &d in deliveries {
-            let shown = self.shown(&fds[0], &d.name, secret)?;
+            let value = d.value.expose().as_bytes();
+            let digest = digest(value);
+            // A ledger entry vouches only for the mode and owner the policy asks for now.
+            let recorded = ledger
+                .get(&ledger_key(&d.name))
+                .filter(|r| self.wants(r) && r.digest == digest);
+            // In directories as a tidy pass recorded them no name was replaced since: each
+            // still shows the generation its stamp recorded, and is not read again.
+            let recorded_shown = recorded.and_then(|r| r.shown).filter(|_| tidy && single);
+            let shown = match recorded_shown {
+                _ if fresh => Shown::Missing,
+                Some(n) => Shown::Own(n),
+                None => self.shown(&fds[0], &d.name, secret)?,
+            };
             let source = match shown {
                 Shown::Own(n) if single => Some(own.join(file_entry(&d.name, n))),
                 Shown::Member if !single => {
@@ -458,14 +535,10 @@ impl FilesSink {
                 Shown::File => Some(dir.join(&d.name)),
                 _ => None,
             };
-            let value = d.value.expose().as_bytes();
-            let digest = digest(value);
-            // A ledger entry vouches only for the mode and owner the policy asks for now.
-            let recorded = ledger.get(&ledger_key(&d.name)).filter(|r| self.wants(r));
             // Its own file is looked at relative to `..keyd`'s fd (no path walk per output), and
             // only when the ledger has a record to compare it with.
             let vouched = match (shown, &source) {
-                _ if recorded.is_none_or(|r| r.digest != digest) => false,
+                _ if recorded.is_none() => false,
                 (Shown::Own(n), Some(_)) => {
                     let now = stamp_at(&fds[1], &file_entry(&d.name, n));
                     ledger_vouches(now.as_ref(), recorded, &digest)
@@ -473,8 +546,14 @@ impl FilesSink {
                 (_, Some(src)) => ledger_says_current(src, recorded, &digest),
                 _ => false,
             };
+            // A stamp that does not say which generation the name shows (an older keyd's, or
+            // one whose name was pointed elsewhere) is recorded anew.
+            let shown_unrecorded = match shown {
+                Shown::Own(n) if single => recorded.is_some_and(|r| r.shown != Some(n)),
+                _ => false,
+            };
             let (plan, restamp) = match &source {
-                Some(_) if vouched => (Plan::Keep, false),
+                Some(_) if vouched => (Plan::Keep, shown_unrecorded),
                 Some(src) if self.is_current(src, value) => (Plan::Keep, true),
                 _ => (Plan::Write, false),
             };
@@ -513,10 +592,32 @@ impl FilesSink {
         })
     }
 
+    /// [`Self::plan_group`] of each secret in `part`, in order.
+    fn plan_groups<'d>(
+        &self,
+        part: &[&(&'d str, Vec<&'d Delivery>)],
+        ledger: &crate::store::Ledger,
+        fds: &[OwnedFd; 2],
+        fresh: bool,
+        tidy: bool,
+    ) -> Result<Vec<Group<'d>>, SinkError> {
+        part.iter()
+            .map(|(secret, outputs)| self.plan_group(secret, outputs, ledger, fds, fresh, tidy))
+            .collect()
+    }
+
     /// Writes group `g`'s next generation where nothing shows it yet (unchanged files are
-    /// hard links to the current ones); durable once the caller syncs.
-    fn build(&self, g: &Group<'_>, fsync_each: bool) -> Result<(), SinkError> {
-        let Some(n) = g.next else { return Ok(()) };
+    /// hard links to the current ones); durable once the caller syncs. Returns, member by
+    /// member, the metadata of each file written (`None` for a hard link, whose ctime the
+    /// removal of its previous name changes later).
+    fn build(
+        &self,
+        g: &Group<'_>,
+        fsync_each: bool,
+    ) -> Result<Vec<Option<fs::Metadata>>, SinkError> {
+        let Some(n) = g.next else {
+            return Ok(Vec::new());
+        };
         let own = self.own();
         let set_dir = (!g.single()).then(|| own.join(set_entry(g.secret, n)));
         if let Some(set_dir) = &set_dir {
@@ -526,15 +627,24 @@ impl FilesSink {
             }
             self.make_dir(set_dir)?;
         }
+        let mut written = Vec::with_capacity(g.members.len());
         for m in &g.members {
             let path = g.live_path(&own, m).expect("a new generation has a path");
-            if set_dir.is_none() && fs::symlink_metadata(&path).is_ok() {
-                fs::remove_file(&path).map_err(io(&path))?;
-            }
-            match (&m.plan, &m.source) {
-                (Plan::Keep, Some(src)) => fs::hard_link(src, &path).map_err(io(&path))?,
-                _ => self.write_file(&path, m.delivery.value.expose().as_bytes(), fsync_each)?,
-            }
+            written.push(match (&m.plan, &m.source) {
+                (Plan::Keep, Some(src)) => {
+                    if set_dir.is_none() {
+                        // Left by a pass cut off before its swap: never shown.
+                        remove_if_there(&path, false)?;
+                    }
+                    fs::hard_link(src, &path).map_err(io(&path))?;
+                    None
+                }
+                _ => Some(self.write_file(
+                    &path,
+                    m.delivery.value.expose().as_bytes(),
+                    fsync_each,
+                )?),
+            });
         }
         if let Some(set_dir) = &set_dir
             && fsync_each
@@ -543,7 +653,7 @@ impl FilesSink {
                 .and_then(|d| d.sync_all())
                 .map_err(io(set_dir))?;
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Shows group `g`'s new generation: the output's symlink (one output) or the set link
@@ -821,12 +931,11 @@ impl Sink for FilesSink {
     ) -> Result<DeliveryReport, SinkError> {
         let ledger = &mut *books.ledger;
         let (dir, own) = (&self.spec.dir, self.own());
-        if !dir.is_dir() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(self.spec.dir_mode)
-                .create(dir)
-                .map_err(io(dir))?;
+        // A directory this pass makes shows nothing yet: no name in it is looked up, and
+        // nothing is left in it for a clean-up to list.
+        let fresh = !dir.is_dir();
+        if fresh {
+            self.make_out_dir()?;
         }
         self.refuse_world_writable()?;
         let mut report = DeliveryReport {
@@ -867,12 +976,30 @@ impl Sink for FilesSink {
                 rustix::fs::open(path, flags, Mode::empty()).map_err(|e| io(path)(e.into()))
             });
         let fds = [dir_fd?, own_fd?];
-        let mut groups = Vec::new();
-        for (secret, outputs) in &order {
-            if full || outputs.iter().any(|d| pass.includes(&d.name)) {
-                groups.push(self.plan_group(secret, outputs, ledger, &fds)?);
-            }
-        }
+        let todo: Vec<&(&str, Vec<&Delivery>)> = order
+            .iter()
+            .filter(|(_, outputs)| full || outputs.iter().any(|d| pass.includes(&d.name)))
+            .collect();
+        let ledger_now: &crate::store::Ledger = ledger;
+        let plan = |part| self.plan_groups(part, ledger_now, &fds, fresh, tidy);
+        // Looking at each output is two system calls or more; many are looked at on two
+        // cores (the lookups are independent, and the second core is idle by now).
+        let groups = if todo.len() >= PLAN_ON_TWO_CORES_FROM {
+            let (first, second) = todo.split_at(todo.len() / 2);
+            let (first, second) = std::thread::scope(|s| {
+                let second = s.spawn(|| plan(second));
+                let first = plan(first);
+                let second = second
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (first, second)
+            });
+            let mut groups = first?;
+            groups.extend(second?);
+            groups
+        } else {
+            plan(&todo)?
+        };
 
         // New generations: written, then durable, then shown, then the previous ones removed.
         // A few files (a rotation) are made durable one fsync each; many (a first quickstart:
@@ -882,15 +1009,16 @@ impl Sink for FilesSink {
             .filter(|g| g.next.is_some())
             .map(|g| g.members.len())
             .sum();
+        let mut written = Vec::with_capacity(groups.len());
         if writes > 0 {
             let fsync_each = writes <= FSYNC_EACH_UP_TO;
             for g in &groups {
-                self.build(g, fsync_each).inspect_err(|_| {
+                written.push(self.build(g, fsync_each).inspect_err(|_| {
                     // Never shown: dropped now rather than at the next full pass.
                     for g in &groups {
                         let _ = self.remove_unshown(g);
                     }
-                })?;
+                })?);
             }
             if !fsync_each {
                 let d = File::open(&own).map_err(io(&own))?;
@@ -913,8 +1041,8 @@ impl Sink for FilesSink {
 
         // Before the stamps: removing an older layout's names changes the files' ctime. A
         // pass that wrote nothing into tidy directories has nothing to clean up.
-        let mut tidy_now = tidy && groups.iter().all(Group::leaves_nothing_behind);
-        if full && !(writes == 0 && tidy) {
+        let mut tidy_now = (tidy || fresh) && groups.iter().all(Group::leaves_nothing_behind);
+        if full && !fresh && !(writes == 0 && tidy) {
             let mut shown = HashSet::new();
             for g in &groups {
                 g.entries(&mut shown);
@@ -923,8 +1051,8 @@ impl Sink for FilesSink {
             tidy_now = self.clean_up(shown, &delivered)?;
         }
         // What each output's file is now (a new file, or a hard link whose ctime changed).
-        for g in &groups {
-            for m in &g.members {
+        for (i, g) in groups.iter().enumerate() {
+            for (j, m) in g.members.iter().enumerate() {
                 let name = &m.delivery.name;
                 if m.plan == Plan::Write {
                     report.written.push(name.clone());
@@ -935,9 +1063,18 @@ impl Sink for FilesSink {
                     continue;
                 }
                 let key = ledger_key(name);
-                let live = g.live_path(&own, m);
-                match live.and_then(|p| fs::symlink_metadata(p).ok()) {
-                    Some(meta) => ledger.insert(key, stamp(&meta, m.digest.clone())),
+                let meta = match written.get(i).and_then(|w| w.get(j)) {
+                    Some(Some(meta)) => Some(meta.clone()),
+                    _ => g
+                        .live_path(&own, m)
+                        .and_then(|p| fs::symlink_metadata(p).ok()),
+                };
+                match meta {
+                    Some(meta) => {
+                        let mut stamp = stamp(&meta, m.digest.clone());
+                        stamp.shown = g.own_generation();
+                        ledger.insert(key, stamp)
+                    }
                     None => ledger.remove(&key),
                 };
             }
@@ -1087,17 +1224,7 @@ mod tests {
         });
         let ledger = (0..filler)
             .map(|i| {
-                let stamp = crate::store::Stamp {
-                    dev: 0,
-                    ino: 0,
-                    size: 0,
-                    mtime_ns: 0,
-                    ctime_ns: 0,
-                    mode: 0,
-                    uid: 0,
-                    gid: 0,
-                    digest: String::new(),
-                };
+                let stamp = crate::store::Stamp::default();
                 (format!("filler:{i}"), stamp)
             })
             .collect();

@@ -189,6 +189,7 @@ fn stamp(meta: &std::fs::Metadata, digest: String) -> Stamp {
         uid: meta.uid(),
         gid: meta.gid(),
         digest,
+        shown: None,
     }
 }
 
@@ -234,6 +235,7 @@ fn stamp_at(dir: impl rustix::fd::AsFd, name: &str) -> Option<Stamp> {
             uid: st.st_uid as u32,
             gid: st.st_gid as u32,
             digest: String::new(),
+            shown: None,
         }
     })
 }

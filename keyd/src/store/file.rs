@@ -272,28 +272,70 @@ fn read_store_as(
     parse_store(store_path, &text, decode)
 }
 
-/// [`read_store`], with `beside` run on a second thread over the decrypted text while this one
-/// parses it (for work that needs one part of a large store, such as its policies). The
+/// [`read_store`], with `beside` run on a second thread while this one decrypts and parses
+/// (for work that needs one part of a large store, such as its first policy): `find` looks
+/// for that part in the text decrypted so far (at 64 KiB, then each time it has doubled), and
+/// `beside` starts with what it found as soon as it is found, or with what `find` makes of the
+/// whole text. What `find` reads is authenticated (age checks each 64 KiB chunk before it
+/// releases it); an error later in the payload is the load's error all the same. The
 /// secrets' versions are decoded where first used ([`super::Versions`]): for work on a few
 /// secrets of a large store.
-pub(super) fn read_store_with<T: Send>(
+pub(super) fn read_store_with<F: Send, T: Send>(
     identity_path: &Path,
     store_path: &Path,
-    beside: impl FnOnce(&[u8]) -> T + Send,
+    find: impl Fn(&[u8]) -> Option<F> + Sync,
+    beside: impl FnOnce(Option<F>) -> T + Send,
 ) -> Result<(StoreData, T), StoreError> {
+    const FIRST_LOOK: usize = 64 * 1024;
     let identity = read_identity(identity_path)?;
     let ciphertext = fs::read(store_path).map_err(io_at(store_path))?;
-    let text = decrypt_text(&identity, identity_path, store_path, &ciphertext)?;
-    drop(ciphertext);
-    let (parsed, aside) = std::thread::scope(|s| {
-        let aside = s.spawn(|| beside(&text));
-        let parsed = parse_store(store_path, &text, Decode::Lazily);
+    let mut reader = decrypt_reader(&identity, identity_path, store_path, &ciphertext)?;
+    let truncated = || StoreError::Corrupt {
+        path: store_path.to_owned(),
+        reason: "the encrypted payload is truncated or was altered".into(),
+    };
+    // The plaintext is shorter than the ciphertext: this buffer never grows (no copy of it
+    // is left behind by a reallocation) and is zeroized when dropped.
+    let mut text = Zeroizing::new(vec![0u8; ciphertext.len()]);
+    std::thread::scope(|s| {
+        let mut beside = Some(beside);
+        let mut aside = None;
+        let (mut len, mut look_at) = (0, FIRST_LOOK);
+        loop {
+            if len == text.len() {
+                // Only the end of the stream (checked as final) can be left.
+                let mut more = [0u8; 1];
+                if reader.read(&mut more).map_err(|_| truncated())? != 0 {
+                    return Err(truncated());
+                }
+                break;
+            }
+            let n = reader.read(&mut text[len..]).map_err(|_| truncated())?;
+            if n == 0 {
+                break;
+            }
+            len += n;
+            if aside.is_none() && len >= look_at {
+                look_at = len.saturating_mul(2);
+                if let Some(found) = find(&text[..len]) {
+                    let work = beside.take().expect("started once");
+                    aside = Some(s.spawn(move || work(Some(found))));
+                }
+            }
+        }
+        drop(reader);
+        let text = &text[..len];
+        let aside = aside.unwrap_or_else(|| {
+            let work = beside.take().expect("started once");
+            let find = &find;
+            s.spawn(move || work(find(text)))
+        });
+        let parsed = parse_store(store_path, text, Decode::Lazily);
         let aside = aside
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (parsed, aside)
-    });
-    Ok((parsed?, aside))
+        Ok((parsed?, aside))
+    })
 }
 
 /// Decrypts and parses a store (or a backup of one) read from `store_path`.
@@ -314,6 +356,25 @@ fn decrypt_text(
     store_path: &Path,
     ciphertext: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    let mut reader = decrypt_reader(identity, identity_path, store_path, ciphertext)?;
+    let mut plaintext = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
+    reader
+        .read_to_end(&mut plaintext)
+        .map_err(|_| StoreError::Corrupt {
+            path: store_path.to_owned(),
+            reason: "the encrypted payload is truncated or was altered".into(),
+        })?;
+    Ok(plaintext)
+}
+
+/// A reader of the plaintext of a store read from `store_path` (age checks each chunk before
+/// it gives it out, and the end of the stream when it is reached).
+fn decrypt_reader<'c>(
+    identity: &HomeIdentity,
+    identity_path: &Path,
+    store_path: &Path,
+    ciphertext: &'c [u8],
+) -> Result<impl std::io::Read + 'c, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         path: store_path.to_owned(),
         reason,
@@ -326,7 +387,7 @@ fn decrypt_text(
         }
         other => corrupt(other.to_string()),
     })?;
-    let mut reader = identity
+    identity
         .with_dyn(|i| decryptor.decrypt(std::iter::once(i)))
         .map_err(|e| match e {
             age::DecryptError::NoMatchingKeys
@@ -343,12 +404,7 @@ fn decrypt_text(
                 store: store_path.to_owned(),
             },
             other => corrupt(other.to_string()),
-        })?;
-    let mut plaintext = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
-    reader
-        .read_to_end(&mut plaintext)
-        .map_err(|_| corrupt("the encrypted payload is truncated or was altered".into()))?;
-    Ok(plaintext)
+        })
 }
 
 /// How much of a store a load decodes up front.
@@ -623,6 +679,91 @@ mod tests {
         let err = lock.load_for("app/DB").unwrap_err().to_string();
         assert!(err.contains("versions of app/DB do not decode"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    /// A saved store whose first stack's policy text is `policy_len` bytes, and the home.
+    fn store_with_policy(
+        scratch: &crate::scratch::Scratch,
+        policy_len: usize,
+    ) -> (super::super::Home, StoreData) {
+        let home = super::super::Home::new(scratch.path().join("home"));
+        let lock = home.lock().unwrap();
+        lock.init().unwrap();
+        let text = format!(
+            r#"{{"format":1,"generation":1,"stacks":{{"app":{{"policy_path":"p.toml","policy_source":"{}","applied_at":1,"sinks":{{}},"secrets":{{}}}}}}}}"#,
+            "#".repeat(policy_len)
+        );
+        let mut data = parse_store(Path::new("store.age"), text.as_bytes(), Decode::Whole).unwrap();
+        lock.save(&mut data).unwrap();
+        (home, data)
+    }
+
+    #[test]
+    fn the_part_a_load_looks_for_is_handed_over_before_the_whole_store_is_decrypted() {
+        let scratch = crate::scratch::Scratch::new();
+        let (home, _) = store_with_policy(&scratch, 100_000);
+        // Pad the store past its policy: several 64 KiB chunks follow it.
+        let lock = home.lock().unwrap();
+        let mut data = lock.load().unwrap();
+        data.stacks.get_mut("app").unwrap().ledger.insert(
+            "files:pad".into(),
+            crate::store::Stamp {
+                digest: "0".repeat(400_000),
+                ..Default::default()
+            },
+        );
+        lock.save(&mut data).unwrap();
+        let whole = decrypt_text(
+            &read_identity(&home.identity_path()).unwrap(),
+            &home.identity_path(),
+            &home.store_path(),
+            &fs::read(home.store_path()).unwrap(),
+        )
+        .unwrap()
+        .len();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let find = |text: &[u8]| {
+            seen.lock().unwrap().push(text.len());
+            let source = r#""policy_source":""#;
+            let at = text
+                .windows(source.len())
+                .position(|w| w == source.as_bytes())?;
+            let rest = &text[at + source.len()..];
+            rest.iter().position(|&b| b == b'"')
+        };
+        let (loaded, found) = lock.load_with(find, |found| found).unwrap();
+        assert_eq!(found, Some(100_000));
+        assert_eq!(
+            loaded.stacks["app"].ledger["files:pad"].digest.len(),
+            400_000
+        );
+        let seen = seen.into_inner().unwrap();
+        // Looked at 64 KiB and each doubling, and found before the end.
+        assert!(seen.len() >= 2 && seen[0] >= 64 * 1024, "{seen:?}");
+        assert!(*seen.last().unwrap() < whole, "{seen:?} of {whole}");
+    }
+
+    #[test]
+    fn a_load_that_hands_a_part_over_still_fails_on_a_truncated_store() {
+        let scratch = crate::scratch::Scratch::new();
+        let (home, _) = store_with_policy(&scratch, 300_000);
+        let bytes = fs::read(home.store_path()).unwrap();
+        fs::write(home.store_path(), &bytes[..bytes.len() - 1000]).unwrap();
+        let lock = home.lock().unwrap();
+        let handed = std::sync::atomic::AtomicBool::new(false);
+        let err = lock
+            .load_with(
+                |text: &[u8]| (text.len() >= 64 * 1024).then_some(()),
+                |found| handed.store(found.is_some(), std::sync::atomic::Ordering::SeqCst),
+            )
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("truncated or was altered"), "{err}");
+        assert!(
+            handed.into_inner(),
+            "the part was handed over before the end was found cut"
+        );
     }
 
     #[test]

@@ -337,15 +337,20 @@ impl LockedStore {
         Ok(data)
     }
 
-    /// [`LockedStore::load`], with `beside` run on a second thread over the decrypted store
-    /// text (JSON) while this one parses it: the two halves of a large load on two cores.
-    /// For work on a few secrets (a rotation): each secret's versions are decoded when first
-    /// read ([`Versions`]), and a damaged record shows up there, as a panic naming no value.
-    pub fn load_with<T: Send>(
+    /// [`LockedStore::load`], with `beside` run on a second thread while this one decrypts
+    /// and parses the store: `find` looks for the part `beside` needs in the store's text
+    /// (JSON) decrypted so far, and `beside` starts as soon as it is found (or with what
+    /// `find` makes of the whole text). For work on a few secrets (a rotation): each secret's
+    /// versions are decoded when first read ([`Versions`]), and a damaged record shows up
+    /// there, as a panic naming no value.
+    pub fn load_with<F: Send, T: Send>(
         &self,
-        beside: impl FnOnce(&[u8]) -> T + Send,
+        find: impl Fn(&[u8]) -> Option<F> + Sync,
+        beside: impl FnOnce(Option<F>) -> T + Send,
     ) -> Result<(StoreData, T), StoreError> {
-        load_with(&self.home, beside)
+        load_by(&self.home, |identity, store| {
+            file::read_store_with(identity, store, find, beside)
+        })
     }
 
     /// [`StoreData::check_versions`] on data this lock loaded: a damaged record is reported as
@@ -472,15 +477,6 @@ fn load_plain(
         read(identity, store).map(|data| (data, ()))
     })
     .map(|(data, ())| data)
-}
-
-fn load_with<T: Send>(
-    home: &Home,
-    beside: impl FnOnce(&[u8]) -> T + Send,
-) -> Result<(StoreData, T), StoreError> {
-    load_by(home, |identity, store| {
-        file::read_store_with(identity, store, beside)
-    })
 }
 
 /// Loads the store with `read` (given the identity and store paths), after the checks that

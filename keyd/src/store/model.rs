@@ -251,9 +251,9 @@ pub struct SwarmSecret {
 /// write, and a SHA-256 of the content (inside the encrypted store, beside the values
 /// themselves). An output whose metadata still matches holds exactly what was written; any
 /// change by hand (edit, chmod, chown, replace, delete) changes one of these. Stored as a JSON
-/// array in field order (one per delivered file, so it is kept short).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(from = "StampRepr")]
+/// array in field order (one per delivered file, so it is kept short); `shown` is a tenth
+/// element when known.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stamp {
     /// Device and inode.
     pub dev: u64,
@@ -273,32 +273,58 @@ pub struct Stamp {
     pub gid: u32,
     /// SHA-256 of the content, hex.
     pub digest: String,
+    /// For an output with a file of its own (files sink): the generation its name showed when
+    /// this was recorded (`NAME -> ..keyd/NAME@N`). Trusted only while the directory is as a
+    /// pass that left it tidy recorded it (no name replaced since).
+    pub shown: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct StampRepr(u64, u64, u64, i64, i64, u32, u32, u32, String);
-
-impl From<StampRepr> for Stamp {
-    fn from(r: StampRepr) -> Self {
-        let StampRepr(dev, ino, size, mtime_ns, ctime_ns, mode, uid, gid, digest) = r;
-        Stamp {
-            dev,
-            ino,
-            size,
-            mtime_ns,
-            ctime_ns,
-            mode,
-            uid,
-            gid,
-            digest,
+impl<'de> Deserialize<'de> for Stamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Stamp;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of 9 or 10 stamp fields")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Stamp, A::Error> {
+                let mut n = 0;
+                let mut next = || {
+                    n += 1;
+                    n
+                };
+                macro_rules! field {
+                    () => {{
+                        let i = next();
+                        seq.next_element()?
+                            .ok_or_else(|| serde::de::Error::invalid_length(i - 1, &self))?
+                    }};
+                }
+                Ok(Stamp {
+                    dev: field!(),
+                    ino: field!(),
+                    size: field!(),
+                    mtime_ns: field!(),
+                    ctime_ns: field!(),
+                    mode: field!(),
+                    uid: field!(),
+                    gid: field!(),
+                    digest: field!(),
+                    shown: seq.next_element()?,
+                })
+            }
         }
+        d.deserialize_seq(Fields)
     }
 }
 
 impl Serialize for Stamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeTuple as _;
-        let mut t = s.serialize_tuple(9)?;
+        let mut t = s.serialize_tuple(9 + usize::from(self.shown.is_some()))?;
         t.serialize_element(&self.dev)?;
         t.serialize_element(&self.ino)?;
         t.serialize_element(&self.size)?;
@@ -308,6 +334,9 @@ impl Serialize for Stamp {
         t.serialize_element(&self.uid)?;
         t.serialize_element(&self.gid)?;
         t.serialize_element(&self.digest)?;
+        if let Some(n) = self.shown {
+            t.serialize_element(&n)?;
+        }
         t.end()
     }
 }
@@ -680,4 +709,27 @@ pub enum LookupError {
         /// The stacks that have it.
         stacks: Vec<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stamp;
+
+    #[test]
+    fn a_stamp_reads_with_or_without_the_generation_its_name_showed() {
+        let older: Stamp = serde_json::from_str(r#"[1,2,3,4,5,256,0,0,"ab"]"#).unwrap();
+        assert_eq!((older.ino, older.mode, older.shown), (2, 256, None));
+        assert_eq!(
+            serde_json::to_string(&older).unwrap(),
+            r#"[1,2,3,4,5,256,0,0,"ab"]"#
+        );
+        let newer: Stamp = serde_json::from_str(r#"[1,2,3,4,5,256,0,0,"ab",7]"#).unwrap();
+        assert_eq!(newer.shown, Some(7));
+        assert_eq!(
+            serde_json::to_string(&newer).unwrap(),
+            r#"[1,2,3,4,5,256,0,0,"ab",7]"#
+        );
+        let err = serde_json::from_str::<Stamp>(r#"[1,2,3,4,5,256,0,0]"#).unwrap_err();
+        assert!(err.to_string().contains("invalid length 8"), "{err}");
+    }
 }
