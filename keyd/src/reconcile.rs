@@ -7,8 +7,9 @@ use std::collections::HashMap;
 
 use crate::derive::{Change, derive};
 use crate::error::Error;
+use crate::material::race::{self, race};
 use crate::material::{Material, MaterialError};
-use crate::policy::{Policy, SecretSpec, Sinks};
+use crate::policy::{KindSpec, Policy, SecretSpec, Sinks};
 use crate::store::{Label, Rotation, SecretRecord, StackRecord, Step, VersionRecord};
 
 /// A stack as it must be stored after an apply, and what changed.
@@ -23,23 +24,28 @@ pub struct Reconciled {
     pub store_changed: bool,
 }
 
-/// Generates every spec's value, the slow ones (RSA) in parallel threads.
+/// Generates every spec's value: the slow ones (RSA) raced on every core
+/// ([`crate::material::race`]), the others here meanwhile.
 fn generate_all<'p>(
     specs: &[&'p SecretSpec],
 ) -> Result<Vec<(&'p SecretSpec, Material)>, MaterialError> {
+    let (slow, fast): (Vec<&SecretSpec>, Vec<&SecretSpec>) =
+        specs.iter().partition(|s| s.kind.is_slow());
+    let kinds: Vec<KindSpec> = slow.iter().map(|s| s.kind.clone()).collect();
     std::thread::scope(|scope| {
-        let slow: Vec<_> = specs
-            .iter()
-            .filter(|s| s.kind.is_slow())
-            .map(|&s| (s, scope.spawn(move || s.kind.generate())))
-            .collect();
+        let raced = (!kinds.is_empty())
+            .then(|| scope.spawn(|| race(&kinds, race::cores(), |k: KindSpec| k.generate())));
         let mut done = Vec::with_capacity(specs.len());
-        for &s in specs.iter().filter(|s| !s.kind.is_slow()) {
+        for s in fast {
             done.push((s, s.kind.generate()?));
         }
-        for (s, handle) in slow {
-            let material = handle.join().expect("a key generation thread panicked")?;
-            done.push((s, material));
+        if let Some(raced) = raced {
+            let materials = raced
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            for (s, material) in slow.into_iter().zip(materials) {
+                done.push((s, material?));
+            }
         }
         Ok(done)
     })

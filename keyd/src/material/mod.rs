@@ -4,6 +4,7 @@
 pub mod adopt;
 pub mod fernet;
 pub mod password;
+pub mod race;
 pub mod rsa;
 pub mod template;
 pub mod tls;

@@ -44,16 +44,30 @@ impl<'t, 'i> Fields<'t, 'i> {
 
     /// Reports every key not in `allowed`; `expected` describes what is allowed.
     pub(super) fn only(&self, c: &mut Checker, allowed: &[&str], expected: &str) {
-        for e in &self.entries {
-            if !allowed.contains(&e.key) {
-                c.err(
-                    e.key_at,
-                    format!(
-                        "unknown field `{}` in {} (expected {expected})",
-                        e.key, self.what
-                    ),
-                );
+        self.only_with(c, |key| allowed.contains(&key), || expected.to_owned());
+    }
+
+    /// Reports every key `allowed` refuses; `expected` (made only for a report) describes
+    /// what is allowed.
+    pub(super) fn only_with(
+        &self,
+        c: &mut Checker,
+        allowed: impl Fn(&str) -> bool,
+        expected: impl FnOnce() -> String,
+    ) {
+        let mut expected = Some(expected);
+        let mut text = String::new();
+        for e in self.entries.iter().filter(|e| !allowed(e.key)) {
+            if let Some(make) = expected.take() {
+                text = make();
             }
+            c.err(
+                e.key_at,
+                format!(
+                    "unknown field `{}` in {} (expected {text})",
+                    e.key, self.what
+                ),
+            );
         }
     }
 

@@ -36,8 +36,16 @@ pub(super) fn check_secret(
     table: &DeTable<'_>,
     targets: &[TargetSpec],
 ) -> Option<Draft> {
-    let f = Fields::new(format!("secret {name:?}"), table);
-    if let Err(message) = check_name(name) {
+    // What messages call it: `secret "NAME"` (a valid name needs no escaping, and this runs
+    // once per secret).
+    let name_checked = check_name(name);
+    let what = if name_checked.is_ok() {
+        ["secret \"", name, "\""].concat()
+    } else {
+        format!("secret {name:?}")
+    };
+    let f = Fields::new(what, table);
+    if let Err(message) = name_checked {
         c.err(at, message);
     }
     let Some((kind, kind_at)) = f.str(c, "kind") else {
@@ -65,11 +73,13 @@ pub(super) fn check_secret(
             return None;
         }
     };
-    let allowed: Vec<&str> = COMMON_FIELDS.iter().chain(specific).copied().collect();
-    f.only(
+    f.only_with(
         c,
-        &allowed,
-        &format!("for kind {kind:?}: {}", allowed.join(", ")),
+        |key| COMMON_FIELDS.contains(&key) || specific.contains(&key),
+        || {
+            let allowed: Vec<&str> = COMMON_FIELDS.iter().chain(specific).copied().collect();
+            format!("for kind {kind:?}: {}", allowed.join(", "))
+        },
     );
     let rotate = f.duration(c, "rotate");
     let grace = f.duration(c, "grace");
@@ -268,7 +278,7 @@ pub(super) fn check_secret(
         }
         _ => unreachable!("kinds were matched above"),
     };
-    let (line, _) = lines.position(at);
+    let line = lines.line(at);
     Some(Draft {
         spec: SecretSpec {
             name: name.to_owned(),

@@ -48,6 +48,12 @@ impl<'s> LineIndex<'s> {
         LineIndex { src, starts }
     }
 
+    /// The 1-based line of byte offset `at`.
+    fn line(&self, at: usize) -> usize {
+        self.starts
+            .partition_point(|&s| s <= at.min(self.src.len()))
+    }
+
     /// The 1-based line and column (in characters) of byte offset `at`.
     fn position(&self, at: usize) -> (usize, usize) {
         let at = at.min(self.src.len());
