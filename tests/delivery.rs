@@ -687,7 +687,12 @@ fn a_generation_file_a_cut_off_pass_left_where_the_next_one_goes_is_replaced() {
 #[test]
 fn a_restrictive_umask_does_not_narrow_the_modes_the_policy_asks_for() {
     let tmp = TempDir::new("umask");
-    let (home, out, policy) = (tmp.join("home"), tmp.join("out"), tmp.join("stack.toml"));
+    // Two directories to make: the output directory and its parent.
+    let (home, out, policy) = (
+        tmp.join("home"),
+        tmp.join("run").join("secrets"),
+        tmp.join("stack.toml"),
+    );
     std::fs::write(
         &policy,
         "[stack]\nname = \"umask\"\n\n[sinks.files]\nmode = \"0440\"\ndir_mode = \"0750\"\n\n\
@@ -710,6 +715,7 @@ fn a_restrictive_umask_does_not_narrow_the_modes_the_policy_asks_for() {
     // Octal text, so that a failure reads as modes.
     let mode = |p: &Path| format!("{:o}", std::fs::metadata(p).unwrap().mode() & 0o7777);
     assert_eq!(mode(&out), "750", "the output directory");
+    assert_eq!(mode(&tmp.join("run")), "750", "the parent keyd made for it");
     assert_eq!(mode(&out.join("..keyd")), "750", "keyd's directory in it");
     for name in ["P1", "WEB", "WEB_KEY"] {
         assert_eq!(mode(&out.join(name)), "440", "{name}");

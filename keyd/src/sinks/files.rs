@@ -403,23 +403,49 @@ impl FilesSink {
     }
 
     /// Makes the output directory and the parents it lacks, each with `dir_mode` whatever the
-    /// umask (a service manager's `UMask=0077` would leave them to keyd's user alone).
-    fn make_out_dir(&self) -> Result<(), SinkError> {
+    /// umask (a service manager's `UMask=0077` would leave them to keyd's user alone). Each is
+    /// made and opened relative to its parent's fd, never through a symlink, so a name swapped
+    /// meanwhile cannot redirect the chmod. Returns whether this call made the output directory
+    /// itself: then nothing is in it but what this pass puts there (one another process made
+    /// meanwhile is not this pass's to assume empty).
+    fn make_out_dir(&self) -> Result<bool, SinkError> {
         let dir = &self.spec.dir;
-        let missing: Vec<&Path> = dir
+        let mut missing: Vec<&Path> = dir
             .ancestors()
             .take_while(|p| !p.as_os_str().is_empty() && fs::symlink_metadata(p).is_err())
             .collect();
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(self.spec.dir_mode)
-            .create(dir)
-            .map_err(io(dir))?;
-        for made in missing {
-            fs::set_permissions(made, fs::Permissions::from_mode(self.spec.dir_mode))
-                .map_err(io(made))?;
+        missing.reverse();
+        let Some(first) = missing.first() else {
+            return Ok(false);
+        };
+        let base = match first.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let mode = Mode::from_raw_mode(self.spec.dir_mode);
+        let mut parent =
+            rustix::fs::open(base, flags, Mode::empty()).map_err(|e| io(base)(e.into()))?;
+        let mut made = false;
+        for path in missing {
+            let Some(name) = path.file_name() else {
+                return Err(io(dir)(std::io::Error::other(
+                    "its path goes up ('..') from a directory that does not exist: give it without '..'",
+                )));
+            };
+            made = match rustix::fs::mkdirat(&parent, name, mode) {
+                Ok(()) => true,
+                Err(rustix::io::Errno::EXIST) => false,
+                Err(e) => return Err(io(path)(e.into())),
+            };
+            let fd = rustix::fs::openat(&parent, name, flags | OFlags::NOFOLLOW, Mode::empty())
+                .map_err(|e| io(path)(e.into()))?;
+            if made {
+                rustix::fs::fchmod(&fd, mode).map_err(|e| io(path)(e.into()))?;
+            }
+            parent = fd;
         }
-        Ok(())
+        Ok(made)
     }
 
     /// Makes a directory of keyd's inside the output directory (`..keyd`, a set), empty.
@@ -933,10 +959,7 @@ impl Sink for FilesSink {
         let (dir, own) = (&self.spec.dir, self.own());
         // A directory this pass makes shows nothing yet: no name in it is looked up, and
         // nothing is left in it for a clean-up to list.
-        let fresh = !dir.is_dir();
-        if fresh {
-            self.make_out_dir()?;
-        }
+        let fresh = !dir.is_dir() && self.make_out_dir()?;
         self.refuse_world_writable()?;
         let mut report = DeliveryReport {
             sink: SINK.into(),
@@ -1185,6 +1208,27 @@ mod tests {
         ] {
             assert_eq!(generation_of(entry, "P01"), None, "{entry}");
         }
+    }
+
+    #[test]
+    fn only_an_output_directory_this_pass_made_counts_as_fresh() {
+        let scratch = crate::scratch::Scratch::new();
+        let out = scratch.path().join("run").join("secrets");
+        let (sink, _) = sink_and_ledger(&out, 0);
+        assert!(sink.make_out_dir().unwrap(), "made now, with its parent");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!((mode(&out), mode(out.parent().unwrap())), (0o700, 0o700));
+        // There already (as if another process made it meanwhile): not this pass's.
+        assert!(!sink.make_out_dir().unwrap());
+        fs::remove_dir(&out).unwrap();
+        fs::create_dir(&out).unwrap();
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(!sink.make_out_dir().unwrap());
+        assert_eq!(
+            mode(&out),
+            0o755,
+            "a directory keyd did not make keeps its mode"
+        );
     }
 
     #[test]
