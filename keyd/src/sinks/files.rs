@@ -209,15 +209,9 @@ impl Group<'_> {
 
     /// The `..keyd` entries this group shows after this pass (kept by the clean-up).
     fn entries(&self, out: &mut HashSet<String>) {
-        let single = self.single();
-        if single {
-            let m = &self.members[0];
-            let n = self.next.or(match m.shown {
-                Shown::Own(n) => Some(n),
-                _ => None,
-            });
-            if let Some(n) = n {
-                out.insert(file_entry(&m.delivery.name, n));
+        if self.single() {
+            if let Some(n) = self.own_generation() {
+                out.insert(file_entry(&self.members[0].delivery.name, n));
             }
         } else if let Some(n) = self.next.or(self.set_now) {
             out.insert(set_link(self.secret));

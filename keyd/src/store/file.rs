@@ -290,10 +290,7 @@ pub(super) fn read_store_with<F: Send, T: Send>(
     let identity = read_identity(identity_path)?;
     let ciphertext = fs::read(store_path).map_err(io_at(store_path))?;
     let mut reader = decrypt_reader(&identity, identity_path, store_path, &ciphertext)?;
-    let truncated = || StoreError::Corrupt {
-        path: store_path.to_owned(),
-        reason: "the encrypted payload is truncated or was altered".into(),
-    };
+    let truncated = || truncated(store_path);
     // The plaintext is shorter than the ciphertext: this buffer never grows (no copy of it
     // is left behind by a reallocation) and is zeroized when dropped.
     let mut text = Zeroizing::new(vec![0u8; ciphertext.len()]);
@@ -360,11 +357,16 @@ fn decrypt_text(
     let mut plaintext = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
     reader
         .read_to_end(&mut plaintext)
-        .map_err(|_| StoreError::Corrupt {
-            path: store_path.to_owned(),
-            reason: "the encrypted payload is truncated or was altered".into(),
-        })?;
+        .map_err(|_| truncated(store_path))?;
     Ok(plaintext)
+}
+
+/// The error of a store whose payload fails age's checks while it is read.
+fn truncated(store_path: &Path) -> StoreError {
+    StoreError::Corrupt {
+        path: store_path.to_owned(),
+        reason: "the encrypted payload is truncated or was altered".into(),
+    }
 }
 
 /// A reader of the plaintext of a store read from `store_path` (age checks each chunk before
@@ -681,11 +683,11 @@ mod tests {
         assert!(!err.contains("hunter2"), "{err}");
     }
 
-    /// A saved store whose first stack's policy text is `policy_len` bytes, and the home.
+    /// The home of a saved store whose first stack's policy text is `policy_len` bytes.
     fn store_with_policy(
         scratch: &crate::scratch::Scratch,
         policy_len: usize,
-    ) -> (super::super::Home, StoreData) {
+    ) -> super::super::Home {
         let home = super::super::Home::new(scratch.path().join("home"));
         let lock = home.lock().unwrap();
         lock.init().unwrap();
@@ -695,13 +697,13 @@ mod tests {
         );
         let mut data = parse_store(Path::new("store.age"), text.as_bytes(), Decode::Whole).unwrap();
         lock.save(&mut data).unwrap();
-        (home, data)
+        home
     }
 
     #[test]
     fn the_part_a_load_looks_for_is_handed_over_before_the_whole_store_is_decrypted() {
         let scratch = crate::scratch::Scratch::new();
-        let (home, _) = store_with_policy(&scratch, 100_000);
+        let home = store_with_policy(&scratch, 100_000);
         // Pad the store past its policy: several 64 KiB chunks follow it.
         let lock = home.lock().unwrap();
         let mut data = lock.load().unwrap();
@@ -746,7 +748,7 @@ mod tests {
     #[test]
     fn a_load_that_hands_a_part_over_still_fails_on_a_truncated_store() {
         let scratch = crate::scratch::Scratch::new();
-        let (home, _) = store_with_policy(&scratch, 300_000);
+        let home = store_with_policy(&scratch, 300_000);
         let bytes = fs::read(home.store_path()).unwrap();
         fs::write(home.store_path(), &bytes[..bytes.len() - 1000]).unwrap();
         let lock = home.lock().unwrap();
