@@ -10,8 +10,8 @@ use keyd::policy::{EnvFileSpec, FilesSpec, Kind, Part, SinkSpec, Sinks};
 use keyd::secret::SecretString;
 use keyd::sinks::EnvFileSink;
 use keyd::store::{
-    Label, OutputRecord, RekeyOwed, ReloadOwed, Rotation, SecretRecord, StackRecord, Stamp, Step,
-    StoreData, VersionRecord,
+    Digest, Label, OutputRecord, RekeyOwed, ReloadOwed, Rotation, SecretRecord, StackRecord, Stamp,
+    Step, StoreData, VersionRecord,
 };
 use proptest::prelude::*;
 
@@ -189,7 +189,7 @@ fn stamp() -> impl Strategy<Value = Stamp> {
     (
         any::<(u64, u64, u64, i64, i64)>(),
         any::<(u32, u32, u32)>(),
-        "[0-9a-f]{64}",
+        "[0-9a-f]{32}",
         any::<Option<u64>>(),
     )
         .prop_map(
@@ -202,7 +202,7 @@ fn stamp() -> impl Strategy<Value = Stamp> {
                 mode,
                 uid,
                 gid,
-                digest,
+                digest: Digest::parse(&digest),
                 shown,
             },
         )
@@ -341,7 +341,7 @@ fn stack() -> impl Strategy<Value = StackRecord> {
                     applied_at,
                     sinks,
                     secrets,
-                    ledger,
+                    ledger: ledger.into_iter().collect(),
                     swarm: Default::default(),
                     reload_owed: reload.map(|(attempts, last_error, retry_at)| ReloadOwed {
                         attempts,

@@ -9,6 +9,11 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+/// mimalloc rather than the system's malloc: see keyctl/Cargo.toml. Values are still zeroized
+/// by their own types before their memory is freed, whichever allocator frees it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     if let Err(e) = keyd::secret::forbid_core_dumps() {
         eprintln!(

@@ -13,15 +13,32 @@ use crate::policy::{KindSpec, Policy, SecretSpec, Sinks};
 use crate::store::{Label, Rotation, SecretRecord, StackRecord, Step, VersionRecord};
 
 /// A stack as it must be stored after an apply, and what changed.
-pub struct Reconciled {
+pub struct Reconciled<'p> {
+    /// The policy reconciled.
+    policy: &'p Policy,
     /// The new record.
     pub stack: StackRecord,
-    /// What happened to each secret of the policy.
-    pub changes: HashMap<String, Change>,
+    /// What happened to each secret of the policy, in policy order (`None`: a derived value
+    /// that was not re-derived).
+    pub changes: Vec<Option<Change>>,
     /// Things the user should know (changed parameters, secrets no longer in the policy).
     pub notes: Vec<String>,
     /// Whether the store must be written: a value, the policy or what it decides changed.
     pub store_changed: bool,
+}
+
+impl Reconciled<'_> {
+    /// Whether any secret's value was created or changed.
+    pub fn any_change(&self) -> bool {
+        self.changes
+            .iter()
+            .any(|c| c.is_some_and(|c| c != Change::Unchanged))
+    }
+
+    /// What happened to the secret `name` of the policy, if it was looked at.
+    pub fn change(&self, name: &str) -> Option<Change> {
+        self.changes[self.policy.position(name)?]
+    }
 }
 
 /// Generates every spec's value: the slow ones (RSA) raced on every core
@@ -52,22 +69,34 @@ fn generate_all<'p>(
 }
 
 /// Reconciles `policy` (delivering to `sinks`) with `old`, the stack as stored, at `now`.
-pub fn reconcile(
-    policy: &Policy,
+pub fn reconcile<'p>(
+    policy: &'p Policy,
     sinks: Sinks,
     old: Option<StackRecord>,
     now: i64,
-) -> Result<Reconciled, Error> {
+) -> Result<Reconciled<'p>, Error> {
+    // One look at each spec's record: its kind, whether it has a value, and how many of the
+    // stored records the policy still declares.
+    let mut missing: Vec<&SecretSpec> = Vec::new();
+    let mut declared = 0;
     for spec in &policy.secrets {
-        if let Some(rec) = old.as_ref().and_then(|s| s.secrets.get(&spec.name))
-            && rec.kind != spec.kind.kind()
+        let rec = old.as_ref().and_then(|s| s.secrets.get(&spec.name));
+        if let Some(rec) = rec {
+            declared += 1;
+            if rec.kind != spec.kind.kind() {
+                return Err(Error::KindChanged {
+                    stack: policy.stack.clone(),
+                    name: spec.name.clone(),
+                    stored: rec.kind,
+                    declared: spec.kind.kind(),
+                });
+            }
+        }
+        // Random values that do not exist yet.
+        if spec.kind.kind().is_random()
+            && rec.is_none_or(|r| r.current().is_none() && r.rotation.is_none())
         {
-            return Err(Error::KindChanged {
-                stack: policy.stack.clone(),
-                name: spec.name.clone(),
-                stored: rec.kind,
-                declared: spec.kind.kind(),
-            });
+            missing.push(spec);
         }
     }
     let mut store_changed = old.as_ref().is_none_or(|o| {
@@ -78,36 +107,31 @@ pub fn reconcile(
     let (mut secrets, ledger, swarm, reload_owed) = old.map_or_else(Default::default, |o| {
         (o.secrets, o.ledger, o.swarm, o.reload_owed)
     });
-    let gone: Vec<String> = secrets
-        .keys()
-        .filter(|name| policy.secret(name).is_none())
-        .cloned()
-        .collect();
+    // Policy names are unique: when it declares as many stored records as there are, it
+    // declares them all.
+    let gone: Vec<String> = if declared == secrets.len() {
+        Vec::new()
+    } else {
+        secrets
+            .keys()
+            .filter(|name| policy.secret(name).is_none())
+            .cloned()
+            .collect()
+    };
     let gone: Vec<(String, SecretRecord)> = gone
         .into_iter()
         .filter_map(|name| secrets.remove_entry(&name))
         .collect();
     let mut notes = Vec::new();
 
-    // Random values that do not exist yet.
-    let missing: Vec<&SecretSpec> = policy
-        .secrets
-        .iter()
-        .filter(|s| s.kind.kind().is_random())
-        .filter(|s| {
-            secrets
-                .get(&s.name)
-                .is_none_or(|r| r.current().is_none() && r.rotation.is_none())
-        })
-        .collect();
     let mut generated: HashMap<&str, Material> = generate_all(&missing)?
         .into_iter()
         .map(|(s, m)| (s.name.as_str(), m))
         .collect();
 
-    let mut changes: HashMap<String, Change> = HashMap::with_capacity(policy.secrets.len());
+    let mut changes: Vec<Option<Change>> = vec![None; policy.secrets.len()];
     let mut params = String::new();
-    for spec in &policy.secrets {
+    for (i, spec) in policy.secrets.iter().enumerate() {
         if !spec.kind.kind().is_random() {
             // Literals and templates keep their stored records (versions continue); derive
             // below decides whether they change.
@@ -130,7 +154,10 @@ pub fn reconcile(
         };
         params.clear();
         spec.kind.write_params(&mut params);
-        let change = match generated.remove(spec.name.as_str()) {
+        let material = (!generated.is_empty())
+            .then(|| generated.remove(spec.name.as_str()))
+            .flatten();
+        let change = match material {
             Some(material) if spec.target.is_some() => {
                 // A value with a target is not current until the target accepts it: it starts
                 // as a rotation from nothing (set, test, deliver, promote run after the save).
@@ -176,21 +203,14 @@ pub fn reconcile(
                 Change::Unchanged
             }
         };
-        changes.insert(spec.name.clone(), change);
-    }
-    for (name, change) in derive(policy, &mut secrets, now) {
-        changes.insert(name, change);
+        changes[i] = Some(change);
     }
     // A derived secret whose record is new or whose outputs changed changes the store too.
-    store_changed |= policy
-        .secrets
-        .iter()
-        .filter(|s| !s.kind.kind().is_random())
-        .any(|s| {
-            changes
-                .get(&s.name)
-                .is_some_and(|c| *c != Change::Unchanged)
-        });
+    for (name, change) in derive(policy, &mut secrets, now) {
+        if let Some(i) = policy.position(&name) {
+            changes[i] = Some(change);
+        }
+    }
 
     // Secrets the store has but the policy no longer declares are kept, not delivered.
     for (name, mut record) in gone {
@@ -201,7 +221,6 @@ pub fn reconcile(
         record.removed = true;
         secrets.insert(name, record);
     }
-    store_changed |= changes.values().any(|c| *c != Change::Unchanged);
 
     let stack = StackRecord {
         policy_path: policy.path.clone(),
@@ -213,10 +232,14 @@ pub fn reconcile(
         swarm,
         reload_owed,
     };
-    Ok(Reconciled {
+    let mut reconciled = Reconciled {
+        policy,
         stack,
         changes,
         notes,
         store_changed,
-    })
+    };
+    // A value created or changed (a derived one too: new, or re-rendered) changes the store.
+    reconciled.store_changed |= reconciled.any_change();
+    Ok(reconciled)
 }

@@ -472,6 +472,11 @@ impl Policy {
         self.index.get(name).map(|&i| &self.secrets[i])
     }
 
+    /// Where the secret named `name` is in `secrets`.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
     /// The target named `name`.
     pub fn target(&self, name: &str) -> Option<&TargetSpec> {
         self.targets.iter().find(|t| t.name == name)

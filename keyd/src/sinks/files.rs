@@ -91,8 +91,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError {
     }
 }
 
+/// What the ledger keys of this sink's outputs start with.
+const LEDGER_PREFIX: &str = "files:";
+
 fn ledger_key(name: &str) -> String {
-    format!("files:{name}")
+    format!("{LEDGER_PREFIX}{name}")
 }
 
 /// The entry in `..keyd` of generation `n` of output `name`'s own file (`NAME@4`).
@@ -143,14 +146,40 @@ enum Plan {
     Write,
 }
 
+/// Where an output's current file is, when there is one to keep (its path made only when a
+/// pass needs it: a no-change pass over 10,000 outputs needs none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// `..keyd/NAME@N`.
+    Own(u64),
+    /// `..keyd/@SECRET@N/NAME`.
+    Member(u64),
+    /// `..data/NAME`.
+    Legacy,
+    /// `DIR/NAME`, a regular file.
+    File,
+}
+
+impl Source {
+    /// The file's path, for output `name` of `secret` delivered into `dir` (`own` its `..keyd`).
+    fn path(self, dir: &Path, own: &Path, secret: &str, name: &str) -> PathBuf {
+        match self {
+            Source::Own(n) => own.join(file_entry(name, n)),
+            Source::Member(n) => own.join(set_entry(secret, n)).join(name),
+            Source::Legacy => dir.join(LEGACY_LINK).join(name),
+            Source::File => dir.join(name),
+        }
+    }
+}
+
 /// One output of a secret a pass looks at.
 struct Member<'d> {
     delivery: &'d Delivery,
     shown: Shown,
     /// Its current file, when there is one to keep.
-    source: Option<PathBuf>,
+    source: Option<Source>,
     plan: Plan,
-    digest: String,
+    digest: crate::store::Digest,
     /// Content verified by reading it while the ledger did not vouch for it: stamp it even
     /// when no new generation is made.
     restamp: bool,
@@ -198,12 +227,14 @@ impl Group<'_> {
         })
     }
 
-    /// Where output `m`'s file is after this pass.
-    fn live_path(&self, own: &Path, m: &Member<'_>) -> Option<PathBuf> {
+    /// Where output `m`'s file is after this pass (`dir` the output directory, `own` its
+    /// `..keyd`).
+    fn live_path(&self, dir: &Path, own: &Path, m: &Member<'_>) -> Option<PathBuf> {
+        let name = &m.delivery.name;
         match self.next {
-            Some(n) if self.single() => Some(own.join(file_entry(&m.delivery.name, n))),
-            Some(n) => Some(own.join(set_entry(self.secret, n)).join(&m.delivery.name)),
-            None => m.source.clone(),
+            Some(n) if self.single() => Some(own.join(file_entry(name, n))),
+            Some(n) => Some(own.join(set_entry(self.secret, n)).join(name)),
+            None => m.source.map(|s| s.path(dir, own, self.secret, name)),
         }
     }
 
@@ -348,7 +379,7 @@ impl FilesSink {
             .iter()
             .map(|path| {
                 let meta = fs::symlink_metadata(path).ok().filter(|m| m.is_dir())?;
-                Some(stamp(&meta, String::new()))
+                Some(stamp(&meta, crate::store::Digest::default()))
             })
             .collect()
     }
@@ -512,6 +543,7 @@ impl FilesSink {
 
     /// Looks at one secret's outputs: what each shows, where its file is and whether it is
     /// right. Reads a file only when the ledger does not vouch for it.
+    #[allow(clippy::too_many_arguments)] // `scratch` is a buffer the caller lends
     fn plan_group<'d>(
         &self,
         secret: &'d str,
@@ -520,6 +552,7 @@ impl FilesSink {
         fds: &[OwnedFd; 2],
         fresh: bool,
         tidy: bool,
+        scratch: &mut String,
     ) -> Result<Group<'d>, SinkError> {
         let (dir, own) = (&self.spec.dir, self.own());
         let single = deliveries.len() == 1;
@@ -535,8 +568,11 @@ impl FilesSink {
             let value = d.value.expose().as_bytes();
             let digest = digest(value);
             // A ledger entry vouches only for the mode and owner the policy asks for now.
+            scratch.clear();
+            scratch.push_str(LEDGER_PREFIX);
+            scratch.push_str(&d.name);
             let recorded = ledger
-                .get(&ledger_key(&d.name))
+                .get(scratch.as_str())
                 .filter(|r| self.wants(r) && r.digest == digest);
             // In directories as a tidy pass recorded them no name was replaced since: each
             // still shows the generation its stamp recorded, and is not read again.
@@ -547,24 +583,26 @@ impl FilesSink {
                 None => self.shown(&fds[0], &d.name, secret)?,
             };
             let source = match shown {
-                Shown::Own(n) if single => Some(own.join(file_entry(&d.name, n))),
-                Shown::Member if !single => {
-                    set_now.map(|n| own.join(set_entry(secret, n)).join(&d.name))
-                }
-                Shown::Legacy => Some(dir.join(LEGACY_LINK).join(&d.name)),
-                Shown::File => Some(dir.join(&d.name)),
+                Shown::Own(n) if single => Some(Source::Own(n)),
+                Shown::Member if !single => set_now.map(Source::Member),
+                Shown::Legacy => Some(Source::Legacy),
+                Shown::File => Some(Source::File),
                 _ => None,
             };
+            let path = |s: Source| s.path(dir, &own, secret, &d.name);
             // Its own file is looked at relative to `..keyd`'s fd (no path walk per output), and
             // only when the ledger has a record to compare it with.
-            let vouched = match (shown, &source) {
+            let vouched = match source {
                 _ if recorded.is_none() => false,
-                (Shown::Own(n), Some(_)) => {
-                    let now = stamp_at(&fds[1], &file_entry(&d.name, n));
+                Some(Source::Own(n)) => {
+                    scratch.clear();
+                    std::fmt::Write::write_fmt(scratch, format_args!("{}@{n}", d.name))
+                        .expect("a String takes any text");
+                    let now = stamp_at(&fds[1], scratch.as_str());
                     ledger_vouches(now.as_ref(), recorded, &digest)
                 }
-                (_, Some(src)) => ledger_says_current(src, recorded, &digest),
-                _ => false,
+                Some(src) => ledger_says_current(&path(src), recorded, &digest),
+                None => false,
             };
             // A stamp that does not say which generation the name shows (an older keyd's, or
             // one whose name was pointed elsewhere) is recorded anew.
@@ -572,9 +610,9 @@ impl FilesSink {
                 Shown::Own(n) if single => recorded.is_some_and(|r| r.shown != Some(n)),
                 _ => false,
             };
-            let (plan, restamp) = match &source {
+            let (plan, restamp) = match source {
                 Some(_) if vouched => (Plan::Keep, shown_unrecorded),
-                Some(src) if self.is_current(src, value) => (Plan::Keep, true),
+                Some(src) if self.is_current(&path(src), value) => (Plan::Keep, true),
                 _ => (Plan::Write, false),
             };
             members.push(Member {
@@ -621,8 +659,11 @@ impl FilesSink {
         fresh: bool,
         tidy: bool,
     ) -> Result<Vec<Group<'d>>, SinkError> {
+        let mut scratch = String::new();
         part.iter()
-            .map(|(secret, outputs)| self.plan_group(secret, outputs, ledger, fds, fresh, tidy))
+            .map(|(secret, outputs)| {
+                self.plan_group(secret, outputs, ledger, fds, fresh, tidy, &mut scratch)
+            })
             .collect()
     }
 
@@ -649,14 +690,17 @@ impl FilesSink {
         }
         let mut written = Vec::with_capacity(g.members.len());
         for m in &g.members {
-            let path = g.live_path(&own, m).expect("a new generation has a path");
-            written.push(match (&m.plan, &m.source) {
+            let path = g
+                .live_path(&self.spec.dir, &own, m)
+                .expect("a new generation has a path");
+            written.push(match (&m.plan, m.source) {
                 (Plan::Keep, Some(src)) => {
                     if set_dir.is_none() {
                         // Left by a pass cut off before its swap: never shown.
                         remove_if_there(&path, false)?;
                     }
-                    fs::hard_link(src, &path).map_err(io(&path))?;
+                    let src = src.path(&self.spec.dir, &own, g.secret, &m.delivery.name);
+                    fs::hard_link(&src, &path).map_err(io(&path))?;
                     None
                 }
                 _ => Some(self.write_file(
@@ -979,7 +1023,16 @@ impl Sink for FilesSink {
         // The outputs of each secret, in delivery order.
         let mut order: Vec<(&str, Vec<&Delivery>)> = Vec::new();
         let mut index: HashMap<&str, usize> = HashMap::new();
+        // A stack's deliveries come sorted by secret: grouped as they come, without an index.
+        let sorted = deliveries.is_sorted_by(|a, b| a.secret <= b.secret);
         for d in deliveries {
+            if sorted {
+                match order.last_mut() {
+                    Some((secret, outputs)) if *secret == d.secret => outputs.push(d),
+                    _ => order.push((d.secret.as_str(), vec![d])),
+                }
+                continue;
+            }
             let i = *index.entry(d.secret.as_str()).or_insert_with(|| {
                 order.push((d.secret.as_str(), Vec::new()));
                 order.len() - 1
@@ -1083,12 +1136,12 @@ impl Sink for FilesSink {
                 let meta = match written.get(i).and_then(|w| w.get(j)) {
                     Some(Some(meta)) => Some(meta.clone()),
                     _ => g
-                        .live_path(&own, m)
+                        .live_path(dir, &own, m)
                         .and_then(|p| fs::symlink_metadata(p).ok()),
                 };
                 match meta {
                     Some(meta) => {
-                        let mut stamp = stamp(&meta, m.digest.clone());
+                        let mut stamp = stamp(&meta, m.digest);
                         stamp.shown = g.own_generation();
                         ledger.insert(key, stamp)
                     }

@@ -20,7 +20,7 @@ pub use swarm::SwarmSink;
 
 use crate::policy::SinkSpec;
 use crate::secret::Value;
-use crate::store::{Books, Stamp};
+use crate::store::{Books, Digest, Stamp};
 
 /// One named value to deliver.
 #[derive(Debug)]
@@ -169,15 +169,17 @@ pub fn build(spec: &SinkSpec) -> Box<dyn Sink> {
     }
 }
 
-/// The first 128 bits of SHA-256 of `bytes`, hex: enough to tell what was written from what
-/// must be written now (nothing adversarial hangs on it: the ledger is inside the store).
-fn digest(bytes: &[u8]) -> String {
+/// The first 128 bits of SHA-256 of `bytes`: enough to tell what was written from what must
+/// be written now (nothing adversarial hangs on it: the ledger is inside the store).
+fn digest(bytes: &[u8]) -> Digest {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    crate::secret::hex(&d.as_ref()[..16])
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&d.as_ref()[..16]);
+    Digest::new(first)
 }
 
 /// The stamp of the file `meta` describes, holding content with `digest`.
-fn stamp(meta: &std::fs::Metadata, digest: String) -> Stamp {
+fn stamp(meta: &std::fs::Metadata, digest: Digest) -> Stamp {
     use std::os::unix::fs::MetadataExt as _;
     Stamp {
         dev: meta.dev(),
@@ -200,21 +202,21 @@ fn nanos(secs: i64, nsecs: i64) -> i64 {
 
 /// Whether the file at `path` is, by its metadata alone, the one recorded in `recorded`, and
 /// `recorded` holds `digest`. Reads no content.
-fn ledger_says_current(path: &std::path::Path, recorded: Option<&Stamp>, digest: &str) -> bool {
-    if recorded.is_none_or(|r| r.digest != digest) {
+fn ledger_says_current(path: &std::path::Path, recorded: Option<&Stamp>, digest: &Digest) -> bool {
+    if recorded.is_none_or(|r| r.digest != *digest) {
         return false; // nothing to compare with: no need to look at the file
     }
     let now = std::fs::symlink_metadata(path)
         .ok()
         .filter(std::fs::Metadata::is_file)
-        .map(|meta| stamp(&meta, String::new()));
+        .map(|meta| stamp(&meta, Digest::default()));
     ledger_vouches(now.as_ref(), recorded, digest)
 }
 
 /// Whether `now`, the stamp of a regular file as found, is the one `recorded`, and `recorded`
 /// holds `digest`.
-fn ledger_vouches(now: Option<&Stamp>, recorded: Option<&Stamp>, digest: &str) -> bool {
-    matches!((now, recorded), (Some(n), Some(r)) if r.digest == digest && same_metadata(n, r))
+fn ledger_vouches(now: Option<&Stamp>, recorded: Option<&Stamp>, digest: &Digest) -> bool {
+    matches!((now, recorded), (Some(n), Some(r)) if r.digest == *digest && same_metadata(n, r))
 }
 
 /// The stamp (digest empty) of the regular file `name` in the directory `dir`, found with one
@@ -234,7 +236,7 @@ fn stamp_at(dir: impl rustix::fd::AsFd, name: &str) -> Option<Stamp> {
             mode: mode & 0o7777,
             uid: st.st_uid as u32,
             gid: st.st_gid as u32,
-            digest: String::new(),
+            digest: Digest::default(),
             shown: None,
         }
     })
@@ -255,6 +257,9 @@ mod tests {
     #[test]
     fn digest_is_the_first_128_bits_of_sha256_in_hex() {
         // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
-        assert_eq!(super::digest(b"abc"), "ba7816bf8f01cfea414140de5dae2223");
+        assert_eq!(
+            super::digest(b"abc").hex(),
+            "ba7816bf8f01cfea414140de5dae2223"
+        );
     }
 }

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 pub(crate) use file::write_atomic;
 pub use file::{StoreError, canonical_recipient, parse_recipient};
 pub use model::{
-    AuditLine, Books, Label, Ledger, LookupError, OutputRecord, RekeyOwed, ReloadOwed, Rotation,
-    SecretRecord, StackRecord, Stamp, Step, StoreData, SwarmLedger, SwarmOutput, SwarmSecret,
-    VersionRecord,
+    AuditLine, Books, Digest, Label, Ledger, LookupError, OutputRecord, RekeyOwed, ReloadOwed,
+    Rotation, SecretRecord, StackRecord, Stamp, Step, StoreData, SwarmLedger, SwarmOutput,
+    SwarmSecret, VersionRecord,
 };
 pub use passphrase::ENV as PASSPHRASE_ENV;
 pub use versions::Versions;

@@ -142,7 +142,7 @@ pub struct StackRecord {
     pub secrets: BTreeMap<String, SecretRecord>,
     /// What the sinks last wrote, so a delivery pass can tell an output is current from its
     /// metadata without opening it.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "Ledger::is_empty")]
     pub ledger: Ledger,
     /// What the Swarm sink published.
     #[serde(default, skip_serializing_if = "SwarmLedger::is_empty")]
@@ -164,8 +164,79 @@ pub struct ReloadOwed {
     pub retry_at: i64,
 }
 
-/// What sinks wrote, by a key each sink chooses (`files:NAME`, `envfile`).
-pub type Ledger = BTreeMap<String, Stamp>;
+/// What sinks wrote, by a key each sink chooses (`files:NAME`, `envfile`): a map read through
+/// `Deref`, written only through [`Ledger::insert`] and [`Ledger::remove`], which note whether
+/// they changed it, so a pass can tell whether its records need saving without a copy of them
+/// from before (10,000 entries at scale).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Ledger {
+    entries: BTreeMap<String, Stamp>,
+    /// Whether an insert or remove changed an entry since the last [`Ledger::take_changed`]
+    /// (never stored).
+    #[serde(skip)]
+    changed: bool,
+}
+
+impl Ledger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `stamp` under `key`.
+    pub fn insert(&mut self, key: String, stamp: Stamp) {
+        match self.entries.get_mut(key.as_str()) {
+            Some(old) if *old == stamp => {}
+            Some(old) => {
+                *old = stamp;
+                self.changed = true;
+            }
+            None => {
+                self.entries.insert(key, stamp);
+                self.changed = true;
+            }
+        }
+    }
+
+    /// Removes the entry under `key`, if any.
+    pub fn remove(&mut self, key: &str) {
+        self.changed |= self.entries.remove(key).is_some();
+    }
+
+    /// Whether it has no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether an entry changed since the last call, and starts over.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+}
+
+impl FromIterator<(String, Stamp)> for Ledger {
+    fn from_iter<I: IntoIterator<Item = (String, Stamp)>>(entries: I) -> Self {
+        Ledger {
+            entries: entries.into_iter().collect(),
+            changed: false,
+        }
+    }
+}
+
+impl std::ops::Deref for Ledger {
+    type Target = BTreeMap<String, Stamp>;
+    fn deref(&self) -> &Self::Target {
+        &self.entries
+    }
+}
+
+/// Ledgers are equal when their entries are (whatever each noted as changed).
+impl PartialEq for Ledger {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
 
 /// What the sinks of one stack have recorded, as a sink is given it: the files' ledger and
 /// the Swarm sink's record.
@@ -271,12 +342,84 @@ pub struct Stamp {
     pub uid: u32,
     /// Group.
     pub gid: u32,
-    /// SHA-256 of the content, hex.
-    pub digest: String,
+    /// SHA-256 of the content (its first 128 bits).
+    pub digest: Digest,
     /// For an output with a file of its own (files sink): the generation its name showed when
     /// this was recorded (`NAME -> ..keyd/NAME@N`). Trusted only while the directory is as a
     /// pass that left it tidy recorded it (no name replaced since).
     pub shown: Option<u64>,
+}
+
+/// The first 128 bits of the SHA-256 of what a sink wrote, stored as 32 hex digits (inline, no
+/// allocation: a ledger holds one per delivered file). Unknown (stored as `""`) for a stamp of
+/// a directory, and for a digest in any other form (an early keyd stored all 256 bits): that
+/// matches no content, so the file is read once and stamped anew.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Digest(Option<[u8; 16]>);
+
+impl Digest {
+    /// The digest whose bytes are `bytes`.
+    pub fn new(bytes: [u8; 16]) -> Self {
+        Digest(Some(bytes))
+    }
+
+    /// As stored: 32 lowercase hex digits, or nothing when unknown.
+    pub fn hex(&self) -> String {
+        self.0.map_or_else(String::new, |b| crate::secret::hex(&b))
+    }
+
+    /// Read as stored (see the type's comment for anything but 32 hex digits).
+    pub fn parse(text: &str) -> Self {
+        let digit = |c: u8| char::from(c).to_digit(16);
+        let mut bytes = [0u8; 16];
+        if text.len() != 32 {
+            return Digest(None);
+        }
+        for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+            match (digit(pair[0]), digit(pair[1])) {
+                (Some(hi), Some(lo)) => *byte = (hi * 16 + lo) as u8,
+                _ => return Digest(None),
+            }
+        }
+        Digest(Some(bytes))
+    }
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.hex())
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut text = [0u8; 32];
+        let Some(bytes) = self.0 else {
+            return s.serialize_str("");
+        };
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for (pair, b) in text.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 15)];
+        }
+        s.serialize_str(std::str::from_utf8(&text).expect("hex digits are ASCII"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Digest;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a digest in hex")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Digest, E> {
+                Ok(Digest::parse(text))
+            }
+        }
+        d.deserialize_str(Text)
+    }
 }
 
 impl<'de> Deserialize<'de> for Stamp {
@@ -713,23 +856,70 @@ pub enum LookupError {
 
 #[cfg(test)]
 mod tests {
-    use super::Stamp;
+    use super::{Digest, Stamp};
 
     #[test]
     fn a_stamp_reads_with_or_without_the_generation_its_name_showed() {
-        let older: Stamp = serde_json::from_str(r#"[1,2,3,4,5,256,0,0,"ab"]"#).unwrap();
+        const D: &str = "ba7816bf8f01cfea414140de5dae2223";
+        let older: Stamp = serde_json::from_str(&format!(r#"[1,2,3,4,5,256,0,0,"{D}"]"#)).unwrap();
         assert_eq!((older.ino, older.mode, older.shown), (2, 256, None));
         assert_eq!(
             serde_json::to_string(&older).unwrap(),
-            r#"[1,2,3,4,5,256,0,0,"ab"]"#
+            format!(r#"[1,2,3,4,5,256,0,0,"{D}"]"#)
         );
-        let newer: Stamp = serde_json::from_str(r#"[1,2,3,4,5,256,0,0,"ab",7]"#).unwrap();
+        let newer: Stamp =
+            serde_json::from_str(&format!(r#"[1,2,3,4,5,256,0,0,"{D}",7]"#)).unwrap();
         assert_eq!(newer.shown, Some(7));
         assert_eq!(
             serde_json::to_string(&newer).unwrap(),
-            r#"[1,2,3,4,5,256,0,0,"ab",7]"#
+            format!(r#"[1,2,3,4,5,256,0,0,"{D}",7]"#)
         );
         let err = serde_json::from_str::<Stamp>(r#"[1,2,3,4,5,256,0,0]"#).unwrap_err();
         assert!(err.to_string().contains("invalid length 8"), "{err}");
+    }
+
+    #[test]
+    fn the_ledger_notes_a_change_only_when_an_entry_differs() {
+        let stamp = |ino| Stamp {
+            ino,
+            ..Default::default()
+        };
+        let mut ledger = super::Ledger::new();
+        ledger.insert("files:A".into(), stamp(1));
+        assert!(ledger.take_changed(), "a new entry");
+        assert!(!ledger.take_changed(), "taken");
+        ledger.insert("files:A".into(), stamp(1));
+        ledger.remove("files:B");
+        assert!(
+            !ledger.take_changed(),
+            "the same stamp again, nothing to remove"
+        );
+        ledger.insert("files:A".into(), stamp(2));
+        assert!(ledger.take_changed(), "another stamp");
+        ledger.remove("files:A");
+        assert!(ledger.take_changed() && ledger.is_empty(), "removed");
+        // Stored as the map alone (what it noted is not).
+        let ledger: super::Ledger = [("files:A".to_owned(), stamp(3))].into_iter().collect();
+        let text = serde_json::to_string(&ledger).unwrap();
+        assert!(text.starts_with(r#"{"files:A":[0,3,"#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<super::Ledger>(&text).unwrap(),
+            ledger
+        );
+    }
+
+    #[test]
+    fn a_digest_in_another_form_than_32_hex_digits_reads_as_unknown_and_matches_nothing() {
+        let d = Digest::parse("BA7816BF8F01CFEA414140DE5DAE2223");
+        assert_eq!(d.hex(), "ba7816bf8f01cfea414140de5dae2223");
+        // All 256 bits (an early keyd's), empty (a directory's stamp), or not hex: unknown,
+        // equal to no digest of any content, and stored as "".
+        let full = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        for text in [full, "", "zz7816bf8f01cfea414140de5dae2223", "é"] {
+            let unknown = Digest::parse(text);
+            assert_eq!(unknown, Digest::default(), "{text}");
+            assert_ne!(unknown, d);
+            assert_eq!(serde_json::to_string(&unknown).unwrap(), r#""""#);
+        }
     }
 }
