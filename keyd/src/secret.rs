@@ -10,12 +10,20 @@ use zeroize::{Zeroize, Zeroizing};
 
 /// `bytes` as lowercase hex (digests, ids, random keys).
 pub fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_into(bytes, &mut out);
+    String::from_utf8(out).expect("hex digits are ASCII")
+}
+
+/// `bytes` as lowercase hex written into `out` (twice their length, no allocation); returns
+/// the text.
+pub fn hex_into<'o>(bytes: &[u8], out: &'o mut [u8]) -> &'o str {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    bytes
-        .iter()
-        .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]])
-        .map(char::from)
-        .collect()
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
+    }
+    std::str::from_utf8(&out[..bytes.len() * 2]).expect("hex digits are ASCII")
 }
 
 /// Fills `buf` from the operating system's CSPRNG: the kernel's `getrandom(2)`, which blocks

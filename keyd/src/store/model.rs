@@ -394,15 +394,10 @@ impl std::fmt::Debug for Digest {
 impl Serialize for Digest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut text = [0u8; 32];
-        let Some(bytes) = self.0 else {
-            return s.serialize_str("");
-        };
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        for (pair, b) in text.chunks_exact_mut(2).zip(bytes) {
-            pair[0] = DIGITS[usize::from(b >> 4)];
-            pair[1] = DIGITS[usize::from(b & 15)];
+        match self.0 {
+            Some(bytes) => s.serialize_str(crate::secret::hex_into(&bytes, &mut text)),
+            None => s.serialize_str(""),
         }
-        s.serialize_str(std::str::from_utf8(&text).expect("hex digits are ASCII"))
     }
 }
 
