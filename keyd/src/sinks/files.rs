@@ -91,16 +91,32 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError {
     }
 }
 
-/// What the ledger keys of this sink's outputs start with.
-const LEDGER_PREFIX: &str = "files:";
-
 fn ledger_key(name: &str) -> String {
-    format!("{LEDGER_PREFIX}{name}")
+    let mut key = String::new();
+    ledger_key_in(&mut key, name);
+    key
+}
+
+/// [`ledger_key`] written into `buf` (emptied first; a loop over many outputs reuses one).
+fn ledger_key_in<'b>(buf: &'b mut String, name: &str) -> &'b str {
+    buf.clear();
+    buf.push_str("files:");
+    buf.push_str(name);
+    buf
 }
 
 /// The entry in `..keyd` of generation `n` of output `name`'s own file (`NAME@4`).
 fn file_entry(name: &str, n: u64) -> String {
-    format!("{name}@{n}")
+    let mut entry = String::new();
+    file_entry_in(&mut entry, name, n);
+    entry
+}
+
+/// [`file_entry`] written into `buf` (emptied first).
+fn file_entry_in<'b>(buf: &'b mut String, name: &str, n: u64) -> &'b str {
+    buf.clear();
+    std::fmt::Write::write_fmt(buf, format_args!("{name}@{n}")).expect("a String takes any text");
+    buf
 }
 
 /// The entry in `..keyd` of secret `secret`'s set link (`@web`).
@@ -568,11 +584,8 @@ impl FilesSink {
             let value = d.value.expose().as_bytes();
             let digest = digest(value);
             // A ledger entry vouches only for the mode and owner the policy asks for now.
-            scratch.clear();
-            scratch.push_str(LEDGER_PREFIX);
-            scratch.push_str(&d.name);
             let recorded = ledger
-                .get(scratch.as_str())
+                .get(ledger_key_in(scratch, &d.name))
                 .filter(|r| self.wants(r) && r.digest == digest);
             // In directories as a tidy pass recorded them no name was replaced since: each
             // still shows the generation its stamp recorded, and is not read again.
@@ -595,10 +608,7 @@ impl FilesSink {
             let vouched = match source {
                 _ if recorded.is_none() => false,
                 Some(Source::Own(n)) => {
-                    scratch.clear();
-                    std::fmt::Write::write_fmt(scratch, format_args!("{}@{n}", d.name))
-                        .expect("a String takes any text");
-                    let now = stamp_at(&fds[1], scratch.as_str());
+                    let now = stamp_at(&fds[1], file_entry_in(scratch, &d.name, n));
                     ledger_vouches(now.as_ref(), recorded, &digest)
                 }
                 Some(src) => ledger_says_current(&path(src), recorded, &digest),
