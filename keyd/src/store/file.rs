@@ -479,7 +479,7 @@ enum Pipe<'scope, W> {
         empty: std::sync::mpsc::Receiver<Zeroizing<Vec<u8>>>,
         thread: std::thread::ScopedJoinHandle<'scope, std::io::Result<W>>,
     },
-    /// Between the two, or after the thread failed.
+    /// Only while the encryptor changes hands, and after `finish`.
     Gone,
 }
 

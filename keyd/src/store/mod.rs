@@ -14,12 +14,11 @@ use std::path::{Path, PathBuf};
 pub(crate) use file::write_atomic;
 pub use file::{StoreError, canonical_recipient, parse_recipient};
 pub use model::{
-    AuditLine, Books, Digest, Label, Ledger, LookupError, OutputRecord, RekeyOwed, ReloadOwed,
-    Rotation, SecretRecord, StackRecord, Stamp, Step, StoreData, SwarmLedger, SwarmOutput,
-    SwarmSecret, VersionRecord,
+    AuditLine, Books, Digest, Ledger, LookupError, OutputRecord, RekeyOwed, ReloadOwed, Rotation,
+    SecretRecord, StackRecord, Stamp, Step, StoreData, SwarmLedger, SwarmOutput, SwarmSecret,
 };
 pub use passphrase::ENV as PASSPHRASE_ENV;
-pub use versions::Versions;
+pub use versions::{Label, VersionRecord, Versions};
 
 /// Names an identity file to use instead of the home's `identity.txt` (mode 0600 or 0400).
 pub const IDENTITY_ENV: &str = "KEYD_IDENTITY_FILE";

@@ -10,7 +10,7 @@ use crate::material::{Material, rsa};
 use crate::policy::{FernetDelivery, Kind, KindSpec, Part, SecretSpec, Sinks};
 use crate::secret::{SecretString, Value};
 
-use super::versions::Versions;
+use super::versions::{Label, VersionRecord, Versions};
 
 /// The store format this build writes.
 pub const FORMAT: u32 = 1;
@@ -576,69 +576,6 @@ pub struct OutputRecord {
     pub name: String,
     /// The part.
     pub part: Part,
-}
-
-/// The role of a version.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Label {
-    /// Made by a rotation in flight, not yet promoted.
-    Pending,
-    /// The value in use.
-    Current,
-    /// The value before current, still accepted during the grace period.
-    Previous,
-}
-
-impl std::fmt::Display for Label {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Label::Pending => "pending",
-            Label::Current => "current",
-            Label::Previous => "previous",
-        })
-    }
-}
-
-/// One generated value.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct VersionRecord {
-    /// 1, 2, 3, … never reused.
-    pub number: u64,
-    /// Its role; `None` once retired.
-    pub label: Option<Label>,
-    /// When it was made (Unix seconds).
-    pub created: i64,
-    /// When it became current.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub promoted: Option<i64>,
-    /// When it stopped being accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retired: Option<i64>,
-    /// The generation parameters, as text (no secret): used to notice a changed policy.
-    pub params: String,
-    /// The login this password belongs to, where a target has several (PostgreSQL
-    /// alternating roles).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub login: Option<String>,
-    /// The value(s).
-    pub material: Material,
-}
-
-impl VersionRecord {
-    /// A version that is current from `now` on.
-    pub fn current_from(number: u64, now: i64, params: String, material: Material) -> Self {
-        VersionRecord {
-            number,
-            label: Some(Label::Current),
-            created: now,
-            promoted: Some(now),
-            retired: None,
-            params,
-            login: None,
-            material,
-        }
-    }
 }
 
 impl SecretRecord {

@@ -1,6 +1,7 @@
-//! A secret's versions as the store holds them, decoded only when used: a rotation of one
-//! secret in a store of 10,000 decodes that secret's versions, not all of them, and a save
-//! writes every untouched list back as the text it was read from.
+//! One version of a secret (`VersionRecord`, with its `Label`), and a secret's versions as the
+//! store holds them (`Versions`), decoded only when used: a rotation of one secret in a store
+//! of 10,000 decodes that secret's versions, not all of them, and a save writes every
+//! untouched list back as the text it was read from.
 //!
 //! The rule that keeps this honest: the stored text is kept only while nothing could have
 //! changed the list. Reading decodes it (once) and keeps the text; the first mutable access
@@ -17,7 +18,70 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use zeroize::Zeroize as _;
 
-use super::model::VersionRecord;
+use crate::material::Material;
+
+/// The role of a version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Label {
+    /// Made by a rotation in flight, not yet promoted.
+    Pending,
+    /// The value in use.
+    Current,
+    /// The value before current, still accepted during the grace period.
+    Previous,
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Label::Pending => "pending",
+            Label::Current => "current",
+            Label::Previous => "previous",
+        })
+    }
+}
+
+/// One generated value.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// 1, 2, 3, … never reused.
+    pub number: u64,
+    /// Its role; `None` once retired.
+    pub label: Option<Label>,
+    /// When it was made (Unix seconds).
+    pub created: i64,
+    /// When it became current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<i64>,
+    /// When it stopped being accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<i64>,
+    /// The generation parameters, as text (no secret): used to notice a changed policy.
+    pub params: String,
+    /// The login this password belongs to, where a target has several (PostgreSQL
+    /// alternating roles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
+    /// The value(s).
+    pub material: Material,
+}
+
+impl VersionRecord {
+    /// A version that is current from `now` on.
+    pub fn current_from(number: u64, now: i64, params: String, material: Material) -> Self {
+        VersionRecord {
+            number,
+            label: Some(Label::Current),
+            created: now,
+            promoted: Some(now),
+            retired: None,
+            params,
+            login: None,
+            material,
+        }
+    }
+}
 
 /// Every version of one secret, oldest first (a `Vec<VersionRecord>` through `Deref`).
 pub struct Versions {
