@@ -8,6 +8,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use age::secrecy::ExposeSecret as _;
+use serde::Serialize;
 use zeroize::{Zeroize as _, Zeroizing};
 
 use super::model::{FORMAT, StoreData};
@@ -503,10 +504,9 @@ impl<'scope, W: Write + Send + 'scope> PlainPipe<'scope, W> {
         &mut self,
         scope: &'scope std::thread::Scope<'scope, 'env>,
     ) -> std::io::Result<()> {
-        if let Pipe::Here(_) = self.state {
-            let Pipe::Here(mut inner) = std::mem::replace(&mut self.state, Pipe::Gone) else {
-                unreachable!("matched above")
-            };
+        if matches!(self.state, Pipe::Here(_))
+            && let Pipe::Here(mut inner) = std::mem::replace(&mut self.state, Pipe::Gone)
+        {
             let (full, full_rx) = std::sync::mpsc::sync_channel::<Zeroizing<Vec<u8>>>(1);
             let (empty_tx, empty) = std::sync::mpsc::channel();
             let thread = scope.spawn(move || {
@@ -557,21 +557,24 @@ impl<'scope, W: Write + Send + 'scope> PlainPipe<'scope, W> {
     }
 }
 
-/// Runs `fill` with a writer whose bytes reach `inner` through a [`PlainPipe`], and returns
-/// `inner` once all of them have. A write error of `inner` is returned rather than what `fill`
-/// made of it.
-fn through_pipe<W: Write + Send>(
+/// Serialises `value` as JSON into `inner` through a [`PlainPipe`], and returns `inner` once
+/// every byte has reached it. A write error of `inner` is returned rather than what the
+/// serialiser made of it.
+fn serialize_through_pipe<W: Write + Send, T: Serialize + ?Sized>(
     inner: W,
-    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    value: &T,
 ) -> std::io::Result<W> {
     std::thread::scope(|scope| {
         let mut pipe = PlainPipe::new(inner);
-        let filled = fill(&mut PipeWriter {
-            pipe: &mut pipe,
-            scope,
-        });
+        let written = serde_json::to_writer(
+            PipeWriter {
+                pipe: &mut pipe,
+                scope,
+            },
+            value,
+        );
         let inner = pipe.finish()?;
-        filled.map(|()| inner)
+        written.map_err(std::io::Error::other).map(|()| inner)
     })
 }
 
@@ -684,9 +687,7 @@ pub(super) fn write_encrypted(
 
 fn write_with(path: &Path, encryptor: age::Encryptor, data: &StoreData) -> Result<(), StoreError> {
     write_atomic_with(path, 0o600, |file| {
-        let inner = through_pipe(encryptor.wrap_output(file)?, |plain| {
-            serde_json::to_writer(plain, data).map_err(std::io::Error::other)
-        })?;
+        let inner = serialize_through_pipe(encryptor.wrap_output(file)?, data)?;
         inner.finish()?;
         Ok(())
     })
@@ -769,39 +770,36 @@ mod tests {
     #[test]
     fn the_plaintext_pipe_delivers_every_byte_in_order_small_or_large() {
         for size in [0usize, 10, 64 * 1024, 64 * 1024 + 1, 700_001] {
-            let bytes: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
-            let out = through_pipe(Vec::new(), |w| {
-                // Pieces of every size, one larger than a buffer among them.
-                let mut rest = &bytes[..];
-                let mut piece = 1;
-                while !rest.is_empty() {
-                    let n = piece.min(rest.len());
-                    w.write_all(&rest[..n])?;
-                    rest = &rest[n..];
-                    piece = (piece * 3 + 1) % 90_000;
-                }
-                Ok(())
-            })
-            .unwrap();
-            assert!(out == bytes, "size {size}: {} bytes out", out.len());
+            // Strings of many lengths, with characters JSON escapes: serde_json writes them in
+            // pieces of every size, one longer than a buffer among them.
+            let mut values = Vec::new();
+            let (mut total, mut len) = (0, 1);
+            while total < size {
+                let n = len.min(size - total);
+                values.push(
+                    (0..n)
+                        .map(|i| ['a', '"', 'é', '\n'][i % 4])
+                        .collect::<String>(),
+                );
+                total += n;
+                len = (len * 3 + 1) % 90_000;
+            }
+            let out = serialize_through_pipe(Vec::new(), &values).unwrap();
+            let expected = serde_json::to_vec(&values).unwrap();
+            assert!(out == expected, "size {size}: {} bytes out", out.len());
         }
     }
 
     #[test]
     fn a_write_error_behind_the_plaintext_pipe_is_returned_not_hung_on() {
+        let big = vec!["x".repeat(1000); 2000];
         for limit in [0, 100_000, 1_000_000] {
-            let big = vec![1u8; 2_000_000];
-            let err = through_pipe(
+            let err = serialize_through_pipe(
                 Failing {
                     taken: Vec::new(),
                     limit,
                 },
-                |w| {
-                    for piece in big.chunks(1000) {
-                        w.write_all(piece)?;
-                    }
-                    Ok(())
-                },
+                &big,
             )
             .map(|f| f.taken.len())
             .unwrap_err();
@@ -814,12 +812,18 @@ mod tests {
     }
 
     #[test]
-    fn an_error_of_the_writer_s_filler_is_returned_after_the_pipe_is_emptied() {
-        let err = through_pipe(Vec::new(), |w| {
-            w.write_all(&[0u8; 200_000])?;
-            Err(std::io::Error::other("serialisation failed"))
-        })
-        .unwrap_err();
+    fn an_error_of_the_serialiser_is_returned_after_the_pipe_is_emptied() {
+        /// Writes 200 KB, then fails.
+        struct FailsAfterWriting;
+        impl Serialize for FailsAfterWriting {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::{Error as _, SerializeSeq as _};
+                let mut seq = s.serialize_seq(None)?;
+                seq.serialize_element(&"x".repeat(200_000))?;
+                Err(S::Error::custom("serialisation failed"))
+            }
+        }
+        let err = serialize_through_pipe(Vec::new(), &FailsAfterWriting).unwrap_err();
         assert_eq!(err.to_string(), "serialisation failed");
     }
 
