@@ -34,8 +34,13 @@ publish_ahead = "1h"
 "#;
 
 fn setup(tag: &str) -> (TempDir, PathBuf, PathBuf) {
+    setup_with(tag, POLICY)
+}
+
+/// A quickstart of `policy` in a new temp dir: the dir, the home and the output directory.
+fn setup_with(tag: &str, policy: &str) -> (TempDir, PathBuf, PathBuf) {
     let tmp = TempDir::new(tag);
-    std::fs::write(tmp.join("app.toml"), POLICY).unwrap();
+    std::fs::write(tmp.join("app.toml"), policy).unwrap();
     let (home, out) = (tmp.join("home"), tmp.join("out"));
     ok(keyctl(&home)
         .arg("quickstart")
@@ -121,6 +126,60 @@ fn the_scheduler_rotates_and_retires_on_time_under_a_controlled_clock() {
         std::fs::read(out.join("JWT_KEY")).unwrap(),
         private_before,
         "the private key switches at promote"
+    );
+}
+
+/// A clock on a machine slower than the policy's intervals: every reading is ten seconds after
+/// the one before, so whatever a pass does, the grace and interval of the secret it rotates have
+/// passed by the time it ends.
+struct CrawlingClock(std::sync::atomic::AtomicI64);
+
+impl keyd::clock::Clock for CrawlingClock {
+    fn now(&self) -> i64 {
+        self.0.fetch_add(10, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn work_that_falls_due_while_a_pass_runs_is_scheduled_at_once_not_after_the_next_wake_up() {
+    // CI once saw keyd rotate a 2 s secret, retire its old version, then sleep 28 s until an
+    // unrelated retry: the pass had outlasted the 2 s interval, and the plan after the pass
+    // listed the rotation as due, which the scheduler's next wake-up did not count.
+    let (_tmp, home, _) = setup_with(
+        "due-during-pass",
+        "[stack]\nname = \"app\"\n\n[secrets.FAST]\nkind = \"token\"\nrotate = \"2s\"\ngrace = \"1s\"\n\n[secrets.SLOW]\nkind = \"token\"\nrotate = \"1d\"\n",
+    );
+    let home = Home::new(home);
+    let t0 = home.peek().unwrap().stacks["app"].secrets["FAST"]
+        .current()
+        .unwrap()
+        .created;
+    let clock = CrawlingClock(std::sync::atomic::AtomicI64::new(t0 + 2));
+    let (report, next) = run_due(&home, &clock, "test").unwrap();
+    assert_eq!(
+        report
+            .outcomes
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect::<Vec<_>>(),
+        ["FAST"],
+        "{report:?}"
+    );
+    // By the end of the pass FAST's old version is past its grace and FAST is past its
+    // interval: the next pass is due now, not at SLOW's rotation a day later.
+    let end = clock.0.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        next.is_some_and(|t| t <= end),
+        "next wake-up {next:?}, the pass ended at {end} (SLOW is due at {})",
+        t0 + 86_400
+    );
+    // And the wake-up finds that work: the retire and the next rotation.
+    let (report, _) = run_due(&home, &clock, "test").unwrap();
+    let results: Vec<_> = report.outcomes.iter().map(|o| o.result).collect();
+    assert!(
+        results.contains(&keyd::rotation::OutcomeKind::Retired)
+            && results.contains(&keyd::rotation::OutcomeKind::Rotated),
+        "{report:?}"
     );
 }
 
@@ -439,19 +498,10 @@ fn eventually(limit: std::time::Duration, mut check: impl FnMut() -> bool) -> bo
 #[test]
 fn a_panic_while_rotating_one_secret_fails_that_rotation_and_the_daemon_rotates_the_others() {
     // Two secrets on short schedules (real time: the daemon runs with the system clock).
-    let tmp = TempDir::new("panic");
-    std::fs::write(
-        tmp.join("app.toml"),
+    let (_tmp, home, _) = setup_with(
+        "panic",
         "[stack]\nname = \"app\"\n\n[secrets.DOOMED]\nkind = \"token\"\nrotate = \"2s\"\ngrace = \"1s\"\n\n[secrets.HEALTHY]\nkind = \"token\"\nrotate = \"2s\"\ngrace = \"1s\"\n",
-    )
-    .unwrap();
-    let home = tmp.join("home");
-    ok(keyctl(&home)
-        .arg("quickstart")
-        .arg("--policy")
-        .arg(tmp.join("app.toml"))
-        .arg("--out")
-        .arg(tmp.join("out")));
+    );
     let mut command = keyd(&home);
     command
         .arg("--socket")

@@ -163,6 +163,7 @@ pub fn run_due(
     // whole load, not a panic.
     lock.check_versions(&engine.data, None)?;
     let (actions, _) = plan(&engine.data, clock.now());
+    let tried = actions.clone();
     // Reload hooks that failed before, once their retry time has come (a failure is recorded
     // in the stack and shown in status; it never stops the rotations below).
     let owed: Vec<String> = engine
@@ -233,11 +234,20 @@ pub fn run_due(
         unjournaled |= !journaled;
     }
     // A failed step leaves a retry time; the next plan accounts for it.
-    let (_, mut next) = plan(&engine.data, clock.now());
+    let now = clock.now();
+    let (still_due, mut next) = plan(&engine.data, now);
+    // Work that fell due while this pass ran (a grace period or an interval shorter than the
+    // pass) is due now: the plan lists it as due, not among its later times, so without this
+    // the scheduler would sleep past it until the next unrelated wake-up. Work this pass tried
+    // that is still due made no progress (a refused rotation): it waits, as before, for the
+    // next wake-up or for the minute below.
+    if still_due.iter().any(|action| !tried.contains(action)) {
+        next = Some(now);
+    }
     if unjournaled {
         // Nothing in the store says to wait: the same work is due again at once. A minute
         // keeps a failure that repeats from running the scheduler hot.
-        let later = clock.now() + 60;
+        let later = now + 60;
         next = Some(next.map_or(later, |n| n.max(later)));
     }
     let report = engine.report;
