@@ -163,7 +163,6 @@ pub fn run_due(
     // whole load, not a panic.
     lock.check_versions(&engine.data, None)?;
     let (actions, _) = plan(&engine.data, clock.now());
-    let tried = actions.clone();
     // Reload hooks that failed before, once their retry time has come (a failure is recorded
     // in the stack and shown in status; it never stops the rotations below).
     let owed: Vec<String> = engine
@@ -181,11 +180,11 @@ pub fn run_due(
         let _ = engine.retry_reload(&stack);
     }
     let mut unjournaled = false;
-    for action in actions {
+    for action in &actions {
         let (Action::Resume { stack, name }
         | Action::Rotate { stack, name }
         | Action::Rekey { stack, name }
-        | Action::Retire { stack, name }) = &action;
+        | Action::Retire { stack, name }) = action;
         let from = engine.data.stacks[stack].secrets[name]
             .current()
             .map_or(0, |v| v.number);
@@ -194,7 +193,7 @@ pub fn run_due(
             Action::Rekey { .. } => "rekey",
             _ => "create",
         };
-        let journaled = contained(&mut engine, stack, name, step, |e| match &action {
+        let journaled = contained(&mut engine, stack, name, step, |e| match action {
             Action::Resume { .. } => {
                 e.advance(stack, name, from, true)?;
                 e.rekey_if_finished(stack, name)
@@ -241,7 +240,7 @@ pub fn run_due(
     // the scheduler would sleep past it until the next unrelated wake-up. Work this pass tried
     // that is still due made no progress (a refused rotation): it waits, as before, for the
     // next wake-up or for the minute below.
-    if still_due.iter().any(|action| !tried.contains(action)) {
+    if still_due.iter().any(|action| !actions.contains(action)) {
         next = Some(now);
     }
     if unjournaled {
