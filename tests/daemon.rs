@@ -483,6 +483,21 @@ fn sigterm_stops_the_daemon_cleanly_and_removes_its_socket() {
     );
 }
 
+#[test]
+fn a_second_keyd_on_a_taken_socket_exits_6_not_4_as_if_the_store_could_not_be_opened() {
+    let (_tmp, home, _out) = setup("taken");
+    let _first = Daemon::start(&home, None, &[]);
+    let second = keyd(&home).output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(6), "{stderr}");
+    assert!(
+        stderr.contains("another keyd is already serving"),
+        "{stderr}"
+    );
+    // Refused before any start-up work: the error is all it says.
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
 /// Polls `check` every 100 ms for at most `limit`; true once it holds.
 fn eventually(limit: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + limit;

@@ -31,6 +31,7 @@ Exit codes:
 #[derive(Parser, Debug)]
 #[command(
     name = "keyctl",
+    bin_name = "keyctl",
     version,
     about = "Generate, store and deliver the key material of container stacks",
     long_about = "Generate, store and deliver the key material of container stacks.\n\n\

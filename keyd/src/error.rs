@@ -98,6 +98,18 @@ pub enum Error {
         /// What was running.
         operation: &'static str,
     },
+    /// A socket could not be served: another keyd answers on it, something else is at its
+    /// path, or it could not be bound.
+    #[error("{path}: {source}")]
+    Socket {
+        /// The socket's path.
+        path: std::path::PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The daemon's async runtime could not be started (threads, epoll, timers).
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
     /// A version that does not exist was asked for.
     #[error("{name} has no version {version}")]
     NoSuchVersion {

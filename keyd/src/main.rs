@@ -1,5 +1,5 @@
 //! `keyd`, the daemon: parses arguments and calls into the `keyd` library. Exit codes: 0 done,
-//! 1 failure, 2 bad arguments, 4 the store cannot be opened.
+//! 1 failure, 2 bad arguments, 4 the store cannot be opened, 6 a socket cannot be served.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,9 +12,10 @@ use keyd::store::Home;
 #[derive(Parser, Debug)]
 #[command(
     name = "keyd",
+    bin_name = "keyd",
     version,
-    about,
-    after_help = "Exit codes: 0 stopped cleanly, 1 failure, 2 bad arguments, 4 the store cannot be opened"
+    about = "Generates, stores, rotates and delivers key material for container stacks",
+    after_help = "Exit codes: 0 stopped cleanly, 1 failure, 2 bad arguments, 4 the store cannot be opened, 6 a socket cannot be served (another keyd answers on it, or a file is in the way)"
 )]
 struct Args {
     /// The keyd home (identity.txt, store.age). Default: $XDG_DATA_HOME/keyd or ~/.local/share/keyd
@@ -154,10 +155,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keyd: {e}");
-            ExitCode::from(if matches!(e, keyd::Error::Store(_)) {
-                4
-            } else {
-                1
+            ExitCode::from(match e {
+                keyd::Error::Store(_) => 4,
+                keyd::Error::Socket { .. } => 6,
+                _ => 1,
             })
         }
     }

@@ -63,11 +63,22 @@ pub struct DockerTest {
     pub dir: TempDir,
     made_swarm: bool,
     images: Vec<String>,
+    /// An exclusive lock on a machine-wide file, held until this test has removed what it
+    /// made (fields drop after `Drop::drop`): Docker tests never overlap, whether nextest runs
+    /// them (its `docker` group does the same) or `cargo test` runs a binary's tests on threads.
+    _one_at_a_time: std::fs::File,
 }
 
 impl DockerTest {
     /// A new test id; fails the test when the Docker engine does not answer.
     pub fn new(tag: &str) -> DockerTest {
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join("keyd-docker-tests.lock"))
+            .expect("the Docker tests' lock file");
+        lock.lock().expect("waiting for the other Docker tests");
         let out = docker(&["version", "--format", "{{.Server.APIVersion}}"]);
         assert!(
             out.status.success(),
@@ -87,6 +98,7 @@ impl DockerTest {
             id,
             made_swarm: false,
             images: Vec::new(),
+            _one_at_a_time: lock,
         }
     }
 

@@ -9,55 +9,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// A built binary of this workspace (`keyctl`, `keyd`), next to the test executable's `deps/`.
+/// The binary the tests run for `name` (`keyctl` or `keyd`): the test crate's own build of it
+/// (`keyctl-under-test`, `keyd-under-test`, the same `main.rs` with keyd's `test-hooks`
+/// feature), which cargo builds before any integration test of this crate, so it is never
+/// stale and never needs a separate `cargo build`. Release builds of the real binaries leave
+/// the hooks out.
 ///
 /// # Panics
-/// When the binary has not been built: the README's test command builds it first.
+/// For a name that is not one of the two binaries.
 pub fn binary(name: &str) -> PathBuf {
+    assert!(
+        name == "keyctl" || name == "keyd",
+        "no binary {name} under test"
+    );
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>");
-    let path = dir.join(name);
-    let built = std::fs::metadata(&path).and_then(|m| m.modified()).unwrap_or_else(|_| {
-        panic!(
-            "{} is missing: run `cargo build --workspace` before the tests (the README's test command does)",
-            path.display()
-        )
-    });
-    // `cargo test` does not rebuild other packages' binaries: refuse to test a stale one. Each
-    // binary is checked against the sources it is built from (keyd's do not include keyctl's).
-    let sources: &[&str] = if name == "keyd" {
-        &["keyd/src"]
-    } else {
-        &["keyd/src", "keyctl/src"]
-    };
-    let newest_source = sources
-        .iter()
-        .flat_map(|d| walk(&workspace().join(d)))
-        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .max()
-        .expect("sources");
-    assert!(
-        built >= newest_source,
-        "{} is older than the sources: run `cargo build --workspace` first",
-        path.display()
-    );
-    path
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
+    dir.join(format!("{name}-under-test"))
 }
 
 /// `keyd` with `--home home`.

@@ -215,7 +215,7 @@ pub fn bind_plugin(plugin: &PluginConfig) -> Result<UnixListener, Error> {
 
 fn bind_socket(path: &std::path::Path, mode: u32, option: &str) -> Result<UnixListener, Error> {
     use std::os::unix::fs::FileTypeExt as _;
-    let io = |source| crate::store::StoreError::Io {
+    let io = |source| Error::Socket {
         path: path.to_owned(),
         source,
     };
@@ -223,8 +223,7 @@ fn bind_socket(path: &std::path::Path, mode: u32, option: &str) -> Result<UnixLi
         return Err(io(std::io::Error::new(
             std::io::ErrorKind::AddrInUse,
             "another keyd is already serving this socket",
-        ))
-        .into());
+        )));
     }
     // A stale socket of a stopped keyd is replaced; anything else at the path is left alone.
     match std::fs::symlink_metadata(path) {
@@ -237,8 +236,7 @@ fn bind_socket(path: &std::path::Path, mode: u32, option: &str) -> Result<UnixLi
                 format!(
                     "exists and is not a socket: keyd will not remove it (choose another {option})"
                 ),
-            ))
-            .into());
+            )));
         }
         Err(_) => {}
     }
@@ -251,7 +249,7 @@ fn bind_socket(path: &std::path::Path, mode: u32, option: &str) -> Result<UnixLi
     let previous = rustix::process::umask(mask);
     let bound = UnixListener::bind(path);
     rustix::process::umask(previous);
-    Ok(bound.map_err(io)?)
+    bound.map_err(io)
 }
 
 /// Serves the API (and the Docker plugin socket, when given) and runs the scheduler until
@@ -323,23 +321,25 @@ async fn scheduler(state: Arc<State>) {
 /// SIGHUP re-reads the store and re-plans. Returns when stopped.
 pub fn run_daemon(config: Config) -> Result<(), Error> {
     let home = Home::new(&config.home);
-    let by = "keyd start";
-    let (report, _) = start_up(&home, &SystemClock, by)?;
-    log_report(&report);
     let listener_config = config.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| crate::store::StoreError::Io {
-            path: config.socket.clone(),
-            source,
-        })?;
-    runtime.block_on(async move {
+        .map_err(Error::Runtime)?;
+    // The sockets first: a second keyd started on the same socket stops here, before it does
+    // any start-up work on the store.
+    let (listener, plugin) = runtime.block_on(async {
         let listener = bind(&listener_config)?;
         let plugin = match &listener_config.plugin {
             Some(config) => Some((bind_plugin(config)?, config.clone())),
             None => None,
         };
+        Ok::<_, Error>((listener, plugin))
+    })?;
+    let by = "keyd start";
+    let (report, _) = start_up(&home, &SystemClock, by)?;
+    log_report(&report);
+    runtime.block_on(async move {
         let state = State::new(home, Arc::new(SystemClock), &listener_config.allow_uids);
         eprintln!("keyd: ready on {}", listener_config.socket.display());
         if let Some(config) = &listener_config.plugin {
