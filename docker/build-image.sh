@@ -6,7 +6,8 @@
 #   docker/build-image.sh [TAG] [PROFILE]     TAG default keyd:local, PROFILE release or debug
 #
 # With PROFILE=release the binaries are built first; with debug, the ones in target/debug are
-# used as they are (the tests build those).
+# used as they are. The target directory is $CARGO_TARGET_DIR when set; KEYD_BIN and KEYCTL_BIN
+# name other binaries to put in the image (the tests use the builds they run).
 set -euo pipefail
 tag=${1:-keyd:local}
 profile=${2:-release}
@@ -14,14 +15,18 @@ cd "$(dirname "$0")/.."
 if [ "$profile" = release ]; then
   cargo build --release --locked -p keyd -p keyctl
 fi
-bin=target/$profile
+bin=${CARGO_TARGET_DIR:-target}/$profile
+keyd_bin=${KEYD_BIN:-$bin/keyd}
+keyctl_bin=${KEYCTL_BIN:-$bin/keyctl}
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 mkdir -p "$ctx/root/bin" "$ctx/root/var/lib/keyd" "$ctx/root/run/secrets"
 chmod 0700 "$ctx/root/var/lib/keyd"
-cp "$bin/keyd" "$bin/keyctl" "$ctx/root/bin/"
+cp "$keyd_bin" "$ctx/root/bin/keyd"
+cp "$keyctl_bin" "$ctx/root/bin/keyctl"
 # Every library the binaries load, at the path the loader looks for it.
-ldd "$bin/keyd" "$bin/keyctl" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' \
+# (ldd heads each binary's list with a "PATH:" line when given two: not a library.)
+ldd "$keyd_bin" "$keyctl_bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// && $1 !~ /:$/ {print $1}' \
   | sort -u | while read -r lib; do
       mkdir -p "$ctx/root$(dirname "$lib")"
       cp -L "$lib" "$ctx/root$lib"

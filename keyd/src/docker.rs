@@ -1,5 +1,6 @@
-//! The Docker Engine API as keyd uses it: swarm secrets (create, find, delete), services
-//! (list, repoint, wait for a rolling update), and the swarm itself (is this node a manager,
+//! The Docker Engine API as keyd uses it: swarm secrets (create, find, delete), swarm configs
+//! (the swarm store's generations: create-if-absent, read back, delete), services (list,
+//! repoint, wait for a rolling update), and the swarm itself (is this node a manager,
 //! `--init-swarm`). Blocking calls over `bollard`, each driven on a small runtime of its own
 //! and bounded by a timeout, so a hung engine fails one delivery instead of stalling keyd.
 //!
@@ -13,11 +14,13 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::{
-    LocalNodeState, Secret, SecretSpec, Service, ServiceSpec, ServiceSpecUpdateConfig,
-    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum,
-    ServiceUpdateStatusStateEnum, SwarmInitRequest,
+    Config, ConfigSpec, LocalNodeState, Secret, SecretSpec, Service, ServiceSpec,
+    ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
+    ServiceSpecUpdateConfigOrderEnum, ServiceUpdateStatusStateEnum, SwarmInitRequest,
 };
-use bollard::query_parameters::{ListSecretsOptions, ListServicesOptions, UpdateServiceOptions};
+use bollard::query_parameters::{
+    ListConfigsOptions, ListSecretsOptions, ListServicesOptions, UpdateServiceOptions,
+};
 
 /// The oldest Engine API keyd speaks (Docker 20.10).
 pub const MIN_API: (usize, usize) = (1, 41);
@@ -101,6 +104,42 @@ impl From<Secret> for SecretInfo {
             labels: spec.labels.unwrap_or_default(),
             driver: spec.driver.map(|d| d.name),
         }
+    }
+}
+
+/// A swarm config as the engine gives it back: unlike a secret's, its data is readable.
+#[derive(Clone, Debug)]
+pub struct ConfigInfo {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+    /// Its data (the engine returns it base64-encoded; decoded here).
+    pub data: Vec<u8>,
+}
+
+/// The largest config the engine accepts: swarmkit's `MaxConfigSize` (manager/controlapi)
+/// refuses data of 1,024,000 bytes or more ("config data must be larger than 0 and less than
+/// 1024000 bytes", checked against Docker 20.10).
+pub const MAX_CONFIG_BYTES: usize = 1_024_000 - 1;
+
+impl TryFrom<Config> for ConfigInfo {
+    type Error = String;
+    fn try_from(c: Config) -> Result<Self, String> {
+        use base64::Engine as _;
+        let spec = c.spec.unwrap_or_default();
+        let name = spec.name.unwrap_or_default();
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(spec.data.unwrap_or_default())
+            .map_err(|e| format!("config {name}: its data is not base64: {e}"))?;
+        Ok(ConfigInfo {
+            id: c.id.unwrap_or_default(),
+            name,
+            labels: spec.labels.unwrap_or_default(),
+            data,
+        })
     }
 }
 
@@ -302,6 +341,87 @@ impl Engine {
                 message,
                 ..
             }) if message.contains("in use") => Ok(Deleted::InUse),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every config carrying label `key=value`, with its data.
+    pub fn configs_labelled(&self, key: &str, value: &str) -> Result<Vec<ConfigInfo>, DockerError> {
+        let what = || format!("listing configs labelled {key}={value}");
+        let options = ListConfigsOptions {
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![format!("{key}={value}")],
+            )])),
+        };
+        let list = self.call(what, self.docker.list_configs(Some(options)))?;
+        list.into_iter()
+            .map(|c| {
+                ConfigInfo::try_from(c).map_err(|message| DockerError::Api {
+                    what: what(),
+                    message,
+                    status: None,
+                })
+            })
+            .collect()
+    }
+
+    /// The config named exactly `name`, with its data, if there is one.
+    pub fn config_named(&self, name: &str) -> Result<Option<ConfigInfo>, DockerError> {
+        let what = || format!("reading config {name}");
+        match self.call(what, self.docker.inspect_config(name)) {
+            Ok(config) => ConfigInfo::try_from(config)
+                .map(|c| (c.name == name).then_some(c))
+                .map_err(|message| DockerError::Api {
+                    what: what(),
+                    message,
+                    status: None,
+                }),
+            Err(DockerError::Api {
+                status: Some(404), ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates config `name` holding `data` (at most [`MAX_CONFIG_BYTES`]), with `labels`;
+    /// `Ok(None)` when a config of that name exists already. The engine creates a name once:
+    /// of two callers creating the same name, exactly one gets `Some`.
+    pub fn create_config(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+        data: &[u8],
+    ) -> Result<Option<String>, DockerError> {
+        use base64::Engine as _;
+        let spec = ConfigSpec {
+            name: Some(name.to_owned()),
+            labels: Some(labels),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(data)),
+            ..Default::default()
+        };
+        match self.call(
+            || format!("creating config {name}"),
+            self.docker.create_config(spec),
+        ) {
+            Ok(id) => Ok(Some(id.id)),
+            Err(DockerError::Api {
+                status: Some(409), ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes config `id_or_name`; one already gone is no error.
+    pub fn delete_config(&self, id_or_name: &str) -> Result<(), DockerError> {
+        match self.call(
+            || format!("removing config {id_or_name}"),
+            self.docker.delete_config(id_or_name),
+        ) {
+            Ok(())
+            | Err(DockerError::Api {
+                status: Some(404), ..
+            }) => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -63,22 +63,69 @@ pub struct DockerTest {
     pub dir: TempDir,
     made_swarm: bool,
     images: Vec<String>,
-    /// An exclusive lock on a machine-wide file, held until this test has removed what it
-    /// made (fields drop after `Drop::drop`): Docker tests never overlap, whether nextest runs
-    /// them (its `docker` group does the same) or `cargo test` runs a binary's tests on threads.
-    _one_at_a_time: std::fs::File,
+    /// Held until this test has removed what it made (fields drop after `Drop::drop`).
+    _one_at_a_time: MachineLock,
+}
+
+/// Who holds the machine-wide lock in this process: a thread and how many `DockerTest`s it
+/// has open (a test may make a second one while the first lives), with the locked file.
+struct LockState {
+    owner: Option<std::thread::ThreadId>,
+    depth: usize,
+    file: Option<std::fs::File>,
+}
+
+static LOCK: std::sync::Mutex<LockState> = std::sync::Mutex::new(LockState {
+    owner: None,
+    depth: 0,
+    file: None,
+});
+static LOCK_FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// An exclusive lock on a machine-wide file: Docker tests never overlap, whether nextest runs
+/// them as processes (its `docker` group does the same) or `cargo test` runs a binary's tests
+/// on threads. A thread that holds it may take it again (flock alone would block on itself).
+struct MachineLock;
+
+impl MachineLock {
+    fn take() -> MachineLock {
+        let me = std::thread::current().id();
+        let mut state = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        while state.owner.is_some_and(|o| o != me) {
+            state = LOCK_FREED.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        if state.owner.is_none() {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(std::env::temp_dir().join("keyd-docker-tests.lock"))
+                .expect("the Docker tests' lock file");
+            file.lock().expect("waiting for the other Docker tests");
+            state.file = Some(file);
+            state.owner = Some(me);
+        }
+        state.depth += 1;
+        MachineLock
+    }
+}
+
+impl Drop for MachineLock {
+    fn drop(&mut self) {
+        let mut state = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        state.depth -= 1;
+        if state.depth == 0 {
+            state.file = None;
+            state.owner = None;
+            LOCK_FREED.notify_all();
+        }
+    }
 }
 
 impl DockerTest {
     /// A new test id; fails the test when the Docker engine does not answer.
     pub fn new(tag: &str) -> DockerTest {
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(std::env::temp_dir().join("keyd-docker-tests.lock"))
-            .expect("the Docker tests' lock file");
-        lock.lock().expect("waiting for the other Docker tests");
+        let lock = MachineLock::take();
         let out = docker(&["version", "--format", "{{.Server.APIVersion}}"]);
         assert!(
             out.status.success(),
@@ -172,16 +219,17 @@ impl DockerTest {
         )
     }
 
-    /// The keyd image, built by `docker/build-image.sh` from the debug binaries the README's
-    /// test command built (tagged `keyd-test:<id>`, removed on drop).
+    /// The keyd image, built by `docker/build-image.sh` from the binaries under test (tagged
+    /// `keyd-test:<id>`, removed on drop).
     pub fn keyd_image(&mut self) -> String {
-        // Fails with a clear message when the binaries are missing or stale.
-        crate::binary("keyd");
-        crate::binary("keyctl");
         let tag = format!("keyd-test:{}", self.id);
         let script = crate::workspace().join("docker/build-image.sh");
         let out = run_within(
-            Command::new("bash").arg(&script).args([&tag, "debug"]),
+            Command::new("bash")
+                .arg(&script)
+                .args([&tag, "debug"])
+                .env("KEYD_BIN", crate::binary("keyd"))
+                .env("KEYCTL_BIN", crate::binary("keyctl")),
             DOCKER_LIMIT,
         );
         assert!(

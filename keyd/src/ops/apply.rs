@@ -168,8 +168,23 @@ fn refuse_to_replace_existing_outputs(policy: &Policy, sinks: &Sinks) -> Result<
                     found.push(e.path.clone());
                 }
             }
-            // A Swarm secret keyd did not make is never replaced: the sink refuses its name.
-            SinkSpec::Swarm(_) | SinkSpec::Plugin(_) => {}
+            // Secrets keyd published for this stack, from a store that is not this one: a new
+            // store would publish other values beside them and repoint the services. (A secret
+            // keyd did not make is never replaced either: the sink refuses its name.)
+            SinkSpec::Swarm(swarm) => {
+                let engine = DockerEngine::connect(swarm.timeout)?;
+                engine.require_manager()?;
+                found.extend(
+                    engine
+                        .secrets_labelled("keyd.stack", &swarm.stack)?
+                        .into_iter()
+                        .filter(|s| {
+                            s.labels.get("keyd.managed").map(String::as_str) == Some("true")
+                        })
+                        .map(|s| PathBuf::from(format!("Swarm secret {}", s.name))),
+                );
+            }
+            SinkSpec::Plugin(_) => {}
         }
     }
     if found.is_empty() {

@@ -100,13 +100,16 @@ impl SwarmSink {
     }
 
     /// Publishes `d` (whose keyed digest is `digest`) as a new secret; returns its record.
+    /// `known` are the secrets of this output the store recorded: a name taken by a secret
+    /// with keyd's labels and another value is passed over only when it is one of them.
     fn publish(
         &self,
         engine: &Engine,
         d: &Delivery,
         digest: &str,
-        first: bool,
+        known: &[SwarmSecret],
     ) -> Result<SwarmSecret, SinkError> {
+        let first = known.is_empty();
         let base = format!("{}{}", self.spec.prefix, d.name);
         let versioned = format!("{base}_v{}", d.version);
         let candidates = first
@@ -139,6 +142,14 @@ impl SwarmSink {
                     version: d.version,
                     digest: digest.to_owned(),
                 });
+            }
+            if self.is_ours(&info, &d.name, None) && !known.iter().any(|k| k.id == info.id) {
+                return Err(self.unsafe_(
+                    &d.name,
+                    format!(
+                        "the Swarm secret {name} carries keyd's labels for this output, but this store never published it (its keyed digest is not one this store made): another store made it, or its labels were forged. Use the store that made it (`--store swarm:NAME`, or `keyctl restore`), or remove the secret (`docker secret rm {name}`) if it is not yours"
+                    ),
+                ));
             }
             if !self.is_ours(&info, &d.name, None) {
                 let owner = match info.labels.get("keyd.stack") {
@@ -319,7 +330,7 @@ impl Sink for SwarmSink {
                     report.written.push(d.name.clone());
                     p
                 }
-                None => match self.publish(&engine, d, &digest, out.published.is_empty()) {
+                None => match self.publish(&engine, d, &digest, &out.published) {
                     Ok(p) => {
                         report.written.push(d.name.clone());
                         out.published.push(p.clone());
