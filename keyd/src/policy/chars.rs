@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 
-use super::{KindSpec, Output, Part, SecretSpec};
+use super::outputs::{Output, Part};
+use super::secrets::{KindSpec, SecretSpec};
 use crate::material::template::Piece;
 use crate::material::token::Encoding;
 
@@ -135,7 +136,9 @@ fn companion_name(spec: &SecretSpec, part: Part) -> Option<&str> {
         (KindSpec::Rsa { jwks, .. }, Part::Jwks) => jwks.as_deref(),
         (KindSpec::Tls { key, .. }, Part::TlsKey) => Some(key),
         (_, Part::Login) => match &spec.target {
-            Some(super::SecretTarget::Postgres { user_secret, .. }) => user_secret.as_deref(),
+            Some(super::targets::SecretTarget::Postgres { user_secret, .. }) => {
+                user_secret.as_deref()
+            }
             _ => None,
         },
         _ => None,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use toml::de::DeTable;
 
 use super::kinds::Draft;
-use super::{Checker, offset_in_string, t_start};
+use super::problems::{Checker, offset_in_string, top_level_key_at};
 use crate::material::template::Piece;
 use crate::policy::chars;
 use crate::policy::{AdminPassword, EnvFileSpec, KindSpec, Part, Sinks, SwarmSpec, TargetSpec};
@@ -41,7 +41,7 @@ pub(super) fn check_declared_names(
             && !declared.contains(name.as_str())
         {
             c.err(
-                t_start(doc, "targets"),
+                top_level_key_at(doc, "targets"),
                 format!(
                     "target {:?}: password_secret {name:?} is not declared in this policy",
                     t.name
@@ -54,7 +54,7 @@ pub(super) fn check_declared_names(
     {
         for name in include.iter().filter(|n| !declared.contains(n.as_str())) {
             c.err(
-                t_start(doc, "sinks"),
+                top_level_key_at(doc, "sinks"),
                 format!(
                     "[sinks.envfile] include names {name:?}, which this policy does not declare"
                 ),

@@ -5,7 +5,7 @@
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::Checker;
+use super::problems::Checker;
 use crate::policy::duration;
 
 /// One key = value of a table, with spans.

@@ -5,8 +5,8 @@
 use toml::de::{DeTable, DeValue};
 
 use super::fields::{Entry, Fields, check_name};
+use super::problems::{Checker, LineIndex, offset_in_string};
 use super::targets::check_secret_target;
-use super::{Checker, LineIndex, offset_in_string};
 use crate::material::password::{self, Alphabet};
 use crate::material::rsa;
 use crate::material::template;

@@ -1,16 +1,17 @@
 //! Turns policy text into a [`Policy`], collecting every problem with its position. Works on
 //! toml's spanned document tree so each message can point at the key or value at fault.
 //!
-//! This module owns the entry point ([`parse`]), the problems found and their positions
-//! ([`LineIndex`]) and the walk over the document (`[stack]`, the top-level keys, each section
-//! handed to its part). The parts below it: `fields` reads one table's typed values, `kinds`
-//! checks one secret and its kind's fields, `targets` the `[targets.*]` tables and a secret's
-//! `target`, `sinks` the `[sinks.*]` tables, and `cross_checks` what needs the whole policy
-//! (names, template references and cycles, what each sink can carry).
+//! This module owns the entry point ([`parse`]) and the walk over the document (`[stack]`, the
+//! top-level keys, each section handed to its part). The parts below it: `fields` reads one
+//! table's typed values, `kinds` checks one secret and its kind's fields, `targets` the
+//! `[targets.*]` tables and a secret's `target`, `sinks` the `[sinks.*]` tables,
+//! `cross_checks` what needs the whole policy (names, template references and cycles, what
+//! each sink can carry), and `problems` the problems found and their positions.
 
 mod cross_checks;
 mod fields;
 mod kinds;
+mod problems;
 mod sinks;
 mod targets;
 
@@ -23,75 +24,10 @@ use self::cross_checks::{
 };
 use self::fields::Fields;
 use self::kinds::check_secret;
+use self::problems::{Checker, LineIndex, invalid, top_level_key_at};
 use self::sinks::check_sinks;
 use self::targets::check_targets;
-use super::{Policy, PolicyError, Problem, SecretSpec, SinkSpec, Sinks, TargetSpec};
-
-/// Problems found so far, by byte offset.
-struct Checker {
-    problems: Vec<(usize, String)>,
-}
-
-/// Byte offsets of line starts, so a span's start turns into a line and column by binary
-/// search: placing every problem costs a logarithm each, not a scan of the text before it.
-struct LineIndex<'s> {
-    src: &'s str,
-    starts: Vec<usize>,
-}
-
-impl<'s> LineIndex<'s> {
-    fn new(src: &'s str) -> Self {
-        let starts = std::iter::once(0)
-            .chain(src.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
-        LineIndex { src, starts }
-    }
-
-    /// The 1-based line of byte offset `at`.
-    fn line(&self, at: usize) -> usize {
-        self.starts
-            .partition_point(|&s| s <= at.min(self.src.len()))
-    }
-
-    /// The 1-based line and column (in characters) of byte offset `at`.
-    fn position(&self, at: usize) -> (usize, usize) {
-        let at = at.min(self.src.len());
-        let line = self.starts.partition_point(|&s| s <= at);
-        let start = self.starts[line - 1];
-        let column = self.src.get(start..at).map_or(0, |t| t.chars().count()) + 1;
-        (line, column)
-    }
-}
-
-impl Checker {
-    fn err(&mut self, at: usize, message: impl Into<String>) {
-        self.problems.push((at, message.into()));
-    }
-}
-
-/// Where in the source the character at `offset` of a string value starts, when that can be
-/// known (no escapes before it); otherwise the value's start.
-fn offset_in_string(src: &str, value_at: usize, offset: usize) -> usize {
-    let raw = &src[value_at..];
-    let multi_line = raw.starts_with("\"\"\"") || raw.starts_with("'''");
-    let mut start = if multi_line { 3 } else { 1 };
-    // TOML drops a newline right after the opening quotes of a multi-line string.
-    if multi_line {
-        start += [("\r\n", 2), ("\n", 1)]
-            .iter()
-            .find(|(nl, _)| raw[3..].starts_with(nl))
-            .map_or(0, |(_, n)| *n);
-    }
-    let body = &raw[start..];
-    // The offset counts characters of the value as TOML read it; it is a byte offset in the
-    // source only while no escape comes before it (and never inside a character).
-    match body.get(..offset) {
-        Some(before) if raw.starts_with('\'') || !before.contains('\\') => {
-            value_at + start + offset
-        }
-        _ => value_at,
-    }
-}
+use super::{Policy, PolicyError, SecretSpec, SinkSpec, Sinks, TargetSpec};
 
 pub(super) fn parse(path: &Path, source: String) -> Result<Policy, PolicyError> {
     let mut c = Checker {
@@ -124,26 +60,6 @@ pub(super) fn parse(path: &Path, source: String) -> Result<Policy, PolicyError> 
         secrets,
         targets,
     })
-}
-
-fn invalid(path: &Path, src: &str, mut found: Vec<(usize, String)>) -> PolicyError {
-    found.sort_by_key(|(at, _)| *at);
-    let lines = LineIndex::new(src);
-    let problems = found
-        .into_iter()
-        .map(|(at, message)| {
-            let (line, column) = lines.position(at);
-            Problem {
-                line,
-                column,
-                message,
-            }
-        })
-        .collect();
-    PolicyError::Invalid {
-        path: path.to_owned(),
-        problems,
-    }
 }
 
 type Checked = (
@@ -186,7 +102,7 @@ fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) ->
                 }
                 None if f.get("name").is_none() => {
                     c.err(
-                        t_start(doc, "stack"),
+                        top_level_key_at(doc, "stack"),
                         "[stack] has no `name` (expected name = \"mystack\")",
                     );
                 }
@@ -274,12 +190,6 @@ fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) ->
     }
     let secrets = drafts.into_iter().map(|d| d.spec).collect();
     Some((stack?, description, sinks, secrets, targets))
-}
-
-fn t_start(doc: &DeTable<'_>, key: &str) -> usize {
-    doc.iter()
-        .find(|(k, _)| k.get_ref().as_ref() == key)
-        .map_or(0, |(k, _)| k.span().start)
 }
 
 /// Shared by the parts' unit tests: policies read from `p.toml`.
@@ -461,29 +371,6 @@ mode = "0666"
              p.toml:9:8: unknown target type \"mysql\" (expected \"postgres\" or \"redis\")\n\
              p.toml:12:8: `mode` 0666 lets group or others write secrets (expected a mode without write bits for them, e.g. \"0400\")"
         );
-    }
-
-    #[test]
-    fn line_index_positions() {
-        let src = "ab\né€x\n\nz";
-        let lines = LineIndex::new(src);
-        assert_eq!(lines.position(0), (1, 1));
-        assert_eq!(lines.position(2), (1, 3));
-        assert_eq!(lines.position(3), (2, 1));
-        assert_eq!(lines.position(8), (2, 3)); // the `x`, after 2 + 3 bytes
-        assert_eq!(lines.position(10), (3, 1));
-        assert_eq!(lines.position(11), (4, 1));
-        assert_eq!(lines.position(99), (4, 2)); // past the end: the end
-    }
-
-    #[test]
-    fn offsets_inside_strings() {
-        let src = r#"t = "ab{X}" u = 'a\{X}' v = """{X}""" w = "\n{X}""#;
-        let at = |needle: &str| src.find(needle).unwrap();
-        assert_eq!(offset_in_string(src, at("\"ab"), 2), at("{X}\" u"));
-        assert_eq!(offset_in_string(src, at("'a"), 2), at("{X}' v"));
-        assert_eq!(offset_in_string(src, at("\"\"\""), 0), at("{X}\"\"\""));
-        assert_eq!(offset_in_string(src, at("\"\\n"), 1), at("\"\\n"));
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use toml::de::{DeTable, DeValue};
 
-use super::Checker;
 use super::fields::{Entry, Fields};
+use super::problems::Checker;
 use crate::policy::{
     EnvFileSpec, FilesSpec, PluginSpec, ReloadHook, Signal, SinkSpec, Sinks, SwarmSpec,
 };

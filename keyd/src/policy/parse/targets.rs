@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use toml::de::{DeTable, DeValue};
 
-use super::Checker;
 use super::fields::check_name;
 use super::fields::{Entry, Fields};
+use super::problems::Checker;
 use crate::policy::{AdminPassword, PgStrategy, RedisMode, SecretTarget, TargetKind, TargetSpec};
 
 /// Whether `name` is a PostgreSQL role name keyd accepts: a lowercase identifier that needs no
