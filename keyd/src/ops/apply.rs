@@ -215,8 +215,9 @@ pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<App
 }
 
 /// [`apply`] of the policy file at `path`. On a home that exists the policy is parsed on a
-/// second core while the store is locked and loaded (at 10,000 secrets each is about a
-/// quarter of a no-change apply); a policy error still comes first, before the store's.
+/// second core while the store is locked and loaded, because on a large stack each is a large
+/// share of a no-change apply (bench/scale.py); a policy error still comes first, before the
+/// store's.
 pub fn apply_file(home: &Home, path: &Path, options: &ApplyOptions) -> Result<ApplyReport, Error> {
     let plain = !(options.init || options.reinit || options.accept_rollback);
     let (policy, loaded) = std::thread::scope(|s| {
@@ -235,7 +236,8 @@ pub fn apply_file(home: &Home, path: &Path, options: &ApplyOptions) -> Result<Ap
     let (report, leftovers) = apply_loaded(home, &policy, options, loaded.transpose()?)?;
     // What the pass worked on is freed on two cores: the store's records (the values zeroized
     // as they go) on one, the policy (parsed on the other core, so from another malloc arena)
-    // here. At 10,000 secrets freeing them one after the other took a tenth of an apply.
+    // here, because on a large stack freeing both is a measurable share of an apply
+    // (bench/scale.py).
     std::thread::scope(|s| {
         let Leftovers { secrets, rest } = leftovers;
         s.spawn(move || drop(secrets));
@@ -328,7 +330,8 @@ fn apply_loaded(
         data.stacks.insert(policy.stack.clone(), plan.stack);
     }
     let stack = data.stacks.get_mut(&policy.stack).expect("just inserted");
-    // The files' ledger notes its own changes (10,000 entries are not copied to compare).
+    // The files' ledger notes its own changes, so whether it changed is known without a copy
+    // of it to compare against.
     stack.ledger.take_changed();
     let before = (
         stack.swarm.outputs.clone(),
