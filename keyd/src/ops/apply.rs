@@ -13,7 +13,7 @@ use crate::docker::Engine as DockerEngine;
 use crate::error::Error;
 use crate::policy::{FilesSpec, Kind, Policy, SinkSpec, Sinks, SwarmSpec};
 use crate::reconcile::reconcile;
-use crate::rotation::{Engine, OutcomeKind};
+use crate::rotation::{Engine, OutcomeKind, SecretKey};
 use crate::sinks::{Delivery, DeliveryReport};
 use crate::store::{Home, InitOutcome, LockedStore, SecretRecord, StoreData};
 
@@ -370,10 +370,9 @@ fn apply_loaded(
         let clock = SystemClock;
         let mut engine = Engine::with_data(&lock, data, &clock, "keyctl apply");
         for name in &in_flight {
-            let from = engine.data.stacks[&policy.stack].secrets[name]
-                .current()
-                .map_or(0, |v| v.number);
-            engine.advance(&policy.stack, name, from, false)?;
+            let key = SecretKey::new(&policy.stack, name);
+            let from = key.record(&engine.data)?.current().map_or(0, |v| v.number);
+            engine.advance(&key, from, false)?;
         }
         failed.extend(
             engine

@@ -5,17 +5,16 @@ use crate::clock::Clock;
 use crate::error::Error;
 use crate::policy::Kind;
 use crate::rotation::schedule::{Action, plan};
-use crate::rotation::{Engine, OutcomeKind, RotationReport};
+use crate::rotation::{Engine, OutcomeKind, RotationReport, SecretKey};
 use crate::store::{Home, LookupError, StoreData};
 
-/// Runs `work` on the secret `stack/name`, containing a panic in it (see
-/// `Engine::contain_panic`; `step` names the work when no rotation was in flight): the
-/// secret's rotation fails, the caller goes on with the others. Returns `Ok(false)` for a
-/// panic whose failure could not be journaled.
+/// Runs `work` on the secret `key`, containing a panic in it (see `Engine::contain_panic`;
+/// `step` names the work when no rotation was in flight): the secret's rotation fails, the
+/// caller goes on with the others. Returns `Ok(false)` for a panic whose failure could not be
+/// journaled.
 fn contained(
     engine: &mut Engine<'_>,
-    stack: &str,
-    name: &str,
+    key: &SecretKey,
     step: &str,
     work: impl FnOnce(&mut Engine<'_>) -> Result<(), Error>,
 ) -> Result<bool, Error> {
@@ -23,7 +22,7 @@ fn contained(
     // reloads the store.
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(engine))) {
         Ok(result) => result.map(|()| true),
-        Err(_) => engine.contain_panic(stack, name, step),
+        Err(_) => engine.contain_panic(key, step),
     }
 }
 
@@ -83,12 +82,11 @@ pub fn rotate(
         lock.check_versions(&engine.data, Some((stack, name)))?;
     }
     for (stack, name) in &selected {
-        let record = &engine.data.stacks[stack].secrets[name];
+        let key = SecretKey::new(stack, name);
+        let record = key.record(&engine.data)?;
         let from = record.current().map_or(0, |v| v.number);
         if record.rotation.is_some() {
-            contained(&mut engine, stack, name, "create", |e| {
-                e.advance(stack, name, from, true)
-            })?;
+            contained(&mut engine, &key, "create", |e| e.advance(&key, from, true))?;
             continue;
         }
         let seen_version = seen
@@ -98,18 +96,17 @@ pub fn rotate(
             .map(|r| (r.current().map(|v| v.number), r.rotation.is_some()));
         if seen_version.is_some_and(|(v, in_flight)| in_flight || v != Some(from)) {
             engine.outcome(
-                stack,
-                name,
+                &key,
                 from,
                 OutcomeKind::AlreadyRotated,
                 Some("rotated by another process while this one waited".into()),
-            );
+            )?;
             continue;
         }
-        contained(&mut engine, stack, name, "create", |e| {
-            e.start(stack, name, force)?;
-            e.advance(stack, name, from, false)?;
-            e.rekey_if_finished(stack, name)
+        contained(&mut engine, &key, "create", |e| {
+            e.start(&key, force)?;
+            e.advance(&key, from, false)?;
+            e.rekey_if_finished(&key)
         })?;
     }
     Ok(engine.report)
@@ -135,18 +132,13 @@ pub fn retire(
 ) -> Result<RotationReport, Error> {
     let lock = home.lock()?;
     let mut engine = Engine::new(&lock, clock, by)?;
-    let (stack, secret, _, _) = engine.data.find_output(name)?;
-    let (stack, secret) = (stack.to_owned(), secret.to_owned());
-    if engine.data.stacks[&stack].secrets[&secret]
-        .rotation
-        .is_some()
-    {
-        let from = engine.data.stacks[&stack].secrets[&secret]
-            .current()
-            .map_or(0, |v| v.number);
-        engine.advance(&stack, &secret, from, true)?;
+    let (stack, secret, record, _) = engine.data.find_output(name)?;
+    let key = SecretKey::new(stack, secret);
+    if record.rotation.is_some() {
+        let from = record.current().map_or(0, |v| v.number);
+        engine.advance(&key, from, true)?;
     }
-    engine.retire(&stack, &secret)?;
+    engine.retire(&key)?;
     Ok(engine.report)
 }
 
@@ -185,38 +177,30 @@ pub fn run_due(
         | Action::Rotate { stack, name }
         | Action::Rekey { stack, name }
         | Action::Retire { stack, name }) = action;
-        let from = engine.data.stacks[stack].secrets[name]
-            .current()
-            .map_or(0, |v| v.number);
+        let key = SecretKey::new(stack, name);
+        let from = key.record(&engine.data)?.current().map_or(0, |v| v.number);
         let step = match action {
             Action::Retire { .. } => "retire",
             Action::Rekey { .. } => "rekey",
             _ => "create",
         };
-        let journaled = contained(&mut engine, stack, name, step, |e| match action {
+        let journaled = contained(&mut engine, &key, step, |e| match action {
             Action::Resume { .. } => {
-                e.advance(stack, name, from, true)?;
-                e.rekey_if_finished(stack, name)
+                e.advance(&key, from, true)?;
+                e.rekey_if_finished(&key)
             }
             Action::Rotate { .. } => {
                 // Refused (a fernet key that would be pushed out unretired): reported, and the
                 // other secrets' work goes on.
-                if let Err(refused) = e.start(stack, name, false) {
-                    e.outcome(
-                        stack,
-                        name,
-                        from,
-                        OutcomeKind::Failed,
-                        Some(refused.to_string()),
-                    );
-                    return Ok(());
+                if let Err(refused) = e.start(&key, false) {
+                    return e.outcome(&key, from, OutcomeKind::Failed, Some(refused.to_string()));
                 }
-                e.advance(stack, name, from, false)?;
-                e.rekey_if_finished(stack, name)
+                e.advance(&key, from, false)?;
+                e.rekey_if_finished(&key)
             }
             // A failed rekey is recorded with its retry time; the plan waits for it.
-            Action::Rekey { .. } => e.rekey(stack, name).map(drop),
-            Action::Retire { .. } => match e.retire(stack, name) {
+            Action::Rekey { .. } => e.rekey(&key).map(drop),
+            Action::Retire { .. } => match e.retire(&key) {
                 Err(Error::RekeyPending { .. }) => Ok(()),
                 other => other,
             },
@@ -226,7 +210,7 @@ pub fn run_due(
         let journaled = match journaled {
             Ok(journaled) => journaled,
             Err(error) => {
-                engine.fail_unjournaled(stack, name, from, step, &error.to_string())?;
+                engine.fail_unjournaled(&key, from, step, &error.to_string())?;
                 false
             }
         };

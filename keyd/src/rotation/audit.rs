@@ -47,7 +47,7 @@ pub fn save_logged(
         // `store-written-N`: after this process's Nth store write, before its log write.
         static WRITES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        super::pause_point(&format!("store-written-{n}"));
+        super::hooks::pause_point(&format!("store-written-{n}"));
     }
     // In the log from here on; the store forgets them with its next write (and until then,
     // `settle` finds them at `audit_at` and does not repeat them).

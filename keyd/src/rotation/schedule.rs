@@ -4,12 +4,23 @@
 //! a controlled clock instead of sleeping.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::grace_of;
 use crate::policy::{KindSpec, Policy};
 use crate::store::{Label, StoreData};
+
+/// The grace period of a secret whose policy sets none.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(86_400);
+
+/// Grace period of a secret (policy value or [`DEFAULT_GRACE`]).
+fn grace_of(policy: &Policy, name: &str) -> Duration {
+    policy
+        .secret(name)
+        .and_then(|s| s.grace)
+        .unwrap_or(DEFAULT_GRACE)
+}
 
 /// One thing to do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -5,6 +5,7 @@
 mod file;
 mod model;
 mod passphrase;
+mod preread;
 mod versions;
 
 use std::fs::{self, File, OpenOptions};
@@ -18,6 +19,7 @@ pub use model::{
     SecretRecord, StackRecord, Stamp, Step, StoreData, SwarmLedger, SwarmOutput, SwarmSecret,
 };
 pub use passphrase::ENV as PASSPHRASE_ENV;
+pub(crate) use preread::StoredPolicy;
 pub use versions::{Label, VersionRecord, Versions};
 
 /// Names an identity file to use instead of the home's `identity.txt` (mode 0600 or 0400).
