@@ -286,3 +286,60 @@ fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
     );
     assert!(idle_since.elapsed() >= keyd_header_timeout() - Duration::from_millis(500));
 }
+
+#[test]
+fn request_heads_whose_bodies_never_come_do_not_hold_the_connection_slots() {
+    let daemon = Daemon::start("bodiless", 1);
+    // As many as keyd keeps, and as many again as it serves beyond that: each announces a body
+    // and never sends it.
+    let mut stalled: Vec<UnixStream> = (0..64 + 16)
+        .map(|i| {
+            let mut s = UnixStream::connect(&daemon.socket).unwrap();
+            let line = if i < 64 {
+                "POST /v1/rotate"
+            } else {
+                "GET /v1/health"
+            };
+            s.write_all(
+                format!("{line} HTTP/1.1\r\nHost: keyd\r\nContent-Length: 100\r\n\r\n").as_bytes(),
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    // Every head read by keyd before anyone else asks.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        daemon.healthy_within(Duration::from_secs(3)),
+        "no health answer with 80 bodies outstanding"
+    );
+    let status = keyd_tests::run_within(
+        keyctl(&daemon.home)
+            .arg("--socket")
+            .arg(&daemon.socket)
+            .arg("status"),
+        Duration::from_secs(20),
+    );
+    assert!(
+        status.status.success(),
+        "keyctl status failed: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let health = keyd_tests::run_within(
+        keyd(&daemon.home)
+            .arg("--socket")
+            .arg(&daemon.socket)
+            .arg("--health"),
+        Duration::from_secs(20),
+    );
+    assert!(health.status.success(), "keyd --health failed");
+    // A body that never comes is waited for no longer than a head: the newest (never evicted)
+    // is answered and closed.
+    let newest = stalled.last_mut().unwrap();
+    let waiting_since = Instant::now();
+    assert!(
+        closed_within(newest, keyd_header_timeout() + Duration::from_secs(3)),
+        "a connection waiting for its body was still open after {:?}",
+        waiting_since.elapsed()
+    );
+}

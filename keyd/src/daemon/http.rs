@@ -10,10 +10,12 @@
 //! - A request head is at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] headers (hyper answers
 //!   431 and closes beyond that), and must arrive within [`HEADER_TIMEOUT`]; the same timer
 //!   runs while a kept-alive connection waits for its next request, so it is also the idle
-//!   timeout. A body is at most [`MAX_BODY`] bytes (413).
+//!   timeout. A body is at most [`MAX_BODY`] bytes (413), and must arrive within
+//!   [`HEADER_TIMEOUT`] of its head (else 408, and the connection is closed).
 //! - Each socket keeps at most [`MAX_CONNECTIONS`] connections. When a new one arrives at the
 //!   limit, the oldest idle one (no request being answered) is closed to make room, so idle or
-//!   slow clients can never starve a health check. When every kept connection is answering a
+//!   slow clients can never starve a health check. A request is being answered only once its
+//!   body is in: a client that sends a head and holds back the body leaves its connection idle. When every kept connection is answering a
 //!   request, up to [`MAX_OVERFLOW`] more are served one request each, and only the socket's
 //!   cheap routes (health, plugin activation), others get 503; beyond that a connection is
 //!   closed as soon as it is accepted. Peers the rule does not allow are not kept: at most
@@ -47,7 +49,7 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 32;
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
-/// Time allowed for a whole request head, and for an idle kept-alive connection.
+/// Time allowed for a whole request head, for its body, and for an idle kept-alive connection.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections kept per socket.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -390,7 +392,6 @@ impl<R: Routes> Connection<R> {
     }
 
     async fn answer(&self, request: hyper::Request<Incoming>) -> hyper::Response<Answer> {
-        let busy = Busy::new(self.busy.clone());
         let method = request.method().as_str().to_owned();
         let path = request.uri().path().to_owned();
         let response = match self.mode {
@@ -416,16 +417,28 @@ impl<R: Routes> Connection<R> {
                     "keyd is answering {MAX_CONNECTIONS} requests on this socket; try again shortly"
                 ),
             ),
-            Mode::Serve | Mode::Overflow => match read_body(request).await {
-                Ok(body) => {
-                    self.routes
-                        .answer(Request { method, path, body }, self.uid)
-                        .await
+            // Busy only once the body is in: until then the connection may be evicted, so
+            // heads whose bodies never come cannot hold every slot.
+            Mode::Serve | Mode::Overflow => {
+                match tokio::time::timeout(HEADER_TIMEOUT, read_body(request)).await {
+                    Ok(Ok(body)) => {
+                        let busy = Busy::new(self.busy.clone());
+                        let request = Request { method, path, body };
+                        let response = self.routes.answer(request, self.uid).await;
+                        return Answer::new(response, busy);
+                    }
+                    Ok(Err(response)) => response,
+                    Err(_) => Response::error(
+                        408,
+                        format!(
+                            "the body did not arrive within {} s of the request head",
+                            HEADER_TIMEOUT.as_secs()
+                        ),
+                    ),
                 }
-                Err(response) => response,
-            },
+            }
         };
-        Answer::new(response, busy)
+        Answer::new(response, Busy::new(self.busy.clone()))
     }
 }
 
@@ -509,6 +522,13 @@ impl Answer {
             hyper::header::CONTENT_TYPE,
             hyper::header::HeaderValue::from_static(response.content_type),
         );
+        // The body given up on may still come: the connection ends rather than read it.
+        if response.status == 408 {
+            answer.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+        }
         answer
     }
 }
