@@ -802,3 +802,22 @@ fn the_passphrase_is_asked_on_the_terminal_without_echo() {
         "{shown}"
     );
 }
+
+#[test]
+fn a_backup_named_without_a_directory_is_written_to_the_current_one() {
+    let dir = TempDir::new("adopt-backup-here");
+    let home = dir.join("home");
+    ok(keyctl(&home)
+        .args(["quickstart", "--policy"])
+        .arg(workspace().join("tests/cmd/identity.in/good.toml"))
+        .arg("--out")
+        .arg(dir.join("out")));
+    let out = run(keyctl(&home)
+        .current_dir(dir.path())
+        .args(["backup", "--out", "here.age"]));
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(dir.join("here.age").is_file());
+    ok(keyctl(&home)
+        .args(["restore", "--dry-run"])
+        .arg(dir.join("here.age")));
+}
