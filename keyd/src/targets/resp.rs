@@ -185,21 +185,30 @@ impl Write for Timed {
 }
 
 impl Resp {
-    /// Connects to `host:port` of a `redis://host:port` URL, within `timeout`; each command
+    /// Connects to `host:port` of a `redis://host:port` URL (name resolution, TCP connect and
+    /// TLS handshake together) within `timeout`; each command
     /// then has `timeout` to be sent and answered. A timeout is an error of kind
     /// [`ErrorKind::TimedOut`].
     pub fn connect(url: &str, timeout: Duration) -> std::io::Result<Self> {
+        let deadline = Instant::now() + timeout;
+        let left = || {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                Err(std::io::Error::new(ErrorKind::TimedOut, "timed out"))
+            } else {
+                Ok(left)
+            }
+        };
         let url = RedisUrl::parse(url)?;
         let addr = format!("{}:{}", url.host, url.port);
-        let addrs: Vec<_> = std::net::ToSocketAddrs::to_socket_addrs(&addr)?.collect();
+        let addrs = resolve_within(addr.clone(), left()?, system_resolve)?;
         let first = addrs
             .first()
             .ok_or_else(|| std::io::Error::other(format!("{addr} does not resolve")))?;
-        let stream = TcpStream::connect_timeout(first, timeout).map_err(timed_out)?;
-        let timed = Timed {
-            stream,
-            deadline: Instant::now() + timeout,
-        };
+        let stream = TcpStream::connect_timeout(first, left()?).map_err(timed_out)?;
+        // The TLS handshake gets what is left: resolving, connecting and the handshake
+        // together take at most `timeout`.
+        let timed = Timed { stream, deadline };
         let conn = if url.tls {
             let config =
                 super::tls::client_config(super::tls::TlsMode::VerifyFull, url.ca.as_deref())
@@ -231,18 +240,10 @@ impl Resp {
 
     /// Sends one command and reads its reply.
     pub fn command(&mut self, args: &[&[u8]]) -> std::io::Result<Reply> {
-        let mut out = Vec::with_capacity(64);
-        out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
+        let out = encode_command(args);
         self.reader.get_mut().timed().deadline = Instant::now() + self.timeout;
         let written = self.reader.get_mut().write_all(&out);
-        let written = written.and_then(|()| self.reader.get_mut().flush());
-        zeroize::Zeroize::zeroize(&mut out); // it may hold a password (AUTH)
-        written?;
+        written.and_then(|()| self.reader.get_mut().flush())?;
         self.read()
     }
 
@@ -257,6 +258,59 @@ impl Resp {
             }
         })
     }
+}
+
+/// `args` as one RESP command, in a buffer sized for all of it before the first byte is
+/// written: a buffer that grew would leave a copy of what it held so far (a password of AUTH
+/// or ACL SETUSER) in the block it freed, where no zeroising reaches it.
+fn encode_command(args: &[&[u8]]) -> zeroize::Zeroizing<Vec<u8>> {
+    use std::io::Write as _;
+    let decimal_len = |n: usize| n.checked_ilog10().map_or(1, |d| d as usize + 1);
+    let len = 1
+        + decimal_len(args.len())
+        + 2
+        + args
+            .iter()
+            .map(|a| 1 + decimal_len(a.len()) + 2 + a.len() + 2)
+            .sum::<usize>();
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(len));
+    // Writes into a Vec fail only on allocation failure, which aborts.
+    let _ = write!(out, "*{}\r\n", args.len());
+    for a in args {
+        let _ = write!(out, "${}\r\n", a.len());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    debug_assert_eq!(out.len(), len);
+    out
+}
+
+/// Resolves `addr` with `resolve` within `timeout`. getaddrinfo has no timeout of its own (a
+/// dead DNS server holds it for the resolver's retries, tens of seconds), so it runs on a
+/// thread of its own; when the time is up the caller gets [`ErrorKind::TimedOut`] and the
+/// thread is left to finish and exit.
+fn resolve_within(
+    addr: String,
+    timeout: Duration,
+    resolve: fn(&str) -> std::io::Result<Vec<std::net::SocketAddr>>,
+) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("keyd-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(resolve(&addr));
+        })?;
+    rx.recv_timeout(timeout).unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            ErrorKind::TimedOut,
+            "timed out resolving the host name",
+        ))
+    })
+}
+
+/// The system's resolver (getaddrinfo), which blocks for as long as it takes.
+fn system_resolve(addr: &str) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    Ok(std::net::ToSocketAddrs::to_socket_addrs(addr)?.collect())
 }
 
 fn malformed(what: impl std::fmt::Display) -> std::io::Error {
@@ -412,6 +466,34 @@ mod tests {
             ),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn a_long_password_in_a_command_is_written_into_one_buffer_never_reallocated() {
+        // A reallocation leaves a copy of what was written so far, unzeroised, in the freed
+        // block: the buffer is sized for the whole command before any byte is written.
+        for len in [1000, 70_000, 100, 40, 1] {
+            let password = vec![b'p'; len];
+            let out = encode_command(&[b"AUTH", b"app", &password]);
+            assert_eq!(out.capacity(), out.len(), "a {len}-byte password");
+        }
+    }
+
+    #[test]
+    fn a_host_that_resolves_slowly_is_bounded_by_the_timeout() {
+        fn slow(_: &str) -> std::io::Result<Vec<std::net::SocketAddr>> {
+            std::thread::sleep(Duration::from_secs(3));
+            Ok(Vec::new())
+        }
+        let started = Instant::now();
+        let e = resolve_within("slow.example:6379".into(), Duration::from_millis(200), slow)
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
     }
 
     #[test]
