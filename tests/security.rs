@@ -27,7 +27,18 @@ fn policy(tmp: &TempDir, extra: &str) -> std::path::PathBuf {
 /// nothing outside the test. Returns keyctl's exit success, its stderr, and whether the
 /// sleeper survived.
 fn quickstart_beside_a_sleeper(home: &Path, policy: &Path) -> (bool, String, bool) {
+    quickstart_beside_a_sleeper_after(home, policy, "")
+}
+
+/// [`quickstart_beside_a_sleeper`], running the shell commands `prepare` first, with the
+/// sleeper's pid in `$S`.
+fn quickstart_beside_a_sleeper_after(
+    home: &Path,
+    policy: &Path,
+    prepare: &str,
+) -> (bool, String, bool) {
     let script = r#"sleep 30 & S=$!
+eval "$PREPARE"
 "$KEYCTL" --home "$HOME_DIR" quickstart --policy "$POLICY" 2>"$ERR"; RC=$?
 sleep 0.2
 if kill -0 $S 2>/dev/null; then echo "rc=$RC sleeper=alive"; kill $S; else echo "rc=$RC sleeper=killed"; fi"#;
@@ -37,7 +48,8 @@ if kill -0 $S 2>/dev/null; then echo "rc=$RC sleeper=alive"; kill $S; else echo 
         .env("KEYCTL", binary("keyctl"))
         .env("HOME_DIR", home)
         .env("POLICY", policy)
-        .env("ERR", &err));
+        .env("ERR", &err)
+        .env("PREPARE", prepare));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success() && text.contains("rc="),
@@ -658,5 +670,85 @@ fn a_files_mode_changed_in_the_policy_is_applied_to_files_already_delivered() {
         std::fs::read(tmp.join("out/KEY")).unwrap(),
         key,
         "the value changed"
+    );
+}
+
+#[test]
+fn a_reload_pid_file_owned_by_another_user_or_reached_through_a_link_signals_nothing() {
+    let tmp = TempDir::new("sec-pid-owner");
+    let pid_file = tmp.join("app.pid");
+    let policy = policy(
+        &tmp,
+        &format!(
+            r#"reload = {{ signal = "TERM", pid_file = "{}" }}"#,
+            pid_file.display()
+        ),
+    );
+    // Whoever can write the pid file picks the process keyd signals: a file of another uid
+    // naming a live process, and a link to a file of root's naming one, are both refused.
+    let real = tmp.join("real.pid");
+    let cases = [
+        format!("echo $S > '{0}'; chown 65534 '{0}'", pid_file.display()),
+        format!(
+            "echo $S > '{}'; ln -s '{}' '{}'",
+            real.display(),
+            real.display(),
+            pid_file.display()
+        ),
+    ];
+    for (i, prepare) in cases.iter().enumerate() {
+        let _ = std::fs::remove_file(&pid_file);
+        let _ = std::fs::remove_dir_all(tmp.join("out"));
+        let home = tmp.join(format!("home{i}"));
+        let (success, stderr, sleeper_alive) =
+            quickstart_beside_a_sleeper_after(&home, &policy, prepare);
+        assert!(sleeper_alive, "{prepare}: the sleeper was signalled");
+        assert!(!success, "{prepare}: accepted");
+        assert!(
+            stderr.contains(&pid_file.display().to_string()),
+            "{prepare}: the error does not name the file: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_fifo_at_the_env_file_path_does_not_hang_apply() {
+    let tmp = TempDir::new("sec-env-fifo");
+    let home = tmp.join("home");
+    let policy = envfile_policy(&tmp, "p.toml", &["one", "two"]);
+    ok(keyctl(&home).arg("quickstart").arg("--policy").arg(&policy));
+    let env = tmp.join("stack.env");
+    std::fs::remove_file(&env).unwrap();
+    ok(Command::new("mkfifo").arg(&env));
+    let out = keyd_tests::run_within(
+        keyctl(&home).arg("apply").arg("--policy").arg(&policy),
+        std::time::Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta = std::fs::symlink_metadata(&env).unwrap();
+    assert!(meta.is_file(), "the FIFO was left in place");
+    let text = std::fs::read_to_string(&env).unwrap();
+    assert!(text.contains("V0=one\nV1=two\n"), "{text}");
+}
+
+#[test]
+fn a_link_at_the_env_file_path_is_replaced_not_followed() {
+    let tmp = TempDir::new("sec-env-link");
+    let home = tmp.join("home");
+    let policy = envfile_policy(&tmp, "p.toml", &["one"]);
+    ok(keyctl(&home).arg("quickstart").arg("--policy").arg(&policy));
+    let env = tmp.join("stack.env");
+    // Elsewhere, a file holding just what keyd would write, with the mode it would give.
+    let elsewhere = tmp.join("elsewhere.env");
+    std::fs::rename(&env, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &env).unwrap();
+    ok(keyctl(&home).arg("apply").arg("--policy").arg(&policy));
+    assert!(
+        std::fs::symlink_metadata(&env).unwrap().is_file(),
+        "the link at the env file path was read through and kept"
     );
 }

@@ -20,7 +20,8 @@
 //! - [`sources`]: values a stack already has (directory, `.env`, compose file), for import.
 //! - [`material`]: one generator per kind.
 //! - [`secret`]: zeroizing secret types whose `Debug` prints nothing; [`clock`]: time;
-//!   `command`: hook commands run with a timeout.
+//!   `command`: hook commands run with a timeout; `regular_file`: files at paths others may
+//!   control, opened without following a link or blocking, read within a bound.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -37,6 +38,7 @@ pub mod material;
 pub mod ops;
 pub mod policy;
 mod reconcile;
+mod regular_file;
 pub mod rotation;
 #[cfg(test)]
 mod scratch;

@@ -3,11 +3,13 @@
 //! are written; anything else is refused before the file is touched.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt as _;
 
 use zeroize::Zeroizing;
 
 use super::{Delivery, DeliveryReport, Pass, Sink, SinkError, digest, ledger_says_current, stamp};
 use crate::policy::EnvFileSpec;
+use crate::regular_file::{Owner, open_regular, read_at_most};
 use crate::secret::same_bytes;
 use crate::store::Books;
 
@@ -74,6 +76,19 @@ impl EnvFileSink {
         Ok(line)
     }
 
+    /// Whether the file at the path is a regular file of the configured mode holding exactly
+    /// `text`. Runs under the store lock, so it must not block and must not read without
+    /// bound: a symlink there is not followed and a FIFO not waited on (both are replaced),
+    /// and no more than `text`'s length is read.
+    fn holds(&self, text: &[u8]) -> bool {
+        let Ok((file, meta)) = open_regular(&self.spec.path, Owner::Any) else {
+            return false;
+        };
+        meta.mode() & 0o7777 == self.spec.mode
+            && meta.len() == text.len() as u64
+            && read_at_most(file, text.len() as u64).is_ok_and(|e| same_bytes(&e, text))
+    }
+
     fn render(&self, deliveries: &[Delivery]) -> Result<Zeroizing<String>, SinkError> {
         let mut out = Zeroizing::new(String::from(
             "# Written by keyd (keyctl apply). Do not edit: the next apply or rotation rewrites it.\n",
@@ -117,13 +132,7 @@ impl Sink for EnvFileSink {
             report.unchanged = names;
             return Ok(report);
         }
-        let existing = fs::read(&spec.path).ok().map(Zeroizing::new);
-        let mode_ok = fs::metadata(&spec.path)
-            .map(|m| {
-                std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777 == spec.mode
-            })
-            .unwrap_or(false);
-        if mode_ok && existing.is_some_and(|e| same_bytes(&e, text.as_bytes())) {
+        if self.holds(text.as_bytes()) {
             report.unchanged = names;
         } else {
             if let Some(dir) = spec.path.parent() {

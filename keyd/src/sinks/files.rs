@@ -1183,9 +1183,13 @@ impl Sink for FilesSink {
 
 /// The process a reload hook's pid file names: a positive pid above 1 (never 0, -1 or a
 /// negative number, which `kill(2)` reads as a process group or every process; never init) of
-/// a process that exists now.
+/// a process that exists now. Whoever can write the file picks the process signalled, so it
+/// must be a regular file (no link followed) owned by keyd's uid or root.
 fn read_pid_file(pid_file: &Path) -> std::io::Result<rustix::process::Pid> {
-    let text = fs::read_to_string(pid_file)?;
+    use crate::regular_file::{Owner, open_regular, read_at_most};
+    let (file, _) = open_regular(pid_file, Owner::KeydOrRoot)?;
+    let bytes = read_at_most(file, 64)?;
+    let text = String::from_utf8_lossy(&bytes);
     let text = text.trim();
     let pid = text
         .parse::<u32>()
