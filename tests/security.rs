@@ -752,3 +752,80 @@ fn a_link_at_the_env_file_path_is_replaced_not_followed() {
         "the link at the env file path was read through and kept"
     );
 }
+
+/// A policy of one password, `DB_PASSWORD`, for imports.
+fn import_policy(tmp: &TempDir) -> std::path::PathBuf {
+    let path = tmp.join("import.toml");
+    std::fs::write(
+        &path,
+        "[stack]\nname = \"imp\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\n",
+    )
+    .unwrap();
+    path
+}
+
+const OUTSIDE_VALUE: &str = "a-value-kept-outside-the-import-directory-1234";
+
+#[test]
+fn an_import_directory_link_to_a_file_outside_it_is_not_followed() {
+    let tmp = TempDir::new("sec-import-link");
+    let home = tmp.join("home");
+    let src = tmp.join("src");
+    std::fs::create_dir(&src).unwrap();
+    // As `ln -s /etc/shadow DIR/DB_PASSWORD` did: a file the importer can read, elsewhere.
+    std::fs::write(tmp.join("shadow"), OUTSIDE_VALUE).unwrap();
+    std::os::unix::fs::symlink(tmp.join("shadow"), src.join("DB_PASSWORD")).unwrap();
+    let out = run(keyctl(&home)
+        .args(["import", "--policy"])
+        .arg(import_policy(&tmp))
+        .arg(&src));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the link out was followed");
+    assert!(
+        stderr.contains("DB_PASSWORD") && stderr.contains("outside"),
+        "{stderr}"
+    );
+    let shown = run(keyctl(&home).args(["show", "DB_PASSWORD"]));
+    assert!(!String::from_utf8_lossy(&shown.stdout).contains(OUTSIDE_VALUE));
+}
+
+#[test]
+fn an_import_file_owned_by_another_user_is_refused() {
+    let tmp = TempDir::new("sec-import-owner");
+    let home = tmp.join("home");
+    let src = tmp.join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("DB_PASSWORD"), OUTSIDE_VALUE).unwrap();
+    ok(Command::new("chown")
+        .arg("65534")
+        .arg(src.join("DB_PASSWORD")));
+    let out = run(keyctl(&home)
+        .args(["import", "--policy"])
+        .arg(import_policy(&tmp))
+        .arg(&src));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a file of uid 65534 was imported");
+    assert!(
+        stderr.contains("DB_PASSWORD") && stderr.contains("65534"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_kubernetes_style_secret_directory_is_imported_through_its_links() {
+    let tmp = TempDir::new("sec-import-k8s");
+    let home = tmp.join("home");
+    let src = tmp.join("src");
+    // DB_PASSWORD -> ..data/DB_PASSWORD, ..data -> ..2026_01_01_00_00_00.1 (relative, inside).
+    let generation = src.join("..2026_01_01_00_00_00.1");
+    std::fs::create_dir_all(&generation).unwrap();
+    std::fs::write(generation.join("DB_PASSWORD"), OUTSIDE_VALUE).unwrap();
+    std::os::unix::fs::symlink("..2026_01_01_00_00_00.1", src.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/DB_PASSWORD", src.join("DB_PASSWORD")).unwrap();
+    ok(keyctl(&home)
+        .args(["import", "--policy"])
+        .arg(import_policy(&tmp))
+        .arg(&src));
+    let shown = ok(keyctl(&home).args(["show", "DB_PASSWORD"]));
+    assert!(String::from_utf8_lossy(&shown).contains(OUTSIDE_VALUE));
+}

@@ -139,17 +139,29 @@ fn read_text(path: &Path, limit: u64, what: &'static str) -> Result<SecretString
     let file = std::fs::File::open(path).map_err(io_at(path))?;
     let size = file.metadata().map_err(io_at(path))?.len();
     if size > limit {
-        return Err(SourceError::TooLarge {
-            path: path.to_owned(),
-            size,
-            limit,
-            what,
-        });
+        return Err(too_large(path, size, limit, what));
     }
     let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(size as usize));
     file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(io_at(path))?;
+    text_of(path, bytes)
+}
+
+fn too_large(path: &Path, size: u64, limit: u64, what: &'static str) -> SourceError {
+    SourceError::TooLarge {
+        path: path.to_owned(),
+        size,
+        limit,
+        what,
+    }
+}
+
+/// `bytes` read from `path` as text; bytes that are not UTF-8 are zeroised and refused.
+fn text_of(
+    path: &Path,
+    mut bytes: zeroize::Zeroizing<Vec<u8>>,
+) -> Result<SecretString, SourceError> {
     match String::from_utf8(std::mem::take(&mut *bytes)) {
         Ok(text) => Ok(SecretString::new(text)),
         Err(e) => {
@@ -171,24 +183,60 @@ fn read_value(path: &Path) -> Result<SecretString, SourceError> {
     read_text(path, MAX_VALUE_BYTES, "value file")
 }
 
-/// A directory of one file per secret: each regular file (symlinks followed, as
-/// `/run/secrets` holds them; hidden files and subdirectories skipped) is a value named after
-/// the file.
+/// A directory of one file per secret: each regular file (hidden files and subdirectories
+/// skipped) is a value named after the file. A symlink is followed only where it stays inside
+/// the directory, as `/run/secrets`, Kubernetes' `NAME -> ..data/NAME` and keyd's own files
+/// sink lay them out; one leading out of it is an error, so a link planted in the directory
+/// cannot import a file of another user's (`/etc/shadow`). Each file read must be owned by the
+/// effective uid or root, and is opened without following a link or blocking.
 fn read_dir(dir: &Path) -> Result<Vec<SourceValue>, SourceError> {
+    let inside = std::fs::canonicalize(dir).map_err(io_at(dir))?;
     let mut values = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_at(dir))? {
         let entry = entry.map_err(io_at(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if name.starts_with('.') || !path.is_file() {
+        if name.starts_with('.') {
             continue;
         }
+        // A dangling link, a directory, a FIFO: not a value, skipped as before.
+        let Ok(target) = std::fs::canonicalize(&path) else {
+            continue;
+        };
+        if !target.is_file() {
+            continue;
+        }
+        if !target.starts_with(&inside) {
+            return Err(SourceError::Io {
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "links to {}, outside the directory imported: keyd follows only links that stay inside it (copy the file in to import it)",
+                        target.display()
+                    ),
+                ),
+            });
+        }
         values.push(SourceValue {
-            value: read_value(&path)?,
+            value: read_owned_value(&target, &path)?,
             origin: path.display().to_string(),
             name,
         });
     }
     values.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(values)
+}
+
+/// A value file of an import directory, at `real` (a path with no link in it): a regular file
+/// owned by the effective uid or root, at most [`MAX_VALUE_BYTES`]. Errors name `shown`, the
+/// entry of the directory that led there.
+fn read_owned_value(real: &Path, shown: &Path) -> Result<SecretString, SourceError> {
+    use crate::regular_file::{Owner, open_regular, read_at_most};
+    let (file, meta) = open_regular(real, Owner::KeydOrRoot).map_err(io_at(shown))?;
+    if meta.len() > MAX_VALUE_BYTES {
+        return Err(too_large(shown, meta.len(), MAX_VALUE_BYTES, "value file"));
+    }
+    let bytes = read_at_most(file, MAX_VALUE_BYTES).map_err(io_at(shown))?;
+    text_of(shown, bytes)
 }
