@@ -45,7 +45,17 @@ const BROKEN: &[(&str, &str, &str)] = &[
     (
         "duplicate name (TOML)",
         "[stack]\nname = \"shop\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\n\n[secrets.DB_PASSWORD]\nkind = \"token\"\n",
-        ":7:10: invalid TOML: duplicate key",
+        ":7:10: invalid TOML: duplicate key `DB_PASSWORD` (expected each key once in its table)",
+    ),
+    (
+        "misspelt field",
+        "[stack]\nname = \"shop\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\nlenght = 24\n",
+        ":6:1: unknown field `lenght` in secret \"DB_PASSWORD\": did you mean `length`? (expected for kind \"password\": ",
+    ),
+    (
+        "misspelt reference",
+        "[stack]\nname = \"shop\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\n\n[secrets.URL]\nkind = \"template\"\ntemplate = \"postgres://app:{DB_PASWORD|url}@db/app\"\n",
+        ":9:28: template of \"URL\" refers to unknown name {DB_PASWORD}: did you mean {DB_PASSWORD}?",
     ),
     (
         "duplicate name (companion)",

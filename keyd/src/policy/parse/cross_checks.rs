@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use toml::de::DeTable;
 
 use super::kinds::Draft;
-use super::problems::{Checker, offset_in_string, top_level_key_at};
+use super::problems::{Checker, closest, offset_in_string, top_level_key_at};
 use crate::material::template::Piece;
 use crate::policy::chars;
 use crate::policy::{AdminPassword, EnvFileSpec, KindSpec, Part, Sinks, SwarmSpec, TargetSpec};
@@ -159,10 +159,14 @@ pub(super) fn check_names_and_references(c: &mut Checker, src: &str, drafts: &[D
             };
             match owner.get(name.as_str()) {
                 Some((j, _)) => edges.entry(i).or_default().push(*j),
-                None => c.err(
-                    offset_in_string(src, d.template_at, *offset),
-                    format!("template of {:?} refers to unknown name {{{name}}} (expected a secret or companion name declared in this policy)", d.spec.name),
-                ),
+                None => {
+                    let guess = closest(name, owner.keys().copied())
+                        .map_or_else(String::new, |n| format!(": did you mean {{{n}}}?"));
+                    c.err(
+                        offset_in_string(src, d.template_at, *offset),
+                        format!("template of {:?} refers to unknown name {{{name}}}{guess} (expected a secret or companion name declared in this policy)", d.spec.name),
+                    );
+                }
             }
         }
     }
@@ -326,6 +330,18 @@ template = "key={JWT_PUB|url} again={{literal}}"
                 secret: "JWT".into(),
                 part: Part::PublicPem
             }
+        );
+    }
+
+    #[test]
+    fn a_misspelt_template_reference_is_answered_with_the_name_it_is_closest_to() {
+        assert_eq!(
+            err_text(
+                "[stack]\nname = \"s\"\n[secrets.DB_PASSWORD]\nkind = \"password\"\n[secrets.PUB]\nkind = \"rsa\"\npublic = \"JWT_PUBLIC\"\n[secrets.URL]\nkind = \"template\"\ntemplate = \"{DB_PASWORD|url} {JWT_PUBLC} {ZZZ}\"\n"
+            ),
+            "p.toml:10:13: template of \"URL\" refers to unknown name {DB_PASWORD}: did you mean {DB_PASSWORD}? (expected a secret or companion name declared in this policy)\n\
+             p.toml:10:30: template of \"URL\" refers to unknown name {JWT_PUBLC}: did you mean {JWT_PUBLIC}? (expected a secret or companion name declared in this policy)\n\
+             p.toml:10:42: template of \"URL\" refers to unknown name {ZZZ} (expected a secret or companion name declared in this policy)"
         );
     }
 

@@ -5,7 +5,7 @@
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::problems::Checker;
+use super::problems::{Checker, closest};
 use crate::policy::duration;
 
 /// One key = value of a table, with spans.
@@ -44,27 +44,33 @@ impl<'t, 'i> Fields<'t, 'i> {
 
     /// Reports every key not in `allowed`; `expected` describes what is allowed.
     pub(super) fn only(&self, c: &mut Checker, allowed: &[&str], expected: &str) {
-        self.only_with(c, |key| allowed.contains(&key), || expected.to_owned());
+        self.only_with(c, &[allowed], || expected.to_owned());
     }
 
-    /// Reports every key `allowed` refuses; `expected` (made only for a report) describes
-    /// what is allowed.
+    /// Reports every key in none of the `allowed` lists, with the allowed one it is closest
+    /// to; `expected` (made only for a report) describes what is allowed.
     pub(super) fn only_with(
         &self,
         c: &mut Checker,
-        allowed: impl Fn(&str) -> bool,
+        allowed: &[&[&str]],
         expected: impl FnOnce() -> String,
     ) {
         let mut expected = Some(expected);
         let mut text = String::new();
-        for e in self.entries.iter().filter(|e| !allowed(e.key)) {
+        let known = |key: &str| allowed.iter().any(|names| names.contains(&key));
+        for e in self.entries.iter().filter(|e| !known(e.key)) {
             if let Some(make) = expected.take() {
                 text = make();
             }
+            let guess = closest(
+                e.key,
+                allowed.iter().flat_map(|names| names.iter().copied()),
+            )
+            .map_or_else(String::new, |name| format!(": did you mean `{name}`?"));
             c.err(
                 e.key_at,
                 format!(
-                    "unknown field `{}` in {} (expected {text})",
+                    "unknown field `{}` in {}{guess} (expected {text})",
                     e.key, self.what
                 ),
             );
@@ -274,6 +280,22 @@ mod tests {
                 19,
                 "unknown field `mid` in [t] (expected zeta or alpha)".to_string()
             )]
+        );
+    }
+
+    #[test]
+    fn a_misspelt_field_is_answered_with_the_field_it_is_closest_to() {
+        let (_, problems) = read("lenght = 1\nalpah = 2\nxyz = 3\n", |c, f| {
+            f.only(c, &["length", "alpha"], "length or alpha");
+        });
+        let messages: Vec<&str> = problems.iter().map(|(_, m)| m.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "unknown field `lenght` in [t]: did you mean `length`? (expected length or alpha)",
+                "unknown field `alpah` in [t]: did you mean `alpha`? (expected length or alpha)",
+                "unknown field `xyz` in [t] (expected length or alpha)",
+            ]
         );
     }
 

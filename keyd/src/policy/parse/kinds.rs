@@ -73,14 +73,10 @@ pub(super) fn check_secret(
             return None;
         }
     };
-    f.only_with(
-        c,
-        |key| COMMON_FIELDS.contains(&key) || specific.contains(&key),
-        || {
-            let allowed: Vec<&str> = COMMON_FIELDS.iter().chain(specific).copied().collect();
-            format!("for kind {kind:?}: {}", allowed.join(", "))
-        },
-    );
+    f.only_with(c, &[&COMMON_FIELDS, specific], || {
+        let allowed: Vec<&str> = COMMON_FIELDS.iter().chain(specific).copied().collect();
+        format!("for kind {kind:?}: {}", allowed.join(", "))
+    });
     let rotate = f.duration(c, "rotate");
     let grace = f.duration(c, "grace");
     if let (Some((r, _)), Some((g, g_at))) = (rotate, grace)

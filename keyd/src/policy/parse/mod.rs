@@ -37,7 +37,22 @@ pub(super) fn parse(path: &Path, source: String) -> Result<Policy, PolicyError> 
         Ok(doc) => check_document(&mut c, path, &source, doc.get_ref()),
         Err(e) => {
             let at = e.span().map_or(0, |s| s.start);
-            c.err(at, format!("invalid TOML: {}", e.message().trim()));
+            let message = e.message().trim();
+            // toml reports the duplicate key's span but not its name: name it from the text.
+            let key = e
+                .span()
+                .and_then(|s| source.get(s))
+                .map(str::trim)
+                .filter(|k| message == "duplicate key" && !k.is_empty());
+            match key {
+                Some(key) => c.err(
+                    at,
+                    format!(
+                        "invalid TOML: duplicate key `{key}` (expected each key once in its table)"
+                    ),
+                ),
+                None => c.err(at, format!("invalid TOML: {message}")),
+            }
             None
         }
     };
@@ -253,6 +268,20 @@ kind = "fernet"
         assert_eq!(
             err_text("[stack]\nname = \"s\"\n\n[secrets.A\nkind = \"password\"\n"),
             "p.toml:4:11: invalid TOML: unclosed table, expected `]`"
+        );
+    }
+
+    #[test]
+    fn a_duplicate_key_error_names_the_key() {
+        assert_eq!(
+            err_text(
+                "[stack]\nname = \"s\"\n[secrets.DB_PASSWORD]\nkind = \"password\"\n[secrets.DB_PASSWORD]\nkind = \"token\"\n"
+            ),
+            "p.toml:5:10: invalid TOML: duplicate key `DB_PASSWORD` (expected each key once in its table)"
+        );
+        assert_eq!(
+            err_text("[stack]\nname = \"s\"\nname = \"t\"\n"),
+            "p.toml:3:1: invalid TOML: duplicate key `name` (expected each key once in its table)"
         );
     }
 

@@ -1,6 +1,7 @@
 //! The problems the parser finds and where they are: [`Checker`] collects them by byte offset,
 //! [`LineIndex`] turns an offset into the line and column a message shows, and
-//! [`offset_in_string`] points inside a string value (at a template's `{NAME}`).
+//! [`offset_in_string`] points inside a string value (at a template's `{NAME}`), and
+//! [`closest`] finds the name a misspelt one was probably meant to be.
 
 use std::path::Path;
 
@@ -74,6 +75,45 @@ pub(super) fn offset_in_string(src: &str, value_at: usize, offset: usize) -> usi
     }
 }
 
+/// The candidate `word` was most likely meant as: the nearest by edits (an insertion, a
+/// deletion, a change, or two neighbours swapped), if at most one edit in three characters;
+/// of equals, the first in sort order, so the guess does not depend on iteration order. `None` when nothing is that close, so a guess is never a stretch.
+pub(super) fn closest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let len = word.chars().count();
+    candidates
+        .into_iter()
+        // Edits are at least the difference in length: candidates too long or too short to
+        // qualify are skipped before the quadratic count, so a huge name costs little.
+        .filter(|c| len.abs_diff(c.chars().count()) * 3 <= len.max(c.chars().count()))
+        .map(|c| (edits(word, c), c))
+        .filter(|&(d, c)| d > 0 && d * 3 <= len.max(c.chars().count()))
+        .min_by_key(|&(d, c)| (d, c))
+        .map(|(_, c)| c)
+}
+
+/// The optimal-string-alignment distance between `a` and `b`, in characters.
+fn edits(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // Three rows: the one two back is needed for a swap of neighbours.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut last: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut row = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let change = usize::from(a[i - 1] != b[j - 1]);
+            row[j] = (last[j] + 1).min(row[j - 1] + 1).min(last[j - 1] + change);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                row[j] = row[j].min(before[j - 2] + 1);
+            }
+        }
+        before = std::mem::replace(&mut last, row);
+    }
+    last[b.len()]
+}
+
 /// The problems of `found` (byte offset, message) as the error the user sees: in source
 /// order, each with its line and column.
 pub(super) fn invalid(path: &Path, src: &str, mut found: Vec<(usize, String)>) -> PolicyError {
@@ -119,6 +159,22 @@ mod tests {
         assert_eq!(lines.position(10), (3, 1));
         assert_eq!(lines.position(11), (4, 1));
         assert_eq!(lines.position(99), (4, 2)); // past the end: the end
+    }
+
+    #[test]
+    fn closest_names() {
+        assert_eq!(edits("lenght", "length"), 1);
+        assert_eq!(edits("DB_PASWORD", "DB_PASSWORD"), 1);
+        assert_eq!(edits("", "abc"), 3);
+        assert_eq!(edits("kitten", "sitting"), 3);
+        let fields = ["length", "alphabet", "allow_weak", "target"];
+        assert_eq!(closest("lenght", fields), Some("length"));
+        assert_eq!(closest("alphabt", fields), Some("alphabet"));
+        assert_eq!(closest("targte", fields), Some("target"));
+        // One edit in a one-letter name is a different name, not a typo.
+        assert_eq!(closest("X", ["U"]), None);
+        assert_eq!(closest("bits", fields), None);
+        assert_eq!(closest("length", fields), None);
     }
 
     #[test]
