@@ -58,6 +58,11 @@ const BROKEN: &[(&str, &str, &str)] = &[
         ":9:28: template of \"URL\" refers to unknown name {DB_PASWORD}: did you mean {DB_PASSWORD}?",
     ),
     (
+        "password rotated without a target",
+        "[stack]\nname = \"shop\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\nrotate = \"90d\"\n",
+        ":6:10: password \"DB_PASSWORD\" rotates every 90d but has no `target`",
+    ),
+    (
         "duplicate name (companion)",
         "[stack]\nname = \"shop\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\n\n[secrets.JWT_KEY]\nkind = \"rsa\"\npublic = \"DB_PASSWORD\"\n",
         ":9:10: duplicate name \"DB_PASSWORD\" as the `public` of \"JWT_KEY\": already declared on line 4",
@@ -70,7 +75,7 @@ const BROKEN: &[(&str, &str, &str)] = &[
     (
         "field of another kind",
         "[stack]\nname = \"shop\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\nbits = 4096\n",
-        ":6:1: unknown field `bits` in secret \"DB_PASSWORD\" (expected for kind \"password\": kind, description, rotate, grace, rekey, length, alphabet, allow_weak, target)",
+        ":6:1: unknown field `bits` in secret \"DB_PASSWORD\" (expected for kind \"password\": kind, description, rotate, grace, rekey, length, alphabet, allow_weak, target, standalone)",
     ),
     (
         "grace not shorter than rotate",

@@ -23,6 +23,7 @@ grace = "1d"
 kind = "password"
 rotate = "90d"
 grace = "2h"
+standalone = true
 
 [secrets.JWT_KEY]
 kind = "rsa"

@@ -14,6 +14,36 @@ fn policy_path(name: &str) -> std::path::PathBuf {
     workspace().join("policies").join(format!("{name}.toml"))
 }
 
+/// Every policy the repository ships (`policies/*.toml`) and every example's policy passes
+/// `keyctl policy check`: no bundled schedule rotates a password no server is told of.
+#[test]
+fn every_bundled_policy_passes_policy_check() {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(workspace().join("policies"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    for example in std::fs::read_dir(workspace().join("examples")).unwrap() {
+        let policy = example.unwrap().path().join("policy.toml");
+        if policy.exists() {
+            files.push(policy);
+        }
+    }
+    assert!(files.len() >= POLICIES.len() + 2, "{files:?}");
+    let tmp = TempDir::new("check-bundled");
+    for file in files {
+        let out = run(keyctl(&tmp.join("home"))
+            .args(["policy", "check"])
+            .arg(&file));
+        assert!(
+            out.status.success(),
+            "{}:\n{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn every_shipped_policy_is_delivered_whole_and_a_second_run_changes_nothing() {
     for name in POLICIES {

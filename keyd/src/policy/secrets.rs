@@ -88,6 +88,9 @@ pub struct SecretSpec {
     pub description: Option<String>,
     /// The outside system that must accept its values.
     pub target: Option<SecretTarget>,
+    /// A password nothing outside keyd checks (`standalone = true`): it may rotate on a
+    /// schedule without a `target`, since no server has to be told of the new value.
+    pub standalone: bool,
     /// Line of its table in the policy (for messages).
     pub line: usize,
 }

@@ -6,7 +6,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::fields::{Entry, Fields, check_name};
 use super::problems::{Checker, LineIndex, offset_in_string};
-use super::targets::check_secret_target;
+use super::targets::{check_schedule_reaches_server, check_secret_target};
 use crate::material::password::{self, Alphabet};
 use crate::material::rsa;
 use crate::material::template;
@@ -58,7 +58,7 @@ pub(super) fn check_secret(
         return None;
     };
     let specific: &[&str] = match kind.as_str() {
-        "password" => &["length", "alphabet", "allow_weak", "target"],
+        "password" => &["length", "alphabet", "allow_weak", "target", "standalone"],
         "token" => &["bytes", "encoding", "allow_weak"],
         "fernet" => &["keep", "deliver"],
         "rsa" => &["bits", "public", "jwks", "publish_ahead"],
@@ -89,6 +89,7 @@ pub(super) fn check_secret(
     let target = f
         .get("target")
         .and_then(|e| check_secret_target(c, name, e, targets));
+    let standalone = kind == "password" && check_schedule_reaches_server(c, &f, name, rotate);
     let mut companions_at = Vec::new();
     let mut companion = |c: &mut Checker, key: &'static str| -> Option<String> {
         let (n, n_at) = f.str(c, key)?;
@@ -284,6 +285,7 @@ pub(super) fn check_secret(
             grace: grace.map(|(d, _)| d),
             description,
             target,
+            standalone,
             line,
         },
         at,
@@ -376,7 +378,7 @@ mod tests {
     #[test]
     fn password_and_token_values() {
         let s = secret(
-            "kind = \"password\"\nlength = 40\nalphabet = \"hex\"\nrotate = \"90d\"\ngrace = \"1d\"\ndescription = \"db\"\n",
+            "kind = \"password\"\nlength = 40\nalphabet = \"hex\"\nrotate = \"90d\"\ngrace = \"1d\"\ndescription = \"db\"\nstandalone = true\n",
         );
         assert!(matches!(
             s.kind,

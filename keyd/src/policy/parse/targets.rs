@@ -2,12 +2,14 @@
 //! password's `target = { … }`, which names one of them and says how its values reach it.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
 use super::fields::check_name;
 use super::fields::{Entry, Fields};
 use super::problems::Checker;
+use crate::policy::duration;
 use crate::policy::{AdminPassword, PgStrategy, RedisMode, SecretTarget, TargetKind, TargetSpec};
 
 /// Whether `name` is a PostgreSQL role name keyd accepts: a lowercase identifier that needs no
@@ -278,6 +280,33 @@ pub(super) fn check_secret_target(
     }
 }
 
+/// A password rotated on a schedule must reach what checks it: a `target` keyd changes
+/// first, or `standalone = true`, the policy's word that nothing outside keyd checks it.
+/// Otherwise each rotation hands consumers a password their server was never told of: an
+/// outage on a timer. Returns whether the password is marked standalone.
+pub(super) fn check_schedule_reaches_server(
+    c: &mut Checker,
+    f: &Fields<'_, '_>,
+    name: &str,
+    rotate: Option<(Duration, usize)>,
+) -> bool {
+    let standalone = f.bool(c, "standalone").unwrap_or(false);
+    let has_target = f.get("target").is_some();
+    if standalone
+        && has_target
+        && let Some(e) = f.get("standalone")
+    {
+        c.err(e.key_at, format!("secret {name:?} has both standalone = true and a `target` (expected one: the target when a server checks this password, standalone = true when nothing outside keyd does)"));
+    }
+    if let Some((every, at)) = rotate
+        && !standalone
+        && !has_target
+    {
+        c.err(at, format!("password {name:?} rotates every {} but has no `target`: each rotation would give its consumers a password that no server was told of (expected a target = {{ name = \"…\", … }} so keyd changes the server first, no `rotate` (rotate by hand once the server has the new password), or standalone = true if nothing outside keyd checks this password)", duration::format(every)));
+    }
+    standalone
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -527,6 +556,51 @@ target = { name = "cache", mode = "requirepass" }
                 "{ name = \"cache\", user = \"app\", mode = \"requirepass\" }"
             )),
             "p.toml:11:10: mode = \"requirepass\" sets the default user's password: leave `user` out"
+        );
+    }
+
+    /// Secret A, a password (name at 3:10) with `body` from line 5 on.
+    fn password(body: &str) -> String {
+        format!("[stack]\nname = \"s\"\n[secrets.A]\nkind = \"password\"\n{body}")
+    }
+
+    #[test]
+    fn a_password_rotated_on_a_schedule_without_a_target_is_refused_by_policy_check() {
+        assert_eq!(
+            err_text(&password("rotate = \"90d\"\ngrace = \"1d\"\n")),
+            "p.toml:5:10: password \"A\" rotates every 90d but has no `target`: each rotation would give its consumers a password that no server was told of (expected a target = { name = \"…\", … } so keyd changes the server first, no `rotate` (rotate by hand once the server has the new password), or standalone = true if nothing outside keyd checks this password)"
+        );
+        // `standalone = false` says nothing more than leaving it out.
+        assert!(
+            err_text(&password("rotate = \"90d\"\nstandalone = false\n"))
+                .starts_with("p.toml:5:10: password \"A\" rotates every 90d but has no `target`")
+        );
+    }
+
+    #[test]
+    fn a_password_nothing_outside_checks_may_rotate_when_marked_standalone() {
+        let p = policy(&password("rotate = \"90d\"\nstandalone = true\n"));
+        assert!(p.secrets[0].standalone);
+        assert_eq!(p.secrets[0].rotate, Some(Duration::from_secs(90 * 86_400)));
+        // Without a schedule, or with a target, no marker is needed.
+        assert!(!policy(&password("")).secrets[0].standalone);
+        let p = policy(&with_target(
+            "{ name = \"db\", role = \"app\" }\nrotate = \"90d\"",
+        ));
+        assert!(p.secrets[0].rotate.is_some() && p.secrets[0].target.is_some());
+    }
+
+    #[test]
+    fn a_standalone_password_with_a_target_is_refused() {
+        assert_eq!(
+            err_text(&with_target(
+                "{ name = \"db\", role = \"app\" }\nstandalone = true"
+            )),
+            "p.toml:12:1: secret \"A\" has both standalone = true and a `target` (expected one: the target when a server checks this password, standalone = true when nothing outside keyd does)"
+        );
+        assert_eq!(
+            err_text(&password("standalone = \"yes\"\n")),
+            "p.toml:5:14: `standalone` in secret \"A\" must be true or false (found string)"
         );
     }
 
