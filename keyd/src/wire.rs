@@ -3,10 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::format_time;
+use crate::ops::query::ListedSecret;
 use crate::policy::Kind;
-use crate::store::{Label, SecretRecord};
 
+pub use crate::ops::query::{VersionEntry, Versions};
 pub use crate::rotation::RotationReport;
 pub use crate::rotation::schedule::SecretStatus;
 
@@ -60,52 +60,14 @@ pub struct SecretEntry {
     pub outputs: Vec<String>,
 }
 
-/// `GET /v1/secrets/STACK/NAME/versions`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Versions {
-    /// The secret's kind.
-    pub kind: Kind,
-    /// Every version, oldest first.
-    pub versions: Vec<VersionEntry>,
-}
-
-/// One version (no value).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct VersionEntry {
-    /// Its number.
-    pub version: u64,
-    /// Its label, none once retired.
-    pub label: Option<Label>,
-    /// When it was made (RFC 3339).
-    pub created: String,
-    /// When it became current.
-    pub promoted: Option<String>,
-    /// When it was retired.
-    pub retired: Option<String>,
-    /// RSA kid or certificate SHA-256.
-    pub fingerprint: Option<String>,
-    /// Whether it is the current version.
-    pub current: bool,
-}
-
-impl Versions {
-    /// The versions of `record`.
-    pub fn of(record: &SecretRecord) -> Self {
-        Versions {
-            kind: record.kind,
-            versions: record
-                .versions
-                .iter()
-                .map(|v| VersionEntry {
-                    version: v.number,
-                    label: v.label,
-                    created: format_time(v.created),
-                    promoted: v.promoted.map(format_time),
-                    retired: v.retired.map(format_time),
-                    fingerprint: v.material.fingerprint(),
-                    current: v.label == Some(Label::Current),
-                })
-                .collect(),
+impl From<ListedSecret> for SecretEntry {
+    fn from(listed: ListedSecret) -> Self {
+        SecretEntry {
+            stack: listed.stack,
+            name: listed.name,
+            kind: listed.kind,
+            version: listed.version,
+            outputs: listed.outputs,
         }
     }
 }

@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use super::State;
 use super::http::{Request, Response, Routes};
-use crate::ops;
-use crate::wire::{Health, RetireRequest, RotateRequest, SecretEntry, Versions};
+use crate::ops::{self, query, query::Read};
+use crate::wire::{Health, RetireRequest, RotateRequest, SecretEntry};
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8], expected: &str) -> Result<T, Response> {
     serde_json::from_slice(body).map_err(|e| {
@@ -53,53 +53,48 @@ pub async fn handle(state: &Arc<State>, request: &Request, uid: u32) -> Response
             ok: true,
             version: env!("CARGO_PKG_VERSION").into(),
         }),
-        ("GET", ["v1", "status"]) => match state.status() {
+        ("GET", ["v1", "status"]) => match state.read(State::status).await {
             Ok(status) => Response::json(&status),
             Err(e) => failure(e),
         },
-        ("GET", ["v1", "secrets"]) => match state.home.peek() {
-            Ok(data) => {
-                let list: Vec<_> = data
-                    .stacks
-                    .iter()
-                    .flat_map(|(stack, rec)| {
-                        rec.secrets
-                            .iter()
-                            .filter(|(_, s)| !s.removed)
-                            .map(move |(name, s)| SecretEntry {
-                                stack: stack.clone(),
-                                name: name.clone(),
-                                kind: s.kind,
-                                version: s.current().map(|v| v.number),
-                                outputs: s.outputs.iter().map(|o| o.name.clone()).collect(),
-                            })
-                    })
-                    .collect();
-                Response::json(&list)
-            }
-            Err(e) => failure(e.into()),
-        },
-        ("GET", ["v1", "secrets", stack, name, "versions"]) => match state.home.peek() {
-            Ok(data) => match data.find_output(&format!("{stack}/{name}")) {
-                Ok((_, _, record, _)) => Response::json(&Versions::of(record)),
-                Err(e) => failure(e.into()),
-            },
-            Err(e) => failure(e.into()),
-        },
-        ("GET", ["v1", "jwks", stack, name]) => match state.home.peek() {
-            Ok(data) => match data.find_output(&format!("{stack}/{name}")) {
-                Ok((_, _, record, _)) if record.kind == crate::policy::Kind::Rsa => {
-                    let (_, jwks) = record
-                        .delivered(crate::policy::Part::Jwks)
-                        .expect("an rsa secret has a JWKS");
-                    // A JWKS is public data (Value::Public).
-                    Response::bytes(200, jwks.expose().as_bytes().to_vec())
+        ("GET", ["v1", "secrets"]) => {
+            match state
+                .read(|state| query::list(&state.home, Read::Unlocked))
+                .await
+            {
+                Ok(listed) => {
+                    let list: Vec<SecretEntry> = listed
+                        .into_iter()
+                        .filter(|s| !s.removed)
+                        .map(SecretEntry::from)
+                        .collect();
+                    Response::json(&list)
                 }
-                Ok(_) => Response::error(404, format!("{stack}/{name} is not an rsa secret")),
-                Err(e) => failure(e.into()),
-            },
-            Err(e) => failure(e.into()),
-        },
+                Err(e) => failure(e),
+            }
+        }
+        ("GET", ["v1", "secrets", stack, name, "versions"]) => {
+            let selector = format!("{stack}/{name}");
+            match state
+                .read(move |state| query::versions(&state.home, Read::Unlocked, &selector))
+                .await
+            {
+                Ok(versions) => Response::json(&versions),
+                Err(e) => failure(e),
+            }
+        }
+        ("GET", ["v1", "jwks", stack, name]) => {
+            let selector = format!("{stack}/{name}");
+            match state
+                .read(move |state| query::jwks(&state.home, Read::Unlocked, &selector))
+                .await
+            {
+                // A JWKS is public data.
+                Ok(Some(jwks)) => Response::bytes(200, jwks.into_bytes()),
+                Ok(None) => Response::error(404, format!("{stack}/{name} is not an rsa secret")),
+                Err(e) => failure(e),
+            }
+        }
         ("POST", ["v1", "rotate"]) => {
             let body: RotateRequest = match parse(&request.body, r#"{"selector": "NAME or KIND"}"#)
             {

@@ -1,6 +1,8 @@
 //! The keyd daemon: loads the store, finishes any rotation in flight and re-delivers, then
 //! schedules rotations and retirements and serves the local API on a Unix socket. One process,
-//! a current-thread runtime; store work runs on the blocking pool, one operation at a time.
+//! a current-thread runtime. Store work runs on the blocking pool: operations that take the
+//! store lock one at a time (`State::exclusive`), the API's and the plugin's reads beside
+//! them (`State::read`).
 //!
 //! Callers are authorised twice: by the socket's file mode (0600 by default) and by the peer's
 //! uid from SO_PEERCRED (the daemon's own uid, root, and `--allow-uid`s), read on accept
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UnixListener;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, Notify, Semaphore};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
@@ -68,7 +70,12 @@ pub struct State {
     allowed: Vec<u32>,
     status: std::sync::Mutex<Option<CachedStatus>>,
     view: std::sync::Mutex<Option<(StoreKey, Arc<StoreData>)>>,
+    reads: Semaphore,
 }
+
+/// Store reads ([`State::read`]) running at once. Each holds a whole decrypted store in
+/// memory and is bound by the CPU, so more than the cores keyd expects gains nothing.
+pub const CONCURRENT_READS: usize = 2;
 
 /// One version of the store file: its inode, size and modification time, and the generation
 /// recorded beside it (every write renames a new file in place and records its generation).
@@ -94,6 +101,7 @@ impl State {
             allowed,
             status: std::sync::Mutex::new(None),
             view: std::sync::Mutex::new(None),
+            reads: Semaphore::new(CONCURRENT_READS),
         })
     }
 
@@ -115,7 +123,8 @@ impl State {
     /// The store as it is now, for the plugin's reads: read with `peek` (no lock, so never
     /// behind a rotation) and decrypted once per version of the store file, not once per
     /// request (decrypting is most of a request's time). The view holds values in zeroizing
-    /// types and is dropped, so zeroized, when the store changes.
+    /// types and is dropped, so zeroized, when the store changes. Blocks: run it through
+    /// [`State::read`].
     pub fn view(&self) -> Result<Arc<StoreData>, crate::store::StoreError> {
         let key = self.store_key()?;
         let mut cache = self.view.lock().unwrap_or_else(|e| e.into_inner());
@@ -132,7 +141,7 @@ impl State {
     /// The status of every secret, from a view cached until the store changes (every write
     /// renames a new file in place and records its generation beside it, so the file's inode,
     /// size and time and the generation tell): a status call does not decrypt the store or
-    /// parse policies again. Ages are moved on to now.
+    /// parse policies again. Ages are moved on to now. Blocks: run it through [`State::read`].
     pub fn status(&self) -> Result<Vec<crate::rotation::schedule::SecretStatus>, Error> {
         let key = self.store_key()?;
         let now = self.clock.now();
@@ -144,13 +153,34 @@ impl State {
             }
             return Ok(status);
         }
-        let status = crate::rotation::schedule::status(&self.home.peek()?, now);
+        let status = ops::query::status(&self.home, ops::query::Read::Unlocked, now)?;
         *cache = Some(CachedStatus {
             store: key,
             at: now,
             status: status.clone(),
         });
         Ok(status)
+    }
+
+    /// Runs a read of the store (`f`, given this state) on the blocking pool, at most
+    /// [`CONCURRENT_READS`] at a time: decrypting and parsing the store blocks, and on the
+    /// runtime's one thread it would hold up every connection and the scheduler. Reads take no
+    /// turn from [`State::exclusive`]: they never wait behind a rotation. The caller's wait is
+    /// bounded as any request's is: a connection still waiting when shutdown's grace ends is
+    /// dropped, and the read's result with it.
+    pub async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&State) -> Result<T, Error> + Send + 'static,
+    {
+        // Never closed, so `acquire` never fails.
+        let _permit = self.reads.acquire().await.ok();
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || f(&state))
+            .await
+            .unwrap_or(Err(Error::Panicked {
+                operation: "a store read",
+            }))
     }
 
     /// Runs a store operation on the blocking pool, one at a time.

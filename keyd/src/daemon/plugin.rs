@@ -3,8 +3,8 @@
 //! `POST /SecretProvider.GetSecret`. Nothing else: the API's routes are not here, and the
 //! API socket has none of these. Which output a Swarm secret stands for is decided by
 //! `sinks::plugin` (labels); values are read with the store's lock-free `peek` (through
-//! `State::view`, decrypted once per store version), base64-encoded into zeroizing buffers,
-//! and never logged.
+//! `State::view`, decrypted once per store version, on the blocking pool), base64-encoded into
+//! zeroizing buffers, and never logged.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -88,9 +88,12 @@ impl Routes for PluginRoutes {
             match (request.method.as_str(), request.path.as_str()) {
                 ("POST", "/Plugin.Activate") => activate(),
                 ("POST", "/SecretProvider.GetSecret") => {
-                    // On the runtime's thread, as /v1/status: the store is decrypted only when
-                    // it changed (State::view), otherwise this is a stat and a lookup.
-                    get_secret(&state, &stacks, &request.body)
+                    // Off the runtime's thread: a changed store is decrypted (State::view).
+                    let body = request.body;
+                    let answered = state
+                        .read(move |state| Ok(get_secret(state, &stacks, &body)))
+                        .await;
+                    answered.unwrap_or_else(|e| protocol_error(500, format!("keyd: {e}")))
                 }
                 (_, "/Plugin.Activate" | "/SecretProvider.GetSecret") => protocol_error(
                     405,
@@ -144,7 +147,8 @@ fn protocol_error(status: u16, message: String) -> Response {
 
 /// Answers one `GetSecret` body from the store as it is now, for a plugin serving `stacks`.
 /// A refusal is a 200 with `Err` set (the protocol's way: swarmkit fails the task with that
-/// message), never an empty value.
+/// message), never an empty value. Blocks (it reads the store): the plugin's routes run it
+/// through [`State::read`].
 pub fn get_secret(state: &State, stacks: &[String], body: &[u8]) -> Response {
     let request: GetSecretRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
