@@ -4,7 +4,8 @@
 
 use keyd::ApplyReport;
 use keyd::derive::Change;
-use keyd::store::{Home, SecretRecord, StoreData};
+use keyd::ops::query::{History, ListedSecret, Versions};
+use keyd::store::Home;
 use serde_json::json;
 
 /// `writeln!` into the output buffer (a `String` cannot fail to take text).
@@ -233,42 +234,36 @@ pub fn apply(out: &mut String, report: &ApplyReport, first_run: bool, as_json: b
     }
 }
 
-pub fn list(out: &mut String, data: &StoreData, as_json: bool) {
-    let rows: Vec<_> = data
-        .stacks
-        .iter()
-        .flat_map(|(stack, rec)| rec.secrets.iter().map(move |(name, s)| (stack, name, s)))
-        .collect();
+pub fn list(out: &mut String, listed: &[ListedSecret], as_json: bool) {
     if as_json {
-        let items: Vec<_> = rows
+        let items: Vec<_> = listed
             .iter()
-            .map(|(stack, name, s)| {
-                let current = s.current();
+            .map(|s| {
                 json!({
-                    "stack": stack,
-                    "name": name,
+                    "stack": s.stack,
+                    "name": s.name,
                     "kind": s.kind,
-                    "version": current.map(|v| v.number),
-                    "created": current.map(|v| timestamp(v.created)),
-                    "versions": s.versions.len(),
-                    "outputs": s.outputs.iter().map(|o| &o.name).collect::<Vec<_>>(),
-                    "fingerprint": current.and_then(|v| v.material.fingerprint()),
+                    "version": s.version,
+                    "created": s.created.map(timestamp),
+                    "versions": s.versions,
+                    "outputs": s.outputs,
+                    "fingerprint": s.fingerprint,
                 })
             })
             .collect();
         json(out, &items);
         return;
     }
-    if rows.is_empty() {
+    if listed.is_empty() {
         say!(
             out,
             "The store is empty: `keyctl quickstart --policy FILE` fills it."
         );
         return;
     }
-    let width = rows
+    let width = listed
         .iter()
-        .map(|(st, n, _)| st.len() + n.len() + 1)
+        .map(|s| s.stack.len() + s.name.len() + 1)
         .max()
         .unwrap_or(4);
     say!(
@@ -279,47 +274,49 @@ pub fn list(out: &mut String, data: &StoreData, as_json: bool) {
         "VER",
         "CREATED"
     );
-    for (stack, name, s) in rows {
-        let current = s.current();
+    for s in listed {
         say!(
             out,
             "{:width$}  {:8}  {:>4}  {:20}  {}",
-            format!("{stack}/{name}"),
+            format!("{}/{}", s.stack, s.name),
             s.kind.as_str(),
-            current.map_or("-".into(), |v| format!("v{}", v.number)),
-            current.map_or("-".into(), |v| timestamp(v.created)),
+            s.version.map_or("-".into(), |n| format!("v{n}")),
+            s.created.map_or("-".into(), timestamp),
             s.outputs
                 .iter()
                 .skip(1)
-                .map(|o| o.name.as_str())
+                .map(String::as_str)
                 .collect::<Vec<_>>()
                 .join(", ")
         );
     }
 }
 
-pub fn history(out: &mut String, stack: &str, name: &str, record: &SecretRecord, as_json: bool) {
+pub fn history(out: &mut String, history: &History, as_json: bool) {
+    let History {
+        stack,
+        name,
+        versions: Versions { kind, versions },
+    } = history;
     if as_json {
-        let versions: Vec<_> = record
-            .versions
+        let versions: Vec<_> = versions
             .iter()
             .map(|v| {
                 json!({
-                    "version": v.number,
+                    "version": v.version,
                     "label": v.label,
-                    "created": timestamp(v.created),
-                    "promoted": v.promoted.map(timestamp),
-                    "retired": v.retired.map(timestamp),
-                    "fingerprint": v.material.fingerprint(),
+                    "created": v.created,
+                    "promoted": v.promoted,
+                    "retired": v.retired,
+                    "fingerprint": v.fingerprint,
                 })
             })
             .collect();
-        let doc =
-            json!({ "stack": stack, "name": name, "kind": record.kind, "versions": versions });
+        let doc = json!({ "stack": stack, "name": name, "kind": kind, "versions": versions });
         json(out, &doc);
         return;
     }
-    say!(out, "{stack}/{name} ({})", record.kind);
+    say!(out, "{stack}/{name} ({kind})");
     say!(
         out,
         "  {:>4}  {:9}  {:20}  {:20}  {:20}  FINGERPRINT",
@@ -329,16 +326,16 @@ pub fn history(out: &mut String, stack: &str, name: &str, record: &SecretRecord,
         "PROMOTED",
         "RETIRED"
     );
-    for v in &record.versions {
+    for v in versions {
         say!(
             out,
             "  {:>4}  {:9}  {:20}  {:20}  {:20}  {}",
-            format!("v{}", v.number),
+            format!("v{}", v.version),
             v.label.map_or("-".into(), |l| l.to_string()),
-            timestamp(v.created),
-            v.promoted.map_or("-".into(), timestamp),
-            v.retired.map_or("-".into(), timestamp),
-            v.material.fingerprint().unwrap_or_default()
+            v.created,
+            v.promoted.as_deref().unwrap_or("-"),
+            v.retired.as_deref().unwrap_or("-"),
+            v.fingerprint.as_deref().unwrap_or_default()
         );
     }
 }

@@ -1,0 +1,205 @@
+//! Command dispatch, and what every command shares: a failure (message, hint, documented exit
+//! code) and writing to stdout. The definitions are in `args`; each command runs in the
+//! module of its group: `query` (list, show, history, status), `rotation` (rotate, retire,
+//! through the daemon when one runs), `store` (init, quickstart, apply, import, recipients,
+//! backup, restore), `tools` (gen, compose, completions, man, policy check: no store).
+
+mod args;
+mod query;
+mod rotation;
+mod store;
+mod tools;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use keyd::Error;
+use keyd::policy::PolicyError;
+use keyd::sinks::SinkError;
+use keyd::store::{Home, StoreError};
+
+pub use args::Args;
+use args::{Command, PolicyCommand};
+
+/// A failed command: what failed, what to do, and the exit code.
+pub struct Failure {
+    pub message: String,
+    pub hint: Option<String>,
+    pub code: u8,
+}
+
+impl Failure {
+    pub(super) fn new(code: u8, message: impl Into<String>, hint: Option<String>) -> Self {
+        Failure {
+            message: message.into(),
+            hint,
+            code,
+        }
+    }
+
+    pub(super) fn usage(message: impl Into<String>) -> Self {
+        Failure::new(2, message, None)
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        let (code, hint) = match &e {
+            Error::Policy(PolicyError::Invalid { path, .. }) => (
+                3,
+                Some(format!(
+                    "fix the lines above, then check with `keyctl policy check {}`",
+                    path.display()
+                )),
+            ),
+            Error::Policy(PolicyError::Read { .. }) => (3, None),
+            Error::Policy(PolicyError::Unusable { .. }) => (
+                3,
+                Some("give the policy a [sinks.swarm] table with a shorter `prefix`, or rename the outputs".into()),
+            ),
+            Error::Store(s) => (4, Some(store_hint(s))),
+            Error::Source(_) => (
+                1,
+                Some("fix the source at the line named, or choose another with --from dir|env|compose".into()),
+            ),
+            Error::Recipient(_) => (
+                1,
+                Some("`keyctl recipients list` shows the store's recipients".into()),
+            ),
+            Error::InconsistentBackup { .. } => (
+                4,
+                Some("this backup cannot be restored; use another one (the store in place was not modified)".into()),
+            ),
+            Error::Lookup(_) | Error::NoSuchVersion { .. } => (
+                5,
+                Some(
+                    "`keyctl list` shows stored names; `keyctl history NAME` shows versions".into(),
+                ),
+            ),
+            Error::WouldReplace { .. } => (
+                1,
+                Some("restore the store that delivered them (or import them); `keyctl quickstart --reinit` replaces them with new values".into()),
+            ),
+            Error::KindChanged { name, .. } => (
+                1,
+                Some(format!(
+                    "keyd never replaces a value silently: give the new secret another name, or restore the old kind of {name}"
+                )),
+            ),
+            Error::Sink(SinkError::WorldWritable { path, .. }) => (
+                1,
+                Some(format!(
+                    "run `chmod o-w {}`, or deliver to a directory only keyd and its consumers can write to ([sinks.files] dir, or --out)",
+                    path.display()
+                )),
+            ),
+            _ => (1, None),
+        };
+        Failure::new(code, message, hint)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Error::from(e).into()
+    }
+}
+
+fn store_hint(e: &StoreError) -> String {
+    match e {
+        StoreError::NotInitialised { .. } => {
+            "run `keyctl init`, or `keyctl quickstart --policy FILE`; or point --home / KEYD_HOME at an existing home".into()
+        }
+        StoreError::IdentityMissing { .. } => {
+            "restore identity.txt from your backup; keyd will not create a new identity beside an existing store".into()
+        }
+        StoreError::BadIdentity { .. } | StoreError::WrongIdentity { .. } => {
+            "use the identity this store was created with (check --home / KEYD_HOME); the store was not modified".into()
+        }
+        StoreError::Corrupt { .. } | StoreError::NewerFormat { .. } => {
+            "restore store.age from a backup; keyd has not modified the file".into()
+        }
+        StoreError::Io { .. } => "check the path's permissions and free space".into(),
+        StoreError::IdentityExposed { path, .. } => format!(
+            "run `chmod 600 {}`; if others could read it, make a new identity and rotate every secret",
+            path.display()
+        ),
+        StoreError::StoreLost { .. } => {
+            "restore store.age from a backup; `keyctl quickstart --reinit` starts over with new values for every secret (delivered files are replaced)".into()
+        }
+        StoreError::PassphraseNeeded { .. } => format!(
+            "type the passphrase on a terminal (the same twice for a new store), or set {} to a file (mode 0600) that holds it",
+            keyd::store::PASSPHRASE_ENV
+        ),
+        StoreError::WrongPassphrase { .. } => {
+            "check the passphrase (or the file KEYD_PASSPHRASE_FILE names); the store was not modified".into()
+        }
+        StoreError::RolledBack { .. } => {
+            "restore the newest store.age; if the older one was put back on purpose, run the command again with --accept-rollback".into()
+        }
+    }
+}
+
+pub(super) fn home(args_home: Option<PathBuf>) -> Result<Home, Failure> {
+    args_home
+        .or_else(Home::default_dir)
+        .map(Home::new)
+        .ok_or_else(|| {
+            Failure::usage("no keyd home: set --home DIR or KEYD_HOME (HOME is not set either)")
+        })
+}
+
+/// Runs one command.
+pub fn run(args: Args) -> Result<(), Failure> {
+    let socket = args.socket.as_deref();
+    match args.command {
+        Command::Init { passphrase } => store::init(home(args.home)?, passphrase),
+        Command::Quickstart(a) => store::apply(home(args.home)?, a, true),
+        Command::Apply(a) => store::apply(home(args.home)?, a, false),
+        Command::List { json } => query::list(home(args.home)?, json),
+        Command::Show { name, version } => query::show(home(args.home)?, &name, version),
+        Command::History { name, json } => query::history(home(args.home)?, &name, json),
+        Command::Rotate {
+            selector: None,
+            force,
+            json,
+            ..
+        } => rotation::rotate_all(home(args.home)?, socket, force, json),
+        Command::Rotate {
+            selector: Some(selector),
+            force,
+            json,
+            ..
+        } => rotation::rotate(home(args.home)?, socket, selector, force, json),
+        Command::Retire { name, json } => rotation::retire(home(args.home)?, socket, name, json),
+        Command::Status { json } => query::status(home(args.home)?, socket, json),
+        Command::Gen(g) => tools::generate(g),
+        Command::Compose { policy, image } => tools::compose(&policy, &image),
+        Command::Import(a) => store::import(home(args.home)?, a),
+        Command::Recipients(c) => store::recipients(home(args.home)?, c),
+        Command::Backup { out, json } => store::backup(home(args.home)?, &out, json),
+        Command::Restore {
+            file,
+            accept_rollback,
+            dry_run,
+            json,
+        } => store::restore(home(args.home)?, &file, accept_rollback, dry_run, json),
+        Command::Completions { shell } => tools::completions(shell),
+        Command::Man => tools::man(),
+        Command::Policy(PolicyCommand::Check { file }) => tools::policy_check(&file),
+    }
+}
+
+/// Writes to stdout; a reader that closed the pipe early (`| head`) is not an error.
+pub(super) fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::new(
+            1,
+            format!("cannot write to stdout: {e}"),
+            None,
+        )),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,42 @@
+//! The commands that read the store: `list`, `show`, `history` and `status`, each one call of
+//! `keyd::ops::query` under the store's shared lock (`status` asks a running daemon first).
+
+use std::path::Path;
+
+use keyd::clock::{Clock as _, SystemClock};
+use keyd::ops::query::{self, Read};
+use keyd::store::Home;
+
+use super::rotation::via_daemon;
+use super::{Failure, write_stdout};
+use crate::output;
+
+pub(super) fn list(home: Home, json: bool) -> Result<(), Failure> {
+    let listed = query::list(&home, Read::Locked)?;
+    let mut out = String::new();
+    output::list(&mut out, &listed, json);
+    write_stdout(out.as_bytes())
+}
+
+pub(super) fn show(home: Home, name: &str, version: Option<u64>) -> Result<(), Failure> {
+    let value = query::show(&home, Read::Locked, name, version)?
+        .ok_or_else(|| Failure::new(5, format!("{name} has no current value"), None))?;
+    write_stdout(value.expose().as_bytes())
+}
+
+pub(super) fn history(home: Home, name: &str, json: bool) -> Result<(), Failure> {
+    let history = query::history(&home, Read::Locked, name)?;
+    let mut out = String::new();
+    output::history(&mut out, &history, json);
+    write_stdout(out.as_bytes())
+}
+
+pub(super) fn status(home: Home, socket: Option<&Path>, json: bool) -> Result<(), Failure> {
+    let status = match via_daemon(&home, socket, "GET", "/v1/status", None)? {
+        Some(status) => status,
+        None => query::status(&home, Read::Locked, SystemClock.now())?,
+    };
+    let mut out = String::new();
+    output::status(&mut out, &status, json);
+    write_stdout(out.as_bytes())
+}
