@@ -30,6 +30,12 @@
 //! opened with `O_NOFOLLOW | O_NONBLOCK`, and anything else is replaced, never opened.
 //!
 //! A full pass also lists both directories to remove what a cut-off pass left, unless both are
+//! as a pass that left them tidy recorded them in the ledger (see `record_dirs`).
+//!
+//! The parts: `layout.rs` the names and the moves on disk, `ledger.rs` the stamps and the
+//! record of tidy directories, `plan.rs` what a pass finds and decides, `generation.rs` a
+//! secret's next generation written and shown, `cleanup.rs` what no name shows (older layouts
+//! taken over), `deliver.rs` the pass itself, `reload.rs` the reload hook.
 
 mod cleanup;
 mod deliver;
