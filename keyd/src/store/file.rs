@@ -1,116 +1,19 @@
-//! The store file on disk: age encryption to the home's X25519 identity, JSON inside, and the
-//! atomic write (temp file, fsync, rename, fsync the directory). A file that cannot be read is
-//! reported and left exactly as it is.
+//! The store file on disk: the home's identity and the store's recipients, age encryption
+//! with JSON inside (serialised through `pipe.rs`), and the atomic write (temp file, fsync,
+//! rename, fsync the directory). A file that cannot be read is reported and left exactly as
+//! it is.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use age::secrecy::ExposeSecret as _;
-use serde::Serialize;
-use zeroize::{Zeroize as _, Zeroizing};
+use zeroize::Zeroizing;
 
+use super::error::StoreError;
 use super::model::{FORMAT, StoreData};
-
-/// Why the store could not be opened, read or written. Messages name files, never values.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// No identity in the home.
-    #[error("no keyd home at {} (no identity.txt)", home.display())]
-    NotInitialised {
-        /// The home directory.
-        home: PathBuf,
-    },
-    /// A store exists but its identity is gone: it cannot be decrypted, and a new identity
-    /// would not help.
-    #[error("the store {} exists but its identity {} is missing", store.display(), identity.display())]
-    IdentityMissing {
-        /// Where the identity should be.
-        identity: PathBuf,
-        /// The store.
-        store: PathBuf,
-    },
-    /// The identity file holds no usable age X25519 identity.
-    #[error("{} holds no valid age identity (expected a line starting with AGE-SECRET-KEY-1)", path.display())]
-    BadIdentity {
-        /// The identity file.
-        path: PathBuf,
-    },
-    /// The identity file can be read by users other than its owner.
-    #[error("{} is readable by other users (mode {mode:04o}): anyone who can read it can decrypt the store", path.display())]
-    IdentityExposed {
-        /// The identity file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// The home is a passphrase home and no passphrase could be had.
-    #[error("{} marks a passphrase store, and no passphrase could be read: {reason}", identity.display())]
-    PassphraseNeeded {
-        /// The identity file (the marker).
-        identity: PathBuf,
-        /// Why not.
-        reason: String,
-    },
-    /// The passphrase does not open the store.
-    #[error("the passphrase does not open the store {}", store.display())]
-    WrongPassphrase {
-        /// The store.
-        store: PathBuf,
-    },
-    /// The store was encrypted to another identity.
-    #[error("the store {} was not encrypted to the identity in {}", store.display(), identity.display())]
-    WrongIdentity {
-        /// The identity tried.
-        identity: PathBuf,
-        /// The store.
-        store: PathBuf,
-    },
-    /// The store is truncated, altered, or not a keyd store.
-    #[error("the store {} cannot be read: {reason}", path.display())]
-    Corrupt {
-        /// The store.
-        path: PathBuf,
-        /// What failed (no contents).
-        reason: String,
-    },
-    /// The store was written by a newer keyd.
-    #[error("the store {} has format {found}; this keyd reads format {FORMAT}", path.display())]
-    NewerFormat {
-        /// The store.
-        path: PathBuf,
-        /// The format found.
-        found: u32,
-    },
-    /// The home shows that a store existed, but `store.age` is gone: making a new one would
-    /// replace every secret a running stack depends on.
-    #[error("the store {} is missing, but {evidence} shows this home had one", store.display())]
-    StoreLost {
-        /// Where the store should be.
-        store: PathBuf,
-        /// What shows it existed.
-        evidence: String,
-    },
-    /// The store is older than the last one written here: a backup or an old copy was put back.
-    #[error("the store {} is generation {found}, older than generation {expected} written here last (store.generation): an older copy was put back in place", path.display())]
-    RolledBack {
-        /// The store.
-        path: PathBuf,
-        /// The generation inside it.
-        found: u64,
-        /// The generation recorded beside it.
-        expected: u64,
-    },
-    /// An operating system error on a path.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-}
+use super::pipe::serialize_through_pipe;
 
 fn io_at(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
@@ -460,156 +363,6 @@ fn parse_store(store_path: &Path, text: &[u8], decode: Decode) -> Result<StoreDa
     Ok(data)
 }
 
-/// Plaintext on its way to the encryptor, in buffers of 64 KiB that never grow (so no
-/// reallocation leaves a copy behind in freed memory) and are zeroized before reuse and when
-/// dropped. serde_json writes many small pieces; they become few large writes. A store larger
-/// than one buffer is serialised here while a second thread encrypts and writes the buffers
-/// already full (at 10,000 secrets encryption and the file's writes are about a third of a
-/// store write); at most three buffers exist.
-struct PlainPipe<'scope, W: Write + Send + 'scope> {
-    buf: Zeroizing<Vec<u8>>,
-    state: Pipe<'scope, W>,
-}
-
-enum Pipe<'scope, W> {
-    /// Every buffer so far fitted: the encryptor is still here.
-    Here(W),
-    /// The encryptor's thread: full buffers go to it, emptied ones come back.
-    There {
-        full: std::sync::mpsc::SyncSender<Zeroizing<Vec<u8>>>,
-        empty: std::sync::mpsc::Receiver<Zeroizing<Vec<u8>>>,
-        thread: std::thread::ScopedJoinHandle<'scope, std::io::Result<W>>,
-    },
-    /// Only while the encryptor changes hands, and after `finish`.
-    Gone,
-}
-
-impl<'scope, W: Write + Send + 'scope> PlainPipe<'scope, W> {
-    const CAPACITY: usize = 64 * 1024;
-
-    fn new(inner: W) -> Self {
-        Self {
-            buf: Self::buffer(),
-            state: Pipe::Here(inner),
-        }
-    }
-
-    fn buffer() -> Zeroizing<Vec<u8>> {
-        Zeroizing::new(Vec::with_capacity(Self::CAPACITY))
-    }
-
-    /// Hands the full buffer on (starting the encryptor's thread in `scope` the first time)
-    /// and takes an empty one.
-    fn drain<'env>(
-        &mut self,
-        scope: &'scope std::thread::Scope<'scope, 'env>,
-    ) -> std::io::Result<()> {
-        if matches!(self.state, Pipe::Here(_))
-            && let Pipe::Here(mut inner) = std::mem::replace(&mut self.state, Pipe::Gone)
-        {
-            let (full, full_rx) = std::sync::mpsc::sync_channel::<Zeroizing<Vec<u8>>>(1);
-            let (empty_tx, empty) = std::sync::mpsc::channel();
-            let thread = scope.spawn(move || {
-                for mut buf in full_rx {
-                    inner.write_all(&buf)?;
-                    buf.zeroize();
-                    // This side may have finished with an error and gone: nothing to return to.
-                    let _ = empty_tx.send(buf);
-                }
-                Ok(inner)
-            });
-            self.state = Pipe::There {
-                full,
-                empty,
-                thread,
-            };
-        }
-        let Pipe::There { full, empty, .. } = &self.state else {
-            return Err(std::io::Error::other("the store's encryptor stopped"));
-        };
-        let next = empty.try_recv().unwrap_or_else(|_| Self::buffer());
-        let buf = std::mem::replace(&mut self.buf, next);
-        if full.send(buf).is_err() {
-            // The thread stopped on a write error: finish() returns it.
-            return Err(std::io::Error::other("the store's encryptor stopped"));
-        }
-        Ok(())
-    }
-
-    /// Writes what is left and returns the encryptor, or the first write error.
-    fn finish(mut self) -> std::io::Result<W> {
-        match std::mem::replace(&mut self.state, Pipe::Gone) {
-            Pipe::Here(mut inner) => {
-                inner.write_all(&self.buf)?;
-                Ok(inner)
-            }
-            Pipe::There { full, thread, .. } => {
-                let last = std::mem::replace(&mut self.buf, Zeroizing::new(Vec::new()));
-                // A failed send means the thread stopped; its error is what the join returns.
-                let _ = full.send(last);
-                drop(full);
-                thread
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            }
-            Pipe::Gone => Err(std::io::Error::other("the store's encryptor stopped")),
-        }
-    }
-}
-
-/// Serialises `value` as JSON into `inner` through a [`PlainPipe`], and returns `inner` once
-/// every byte has reached it. A write error of `inner` is returned rather than what the
-/// serialiser made of it.
-fn serialize_through_pipe<W: Write + Send, T: Serialize + ?Sized>(
-    inner: W,
-    value: &T,
-) -> std::io::Result<W> {
-    std::thread::scope(|scope| {
-        let mut pipe = PlainPipe::new(inner);
-        let written = serde_json::to_writer(
-            PipeWriter {
-                pipe: &mut pipe,
-                scope,
-            },
-            value,
-        );
-        let inner = pipe.finish()?;
-        written.map_err(std::io::Error::other).map(|()| inner)
-    })
-}
-
-/// [`PlainPipe`] as a writer: the scope its encryptor's thread runs in, beside it.
-struct PipeWriter<'p, 'scope, 'env, W: Write + Send + 'scope> {
-    pipe: &'p mut PlainPipe<'scope, W>,
-    scope: &'scope std::thread::Scope<'scope, 'env>,
-}
-
-impl<W: Write + Send> Write for PipeWriter<'_, '_, '_, W> {
-    #[inline]
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.write_all(data).map(|()| data.len())
-    }
-
-    #[inline]
-    fn write_all(&mut self, mut data: &[u8]) -> std::io::Result<()> {
-        let cap = PlainPipe::<W>::CAPACITY;
-        loop {
-            let room = cap - self.pipe.buf.len();
-            if data.len() <= room {
-                self.pipe.buf.extend_from_slice(data);
-                return Ok(());
-            }
-            self.pipe.buf.extend_from_slice(&data[..room]);
-            data = &data[room..];
-            self.pipe.drain(self.scope)?;
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Every recipient the store is encrypted to: the home identity's own (when it has one) and
 /// the store's list (`keyctl recipients`), without repeats.
 pub(super) fn store_recipients(identity: &HomeIdentity, data: &StoreData) -> Vec<String> {
@@ -624,7 +377,7 @@ pub(super) fn store_recipients(identity: &HomeIdentity, data: &StoreData) -> Vec
 }
 
 /// Encrypts the store to the home's identity and the store's recipients, streaming: the JSON
-/// goes through zeroized buffers ([`PlainPipe`]) into age's encryptor and from there straight
+/// goes through zeroized buffers (`pipe.rs`) into age's encryptor and from there straight
 /// into the temp file, so neither a plaintext copy of the whole store nor its ciphertext is
 /// ever held in memory.
 pub(super) fn write_store(
@@ -748,88 +501,6 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Takes bytes until `limit`, then fails every write.
-    struct Failing {
-        taken: Vec<u8>,
-        limit: usize,
-    }
-
-    impl Write for Failing {
-        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-            if self.taken.len() + data.len() > self.limit {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::StorageFull,
-                    "disk full",
-                ));
-            }
-            self.taken.extend_from_slice(data);
-            Ok(data.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn the_plaintext_pipe_delivers_every_byte_in_order_small_or_large() {
-        for size in [0usize, 10, 64 * 1024, 64 * 1024 + 1, 700_001] {
-            // Strings of many lengths, with characters JSON escapes: serde_json writes them in
-            // pieces of every size, one longer than a buffer among them.
-            let mut values = Vec::new();
-            let (mut total, mut len) = (0, 1);
-            while total < size {
-                let n = len.min(size - total);
-                values.push(
-                    (0..n)
-                        .map(|i| ['a', '"', 'é', '\n'][i % 4])
-                        .collect::<String>(),
-                );
-                total += n;
-                len = (len * 3 + 1) % 90_000;
-            }
-            let out = serialize_through_pipe(Vec::new(), &values).unwrap();
-            let expected = serde_json::to_vec(&values).unwrap();
-            assert!(out == expected, "size {size}: {} bytes out", out.len());
-        }
-    }
-
-    #[test]
-    fn a_write_error_behind_the_plaintext_pipe_is_returned_not_hung_on() {
-        let big = vec!["x".repeat(1000); 2000];
-        for limit in [0, 100_000, 1_000_000] {
-            let err = serialize_through_pipe(
-                Failing {
-                    taken: Vec::new(),
-                    limit,
-                },
-                &big,
-            )
-            .map(|f| f.taken.len())
-            .unwrap_err();
-            assert_eq!(
-                err.kind(),
-                std::io::ErrorKind::StorageFull,
-                "limit {limit}: {err}"
-            );
-        }
-    }
-
-    #[test]
-    fn an_error_of_the_serialiser_is_returned_after_the_pipe_is_emptied() {
-        /// Writes 200 KB, then fails.
-        struct FailsAfterWriting;
-        impl Serialize for FailsAfterWriting {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                use serde::ser::{Error as _, SerializeSeq as _};
-                let mut seq = s.serialize_seq(None)?;
-                seq.serialize_element(&"x".repeat(200_000))?;
-                Err(S::Error::custom("serialisation failed"))
-            }
-        }
-        let err = serialize_through_pipe(Vec::new(), &FailsAfterWriting).unwrap_err();
-        assert_eq!(err.to_string(), "serialisation failed");
-    }
 
     /// A store whose secret `app/DB` has versions that do not decode (a number given as text
     /// holding a value).

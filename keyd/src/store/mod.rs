@@ -2,9 +2,11 @@
 //! home, written atomically and serialised across processes by a lock. This module owns the home
 //! layout and the open/lock/load/save cycle; `model` owns what is inside.
 
+mod error;
 mod file;
 mod model;
 mod passphrase;
+mod pipe;
 mod preread;
 mod versions;
 
@@ -12,8 +14,9 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+pub use error::StoreError;
 pub(crate) use file::write_atomic;
-pub use file::{StoreError, canonical_recipient, parse_recipient};
+pub use file::{canonical_recipient, parse_recipient};
 pub use model::{
     AuditLine, Books, Digest, Ledger, LookupError, OutputRecord, RekeyOwed, ReloadOwed, Rotation,
     SecretRecord, StackRecord, Stamp, Step, StoreData, SwarmLedger, SwarmOutput, SwarmSecret,

@@ -1,7 +1,8 @@
 //! One version of a secret (`VersionRecord`, with its `Label`), and a secret's versions as the
-//! store holds them (`Versions`), decoded only when used: a rotation of one secret in a store
-//! of 10,000 decodes that secret's versions, not all of them, and a save writes every
-//! untouched list back as the text it was read from.
+//! store holds them (`Versions`), decoded only when used: a rotation of one secret decodes
+//! that secret's versions, not all of them, and a save writes every untouched list back as
+//! the text it was read from. (Justified by bench/scale.py's rotate and show one secret at
+//! 10,000 secrets: docs/benchmarks.md.)
 //!
 //! The rule that keeps this honest: the stored text is kept only while nothing could have
 //! changed the list. Reading decodes it (once) and keeps the text; the first mutable access
