@@ -4,6 +4,7 @@
 
 mod error;
 mod file;
+mod ledger;
 mod model;
 mod passphrase;
 mod pipe;
@@ -17,9 +18,10 @@ use std::path::{Path, PathBuf};
 pub use error::StoreError;
 pub(crate) use file::write_atomic;
 pub use file::{canonical_recipient, parse_recipient};
+pub use ledger::{Books, Digest, Ledger, Stamp, SwarmLedger, SwarmOutput, SwarmSecret};
 pub use model::{
-    AuditLine, Books, Digest, Ledger, LookupError, OutputRecord, RekeyOwed, ReloadOwed, Rotation,
-    SecretRecord, StackRecord, Stamp, Step, StoreData, SwarmLedger, SwarmOutput, SwarmSecret,
+    AuditLine, LookupError, OutputRecord, RekeyOwed, ReloadOwed, Rotation, SecretRecord,
+    StackRecord, Step, StoreData,
 };
 pub use passphrase::ENV as PASSPHRASE_ENV;
 pub(crate) use preread::StoredPolicy;
