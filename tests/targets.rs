@@ -856,6 +856,192 @@ fn a_postgres_server_whose_certificate_is_not_signed_by_sslrootcert_is_refused()
     );
 }
 
+#[test]
+fn sslmode_require_with_sslrootcert_refuses_a_certificate_its_ca_did_not_sign() {
+    let (cert, key) = localhost_cert();
+    let (other_ca, _) = localhost_cert();
+    let pg = Postgres::start_with(
+        "tls-require-ca",
+        Some(keyd_tests::servers::ServerCert {
+            cert_pem: &cert,
+            key_pem: &key,
+        }),
+    );
+    let dir = TempDir::new("pg-tls-require-ca-policy");
+    std::fs::write(dir.join("other-ca.pem"), &other_ca).unwrap();
+    // As libpq: `require` with a CA file checks the chain (verify-ca), not only encrypts.
+    let url = format!(
+        "postgres://admin@localhost:{}/postgres?sslmode=require&sslrootcert={}",
+        pg.port,
+        dir.join("other-ca.pem").display()
+    );
+    let s = Setup::new(
+        "pg-tls-require-ca",
+        &pg_target_policy(&pg, dir.path(), &url, ""),
+    );
+    let out = s.quickstart();
+    assert_eq!(out.status.code(), Some(1));
+    let status = String::from_utf8(ok(keyctl(&s.home()).args(["status", "--json"]))).unwrap();
+    assert!(
+        status.contains("target db: ") && status.contains("TLS certificate verification failed"),
+        "{status}"
+    );
+    assert_eq!(
+        pg.admin_sql("SELECT count(*) FROM pg_roles WHERE rolname = 'app'"),
+        "0"
+    );
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 made by openssl with `key_args`
+/// (e.g. `-newkey ed25519`). Returns (certificate, key) PEM.
+fn openssl_cert(dir: &Path, key_args: &[&str]) -> (String, String) {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // An end-entity certificate (WebPKI refuses a CA's as a server's), its own anchor.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(key_args)
+        .arg("-keyout")
+        .arg(dir.join("relay.key"))
+        .arg("-out")
+        .arg(dir.join("relay.crt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        std::fs::read_to_string(dir.join("relay.crt")).unwrap(),
+        std::fs::read_to_string(dir.join("relay.key")).unwrap(),
+    )
+}
+
+/// keyd to a real server through a man in the middle (sslmode=require, so any certificate
+/// passes) presenting `cert`: the admin login must be refused before any statement runs.
+fn a_man_in_the_middle_presenting(tag: &str, cert: (String, String), refusal: &str) -> Setup {
+    let pg = Postgres::start(tag);
+    let relay = keyd_tests::servers::PgTlsRelay::start(
+        pg.port,
+        keyd_tests::servers::ServerCert {
+            cert_pem: &cert.0,
+            key_pem: &cert.1,
+        },
+    );
+    let dir = TempDir::new(&format!("{tag}-policy"));
+    let url = format!(
+        "postgres://admin@localhost:{}/postgres?sslmode=require",
+        relay.port
+    );
+    let s = Setup::new(tag, &pg_target_policy(&pg, dir.path(), &url, ""));
+    let out = s.quickstart();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = String::from_utf8(ok(keyctl(&s.home()).args(["status", "--json"]))).unwrap();
+    assert!(
+        status.contains("target db: ") && status.contains(refusal),
+        "{status}"
+    );
+    assert_eq!(
+        pg.admin_sql("SELECT count(*) FROM pg_roles WHERE rolname = 'app'"),
+        "0",
+        "the relayed admin login ran statements"
+    );
+    assert!(!s.tmp.join("out/DB_PASSWORD").exists());
+
+    // Said explicitly in the url, as libpq's option: channel binding only when offered.
+    let url = format!("{url}&channel_binding=prefer");
+    std::fs::write(
+        s.tmp.join("policy.toml"),
+        pg_target_policy(&pg, dir.path(), &url, ""),
+    )
+    .unwrap();
+    s.quickstart_ok();
+    assert!(pg.can_login("app", s.file("DB_PASSWORD").trim()));
+    s
+}
+
+#[test]
+fn a_man_in_the_middle_offering_scram_without_channel_binding_gets_no_admin_login() {
+    let (cert, key) = localhost_cert();
+    a_man_in_the_middle_presenting(
+        "pg-mitm-no-plus",
+        (cert, key),
+        "does not offer SCRAM-SHA-256-PLUS",
+    );
+}
+
+#[test]
+fn a_man_in_the_middle_with_an_ed25519_certificate_gets_no_admin_login() {
+    let dir = TempDir::new("pg-mitm-ed25519-cert");
+    let cert = openssl_cert(dir.path(), &["-newkey", "ed25519"]);
+    a_man_in_the_middle_presenting(
+        "pg-mitm-ed25519",
+        cert,
+        "no tls-server-end-point channel binding",
+    );
+}
+
+#[test]
+fn a_postgres_server_with_an_rsa_pss_certificate_checks_keyds_channel_binding() {
+    let dir = TempDir::new("pg-tls-pss-policy");
+    let (cert, key) = openssl_cert(
+        dir.path(),
+        // An RSA key (what WebPKI takes) whose certificate is signed with RSA-PSS.
+        &[
+            "-newkey",
+            "rsa:2048",
+            "-sha384",
+            "-sigopt",
+            "rsa_padding_mode:pss",
+            "-sigopt",
+            "rsa_pss_saltlen:-1",
+        ],
+    );
+    let pg = Postgres::start_with(
+        "tls-pss",
+        Some(keyd_tests::servers::ServerCert {
+            cert_pem: &cert,
+            key_pem: &key,
+        }),
+    );
+    std::fs::write(dir.join("ca.pem"), &cert).unwrap();
+    let url = format!(
+        "postgres://admin@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        pg.port,
+        dir.join("ca.pem").display()
+    );
+    let s = Setup::new("pg-tls-pss", &pg_target_policy(&pg, dir.path(), &url, ""));
+    // Every login of keyd's is SCRAM-SHA-256-PLUS: the server compares the certificate's
+    // hash (SHA-384, from the RSA-PSS parameters) with the one keyd sent, and refuses a
+    // mismatch ("SCRAM channel binding check failed").
+    let out = s.quickstart();
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8(ok(keyctl(&s.home()).args(["status", "--json"]))).unwrap(),
+        pg.log()
+    );
+    assert!(pg.can_login("app", s.file("DB_PASSWORD").trim()));
+    let log = pg.log();
+    assert!(!log.contains("channel binding"), "{log}");
+    assert!(log.contains("connection authorized: user=app"), "{log}");
+}
+
 /// A Redis ACL target over `rediss://` verified with `ca` (a PEM file).
 fn rediss_policy(redis: &Redis, dir: &Path, ca: &Path) -> String {
     std::fs::write(dir.join("redis-admin"), &redis.admin_password).unwrap();

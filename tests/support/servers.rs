@@ -414,3 +414,87 @@ impl RecordingProxy {
         self.sent.lock().unwrap().clone()
     }
 }
+
+/// A man in the middle for PostgreSQL clients: it answers a client's SSLRequest, ends the
+/// client's TLS with a certificate of its own, and relays the plaintext to a server on
+/// `127.0.0.1:port` over plain TCP. The server then offers SCRAM-SHA-256 without its -PLUS
+/// (channel binding) form, and a client that does not insist on channel binding logs in to
+/// the real server through the relay.
+pub struct PgTlsRelay {
+    /// The relay's port.
+    pub port: u16,
+}
+
+impl PgTlsRelay {
+    /// Starts relaying to `127.0.0.1:port`, presenting `cert` (one thread per connection).
+    pub fn start(port: u16, cert: ServerCert<'_>) -> PgTlsRelay {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = vec![CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
+        let config = std::sync::Arc::new(
+            rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let relay_port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    let _ = relay(client, config, port);
+                });
+            }
+        });
+        PgTlsRelay { port: relay_port }
+    }
+}
+
+/// Relays one client connection (see [`PgTlsRelay`]) until either side closes.
+fn relay(
+    mut client: std::net::TcpStream,
+    config: std::sync::Arc<rustls::ServerConfig>,
+    port: u16,
+) -> std::io::Result<()> {
+    use std::io::{ErrorKind, Read as _, Write as _};
+    let mut request = [0; 8];
+    client.read_exact(&mut request)?;
+    if request != [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f] {
+        return Ok(()); // not an SSLRequest: this relay speaks TLS only
+    }
+    client.write_all(b"S")?;
+    let connection = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+    let mut tls = rustls::StreamOwned::new(connection, client);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    let mut server = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    let tick = Some(std::time::Duration::from_millis(5));
+    tls.sock.set_read_timeout(tick)?;
+    server.set_read_timeout(tick)?;
+    let idle = |e: &std::io::Error| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
+    let mut buf = [0; 16 << 10];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => server.write_all(&buf[..n])?,
+            Err(e) if idle(&e) => {}
+            Err(e) => return Err(e),
+        }
+        match server.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                tls.write_all(&buf[..n])?;
+                tls.flush()?;
+            }
+            Err(e) if idle(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! The PostgreSQL connection under tokio-postgres: the TLS hook (rustls, with the
 //! `tls-server-end-point` channel binding SCRAM-SHA-256-PLUS needs) and [`AuthGuard`], which
 //! reads the server's authentication requests before the client does and refuses cleartext
-//! and MD5 password requests unless the target allows them.
+//! and MD5 password requests unless the target allows them, and, where channel binding is
+//! required, any login that would not be SCRAM-SHA-256-PLUS.
 //!
 //! tokio-postgres answers whatever authentication the server asks for: a cleartext request
 //! gets the password, an MD5 request a hash that is as good as the password for that role.
@@ -29,6 +30,10 @@ pub struct AuthPolicy {
     /// The server must check a password: a login it lets in without one (trust) is refused,
     /// since it proves nothing about the password (the probe and test logins).
     pub require_password: bool,
+    /// The login must be SCRAM-SHA-256-PLUS, bound to the TLS session's certificate: a
+    /// server that offers only unbound methods (or none) is refused, and so is a certificate
+    /// whose channel binding cannot be computed. Set only for TLS sessions.
+    pub require_channel_binding: bool,
 }
 
 /// Why the guard stopped a login; carried in the `io::Error` the client sees.
@@ -62,6 +67,9 @@ const AUTH_OK: i32 = 0;
 const AUTH_CLEARTEXT: i32 = 3;
 const AUTH_MD5: i32 = 5;
 const AUTH_SASL: i32 = 10;
+
+/// The SASL mechanism that binds SCRAM to the TLS session.
+const SCRAM_PLUS: &[u8] = b"SCRAM-SHA-256-PLUS";
 
 /// The largest message the guard holds back; authentication requests are a few dozen bytes,
 /// so anything longer is passed on for the client to judge.
@@ -113,7 +121,7 @@ impl<S> AuthGuard<S> {
             let message: Vec<u8> = self.held.drain(..1 + len).collect();
             if message[0] == b'R' && len >= 8 {
                 let code = i32::from_be_bytes([message[5], message[6], message[7], message[8]]);
-                self.request(code)?;
+                self.request(code, &message[9..])?;
             } else {
                 self.done = true; // an ErrorResponse, or anything else: authentication is over
             }
@@ -125,13 +133,40 @@ impl<S> AuthGuard<S> {
         Ok(())
     }
 
-    /// Judges one authentication request.
-    fn request(&mut self, code: i32) -> io::Result<()> {
+    /// Judges one authentication request (its code and what follows it).
+    fn request(&mut self, code: i32, body: &[u8]) -> io::Result<()> {
         let refuse = |what: &str| {
             Err(io::Error::other(AuthRefused(format!(
                 "the server asked for {what} authentication, which would send the password (or its equivalent) for anyone on the path or at the server to take; keyd sent nothing and refused (configure SCRAM-SHA-256 on the server, or set allow_insecure_auth = true on the target to allow it)"
             ))))
         };
+        if self.policy.require_channel_binding {
+            let unbound = |what: &str| {
+                Err(io::Error::other(AuthRefused(format!(
+                    "{what}, so the login would not be bound to this TLS session: a man in the middle could relay it to the real server; keyd sent nothing and refused (check that the server is reached directly and has ssl = on; set channel_binding=prefer in the url to allow it)"
+                ))))
+            };
+            match code {
+                // Mechanisms: NUL-terminated names, then an empty one.
+                AUTH_SASL if !body.split(|&b| b == 0).any(|m| m == SCRAM_PLUS) => {
+                    return unbound(
+                        "over TLS the server does not offer SCRAM-SHA-256-PLUS (channel binding)",
+                    );
+                }
+                AUTH_CLEARTEXT | AUTH_MD5 => {
+                    return unbound(
+                        "the server asked for a password method without channel binding",
+                    );
+                }
+                AUTH_OK if !self.challenged => {
+                    self.done = true;
+                    return unbound(
+                        "the server let the login in without authentication, proving nothing about itself",
+                    );
+                }
+                _ => {}
+            }
+        }
         match code {
             AUTH_CLEARTEXT if !self.policy.allow_insecure => refuse("cleartext password"),
             AUTH_MD5 if !self.policy.allow_insecure => refuse("MD5 password"),
@@ -252,6 +287,11 @@ where
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .and_then(|cert| tls::tls_server_end_point(cert));
+            if channel_binding.is_none() && self.policy.require_channel_binding {
+                return Err(TlsFailure(
+                    "the server's certificate is signed with an algorithm that has no tls-server-end-point channel binding (Ed25519, Ed448, or one keyd does not know), so no login can be bound to this TLS session and a man in the middle could relay it; keyd refused before logging in (give the server an ECDSA or RSA certificate, or set channel_binding=prefer in the url to allow it)".into(),
+                ));
+            }
             let mut guarded = AuthGuard::new(stream, self.policy);
             guarded.channel_binding = channel_binding;
             Ok(guarded)
@@ -286,7 +326,48 @@ mod tests {
     const STRICT: AuthPolicy = AuthPolicy {
         allow_insecure: false,
         require_password: false,
+        require_channel_binding: false,
     };
+
+    /// A SASL request offering `mechanisms`.
+    fn sasl(mechanisms: &[&str]) -> Vec<u8> {
+        let mut body = AUTH_SASL.to_be_bytes().to_vec();
+        for m in mechanisms {
+            body.extend_from_slice(m.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut m = vec![b'R'];
+        m.extend_from_slice(&(4 + body.len() as u32).to_be_bytes());
+        m.extend(body);
+        m
+    }
+
+    #[test]
+    fn where_channel_binding_is_required_only_scram_plus_passes() {
+        let bound = AuthPolicy {
+            require_channel_binding: true,
+            ..STRICT
+        };
+        let offer = sasl(&["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]);
+        assert_eq!(read_through(offer.clone(), bound).unwrap(), offer);
+        let e = read_through(sasl(&["SCRAM-SHA-256"]), bound).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("over TLS the server does not offer SCRAM-SHA-256-PLUS"),
+            "{e}"
+        );
+        let e = read_through(request(0), bound).unwrap_err();
+        assert!(e.to_string().contains("without authentication"), "{e}");
+        let lax = AuthPolicy {
+            allow_insecure: true,
+            ..bound
+        };
+        let e = read_through(request(3), lax).unwrap_err();
+        assert!(e.to_string().contains("channel_binding=prefer"), "{e}");
+        let plain = sasl(&["SCRAM-SHA-256"]);
+        assert_eq!(read_through(plain.clone(), STRICT).unwrap(), plain);
+    }
 
     #[test]
     fn cleartext_and_md5_requests_never_reach_the_client() {
@@ -314,6 +395,7 @@ mod tests {
         let policy = AuthPolicy {
             allow_insecure: true,
             require_password: true,
+            require_channel_binding: false,
         };
         assert_eq!(read_through(stream.clone(), policy).unwrap(), stream);
     }
@@ -323,6 +405,7 @@ mod tests {
         let policy = AuthPolicy {
             allow_insecure: false,
             require_password: true,
+            require_channel_binding: false,
         };
         let e = read_through(request(0), policy).unwrap_err();
         assert!(e.to_string().contains("trust authentication"), "{e}");

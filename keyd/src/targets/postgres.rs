@@ -16,11 +16,17 @@
 //!
 //! Connections use TLS as the URL's `sslmode` says (`disable`, `require`, `verify-ca`,
 //! `verify-full`, with `sslrootcert=PATH` as the CA; default `verify-full`, or `disable` for a
-//! loopback host or a Unix socket). keyd opens the socket itself and hands it to
-//! tokio-postgres through [`pg_wire`](super::pg_wire), whose guard refuses cleartext and MD5
-//! password requests before any password is sent, unless the target sets
-//! `allow_insecure_auth`. Probe and test logins must be checked by the server (no trust), and
-//! over TLS must use SCRAM-SHA-256-PLUS (channel binding).
+//! loopback host or a Unix socket). As in libpq, `require` with `sslrootcert` is `verify-ca`.
+//! keyd opens the socket itself and hands it to tokio-postgres through
+//! [`pg_wire`](super::pg_wire), whose guard refuses cleartext and MD5 password requests before
+//! any password is sent, unless the target sets `allow_insecure_auth`. Probe and test logins
+//! must be checked by the server (no trust).
+//!
+//! Over TLS every login (admin, probe, test) must use SCRAM-SHA-256-PLUS, which binds the
+//! exchange to the server's certificate: a man in the middle (which `sslmode=require` lets
+//! through) cannot relay it to the real server. The URL's `channel_binding` (libpq's option:
+//! `disable`, `prefer`, `require`) says otherwise explicitly; its default is `require` over
+//! TLS, or `prefer` when `allow_insecure_auth` already allows logins that cannot bind.
 
 use std::future::Future;
 use std::time::Duration;
@@ -59,6 +65,8 @@ pub struct PostgresTarget {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Cleartext and MD5 password authentication are allowed (`allow_insecure_auth`).
     pub allow_insecure_auth: bool,
+    /// Whether logins over TLS must use SCRAM-SHA-256-PLUS (the URL's `channel_binding`).
+    pub channel_binding: ChannelBinding,
 }
 
 /// One place the server listens, from the URL.
@@ -70,18 +78,31 @@ pub enum Endpoint {
     Unix(PathBuf, u16),
 }
 
-/// Takes `sslmode` and `sslrootcert` out of a URL's query (tokio-postgres knows neither
-/// `verify-ca` nor `verify-full`, nor `sslrootcert`); returns the rest of the URL and them.
-fn split_tls_params(url: &str) -> (String, Option<String>, Option<String>) {
+/// The TLS parameters of a URL's query, which keyd applies itself.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TlsParams {
+    /// `sslmode` (tokio-postgres knows neither `verify-ca` nor `verify-full`).
+    mode: Option<String>,
+    /// `sslrootcert` (unknown to tokio-postgres).
+    root: Option<String>,
+    /// `channel_binding` (tokio-postgres's default, `prefer`, is not keyd's).
+    channel_binding: Option<String>,
+}
+
+/// Takes the [`TlsParams`] out of a URL's query; returns the rest of the URL and them.
+fn split_tls_params(url: &str) -> (String, TlsParams) {
+    let mut params = TlsParams::default();
     let Some((base, query)) = url.split_once('?') else {
-        return (url.to_owned(), None, None);
+        return (url.to_owned(), params);
     };
-    let (mut mode, mut root) = (None, None);
     let mut rest = Vec::new();
     for pair in query.split('&') {
         match pair.split_once('=') {
-            Some(("sslmode", v)) => mode = Some(super::percent_decode(v)),
-            Some(("sslrootcert", v)) => root = Some(super::percent_decode(v)),
+            Some(("sslmode", v)) => params.mode = Some(super::percent_decode(v)),
+            Some(("sslrootcert", v)) => params.root = Some(super::percent_decode(v)),
+            Some(("channel_binding", v)) => {
+                params.channel_binding = Some(super::percent_decode(v));
+            }
             _ => rest.push(pair),
         }
     }
@@ -90,7 +111,7 @@ fn split_tls_params(url: &str) -> (String, Option<String>, Option<String>) {
     } else {
         format!("{base}?{}", rest.join("&"))
     };
-    (url, mode, root)
+    (url, params)
 }
 
 /// Drives a connection on the current runtime; its own error reaches the caller through the
@@ -186,7 +207,8 @@ impl PostgresTarget {
             target: name.to_owned(),
             message,
         };
-        let (url, sslmode, sslrootcert) = split_tls_params(url);
+        let (url, params) = split_tls_params(url);
+        let (sslmode, sslrootcert) = (params.mode, params.root);
         let mut admin: Config = url.parse().map_err(|e| fail(format!("bad url: {e}")))?;
         admin.connect_timeout(timeout);
         if let Some(p) = admin_password {
@@ -220,6 +242,23 @@ impl PostgresTarget {
                 Endpoint::Unix(..) => TlsMode::Disable,
             },
         };
+        // libpq: `require` with a CA file verifies the chain, as `verify-ca` does.
+        let mode = match mode {
+            TlsMode::Require if sslrootcert.is_some() => TlsMode::VerifyCa,
+            mode => mode,
+        };
+        let channel_binding = match params.channel_binding.as_deref() {
+            Some("disable") => ChannelBinding::Disable,
+            Some("prefer") => ChannelBinding::Prefer,
+            Some("require") => ChannelBinding::Require,
+            Some(value) => {
+                return Err(fail(format!(
+                    "bad url: channel_binding={value:?} (expected disable, prefer or require)"
+                )));
+            }
+            None if allow_insecure_auth => ChannelBinding::Prefer,
+            None => ChannelBinding::Require,
+        };
         let tls = match mode {
             TlsMode::Disable => None,
             mode => Some(
@@ -237,6 +276,7 @@ impl PostgresTarget {
             endpoints,
             tls,
             allow_insecure_auth,
+            channel_binding,
         })
     }
 
@@ -319,7 +359,9 @@ impl PostgresTarget {
                         // No TLS on a Unix socket (as libpq): the guard still judges the login.
                         Ok(socket) => {
                             let mut config = config.clone();
-                            config.ssl_mode(SslMode::Disable);
+                            config
+                                .ssl_mode(SslMode::Disable)
+                                .channel_binding(ChannelBinding::Disable);
                             let guarded = AuthGuard::new(socket, policy);
                             config
                                 .connect_raw(guarded, NoTls)
@@ -352,7 +394,9 @@ impl PostgresTarget {
         let mut config = config.clone();
         match &self.tls {
             None => {
-                config.ssl_mode(SslMode::Disable);
+                config
+                    .ssl_mode(SslMode::Disable)
+                    .channel_binding(ChannelBinding::Disable);
                 let (client, connection) = config
                     .connect_raw(AuthGuard::new(socket, policy), NoTls)
                     .await
@@ -360,13 +404,20 @@ impl PostgresTarget {
                 Ok((client, drive(connection)))
             }
             Some(tls_config) => {
-                config.ssl_mode(SslMode::Require);
+                // The client refuses a login without channel binding too; the guard refuses
+                // first, saying why, before anything is sent.
+                config
+                    .ssl_mode(SslMode::Require)
+                    .channel_binding(self.channel_binding);
                 let server_name = tls::server_name(host)
                     .map_err(|e| PgFailure::Socket(std::io::Error::other(e)))?;
                 let connector = RustlsConnect {
                     config: tls_config.clone(),
                     server_name,
-                    policy,
+                    policy: AuthPolicy {
+                        require_channel_binding: self.channel_binding == ChannelBinding::Require,
+                        ..policy
+                    },
                 };
                 let (client, connection) = config
                     .connect_raw(socket, connector)
@@ -381,6 +432,7 @@ impl PostgresTarget {
         let policy = AuthPolicy {
             allow_insecure: self.allow_insecure_auth,
             require_password: false,
+            require_channel_binding: false,
         };
         let session = self
             .connect(&self.admin, policy)
@@ -413,13 +465,12 @@ impl PostgresTarget {
             .user(self.login_of(credential))
             .password(credential.password.expose_secret());
         // The login must prove the password: checked by the server (no trust), by SCRAM
-        // unless the target allows cleartext or MD5, and over TLS with channel binding.
-        if self.tls.is_some() && !self.allow_insecure_auth {
-            config.channel_binding(ChannelBinding::Require);
-        }
+        // unless the target allows cleartext or MD5, and over TLS with channel binding
+        // (unless the url says otherwise; see `login`).
         let policy = AuthPolicy {
             allow_insecure: self.allow_insecure_auth,
             require_password: true,
+            require_channel_binding: false,
         };
         match self.connect(&config, policy) {
             Ok(session) => session
@@ -558,16 +609,51 @@ mod tests {
     }
 
     #[test]
+    fn sslmode_require_with_sslrootcert_checks_the_certificate_against_it() {
+        // As libpq: `require` with a CA file is `verify-ca`, so the file is read (and must be).
+        let Err(e) = target(
+            "postgres://admin@127.0.0.1/app?sslmode=require&sslrootcert=/nonexistent/ca.pem",
+        ) else {
+            panic!("sslrootcert was ignored under sslmode=require");
+        };
+        assert!(
+            e.to_string()
+                .starts_with("target db: cannot read the CA file /nonexistent/ca.pem"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn sslmode_and_sslrootcert_come_out_of_the_url() {
         assert_eq!(
             split_tls_params(
-                "postgres://a@h/db?sslmode=verify-full&application_name=k&sslrootcert=%2Fetc%2Fca.pem"
+                "postgres://a@h/db?sslmode=verify-full&application_name=k&sslrootcert=%2Fetc%2Fca.pem&channel_binding=prefer"
             ),
             (
                 "postgres://a@h/db?application_name=k".to_owned(),
-                Some("verify-full".to_owned()),
-                Some("/etc/ca.pem".to_owned())
+                TlsParams {
+                    mode: Some("verify-full".to_owned()),
+                    root: Some("/etc/ca.pem".to_owned()),
+                    channel_binding: Some("prefer".to_owned()),
+                }
             )
+        );
+        let binding = |url: &str| target(url).map(|t| t.channel_binding);
+        assert_eq!(
+            binding("postgres://admin@127.0.0.1/app?sslmode=require").unwrap(),
+            ChannelBinding::Require
+        );
+        assert_eq!(
+            binding("postgres://admin@127.0.0.1/app?sslmode=require&channel_binding=prefer")
+                .unwrap(),
+            ChannelBinding::Prefer
+        );
+        let e = binding("postgres://admin@127.0.0.1/app?channel_binding=maybe")
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "target db: bad url: channel_binding=\"maybe\" (expected disable, prefer or require)"
         );
         assert!(
             target("postgres://admin@127.0.0.1:5432/app")

@@ -237,8 +237,10 @@ impl ServerCertVerifier for AnyName {
 }
 
 /// The `tls-server-end-point` channel binding of a server certificate (RFC 5929): its hash
-/// with the hash of its signature algorithm, SHA-256 for MD5 and SHA-1. `None` for algorithms
-/// without one (Ed25519, RSA-PSS), as PostgreSQL does.
+/// with the hash of its signature algorithm, SHA-256 for MD5 and SHA-1; for RSA-PSS, the hash
+/// its parameters name (SHA-1 when they name none), as PostgreSQL and libpq take it. `None`
+/// for algorithms without a hash of their own (Ed25519, Ed448) or unknown ones: no login can
+/// be bound to such a certificate.
 pub fn tls_server_end_point(cert: &[u8]) -> Option<Vec<u8>> {
     use aws_lc_rs::digest;
     const SHA256: &[&[u8]] = &[
@@ -247,16 +249,23 @@ pub fn tls_server_end_point(cert: &[u8]) -> Option<Vec<u8>> {
         b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x05", // sha1WithRSAEncryption
         b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x04", // md5WithRSAEncryption
         b"\x2a\x86\x48\xce\x3d\x04\x01",         // ecdsa-with-SHA1
+        b"\x60\x86\x48\x01\x65\x03\x04\x02\x01", // sha256 (an RSA-PSS hash)
+        b"\x2b\x0e\x03\x02\x1a",                 // sha1 (an RSA-PSS hash)
     ];
     const SHA384: &[&[u8]] = &[
         b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0c",
         b"\x2a\x86\x48\xce\x3d\x04\x03\x03",
+        b"\x60\x86\x48\x01\x65\x03\x04\x02\x02",
     ];
     const SHA512: &[&[u8]] = &[
         b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0d",
         b"\x2a\x86\x48\xce\x3d\x04\x03\x04",
+        b"\x60\x86\x48\x01\x65\x03\x04\x02\x03",
     ];
-    let oid = signature_algorithm(cert)?;
+    let (mut oid, params) = signature_algorithm(cert)?;
+    if oid == RSASSA_PSS {
+        oid = pss_hash(params)?;
+    }
     let algorithm = if SHA256.contains(&oid) {
         &digest::SHA256
     } else if SHA384.contains(&oid) {
@@ -269,20 +278,39 @@ pub fn tls_server_end_point(cert: &[u8]) -> Option<Vec<u8>> {
     Some(digest::digest(algorithm, cert).as_ref().to_vec())
 }
 
-/// The OID of a DER certificate's `signatureAlgorithm`:
+/// id-RSASSA-PSS (1.2.840.113549.1.1.10), whose hash is in its parameters.
+const RSASSA_PSS: &[u8] = b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0a";
+/// id-sha1, the hash of RSA-PSS parameters that name none.
+const SHA1: &[u8] = b"\x2b\x0e\x03\x02\x1a";
+const SEQUENCE: u8 = 0x30;
+const OID: u8 = 0x06;
+
+/// Splits one DER element of tag `tag` off `input`: (its contents, what follows).
+fn element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (t, contents, rest) = crate::material::adopt::der_element(input)?;
+    (t == tag).then_some((contents, rest))
+}
+
+/// The OID of a DER certificate's `signatureAlgorithm` and what follows it (the parameters):
 /// `Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm SEQUENCE { OID, … }, … }`.
-fn signature_algorithm(cert: &[u8]) -> Option<&[u8]> {
-    /// Splits one DER element of tag `tag` off `input`: (its contents, what follows).
-    fn element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-        let (t, contents, rest) = crate::material::adopt::der_element(input)?;
-        (t == tag).then_some((contents, rest))
-    }
-    const SEQUENCE: u8 = 0x30;
+fn signature_algorithm(cert: &[u8]) -> Option<(&[u8], &[u8])> {
     let (certificate, _) = element(cert, SEQUENCE)?;
     let (_tbs, rest) = element(certificate, SEQUENCE)?;
     let (algorithm, _) = element(rest, SEQUENCE)?;
-    let (oid, _) = element(algorithm, 0x06)?;
-    Some(oid)
+    element(algorithm, OID)
+}
+
+/// The hash OID of RSA-PSS parameters (RFC 4055):
+/// `RSASSA-PSS-params ::= SEQUENCE { hashAlgorithm [0] AlgorithmIdentifier DEFAULT sha1, … }`.
+fn pss_hash(params: &[u8]) -> Option<&[u8]> {
+    let (fields, _) = element(params, SEQUENCE)?;
+    match element(fields, 0xa0) {
+        Some((hash_algorithm, _)) => {
+            let (identifier, _) = element(hash_algorithm, SEQUENCE)?;
+            element(identifier, OID).map(|(oid, _)| oid)
+        }
+        None => Some(SHA1),
+    }
 }
 
 #[cfg(test)]

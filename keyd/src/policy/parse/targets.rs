@@ -23,6 +23,37 @@ fn valid_role(name: &str) -> bool {
         && name.len() <= 59
 }
 
+/// Whether the url's query has a `password` parameter (libpq and redis clients take one), its
+/// name compared without case and after percent-decoding, as a client would read it.
+fn query_names_password(url: &str) -> bool {
+    let Some((_, query)) = url.split_once('?') else {
+        return false;
+    };
+    let query = query.split('#').next().unwrap_or("");
+    query.split('&').any(|pair| {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        percent_decoded(name).is_some_and(|n| n.eq_ignore_ascii_case(b"password"))
+    })
+}
+
+/// `text` with its `%XX` escapes decoded; `None` for a malformed escape.
+fn percent_decoded(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
 /// Checks the `[targets.NAME]` tables; a target with a problem in its type or url is left out.
 pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetSpec> {
     let mut out = Vec::new();
@@ -109,6 +140,7 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
         if authority
             .rsplit_once('@')
             .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+            || query_names_password(&url)
         {
             c.err(url_at, format!("target {:?}: the url holds a password; put it in password_secret or password_file, not in the policy", e.key));
         }
@@ -462,6 +494,29 @@ target = { name = "cache", mode = "requirepass" }
             )),
             "p.toml:5:7: target \"db\": the url holds a password; put it in password_secret or password_file, not in the policy"
         );
+    }
+
+    #[test]
+    fn a_password_in_the_url_query_is_refused_like_one_in_the_userinfo() {
+        for url in [
+            "postgres://admin@db/app?password=hunter2",
+            "postgres://admin@db/app?sslmode=require&PASSWORD=hunter2",
+            "postgres://admin@db/app?sslmode=require&pass%77ord=hunter2",
+            "redis://cache:6379/0?password=hunter2",
+        ] {
+            let kind = if url.starts_with("redis") {
+                "redis"
+            } else {
+                "postgres"
+            };
+            assert_eq!(
+                err_text(&target_table(&format!(
+                    "type = \"{kind}\"\nurl = \"{url}\"\n"
+                ))),
+                "p.toml:5:7: target \"db\": the url holds a password; put it in password_secret or password_file, not in the policy",
+                "{url}"
+            );
+        }
     }
 
     #[test]
