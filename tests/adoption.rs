@@ -679,6 +679,38 @@ fn a_wrong_passphrase_is_a_clear_error_and_leaves_the_store_untouched() {
 }
 
 #[test]
+fn a_passphrase_store_asking_for_too_much_scrypt_work_is_not_called_corrupt() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new("adopt-work-factor");
+    let home = dir.join("home");
+    let passphrase = dir.join("passphrase");
+    std::fs::write(&passphrase, "correct horse battery\n").unwrap();
+    std::fs::set_permissions(&passphrase, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let with = || {
+        let mut cmd = keyctl(&home);
+        cmd.env("KEYD_PASSPHRASE_FILE", &passphrase);
+        cmd
+    };
+    ok(with().args(["init", "--passphrase"]));
+    // The header's scrypt stanza (`-> scrypt SALT LOG_N`) asks for 2^30: far above what keyd
+    // reads with, on any machine, busy or not.
+    let store = std::fs::read(home.join("store.age")).unwrap();
+    let at = store.windows(10).position(|w| w == b"-> scrypt ").unwrap();
+    let end = at + store[at..].iter().position(|&b| b == b'\n').unwrap();
+    let space = at + store[at..end].iter().rposition(|&b| b == b' ').unwrap();
+    let forged = [&store[..=space], b"30", &store[end..]].concat();
+    std::fs::write(home.join("store.age"), &forged).unwrap();
+    let out = run(with().arg("list"));
+    assert_eq!(out.status.code(), Some(4));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("scrypt work factor 30") && !err.contains("restore store.age from a backup"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(home.join("store.age")).unwrap(), forged);
+}
+
+#[test]
 fn source_values_and_import_reports_show_no_value_in_debug_or_json() {
     let dir = TempDir::new("adopt-redaction");
     let v = values(&dir);

@@ -135,6 +135,17 @@ fn store_hint(e: &StoreError) -> String {
         StoreError::WrongPassphrase { .. } => {
             "check the passphrase (or the file KEYD_PASSPHRASE_FILE names); the store was not modified".into()
         }
+        StoreError::IdentityNotOwned { path, euid, .. } => format!(
+            "run `chown {euid} {}` if it is yours; if another user could write it, make a new identity and rotate every secret",
+            path.display()
+        ),
+        StoreError::HomeWritable { home, .. } => format!(
+            "run `chmod go-w {}` and check that nothing in it was replaced",
+            home.display()
+        ),
+        StoreError::WorkFactorTooHigh { .. } => {
+            "keyd did not write this header (it was made by another age tool, or altered); the store was not modified".into()
+        }
         StoreError::RolledBack { .. } => {
             "restore the newest store.age; if the older one was put back on purpose, run the command again with --accept-rollback".into()
         }

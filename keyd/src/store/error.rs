@@ -36,6 +36,34 @@ pub enum StoreError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The identity file belongs to another user, who could replace the key.
+    #[error("{} is owned by uid {owner}, not by uid {euid} keyd runs as: its owner could replace the key the store is opened with", path.display())]
+    IdentityNotOwned {
+        /// The identity file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The effective uid of this process.
+        euid: u32,
+    },
+    /// Users other than the home's owner can write to the home.
+    #[error("the keyd home {} can be written by other users (mode {mode:04o}): they could replace its store or its identity", home.display())]
+    HomeWritable {
+        /// The home directory.
+        home: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A passphrase store's header asks for more scrypt work than keyd reads with.
+    #[error("the store {} asks for scrypt work factor {required} (2^{required}), above the {max} keyd reads passphrase stores with: keyd writes them with at most {max}", store.display())]
+    WorkFactorTooHigh {
+        /// The store.
+        store: PathBuf,
+        /// The work factor its header names.
+        required: u8,
+        /// The greatest one keyd reads.
+        max: u8,
+    },
     /// The home is a passphrase home and no passphrase could be had.
     #[error("{} marks a passphrase store, and no passphrase could be read: {reason}", identity.display())]
     PassphraseNeeded {

@@ -87,13 +87,15 @@ pub(super) fn read_identity(path: &Path) -> Result<HomeIdentity, StoreError> {
     let mut text = Zeroizing::new(String::new());
     let mut file = File::open(path).map_err(io_at(path))?;
     // Like ssh with a private key: an identity others can read is refused, not used.
-    let mode = file.metadata().map_err(io_at(path))?.permissions().mode() & 0o777;
+    let meta = file.metadata().map_err(io_at(path))?;
+    let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(StoreError::IdentityExposed {
             path: path.to_owned(),
             mode,
         });
     }
+    super::permissions::check_owner(path, &meta)?;
     file.read_to_string(&mut text).map_err(io_at(path))?;
     let bad = || StoreError::BadIdentity {
         path: path.to_owned(),
@@ -305,6 +307,11 @@ fn decrypt_reader<'c>(
                     store: store_path.to_owned(),
                 }
             }
+            age::DecryptError::ExcessiveWork { required, .. } => StoreError::WorkFactorTooHigh {
+                store: store_path.to_owned(),
+                required,
+                max: super::passphrase::MAX_WORK_FACTOR,
+            },
             age::DecryptError::NoMatchingKeys => StoreError::WrongIdentity {
                 identity: identity_path.to_owned(),
                 store: store_path.to_owned(),

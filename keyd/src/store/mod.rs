@@ -7,6 +7,7 @@ mod file;
 mod ledger;
 mod model;
 mod passphrase;
+mod permissions;
 mod pipe;
 mod preread;
 mod versions;
@@ -213,6 +214,7 @@ impl Home {
         &self,
         take: impl FnOnce(&fs::File) -> std::io::Result<T>,
     ) -> Result<(LockedStore, T), StoreError> {
+        permissions::check_home(&self.dir)?;
         let io = |source| StoreError::Io {
             path: self.dir.clone(),
             source,
