@@ -100,6 +100,24 @@ impl<'t, 'i> Fields<'t, 'i> {
         }
     }
 
+    /// A string naming a path. Control characters are refused: paths are written into other
+    /// formats (`keyctl compose` puts them in YAML; messages and logs print them one to a
+    /// line), where a newline starts a new key or line, and no real path needs one.
+    pub(super) fn path(&self, c: &mut Checker, key: &str) -> Option<(String, usize)> {
+        let (path, at) = self.str(c, key)?;
+        if let Some(bad) = path.chars().find(|ch| ch.is_control()) {
+            c.err(
+                at,
+                format!(
+                    "`{key}` in {} holds the control character {bad:?} (expected a path without newlines, tabs or other control characters)",
+                    self.what
+                ),
+            );
+            return None;
+        }
+        Some((path, at))
+    }
+
     pub(super) fn int(&self, c: &mut Checker, key: &str) -> Option<(i64, usize)> {
         let e = self.get(key)?;
         match e.value.get_ref() {

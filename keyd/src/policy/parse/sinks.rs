@@ -39,7 +39,7 @@ pub(super) fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> 
                     "dir, mode, dir_mode, uid, gid or reload",
                 );
                 let dir = s
-                    .str(c, "dir")
+                    .path(c, "dir")
                     .map_or(PathBuf::from(FilesSpec::DEFAULT_DIR), |(d, _)| resolve(&d));
                 let mut sink = FilesSpec::in_dir(dir);
                 sink.mode = s.mode(c, "mode", 0o400);
@@ -63,7 +63,7 @@ pub(super) fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> 
             DeValue::Table(t) => {
                 let s = Fields::new("[sinks.envfile]", t);
                 s.only(c, &["path", "mode", "include"], "path, mode or include");
-                match s.str(c, "path") {
+                match s.path(c, "path") {
                     Some((p, _)) => sinks.set(SinkSpec::EnvFile(EnvFileSpec {
                         path: resolve(&p),
                         mode: s.mode(c, "mode", 0o600),
@@ -96,7 +96,7 @@ pub(super) fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> 
                     }
                     sink.prefix = prefix;
                 }
-                sink.names_env = s.str(c, "names_env").map(|(p, _)| resolve(&p));
+                sink.names_env = s.path(c, "names_env").map(|(p, _)| resolve(&p));
                 if let Some((d, _)) = s.duration(c, "update_timeout") {
                     sink.update_timeout = d;
                 }
@@ -158,11 +158,16 @@ fn check_reload(c: &mut Checker, base: &Path, e: &Entry<'_, '_>) -> Option<Reloa
         "signal and pid_file, or command and timeout",
     );
     let timeout = f.duration(c, "timeout");
-    match (
+    let (signal, pid_file, command) = (
         f.str(c, "signal"),
-        f.str(c, "pid_file"),
+        f.path(c, "pid_file"),
         f.str_list(c, "command"),
-    ) {
+    );
+    if pid_file.is_none() && f.get("pid_file").is_some() {
+        // A pid_file that is no path is reported as such, not as a missing one.
+        return None;
+    }
+    match (signal, pid_file, command) {
         (Some((signal, s_at)), Some((pid_file, _)), None) => {
             let Some(signal) = Signal::parse(&signal) else {
                 let names: Vec<&str> = Signal::ALL.iter().map(|s| s.as_str()).collect();
@@ -444,6 +449,43 @@ kind = "fernet"
             err_text(&envfile("path = 1\nowner = \"me\"\n")),
             "p.toml:4:8: `path` in [sinks.envfile] must be a string (found integer)\n\
              p.toml:5:1: unknown field `owner` in [sinks.envfile] (expected path, mode or include)"
+        );
+    }
+
+    #[test]
+    fn a_control_character_in_a_path_is_refused_not_pasted_into_compose_yaml() {
+        // The issue's exploit: a newline in `dir` became YAML keys in `keyctl compose`.
+        assert_eq!(
+            err_text(&files(
+                "dir = \"/run/secrets\\n    privileged: true\\n    pid: host\"\n"
+            )),
+            "p.toml:4:7: `dir` in [sinks.files] holds the control character '\\n' (expected a path without newlines, tabs or other control characters)"
+        );
+        assert_eq!(
+            err_text(&files(
+                "reload = { signal = \"HUP\", pid_file = \"/run/a\\t.pid\" }\n"
+            )),
+            "p.toml:4:39: `pid_file` in `reload` of [sinks.files] holds the control character '\\t' (expected a path without newlines, tabs or other control characters)"
+        );
+        assert_eq!(
+            err_text(&envfile("path = \".env\\u0000x\"\n")),
+            "p.toml:4:8: `path` in [sinks.envfile] holds the control character '\\0' (expected a path without newlines, tabs or other control characters)"
+        );
+        assert_eq!(
+            err_text(&swarm("names_env = \"n\\r.env\"\n", "A")),
+            "p.toml:4:13: `names_env` in [sinks.swarm] holds the control character '\\r' (expected a path without newlines, tabs or other control characters)"
+        );
+        assert_eq!(
+            err_text(
+                "[stack]\nname = \"s\"\n[targets.db]\ntype = \"redis\"\nurl = \"redis://db\"\npassword_file = \"/p\\u007f\"\n[secrets.A]\nkind = \"fernet\"\n"
+            ),
+            "p.toml:6:17: `password_file` in target \"db\" holds the control character '\\u{7f}' (expected a path without newlines, tabs or other control characters)"
+        );
+        // Other characters, however odd for YAML or compose, are a path's own business.
+        let p = policy(&files("dir = \"/run/a: b #c ${X} 'q' \\\"d\\\" [e]\"\n"));
+        assert_eq!(
+            p.sinks.files().unwrap().dir,
+            PathBuf::from("/run/a: b #c ${X} 'q' \"d\" [e]")
         );
     }
 

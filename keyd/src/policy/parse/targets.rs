@@ -144,7 +144,7 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
         {
             c.err(url_at, format!("target {:?}: the url holds a password; put it in password_secret or password_file, not in the policy", e.key));
         }
-        let password = match (f.str(c, "password_secret"), f.str(c, "password_file")) {
+        let password = match (f.str(c, "password_secret"), f.path(c, "password_file")) {
             (Some(_), Some((_, at))) => {
                 c.err(at, "give password_secret or password_file, not both");
                 AdminPassword::None
