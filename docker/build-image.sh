@@ -20,8 +20,16 @@ keyd_bin=${KEYD_BIN:-$bin/keyd}
 keyctl_bin=${KEYCTL_BIN:-$bin/keyctl}
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
-mkdir -p "$ctx/root/bin" "$ctx/root/var/lib/keyd" "$ctx/root/run/secrets"
-chmod 0700 "$ctx/root/var/lib/keyd"
+mkdir -p "$ctx/root/bin" "$ctx/root/var/lib" "$ctx/root/run"
+# The home (0700) and the delivery directory (0755) belong to the compose sidecar's user
+# (`keyctl compose` runs keyd as 65532:65532): a named volume mounted there takes that owner and
+# mode when first used. A tar carries both, which COPY --chown cannot (it makes the directory
+# it creates 0755).
+mkdir -p "$ctx/owned/var/lib/keyd" "$ctx/owned/run/secrets"
+chmod 0700 "$ctx/owned/var/lib/keyd"
+chmod 0755 "$ctx/owned/run/secrets"
+tar -C "$ctx/owned" --numeric-owner --owner=65532 --group=65532 --no-recursion \
+  -cf "$ctx/owned.tar" ./var/lib/keyd ./run/secrets
 cp "$keyd_bin" "$ctx/root/bin/keyd"
 cp "$keyctl_bin" "$ctx/root/bin/keyctl"
 # Every library the binaries load, at the path the loader looks for it.

@@ -306,3 +306,78 @@ fn show_reads_past_another_secrets_damaged_versions_and_names_its_own() {
         );
     }
 }
+
+#[test]
+fn a_newline_in_the_files_dir_is_refused_by_policy_check_and_keyctl_compose() {
+    // The review's exploit: the newline's lines came out of `keyctl compose` as YAML keys.
+    let tmp = TempDir::new("dir-newline");
+    let policy = tmp.join("p.toml");
+    std::fs::write(
+        &policy,
+        "[stack]\nname = \"s\"\n[sinks.files]\ndir = \"/run/secrets\\n    privileged: true\\n    pid: host\"\n[secrets.A]\nkind = \"token\"\n",
+    )
+    .unwrap();
+    let expected = format!(
+        "{}:4:7: `dir` in [sinks.files] holds the control character '\\n' (expected a path without newlines, tabs or other control characters)",
+        policy.display()
+    );
+    let check = run(keyctl(&tmp.join("home"))
+        .args(["policy", "check"])
+        .arg(&policy));
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&expected), "{stderr}");
+    let compose = run(keyctl(&tmp.join("home"))
+        .args(["compose", "--policy"])
+        .arg(&policy));
+    let stderr = String::from_utf8_lossy(&compose.stderr);
+    assert_eq!(compose.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&compose.stdout), "");
+}
+
+#[test]
+fn keyctl_compose_quotes_the_policys_paths_so_they_add_no_yaml_keys_or_compose_variables() {
+    let tmp = TempDir::new("compose-quoting");
+    // A file name may hold anything but '/' and NUL; the parser allows a dir anything but
+    // control characters. Neither may change the block's structure or meet compose's `$`.
+    let name = "p\n    privileged: true\n#$HOME: ${X}.toml";
+    let dir = "/run/a: b #c ${X} $HOME 'q' \"d\" [e] {f} \\g";
+    let policy = tmp.join(name);
+    std::fs::write(
+        &policy,
+        format!(
+            "[stack]\nname = \"s\"\n[sinks.files]\ndir = {}\n[secrets.A]\nkind = \"token\"\n",
+            serde_json::to_string(dir).unwrap()
+        ),
+    )
+    .unwrap();
+    let image = "${KEYD_IMAGE:-keyd:local}";
+    let doc = keyd_tests::compose::compose_block_as_read(&policy, image, tmp.path());
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&doc), ["services", "volumes"]);
+    assert_eq!(keys(&doc["services"]), ["keyd"]);
+    let keyd = &doc["services"]["keyd"];
+    for injected in ["privileged", "pid"] {
+        assert!(keyd.get(injected).is_none(), "{injected} in {keyd}");
+    }
+    // The image is the operator's own argument: compose may interpolate it, as asked.
+    assert_eq!(keyd["image"], image);
+    let mounts = keyd["volumes"].as_array().unwrap();
+    let mount = |source: &str| {
+        mounts
+            .iter()
+            .find(|m| m["source"] == source)
+            .unwrap_or_else(|| panic!("no mount of {source} in {mounts:?}"))
+    };
+    assert_eq!(
+        mount(&format!("./{name}"))["target"],
+        "/etc/keyd/policy.toml"
+    );
+    assert_eq!(mount("secrets")["target"], dir);
+    assert_eq!(mount("keyd-home")["target"], "/var/lib/keyd");
+}

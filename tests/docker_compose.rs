@@ -80,6 +80,18 @@ fn a_compose_sidecar_delivers_every_secret_and_a_rotation_reaches_the_running_ap
         &format!("{project}_keyd_1"),
     ]);
     assert_eq!(health, "healthy");
+    // keyd did all that with no capabilities, no way to gain any, a read-only root filesystem
+    // and not as root.
+    let keyd_config = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{json .HostConfig.CapDrop}} {{json .HostConfig.CapAdd}} {{.HostConfig.ReadonlyRootfs}} {{json .HostConfig.SecurityOpt}} {{.Config.User}}",
+        &format!("{project}_keyd_1"),
+    ]);
+    assert_eq!(
+        keyd_config, r#"["ALL"] null true ["no-new-privileges:true"] 65532:65532"#,
+        "the sidecar's CapDrop, CapAdd, ReadonlyRootfs, SecurityOpt and User"
+    );
     for name in ["DB_PASSWORD", "SECRET_KEY", "FERNET_KEYS"] {
         let stored = exec("keyd", &["keyctl", "show", name]);
         assert!(!stored.is_empty());
@@ -177,4 +189,50 @@ fn keyctl_compose_prints_the_sidecar_block_of_the_example_and_compose_accepts_it
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no [sinks.files]"));
+}
+
+#[test]
+fn keyctl_compose_gives_the_sidecar_no_capabilities_unless_the_policy_chowns_to_another_uid() {
+    // No engine needed: the block as docker-compose reads it.
+    let tmp = keyd_tests::TempDir::new("cmpcaps");
+    let block = |files: &str| {
+        let policy = tmp.join("policy.toml");
+        std::fs::write(
+            &policy,
+            format!("[stack]\nname = \"s\"\n[sinks.files]\n{files}[secrets.A]\nkind = \"token\"\n"),
+        )
+        .unwrap();
+        let doc = keyd_tests::compose::compose_block_as_read(&policy, "keyd:local", tmp.path());
+        doc["services"]["keyd"].clone()
+    };
+    for files in ["", "uid = 65532\ngid = 65532\nmode = \"0440\"\n"] {
+        let keyd = block(files);
+        assert_eq!(keyd["user"], "65532:65532", "{files}");
+        assert_eq!(keyd["cap_drop"], serde_json::json!(["ALL"]), "{files}");
+        assert_eq!(keyd.get("cap_add"), None, "{files}");
+        assert_eq!(keyd["read_only"], true, "{files}");
+        assert_eq!(
+            keyd["security_opt"],
+            serde_json::json!(["no-new-privileges:true"]),
+            "{files}"
+        );
+    }
+    // Files given to another uid or gid: chown needs root and CAP_CHOWN (Docker gives a
+    // non-root user no effective capabilities), replacing them later DAC_OVERRIDE and FOWNER.
+    for files in ["uid = 1000\n", "gid = 1000\nmode = \"0440\"\n"] {
+        let keyd = block(files);
+        assert_eq!(keyd["user"], "0:0", "{files}");
+        assert_eq!(keyd["cap_drop"], serde_json::json!(["ALL"]), "{files}");
+        assert_eq!(
+            keyd["cap_add"],
+            serde_json::json!(["CHOWN", "DAC_OVERRIDE", "FOWNER"]),
+            "{files}"
+        );
+        assert_eq!(keyd["read_only"], true, "{files}");
+        assert_eq!(
+            keyd["security_opt"],
+            serde_json::json!(["no-new-privileges:true"]),
+            "{files}"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! directories, and running the independent implementations (openssl, Python's cryptography)
 //! that keyd's output is checked against.
 
+pub mod compose;
 pub mod docker;
 pub mod servers;
 
