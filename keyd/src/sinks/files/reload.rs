@@ -1,7 +1,6 @@
 //! The files sink's reload hook: a signal to the process a pid file names, or a command,
 //! run after a delivery changed something.
 
-use std::fs;
 use std::path::Path;
 
 use crate::policy::{ReloadHook, Signal};
