@@ -706,3 +706,51 @@ pub fn restore(out: &mut String, report: &keyd::ops::RestoreReport, as_json: boo
         say!(out, "Nothing written (--dry-run).");
     }
 }
+
+pub fn store_info(out: &mut String, info: &keyd::ops::StoreInfo, as_json: bool) {
+    if as_json {
+        json(out, info);
+        return;
+    }
+    say!(out, "store:      {}", info.location);
+    say!(out, "backend:    {}", info.backend);
+    match (&info.generation, &info.error) {
+        (_, Some(e)) => say!(out, "answers:    no ({e})"),
+        (Some(g), None) => {
+            say!(out, "generation: {g}");
+            say!(out, "answers:    yes");
+        }
+        (None, None) => {
+            say!(out, "generation: none (empty)");
+            say!(out, "answers:    yes");
+        }
+    }
+}
+
+pub fn store_copy(out: &mut String, report: &keyd::ops::CopyReport, as_json: bool) {
+    if as_json {
+        json(out, report);
+        return;
+    }
+    say!(
+        out,
+        "Copied {} to {}: {} stacks, {} secrets, as generation {}. {} is unchanged; use --store {} (or KEYD_STORE) from now on.",
+        report.from,
+        report.to,
+        report.stacks,
+        report.secrets,
+        report.generation,
+        report.from,
+        report.to
+    );
+}
+
+pub fn swarm_env(out: &mut String, names: &[keyd::ops::query::SwarmName], as_json: bool) {
+    if as_json {
+        json(out, names);
+        return;
+    }
+    for n in names {
+        say!(out, "{}={}", n.variable, n.name);
+    }
+}

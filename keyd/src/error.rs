@@ -91,6 +91,12 @@ pub enum Error {
         /// The outputs found (a few, then a count).
         paths: String,
     },
+    /// `keyctl store copy` found a store at its destination.
+    #[error("{store} already holds a store")]
+    StoreNotEmpty {
+        /// The destination.
+        store: String,
+    },
     /// An operation panicked: a bug in keyd. Its message (which could name anything) goes to
     /// keyd's log through the panic hook, not here.
     #[error("internal error: {operation} panicked (details in keyd's log)")]

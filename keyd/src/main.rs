@@ -21,6 +21,16 @@ struct Args {
     /// The keyd home (identity.txt, store.age). Default: $XDG_DATA_HOME/keyd or ~/.local/share/keyd
     #[arg(long, env = "KEYD_HOME", value_name = "DIR")]
     home: Option<PathBuf>,
+    /// Where the store is: `file` (the home's store.age) or `swarm:NAME` (Swarm configs in the
+    /// swarm's Raft log, shared by every manager; the scheduler runs on one keyd at a time,
+    /// by a lease). See docs/swarm.md
+    #[arg(
+        long,
+        env = "KEYD_STORE",
+        value_name = "file|swarm:NAME",
+        default_value = "file"
+    )]
+    store: keyd::store::StoreLocation,
     /// The API socket. Default: <home>/keyd.sock
     #[arg(long, env = "KEYD_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
@@ -110,6 +120,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let socket = args.socket.unwrap_or_else(|| dir.join("keyd.sock"));
+    let home = keyd::ops::home_at(&dir, &args.store);
     if args.health {
         return health(&socket);
     }
@@ -121,7 +132,7 @@ fn main() -> ExitCode {
                     init: true,
                     ..Default::default()
                 };
-                keyd::apply(&Home::new(&dir), &policy, &options)
+                keyd::apply(&home, &policy, &options)
             });
         match applied {
             Ok(report) => eprintln!(
@@ -136,12 +147,12 @@ fn main() -> ExitCode {
         }
     }
     let result = if args.once {
-        keyd::daemon::start_up(&Home::new(&dir), &SystemClock, "keyd once")
+        keyd::daemon::start_up(&home, &SystemClock, "keyd once")
             .map(|(report, _)| keyd::daemon::log_report(&report))
     } else {
         keyd::daemon::run_daemon(keyd::daemon::Config {
             socket,
-            home: dir,
+            home,
             socket_mode: args.socket_mode,
             allow_uids: args.allow_uids,
             plugin: args.docker_plugin.map(|socket| keyd::daemon::PluginConfig {

@@ -37,6 +37,18 @@ pub struct Args {
     #[arg(long, global = true, env = "KEYD_SOCKET", value_name = "PATH")]
     pub(super) socket: Option<PathBuf>,
 
+    /// Where the store is: `file` (the home's store.age) or `swarm:NAME` (kept in the swarm's
+    /// Raft log as Swarm configs, shared by every manager; the identity stays in the home).
+    /// See docs/swarm.md
+    #[arg(
+        long,
+        global = true,
+        env = "KEYD_STORE",
+        value_name = "file|swarm:NAME",
+        default_value = "file"
+    )]
+    pub(super) store: keyd::store::StoreLocation,
+
     #[command(subcommand)]
     pub(super) command: Command,
 }
@@ -202,6 +214,12 @@ pub(super) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Where the store is (`info`), and moving it between backends (`copy`)
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Swarm helpers: `keyctl swarm env` prints the current secret names for `docker stack deploy`
+    #[command(subcommand)]
+    Swarm(SwarmCommand),
     /// Make a one-off value on stdout, touching no store
     #[command(subcommand)]
     Gen(Gen),
@@ -220,6 +238,51 @@ pub(super) enum Command {
     /// Policy tools
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum StoreCommand {
+    /// The store's backend, its newest generation and whether it answers (decrypts nothing)
+    #[command(after_help = EXIT_CODES)]
+    Info {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy the store (the one --store names) to another backend, e.g. from the file store to
+    /// the swarm's: `keyctl store copy --to swarm:NAME`
+    ///
+    /// The same identity opens both; the source is left as it is. A destination that already
+    /// holds a store is refused unless --force, which replaces it. Then run keyd and keyctl
+    /// with --store (or KEYD_STORE) naming the destination.
+    #[command(after_help = EXIT_CODES)]
+    Copy {
+        /// The destination: `file` (the home's store.age) or `swarm:NAME`
+        #[arg(long, value_name = "file|swarm:NAME")]
+        to: keyd::store::StoreLocation,
+        /// Replace a store already at the destination
+        #[arg(long)]
+        force: bool,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum SwarmCommand {
+    /// Print `KEYD_SWARM_<OUTPUT>=<current secret>` for every output the swarm sink published,
+    /// read from the store: `env $(keyctl swarm env) docker stack deploy -c app.yml app` from
+    /// any host holding the identity (with --store swarm:NAME, no file to copy around)
+    #[command(after_help = EXIT_CODES)]
+    Env {
+        /// Only this stack
+        #[arg(long, value_name = "STACK")]
+        stack: Option<String>,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]

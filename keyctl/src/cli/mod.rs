@@ -19,7 +19,7 @@ use keyd::sinks::SinkError;
 use keyd::store::{Home, StoreError};
 
 pub use args::Args;
-use args::{Command, PolicyCommand};
+use args::{Command, PolicyCommand, SwarmCommand};
 
 /// A failed command: what failed, what to do, and the exit code.
 pub struct Failure {
@@ -58,7 +58,13 @@ impl From<Error> for Failure {
                 3,
                 Some("give the policy a [sinks.swarm] table with a shorter `prefix`, or rename the outputs".into()),
             ),
+            // Losing a commit race is no damage to the store: a failure like any other.
+            Error::Store(s @ StoreError::Conflict { .. }) => (1, Some(store_hint(s))),
             Error::Store(s) => (4, Some(store_hint(s))),
+            Error::StoreNotEmpty { .. } => (
+                1,
+                Some("`keyctl --store DEST store info` shows it; add --force to replace it".into()),
+            ),
             Error::Source(_) => (
                 1,
                 Some("fix the source at the line named, or choose another with --from dir|env|compose".into()),
@@ -117,6 +123,10 @@ fn store_hint(e: &StoreError) -> String {
         StoreError::BadIdentity { .. } | StoreError::WrongIdentity { .. } => {
             "use the identity this store was created with (check --home / KEYD_HOME); the store was not modified".into()
         }
+        StoreError::Corrupt { path, .. } if path.starts_with("swarm:") => format!(
+            "check the identity (KEYD_IDENTITY_FILE or --home) is the one this store was made with; `docker config ls --filter label=keyd.store={}` lists its generations; nothing was written",
+            path.display().to_string().trim_start_matches("swarm:")
+        ),
         StoreError::Corrupt { .. } | StoreError::NewerFormat { .. } => {
             "restore store.age from a backup; keyd has not modified the file".into()
         }
@@ -146,16 +156,28 @@ fn store_hint(e: &StoreError) -> String {
         StoreError::WorkFactorTooHigh { .. } => {
             "keyd did not write this header (it was made by another age tool, or altered); the store was not modified".into()
         }
+        StoreError::Remote { .. } => {
+            "check that this host is a swarm manager and that DOCKER_HOST names its engine (`docker node ls`); nothing was written".into()
+        }
+        StoreError::RemoteEmpty { store } => format!(
+            "create it with `keyctl --store {store} init` (a new store), or move one there with `keyctl store copy --to {store}`"
+        ),
+        StoreError::Conflict { .. } => {
+            "run the command again: it starts from the newest generation (an interrupted rotation is resumed, never repeated)".into()
+        }
         StoreError::RolledBack { .. } => {
             "restore the newest store.age; if the older one was put back on purpose, run the command again with --accept-rollback".into()
         }
     }
 }
 
-pub(super) fn home(args_home: Option<PathBuf>) -> Result<Home, Failure> {
+pub(super) fn home(
+    args_home: Option<PathBuf>,
+    store: &keyd::store::StoreLocation,
+) -> Result<Home, Failure> {
     args_home
         .or_else(Home::default_dir)
-        .map(Home::new)
+        .map(|dir| keyd::ops::home_at(dir, store))
         .ok_or_else(|| {
             Failure::usage("no keyd home: set --home DIR or KEYD_HOME (HOME is not set either)")
         })
@@ -164,38 +186,51 @@ pub(super) fn home(args_home: Option<PathBuf>) -> Result<Home, Failure> {
 /// Runs one command.
 pub fn run(args: Args) -> Result<(), Failure> {
     let socket = args.socket.as_deref();
+    let store = args.store.clone();
     match args.command {
-        Command::Init { passphrase } => store::init(home(args.home)?, passphrase),
-        Command::Quickstart(a) => store::apply(home(args.home)?, a, true),
-        Command::Apply(a) => store::apply(home(args.home)?, a, false),
-        Command::List { json } => query::list(home(args.home)?, json),
-        Command::Show { name, version } => query::show(home(args.home)?, &name, version),
-        Command::History { name, json } => query::history(home(args.home)?, &name, json),
+        Command::Init { passphrase } => store::init(home(args.home, &store)?, passphrase),
+        Command::Quickstart(a) => store::apply(home(args.home, &store)?, a, true),
+        Command::Apply(a) => store::apply(home(args.home, &store)?, a, false),
+        Command::List { json } => query::list(home(args.home, &store)?, json),
+        Command::Show { name, version } => query::show(home(args.home, &store)?, &name, version),
+        Command::History { name, json } => query::history(home(args.home, &store)?, &name, json),
         Command::Rotate {
             selector: None,
             force,
             json,
             ..
-        } => rotation::rotate_all(home(args.home)?, socket, force, json),
+        } => rotation::rotate_all(home(args.home, &store)?, socket, force, json),
         Command::Rotate {
             selector: Some(selector),
             force,
             json,
             ..
-        } => rotation::rotate(home(args.home)?, socket, selector, force, json),
-        Command::Retire { name, json } => rotation::retire(home(args.home)?, socket, name, json),
-        Command::Status { json } => query::status(home(args.home)?, socket, json),
+        } => rotation::rotate(home(args.home, &store)?, socket, selector, force, json),
+        Command::Retire { name, json } => {
+            rotation::retire(home(args.home, &store)?, socket, name, json)
+        }
+        Command::Status { json } => query::status(home(args.home, &store)?, socket, json),
         Command::Gen(g) => tools::generate(g),
         Command::Compose { policy, image } => tools::compose(&policy, &image),
-        Command::Import(a) => store::import(home(args.home)?, a),
-        Command::Recipients(c) => store::recipients(home(args.home)?, c),
-        Command::Backup { out, json } => store::backup(home(args.home)?, &out, json),
+        Command::Import(a) => store::import(home(args.home, &store)?, a),
+        Command::Recipients(c) => store::recipients(home(args.home, &store)?, c),
+        Command::Store(c) => store::store(args.home, &store, c),
+        Command::Swarm(SwarmCommand::Env { stack, json }) => {
+            query::swarm_env(home(args.home, &store)?, stack.as_deref(), json)
+        }
+        Command::Backup { out, json } => store::backup(home(args.home, &store)?, &out, json),
         Command::Restore {
             file,
             accept_rollback,
             dry_run,
             json,
-        } => store::restore(home(args.home)?, &file, accept_rollback, dry_run, json),
+        } => store::restore(
+            home(args.home, &store)?,
+            &file,
+            accept_rollback,
+            dry_run,
+            json,
+        ),
         Command::Completions { shell } => tools::completions(shell),
         Command::Man => tools::man(),
         Command::Policy(PolicyCommand::Check { file }) => tools::policy_check(&file),

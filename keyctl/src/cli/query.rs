@@ -37,6 +37,20 @@ pub(super) fn status(home: Home, socket: Option<&Path>, json: bool) -> Result<()
         None => query::status(&home, Read::Locked, SystemClock.now())?,
     };
     let mut out = String::new();
+    // A remote store says where it is and whether it answers first (the file store's status
+    // reads as it always has); `keyctl store info --json` gives the same to scripts.
+    if !json && home.remote().is_some() {
+        output::store_info(&mut out, &keyd::ops::store_info(&home), false);
+        out.push('\n');
+    }
     output::status(&mut out, &status, json);
+    write_stdout(out.as_bytes())
+}
+
+/// `keyctl swarm env [--stack STACK]`.
+pub(super) fn swarm_env(home: Home, stack: Option<&str>, json: bool) -> Result<(), Failure> {
+    let names = keyd::ops::query::swarm_names(&home, Read::Locked, stack)?;
+    let mut out = String::new();
+    output::swarm_env(&mut out, &names, json);
     write_stdout(out.as_bytes())
 }

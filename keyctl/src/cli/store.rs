@@ -9,7 +9,7 @@ use keyd::policy::Policy;
 use keyd::store::{Home, InitOutcome};
 use keyd::{ApplyOptions, Error};
 
-use super::args::{ApplyArgs, ImportArgs, RecipientsCommand, SourceArg};
+use super::args::{ApplyArgs, ImportArgs, RecipientsCommand, SourceArg, StoreCommand};
 use super::{Failure, write_stdout};
 use crate::output;
 
@@ -169,4 +169,30 @@ pub(super) fn apply(home: Home, a: ApplyArgs, first_run: bool) -> Result<(), Fai
         format!("a target did not accept {}: not delivered", report.failed.join(", ")),
         Some("`keyctl status` shows the error; fix the target or its admin password, then re-run this command or `keyctl rotate NAME`".into()),
     ))
+}
+
+/// `keyctl store info|copy`.
+pub(super) fn store(
+    dir: Option<std::path::PathBuf>,
+    location: &keyd::store::StoreLocation,
+    command: StoreCommand,
+) -> Result<(), Failure> {
+    let from = super::home(dir.clone(), location)?;
+    let mut text = String::new();
+    match command {
+        StoreCommand::Info { json } => {
+            output::store_info(&mut text, &keyd::ops::store_info(&from), json)
+        }
+        StoreCommand::Copy { to, force, json } => {
+            if &to == location {
+                return Err(Failure::usage(format!(
+                    "--to {to} is the store --store names already: nothing to copy"
+                )));
+            }
+            let to = super::home(dir, &to)?;
+            let report = keyd::ops::copy_store(&from, &to, force)?;
+            output::store_copy(&mut text, &report, json);
+        }
+    }
+    write_stdout(text.as_bytes())
 }

@@ -31,8 +31,8 @@ use crate::store::{Home, StoreData};
 /// How the daemon runs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The keyd home.
-    pub home: PathBuf,
+    /// The keyd home, with its store (`--store`).
+    pub home: Home,
     /// The API socket.
     pub socket: PathBuf,
     /// Mode of the socket file.
@@ -71,15 +71,26 @@ pub struct State {
     status: std::sync::Mutex<Option<CachedStatus>>,
     view: std::sync::Mutex<Option<(StoreKey, Arc<StoreData>)>>,
     reads: Semaphore,
+    /// Whether this keyd runs the scheduler: always on a file store; on a remote store, while
+    /// it holds the store's lease ([`lease_keeper`]).
+    scheduling: std::sync::atomic::AtomicBool,
+    /// Set when this keyd takes the lease over: its next pass is the start-up work.
+    resume: std::sync::atomic::AtomicBool,
 }
+
+/// How long the scheduler's lease on a remote store lasts unless renewed; it is renewed every
+/// third of that. A keyd that stops renewing (killed, cut off) is replaced by another within
+/// this time.
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
 
 /// Store reads ([`State::read`]) running at once. Each holds a whole decrypted store in
 /// memory and is bound by the CPU, so more than the cores keyd expects gains nothing.
 pub const CONCURRENT_READS: usize = 2;
 
-/// One version of the store file: its inode, size and modification time, and the generation
-/// recorded beside it (every write renames a new file in place and records its generation).
-type StoreKey = (u64, u64, i64, i64, String);
+/// One version of the store ([`Home::store_version`]): for the file store its inode, size,
+/// time and the generation recorded beside it (every write renames a new file in place and
+/// records its generation); for a remote store its newest generation.
+type StoreKey = String;
 
 /// `/v1/status` as computed from one version of the store file, and when.
 struct CachedStatus {
@@ -91,6 +102,7 @@ struct CachedStatus {
 impl State {
     /// State for `home` with `clock`, allowing the daemon's uid, root and `allow_uids`.
     pub fn new(home: Home, clock: Arc<dyn Clock>, allow_uids: &[u32]) -> Arc<Self> {
+        let home_is_local = home.remote().is_none();
         let mut allowed = vec![0, rustix::process::geteuid().as_raw()];
         allowed.extend_from_slice(allow_uids);
         Arc::new(State {
@@ -102,22 +114,13 @@ impl State {
             status: std::sync::Mutex::new(None),
             view: std::sync::Mutex::new(None),
             reads: Semaphore::new(CONCURRENT_READS),
+            scheduling: std::sync::atomic::AtomicBool::new(home_is_local),
+            resume: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     fn store_key(&self) -> Result<StoreKey, crate::store::StoreError> {
-        use std::os::unix::fs::MetadataExt as _;
-        let path = self.home.store_path();
-        let meta = std::fs::metadata(&path)
-            .map_err(|source| crate::store::StoreError::Io { path, source })?;
-        let generation = std::fs::read_to_string(self.home.generation_path()).unwrap_or_default();
-        Ok((
-            meta.ino(),
-            meta.size(),
-            meta.mtime(),
-            meta.mtime_nsec(),
-            generation,
-        ))
+        self.home.store_version()
     }
 
     /// The store as it is now, for the plugin's reads: read with `peek` (no lock, so never
@@ -126,8 +129,16 @@ impl State {
     /// types and is dropped, so zeroized, when the store changes. Blocks: run it through
     /// [`State::read`].
     pub fn view(&self) -> Result<Arc<StoreData>, crate::store::StoreError> {
-        let key = self.store_key()?;
         let mut cache = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        let key = match self.store_key() {
+            Ok(key) => key,
+            // A remote store's engine briefly away: the last view read is the newest this
+            // keyd knows, and serving it beats failing every task start meanwhile.
+            Err(e @ crate::store::StoreError::Remote { .. }) => {
+                return cache.as_ref().map(|(_, data)| data.clone()).ok_or(e);
+            }
+            Err(e) => return Err(e),
+        };
         if let Some((_, data)) = cache.as_ref().filter(|(k, _)| *k == key) {
             return Ok(data.clone());
         }
@@ -293,6 +304,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let scheduler = tokio::spawn(scheduler(state.clone()));
+    let lease = state
+        .home
+        .remote()
+        .is_some()
+        .then(|| tokio::spawn(lease_keeper(state.clone(), lease_holder())));
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let api = http::Socket {
         listener,
@@ -320,14 +336,35 @@ pub async fn run(
         let _ = server.await;
     }
     scheduler.abort();
+    if let Some(lease) = lease {
+        lease.abort();
+    }
     // Wait for the operation in progress: the store is left between steps, never inside one.
     let _safe_point = state.work.lock().await;
 }
 
 async fn scheduler(state: Arc<State>) {
+    use std::sync::atomic::Ordering;
     loop {
+        if !state.scheduling.load(Ordering::SeqCst) {
+            // Another keyd schedules: wait for the lease keeper to say this one does.
+            tokio::select! {
+                () = tokio::time::sleep(LEASE_TTL / 3) => {}
+                () = state.wake.notified() => {}
+            }
+            continue;
+        }
+        // A keyd that just took the lease over does the start-up work first: the one before
+        // it may have stopped inside a rotation.
+        let take_over = state.resume.swap(false, Ordering::SeqCst);
         let pass = state
-            .exclusive(|home, clock| ops::run_due(home, clock, "keyd schedule"))
+            .exclusive(move |home, clock| {
+                if take_over {
+                    start_up(home, clock, "keyd takeover")
+                } else {
+                    ops::run_due(home, clock, "keyd schedule")
+                }
+            })
             .await;
         let next = match pass {
             Ok((report, next)) => {
@@ -336,6 +373,9 @@ async fn scheduler(state: Arc<State>) {
             }
             Err(e) => {
                 eprintln!("keyd: scheduled pass failed: {e}");
+                if take_over {
+                    state.resume.store(true, Ordering::SeqCst);
+                }
                 Some(state.clock.now() + 60)
             }
         };
@@ -347,10 +387,52 @@ async fn scheduler(state: Arc<State>) {
     }
 }
 
+/// Keeps the scheduler's lease on a remote store: takes it when it is free or lapsed, renews
+/// it every third of [`LEASE_TTL`], and tells the scheduler whether to run. A keyd that cannot
+/// reach the store stops scheduling (another may hold the lease by now) and keeps serving
+/// reads.
+async fn lease_keeper(state: Arc<State>, holder: String) {
+    use std::sync::atomic::Ordering;
+    loop {
+        let (home, who) = (state.home.clone(), holder.clone());
+        let held = tokio::task::spawn_blocking(move || home.hold_scheduler_lease(&who, LEASE_TTL))
+            .await
+            .unwrap_or(Ok(false))
+            .unwrap_or_else(|e| {
+                eprintln!("keyd: cannot renew the scheduler lease: {e}");
+                false
+            });
+        let was = state.scheduling.swap(held, Ordering::SeqCst);
+        if held && !was {
+            eprintln!("keyd: holding the scheduler lease ({holder}): scheduling");
+            state.resume.store(true, Ordering::SeqCst);
+            state.wake.notify_one();
+        } else if was && !held {
+            eprintln!("keyd: another keyd holds the scheduler lease: serving, not scheduling");
+        }
+        tokio::time::sleep(LEASE_TTL / 3).await;
+    }
+}
+
+/// Who this process is in the scheduler's lease: host name, pid and a random part (a task
+/// restarted with the same pid in a new container is another holder).
+fn lease_holder() -> String {
+    let mut random = [0u8; 4];
+    crate::secret::fill_random(&mut random);
+    format!(
+        "{}-{}-{}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default(),
+        std::process::id(),
+        crate::secret::hex(&random)
+    )
+}
+
 /// Runs the daemon with the system clock: start-up work, then serve until SIGTERM or SIGINT;
 /// SIGHUP re-reads the store and re-plans. Returns when stopped.
 pub fn run_daemon(config: Config) -> Result<(), Error> {
-    let home = Home::new(&config.home);
+    let home = config.home.clone();
     let listener_config = config.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -366,9 +448,15 @@ pub fn run_daemon(config: Config) -> Result<(), Error> {
         };
         Ok::<_, Error>((listener, plugin))
     })?;
-    let by = "keyd start";
-    let (report, _) = start_up(&home, &SystemClock, by)?;
-    log_report(&report);
+    // On a remote store the start-up work is the lease holder's (the scheduler does it when
+    // the lease is taken); the store must open all the same.
+    if home.remote().is_none() {
+        let (report, _) = start_up(&home, &SystemClock, "keyd start")?;
+        log_report(&report);
+    } else {
+        home.require_unattended()?;
+        home.peek()?;
+    }
     runtime.block_on(async move {
         let state = State::new(home, Arc::new(SystemClock), &listener_config.allow_uids);
         eprintln!("keyd: ready on {}", listener_config.socket.display());

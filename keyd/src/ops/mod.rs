@@ -11,6 +11,7 @@ mod apply;
 mod import;
 pub mod query;
 mod recover;
+mod relocate;
 mod rotate;
 
 pub use apply::{ApplyOptions, ApplyReport, SecretSummary, apply, apply_file, resolve_sinks};
@@ -19,4 +20,23 @@ pub use recover::{
     BackupReport, RecipientChange, RecipientEntry, RestoreReport, StoreDiff, add_recipient, backup,
     diff, list_recipients, read_backup, remove_recipient, restore,
 };
+pub use relocate::{CopyReport, StoreInfo, copy_store, store_info};
 pub use rotate::{actor, deliver_all, retire, rotate, run_due, select};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::store::{Home, StoreLocation};
+
+/// The home at `dir`, its store where `location` says (`--store`): the home's `store.age`, or
+/// the swarm store of that name on the engine `DOCKER_HOST` names. The identity is the home's
+/// either way. Nothing is read or asked of the engine until the store is used.
+pub fn home_at(dir: impl Into<PathBuf>, location: &StoreLocation) -> Home {
+    let home = Home::new(dir);
+    match location {
+        StoreLocation::File => home,
+        StoreLocation::Swarm(name) => {
+            home.with_remote(Arc::new(crate::docker::store::SwarmStore::new(name)))
+        }
+    }
+}

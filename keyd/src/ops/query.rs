@@ -206,3 +206,45 @@ pub fn jwks(home: &Home, read: Read, name: &str) -> Result<Option<String>, Error
 pub fn status(home: &Home, read: Read, now: i64) -> Result<Vec<SecretStatus>, Error> {
     Ok(schedule::status(&read.load(home)?, now))
 }
+
+/// One line of `keyctl swarm env`: the variable a stack file uses for an output's current
+/// Swarm secret, and that secret's name.
+#[derive(Clone, Debug, Serialize)]
+pub struct SwarmName {
+    /// The stack.
+    pub stack: String,
+    /// `KEYD_SWARM_<OUTPUT>`.
+    pub variable: String,
+    /// The current Swarm secret's name.
+    pub name: String,
+}
+
+/// The current Swarm secret of every output published by the swarm sink, for `stack` or
+/// every stack: what `names_env` holds, read from the store itself (so any host holding the
+/// identity can print it, not only the one that wrote the file).
+pub fn swarm_names(home: &Home, read: Read, stack: Option<&str>) -> Result<Vec<SwarmName>, Error> {
+    let data = read.load(home)?;
+    if let Some(wanted) = stack
+        && !data.stacks.contains_key(wanted)
+    {
+        return Err(Error::Lookup(crate::store::LookupError::NotFound(format!(
+            "{wanted}/"
+        ))));
+    }
+    Ok(data
+        .stacks
+        .iter()
+        .filter(|(name, _)| stack.is_none_or(|s| s == name.as_str()))
+        .flat_map(|(name, record)| {
+            record
+                .swarm
+                .outputs
+                .iter()
+                .map(move |(output, o)| SwarmName {
+                    stack: name.clone(),
+                    variable: crate::policy::SwarmSpec::variable(output),
+                    name: o.current.clone(),
+                })
+        })
+        .collect())
+}

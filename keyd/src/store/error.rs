@@ -121,6 +121,30 @@ pub enum StoreError {
         /// The generation recorded beside it.
         expected: u64,
     },
+    /// A remote store (the swarm store) could not be reached or read.
+    #[error("the store {store}: {message}")]
+    Remote {
+        /// The store (`swarm:NAME`).
+        store: String,
+        /// What failed (no contents).
+        message: String,
+    },
+    /// A remote store holds no generation yet.
+    #[error("the store {store} holds no generation yet")]
+    RemoteEmpty {
+        /// The store (`swarm:NAME`).
+        store: String,
+    },
+    /// Another writer committed this generation first: nothing of this commit was kept.
+    #[error(
+        "another keyd committed generation {generation} of the store {store} first: this change was not committed, and nothing that depends on it was done"
+    )]
+    Conflict {
+        /// The store.
+        store: String,
+        /// The generation both tried to commit.
+        generation: u64,
+    },
     /// An operating system error on a path.
     #[error("{}: {source}", path.display())]
     Io {

@@ -69,6 +69,31 @@ impl HomeIdentity {
     }
 }
 
+/// A digest of an encrypted store keyed from the identity that opens it (HMAC-SHA256, the
+/// key derived from the identity's secret under a label of its own): a remote store's
+/// generation carries it, so one planted by someone without the identity (who can encrypt to
+/// the store's public recipient all the same) is refused before it is decrypted.
+pub(super) fn store_digest(
+    identity: &HomeIdentity,
+    identity_path: &Path,
+    bytes: &[u8],
+) -> Result<String, StoreError> {
+    use aws_lc_rs::hmac;
+    let material: Zeroizing<Vec<u8>> = match identity {
+        HomeIdentity::X25519(i) => {
+            Zeroizing::new(i.to_string().expose_secret().as_bytes().to_vec())
+        }
+        HomeIdentity::Passphrase(p) => Zeroizing::new(p.expose_secret().as_bytes().to_vec()),
+        HomeIdentity::Ssh(_) => {
+            Zeroizing::new(fs::read(identity_path).map_err(io_at(identity_path))?)
+        }
+    };
+    let derive = hmac::Key::new(hmac::HMAC_SHA256, b"keyd remote store digest v1");
+    let key = hmac::sign(&derive, &material);
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key.as_ref()), bytes);
+    Ok(crate::secret::hex(tag.as_ref()))
+}
+
 /// Writes a new identity file: created (never replaced) with mode 0600, made durable.
 pub(super) fn write_new_identity(path: &Path, text: &[u8]) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt as _;
@@ -153,26 +178,60 @@ pub fn canonical_recipient(text: &str) -> String {
     }
 }
 
-pub(super) fn read_store(identity_path: &Path, store_path: &Path) -> Result<StoreData, StoreError> {
-    read_store_as(identity_path, store_path, Decode::Whole)
+/// Where a load reads the encrypted store from.
+#[derive(Clone, Copy)]
+pub(super) enum Source<'a> {
+    /// A file (the home's `store.age`, a backup).
+    File(&'a Path),
+    /// Bytes a remote store gave; `name` (`swarm:NAME`) stands for the store in errors.
+    Blob {
+        /// The store's name.
+        name: &'a Path,
+        /// The encrypted store.
+        bytes: &'a [u8],
+    },
+}
+
+impl<'a> Source<'a> {
+    /// What errors call the store.
+    pub(super) fn name(&self) -> &'a Path {
+        match self {
+            Source::File(path) => path,
+            Source::Blob { name, .. } => name,
+        }
+    }
+
+    fn ciphertext(&self) -> Result<std::borrow::Cow<'a, [u8]>, StoreError> {
+        match self {
+            Source::File(path) => fs::read(path)
+                .map(std::borrow::Cow::Owned)
+                .map_err(io_at(path)),
+            Source::Blob { bytes, .. } => Ok(std::borrow::Cow::Borrowed(bytes)),
+        }
+    }
+}
+
+pub(super) fn read_store(identity_path: &Path, source: Source) -> Result<StoreData, StoreError> {
+    read_store_as(identity_path, source, Decode::Whole)
 }
 
 /// [`read_store`] with the secrets' versions decoded where first used ([`super::Versions`]):
 /// for a reader of one secret.
 pub(super) fn read_store_lazily(
     identity_path: &Path,
-    store_path: &Path,
+    source: Source,
 ) -> Result<StoreData, StoreError> {
-    read_store_as(identity_path, store_path, Decode::Lazily)
+    read_store_as(identity_path, source, Decode::Lazily)
 }
 
 fn read_store_as(
     identity_path: &Path,
-    store_path: &Path,
+    source: Source,
     decode: Decode,
 ) -> Result<StoreData, StoreError> {
     let identity = read_identity(identity_path)?;
-    let ciphertext = fs::read(store_path).map_err(io_at(store_path))?;
+    let store_path = source.name();
+    let ciphertext = source.ciphertext()?;
     let text = decrypt_text(&identity, identity_path, store_path, &ciphertext)?;
     drop(ciphertext);
     parse_store(store_path, &text, decode)
@@ -188,13 +247,14 @@ fn read_store_as(
 /// secrets of a large store.
 pub(super) fn read_store_with<F: Send, T: Send>(
     identity_path: &Path,
-    store_path: &Path,
+    source: Source,
     find: impl Fn(&[u8]) -> Option<F> + Sync,
     beside: impl FnOnce(Option<F>) -> T + Send,
 ) -> Result<(StoreData, T), StoreError> {
     const FIRST_LOOK: usize = 64 * 1024;
     let identity = read_identity(identity_path)?;
-    let ciphertext = fs::read(store_path).map_err(io_at(store_path))?;
+    let store_path = source.name();
+    let ciphertext = source.ciphertext()?;
     let mut reader = decrypt_reader(&identity, identity_path, store_path, &ciphertext)?;
     let truncated = || truncated(store_path);
     // The plaintext is shorter than the ciphertext: this buffer never grows (no copy of it
@@ -403,6 +463,29 @@ pub(super) fn write_for(
     path: &Path,
     data: &StoreData,
 ) -> Result<(), StoreError> {
+    write_with(path, encryptor_for(identity, path, data)?, data)
+}
+
+/// `data` encrypted as [`write_for`] writes it, in memory (for a remote store, whose commit
+/// takes the bytes; `name` is the store's, for errors).
+pub(super) fn encrypt_for(
+    identity: &HomeIdentity,
+    name: &Path,
+    data: &StoreData,
+) -> Result<Vec<u8>, StoreError> {
+    let encryptor = encryptor_for(identity, name, data)?;
+    let io = io_at(name);
+    let inner = serialize_through_pipe(encryptor.wrap_output(Vec::new()).map_err(&io)?, data)
+        .map_err(&io)?;
+    inner.finish().map_err(io)
+}
+
+/// The encryptor for a store `identity`'s home writes (`path` names it in errors).
+fn encryptor_for(
+    identity: &HomeIdentity,
+    path: &Path,
+    data: &StoreData,
+) -> Result<age::Encryptor, StoreError> {
     if let HomeIdentity::Passphrase(p) = identity {
         if !data.recipients.is_empty() {
             return Err(StoreError::Corrupt {
@@ -411,20 +494,16 @@ pub(super) fn write_for(
             });
         }
         let recipient = super::passphrase::recipient(p);
-        let encryptor =
-            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-                .expect("one scrypt recipient is always accepted");
-        return write_with(path, encryptor, data);
+        return Ok(age::Encryptor::with_recipients(std::iter::once(
+            &recipient as &dyn age::Recipient,
+        ))
+        .expect("one scrypt recipient is always accepted"));
     }
-    write_encrypted(path, &store_recipients(identity, data), data)
+    encryptor_to(path, &store_recipients(identity, data))
 }
 
-/// Writes `data` encrypted to `recipients` at `path`, atomically, mode 0600.
-pub(super) fn write_encrypted(
-    path: &Path,
-    recipients: &[String],
-    data: &StoreData,
-) -> Result<(), StoreError> {
+/// The encryptor to `recipients` (`path` names the store in errors).
+fn encryptor_to(path: &Path, recipients: &[String]) -> Result<age::Encryptor, StoreError> {
     let parsed: Vec<Box<dyn age::Recipient + Send>> = recipients
         .iter()
         .map(|r| parse_recipient(r))
@@ -439,10 +518,10 @@ pub(super) fn write_encrypted(
             reason: "no recipient to encrypt to (an SSH identity whose public key is not in the store's recipient list)".into(),
         });
     }
-    let encryptor =
+    Ok(
         age::Encryptor::with_recipients(parsed.iter().map(|r| r.as_ref() as &dyn age::Recipient))
-            .expect("X25519 and SSH recipients can be mixed");
-    write_with(path, encryptor, data)
+            .expect("X25519 and SSH recipients can be mixed"),
+    )
 }
 
 fn write_with(path: &Path, encryptor: age::Encryptor, data: &StoreData) -> Result<(), StoreError> {

@@ -2,6 +2,7 @@
 //! home, written atomically and serialised across processes by a lock. This module owns the home
 //! layout and the open/lock/load/save cycle; `model` owns what is inside.
 
+mod backend;
 mod error;
 mod file;
 mod ledger;
@@ -15,7 +16,9 @@ mod versions;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+pub use backend::{Blob, RemoteStore, STORE_ENV, StoreLocation};
 pub use error::StoreError;
 pub(crate) use file::write_atomic;
 pub use file::{canonical_recipient, parse_recipient};
@@ -32,10 +35,13 @@ pub use versions::{Label, VersionRecord, Versions};
 pub const IDENTITY_ENV: &str = "KEYD_IDENTITY_FILE";
 
 /// The keyd home: `identity.txt` (the X25519 age identity, 0600), `store.age` (the store,
-/// 0600) and `store.lock` (taken with `flock` by every process that reads or writes).
+/// 0600) and `store.lock` (taken with `flock` by every process that reads or writes). With a
+/// [`RemoteStore`] the store's generations live there instead of in `store.age`; the lock
+/// then orders this host's processes, and the remote's compare-and-swap commit orders hosts.
 #[derive(Clone, Debug)]
 pub struct Home {
     dir: PathBuf,
+    remote: Option<Arc<dyn RemoteStore>>,
 }
 
 /// What `init` found or did.
@@ -50,7 +56,71 @@ pub enum InitOutcome {
 impl Home {
     /// A home at `dir` (nothing is touched until used).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            remote: None,
+        }
+    }
+
+    /// This home with its store kept in `remote` instead of `store.age`.
+    pub fn with_remote(mut self, remote: Arc<dyn RemoteStore>) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// The remote store, when the store is not the home's file.
+    pub fn remote(&self) -> Option<&Arc<dyn RemoteStore>> {
+        self.remote.as_ref()
+    }
+
+    /// What messages call the store: `store.age`'s path, or `swarm:NAME`.
+    pub fn store_name(&self) -> PathBuf {
+        self.remote
+            .as_ref()
+            .map_or_else(|| self.store_path(), |r| PathBuf::from(r.describe()))
+    }
+
+    /// Whether the store holds a generation (for a remote store, asks it).
+    pub fn store_exists(&self) -> Result<bool, StoreError> {
+        match &self.remote {
+            None => Ok(self.store_path().exists()),
+            Some(remote) => Ok(remote.newest()?.is_some()),
+        }
+    }
+
+    /// What changes whenever the store does, read without decrypting it (for caches of
+    /// what was read from it): the file's identity and the generation recorded beside it,
+    /// or a remote store's newest generation.
+    pub fn store_version(&self) -> Result<String, StoreError> {
+        use std::os::unix::fs::MetadataExt as _;
+        if let Some(remote) = &self.remote {
+            return Ok(format!("{:?}", remote.newest()?));
+        }
+        let path = self.store_path();
+        let meta = fs::metadata(&path).map_err(|source| StoreError::Io { path, source })?;
+        let generation = fs::read_to_string(self.generation_path()).unwrap_or_default();
+        Ok(format!(
+            "{} {} {} {} {}",
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            generation.trim()
+        ))
+    }
+
+    /// Takes or renews the scheduler's lease for `holder` (see [`RemoteStore::hold_lease`]).
+    /// A file store has no other host to share with: one keyd per home is ensured by its
+    /// socket, so the lease is always held.
+    pub fn hold_scheduler_lease(
+        &self,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        match &self.remote {
+            None => Ok(true),
+            Some(remote) => remote.hold_lease(holder, ttl),
+        }
     }
 
     /// The default home: `$XDG_DATA_HOME/keyd`, else `$HOME/.local/share/keyd`.
@@ -89,9 +159,16 @@ impl Home {
         self.dir.join("store.lock")
     }
 
-    /// The generation of the last store written here (a decimal number).
+    /// The generation of the last store written or read here (a decimal number): one file per
+    /// store, so a home that uses a file store and a swarm store checks each against its own.
     pub(crate) fn generation_path(&self) -> PathBuf {
-        self.dir.join("store.generation")
+        match &self.remote {
+            None => self.dir.join("store.generation"),
+            Some(remote) => self.dir.join(format!(
+                "{}.generation",
+                remote.describe().replace(':', "-")
+            )),
+        }
     }
 
     /// The generation recorded beside the store; 0 when none is (a home from an older keyd).
@@ -146,7 +223,7 @@ impl Home {
     /// `KEYD_PASSPHRASE_FILE`).
     pub fn init_passphrase(&self) -> Result<InitOutcome, StoreError> {
         let lock = self.lock()?;
-        match (self.identity_path().exists(), self.store_path().exists()) {
+        match (self.identity_path().exists(), self.store_exists()?) {
             (true, true) if self.is_passphrase() => return Ok(InitOutcome::AlreadyInitialised),
             (true, _) => {
                 return Err(StoreError::Corrupt {
@@ -157,7 +234,7 @@ impl Home {
             (false, true) => {
                 return Err(StoreError::IdentityMissing {
                     identity: self.identity_path(),
-                    store: self.store_path(),
+                    store: self.store_name(),
                 });
             }
             (false, false) => {}
@@ -193,7 +270,9 @@ impl Home {
             source,
         };
         if !self.dir.exists() {
-            if !exclusive {
+            // A home with a remote store may hold nothing but the lock (its identity named by
+            // KEYD_IDENTITY_FILE, as in a Swarm task): a reader makes it too.
+            if !exclusive && self.remote.is_none() {
                 return Err(StoreError::NotInitialised {
                     home: self.dir.clone(),
                 });
@@ -288,11 +367,10 @@ impl LockedStore {
     /// See [`Home::init`]. A home whose store is gone while the home shows it had one is
     /// refused ([`StoreError::StoreLost`]) unless `reinit`.
     pub fn init_or_reinit(&self, reinit: bool) -> Result<InitOutcome, StoreError> {
-        let lost =
-            !self.home.store_path().exists() && self.home.identity_path().exists() && !reinit;
+        let lost = !reinit && self.home.identity_path().exists() && !self.home.store_exists()?;
         if let Some(evidence) = self.home.store_evidence().filter(|_| lost) {
             return Err(StoreError::StoreLost {
-                store: self.home.store_path(),
+                store: self.home.store_name(),
                 evidence,
             });
         }
@@ -302,13 +380,12 @@ impl LockedStore {
     /// See [`Home::init`].
     pub fn init(&self) -> Result<InitOutcome, StoreError> {
         let identity_path = self.home.identity_path();
-        let store_path = self.home.store_path();
-        match (identity_path.exists(), store_path.exists()) {
+        match (identity_path.exists(), self.home.store_exists()?) {
             (true, true) => return Ok(InitOutcome::AlreadyInitialised),
             (false, true) => {
                 return Err(StoreError::IdentityMissing {
                     identity: identity_path,
-                    store: store_path,
+                    store: self.home.store_name(),
                 });
             }
             (true, false) => {
@@ -356,8 +433,8 @@ impl LockedStore {
         find: impl Fn(&[u8]) -> Option<F> + Sync,
         beside: impl FnOnce(Option<F>) -> T + Send,
     ) -> Result<(StoreData, T), StoreError> {
-        load_by(&self.home, |identity, store| {
-            file::read_store_with(identity, store, find, beside)
+        load_by(&self.home, |identity, source| {
+            file::read_store_with(identity, source, find, beside)
         })
     }
 
@@ -370,7 +447,7 @@ impl LockedStore {
     ) -> Result<(), StoreError> {
         data.check_versions(only)
             .map_err(|reason| StoreError::Corrupt {
-                path: self.home.store_path(),
+                path: self.home.store_name(),
                 reason,
             })
     }
@@ -378,16 +455,44 @@ impl LockedStore {
     /// Accepts the store in place as the newest, although it is older than the last one
     /// written here (an old copy put back on purpose).
     pub fn accept_rollback(&self) -> Result<(), StoreError> {
-        let data = file::read_store(&self.home.identity_path(), &self.home.store_path())?;
-        self.record_generation(data.generation)
+        let generation = match &self.home.remote {
+            None => {
+                file::read_store(
+                    &self.home.identity_path(),
+                    file::Source::File(&self.home.store_path()),
+                )?
+                .generation
+            }
+            Some(remote) => remote.newest()?.unwrap_or(0),
+        };
+        self.record_generation(generation)
     }
 
     /// Encrypts and writes the store atomically (temp file, fsync, rename, fsync the
     /// directory) as the next generation, then records that generation beside it.
+    ///
+    /// On a remote store the next generation is the one after the generation `data` was
+    /// loaded at, committed by compare-and-swap: when another writer committed it first this
+    /// fails with [`StoreError::Conflict`] and nothing is written, so a step whose journal
+    /// entry did not commit never acts.
     pub fn save(&self, data: &mut StoreData) -> Result<(), StoreError> {
-        data.generation = data.generation.max(self.home.recorded_generation()?) + 1;
-        file::write_store(&self.home.identity_path(), &self.home.store_path(), data)?;
-        // A crash before this leaves the store one generation ahead of the file: accepted.
+        let Some(remote) = &self.home.remote else {
+            data.generation = data.generation.max(self.home.recorded_generation()?) + 1;
+            file::write_store(&self.home.identity_path(), &self.home.store_path(), data)?;
+            // A crash before this leaves the store one generation ahead of the file: accepted.
+            return self.record_generation(data.generation);
+        };
+        let identity = file::read_identity(&self.home.identity_path())?;
+        let name = self.home.store_name();
+        data.generation += 1;
+        let committed = file::encrypt_for(&identity, &name, data).and_then(|bytes| {
+            let digest = file::store_digest(&identity, &self.home.identity_path(), &bytes)?;
+            remote.commit(data.generation, &bytes, &digest)
+        });
+        if let Err(e) = committed {
+            data.generation -= 1;
+            return Err(e);
+        }
         self.record_generation(data.generation)
     }
 
@@ -428,12 +533,15 @@ impl LockedStore {
     /// store's own when it is newer (0 for an empty home).
     pub fn newest_generation(&self) -> Result<u64, StoreError> {
         let recorded = self.home.recorded_generation()?;
-        let in_place = if self.home.store_path().exists() {
-            file::read_store(&self.home.identity_path(), &self.home.store_path())
-                .map(|d| d.generation)
-                .unwrap_or(0)
-        } else {
-            0
+        let in_place = match &self.home.remote {
+            Some(remote) => remote.newest()?.unwrap_or(0),
+            None if self.home.store_path().exists() => file::read_store(
+                &self.home.identity_path(),
+                file::Source::File(&self.home.store_path()),
+            )
+            .map(|d| d.generation)
+            .unwrap_or(0),
+            None => 0,
         };
         Ok(recorded.max(in_place))
     }
@@ -476,28 +584,30 @@ fn load(home: &Home) -> Result<StoreData, StoreError> {
     load_plain(home, file::read_store)
 }
 
-/// [`load_by`] with `read` given the identity and store paths, nothing beside.
+/// [`load_by`] with `read` given the identity path and where the store is read from, nothing
+/// beside.
 fn load_plain(
     home: &Home,
-    read: fn(&Path, &Path) -> Result<StoreData, StoreError>,
+    read: fn(&Path, file::Source) -> Result<StoreData, StoreError>,
 ) -> Result<StoreData, StoreError> {
-    load_by(home, |identity, store| {
-        read(identity, store).map(|data| (data, ()))
+    load_by(home, |identity, source| {
+        read(identity, source).map(|data| (data, ()))
     })
     .map(|(data, ())| data)
 }
 
-/// Loads the store with `read` (given the identity and store paths), after the checks that
-/// tell a missing home, a missing identity and an older copy put back.
+/// Loads the store with `read` (given the identity path and where the store is), after the
+/// checks that tell a missing home, a missing identity and an older copy put back. A remote
+/// store's generation is checked against its keyed digest before it is decrypted.
 fn load_by<T>(
     home: &Home,
-    read: impl FnOnce(&Path, &Path) -> Result<(StoreData, T), StoreError>,
+    read: impl FnOnce(&Path, file::Source) -> Result<(StoreData, T), StoreError>,
 ) -> Result<(StoreData, T), StoreError> {
     if !home.identity_path().exists() {
-        return Err(if home.store_path().exists() {
+        return Err(if home.store_exists().unwrap_or(false) {
             StoreError::IdentityMissing {
                 identity: home.identity_path(),
-                store: home.store_path(),
+                store: home.store_name(),
             }
         } else {
             StoreError::NotInitialised {
@@ -509,10 +619,48 @@ fn load_by<T>(
     // the new generation, so a store read after this is never older than what was read here,
     // unless an older copy was put back.
     let expected = home.recorded_generation()?;
-    let (data, aside) = read(&home.identity_path(), &home.store_path())?;
+    let name = home.store_name();
+    let (data, aside) = match &home.remote {
+        None => read(
+            &home.identity_path(),
+            file::Source::File(&home.store_path()),
+        )?,
+        Some(remote) => {
+            let blob = remote.read()?.ok_or_else(|| StoreError::RemoteEmpty {
+                store: remote.describe(),
+            })?;
+            let identity = file::read_identity(&home.identity_path())?;
+            let digest = file::store_digest(&identity, &home.identity_path(), &blob.bytes)?;
+            if digest != blob.digest {
+                return Err(StoreError::Corrupt {
+                    path: name,
+                    reason: format!(
+                        "generation {} does not carry this identity's digest: it was not \
+                         written by a holder of this identity, or was altered",
+                        blob.generation
+                    ),
+                });
+            }
+            let source = file::Source::Blob {
+                name: &name,
+                bytes: &blob.bytes,
+            };
+            let (data, aside) = read(&home.identity_path(), source)?;
+            if data.generation != blob.generation {
+                return Err(StoreError::Corrupt {
+                    path: name,
+                    reason: format!(
+                        "generation {} holds a store of generation {}",
+                        blob.generation, data.generation
+                    ),
+                });
+            }
+            (data, aside)
+        }
+    };
     if data.generation < expected {
         return Err(StoreError::RolledBack {
-            path: home.store_path(),
+            path: name,
             found: data.generation,
             expected,
         });

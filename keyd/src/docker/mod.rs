@@ -8,6 +8,8 @@
 //! or `tcp://` without TLS), else `/var/run/docker.sock`. The API version is negotiated with the
 //! engine (keyd needs 1.41, Docker 20.10, or newer).
 
+pub mod store;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};

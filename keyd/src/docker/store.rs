@@ -1,0 +1,426 @@
+//! The swarm store: a keyd store kept in the swarm's Raft log as Swarm configs, so every
+//! manager reads the same generations and keyd keeps no state on any node.
+//!
+//! Generation G of store NAME is:
+//! - parts `keyd-store-NAME-gG-NONCE-I`, the encrypted store (the bytes of `store.age`) cut
+//!   below the engine's config size limit, labelled `keyd.store.part-of=<head name>` and
+//!   `keyd.store.part=I`;
+//! - then its head `keyd-store-NAME-gG`, a few bytes, labelled `keyd.store.head=NAME` with the
+//!   generation, the nonce, the number of parts, the size and the keyed digest.
+//!
+//! The head is created last and its name is the generation's: the engine creates a name once,
+//! so of two writers of generation G exactly one commits (the other removes its parts and
+//! reports [`StoreError::Conflict`]); a reader who finds a head finds its parts. The last
+//! [`KEEP_GENERATIONS`] are kept; a commit removes older ones.
+//!
+//! The scheduler's lease is `keyd-lease-NAME-tT` (T the term), labelled with its holder and
+//! the time it lapses: a holder renews by creating the next term, so taking and renewing are
+//! the same compare-and-swap.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{ConfigInfo, DockerError, Engine};
+use crate::store::{Blob, RemoteStore, StoreError};
+
+/// Generations kept (the newest and the ones before it): enough for a reader that loaded an
+/// older one to finish, and for `docker config ls` to show recent history.
+pub const KEEP_GENERATIONS: u64 = 10;
+
+/// How long each call to the engine may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The swarm store NAME on the engine `DOCKER_HOST` names.
+pub struct SwarmStore {
+    name: String,
+    /// Connected on first use, and again after a failure (the engine restarted).
+    engine: Mutex<Option<Engine>>,
+    /// The last generation read, kept encrypted: a reader whose generation did not change
+    /// reads no part again, and while the engine cannot be reached the last one read is
+    /// still served ([`SwarmStore::read`]).
+    last: Mutex<Option<Cached>>,
+}
+
+struct Cached {
+    generation: u64,
+    bytes: Vec<u8>,
+    digest: String,
+}
+
+impl std::fmt::Debug for SwarmStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SwarmStore({})", self.name)
+    }
+}
+
+/// A generation's head, from its labels.
+#[derive(Clone, Debug)]
+struct Head {
+    name: String,
+    generation: u64,
+    nonce: String,
+    parts: usize,
+    size: usize,
+    digest: String,
+}
+
+impl Head {
+    fn from_config(c: &ConfigInfo) -> Option<Head> {
+        let label = |k: &str| c.labels.get(k).cloned();
+        Some(Head {
+            name: c.name.clone(),
+            generation: label("keyd.store.generation")?.parse().ok()?,
+            nonce: label("keyd.store.nonce")?,
+            parts: label("keyd.store.parts")?.parse().ok()?,
+            size: label("keyd.store.size")?.parse().ok()?,
+            digest: label("keyd.store.digest")?,
+        })
+    }
+}
+
+/// A lease term, from its labels.
+struct Lease {
+    name: String,
+    term: u64,
+    holder: String,
+    until: u64,
+}
+
+impl SwarmStore {
+    /// The store `name` (see `StoreLocation`); nothing is asked of the engine yet.
+    pub fn new(name: &str) -> SwarmStore {
+        SwarmStore {
+            name: name.to_owned(),
+            engine: Mutex::new(None),
+            last: Mutex::new(None),
+        }
+    }
+
+    fn head_name(&self, generation: u64) -> String {
+        format!("keyd-store-{}-g{generation}", self.name)
+    }
+
+    /// Runs `f` on the engine, connecting first when needed; a failed call drops the
+    /// connection, so the next call connects again.
+    fn with_engine<T>(
+        &self,
+        f: impl FnOnce(&Engine) -> Result<T, DockerError>,
+    ) -> Result<T, StoreError> {
+        let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        if engine.is_none() {
+            let connected = Engine::connect(CALL_TIMEOUT).map_err(|e| self.error(e))?;
+            connected.require_manager().map_err(|e| self.error(e))?;
+            *engine = Some(connected);
+        }
+        let result = f(engine.as_ref().expect("connected above"));
+        if result.is_err() {
+            *engine = None;
+        }
+        result.map_err(|e| self.error(e))
+    }
+
+    fn error(&self, e: DockerError) -> StoreError {
+        StoreError::Remote {
+            store: self.describe(),
+            message: e.to_string(),
+        }
+    }
+
+    fn corrupt(&self, message: String) -> StoreError {
+        StoreError::Remote {
+            store: self.describe(),
+            message,
+        }
+    }
+
+    fn heads(&self, engine: &Engine) -> Result<Vec<Head>, DockerError> {
+        let mut heads: Vec<Head> = engine
+            .configs_labelled("keyd.store.head", &self.name)?
+            .iter()
+            .filter_map(Head::from_config)
+            .collect();
+        heads.sort_by_key(|h| h.generation);
+        Ok(heads)
+    }
+
+    fn leases(&self, engine: &Engine) -> Result<Vec<Lease>, DockerError> {
+        let mut leases: Vec<Lease> = engine
+            .configs_labelled("keyd.store.lease", &self.name)?
+            .into_iter()
+            .filter_map(|c| {
+                Some(Lease {
+                    term: c.labels.get("keyd.store.term")?.parse().ok()?,
+                    holder: c.labels.get("keyd.store.holder")?.clone(),
+                    until: c.labels.get("keyd.store.until")?.parse().ok()?,
+                    name: c.name,
+                })
+            })
+            .collect();
+        leases.sort_by_key(|l| l.term);
+        Ok(leases)
+    }
+
+    /// Reads the parts of `head` and puts them together, checking their number and size.
+    fn read_parts(&self, engine: &Engine, head: &Head) -> Result<Vec<u8>, StoreError> {
+        let parts = engine
+            .configs_labelled("keyd.store.part-of", &head.name)
+            .map_err(|e| self.error(e))?;
+        let mut ordered: Vec<Option<Vec<u8>>> = vec![None; head.parts];
+        for part in parts {
+            let index: Option<usize> = part
+                .labels
+                .get("keyd.store.part")
+                .and_then(|i| i.parse().ok());
+            let nonce = part.labels.get("keyd.store.nonce");
+            match index {
+                Some(i) if i < head.parts && nonce == Some(&head.nonce) => {
+                    ordered[i] = Some(part.data);
+                }
+                _ => {}
+            }
+        }
+        let mut bytes = Vec::with_capacity(head.size);
+        for (i, part) in ordered.into_iter().enumerate() {
+            let part = part.ok_or_else(|| {
+                self.corrupt(format!(
+                    "generation {} is missing part {i} of {}",
+                    head.generation, head.parts
+                ))
+            })?;
+            bytes.extend_from_slice(&part);
+        }
+        if bytes.len() != head.size {
+            return Err(self.corrupt(format!(
+                "generation {} holds {} bytes, its head says {}",
+                head.generation,
+                bytes.len(),
+                head.size
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Removes generations older than the last [`KEEP_GENERATIONS`], and parts no head
+    /// claims at or below the newest (left by a writer that lost a race or died between
+    /// its parts and its head).
+    fn prune(&self, engine: &Engine, newest: u64) -> Result<(), DockerError> {
+        let keep_from = newest.saturating_sub(KEEP_GENERATIONS - 1);
+        let heads = self.heads(engine)?;
+        let kept: HashMap<String, &Head> = heads
+            .iter()
+            .filter(|h| h.generation >= keep_from)
+            .map(|h| (h.name.clone(), h))
+            .collect();
+        for head in heads.iter().filter(|h| h.generation < keep_from) {
+            engine.delete_config(&head.name)?;
+        }
+        for part in engine.configs_labelled("keyd.store", &self.name)? {
+            let Some(of) = part.labels.get("keyd.store.part-of") else {
+                continue;
+            };
+            let generation: u64 = part
+                .labels
+                .get("keyd.store.generation")
+                .and_then(|g| g.parse().ok())
+                .unwrap_or(0);
+            let claimed = kept
+                .get(of)
+                .is_some_and(|h| part.labels.get("keyd.store.nonce") == Some(&h.nonce));
+            if !claimed && generation <= newest {
+                engine.delete_config(&part.name)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn labels(pairs: &[(&str, String)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+impl RemoteStore for SwarmStore {
+    fn describe(&self) -> String {
+        format!("swarm:{}", self.name)
+    }
+
+    fn newest(&self) -> Result<Option<u64>, StoreError> {
+        self.with_engine(|engine| Ok(self.heads(engine)?.last().map(|h| h.generation)))
+    }
+
+    fn read(&self) -> Result<Option<Blob>, StoreError> {
+        let found = self.with_engine(|engine| Ok(self.heads(engine)?.pop()));
+        let head = match found {
+            Ok(Some(head)) => head,
+            Ok(None) => return Ok(None),
+            // The engine is briefly away: the last generation read is still the newest this
+            // process knows, and serving it beats failing every read meanwhile.
+            Err(e) => {
+                let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+                return match last.as_ref() {
+                    Some(c) => Ok(Some(Blob {
+                        generation: c.generation,
+                        bytes: c.bytes.clone(),
+                        digest: c.digest.clone(),
+                    })),
+                    None => Err(e),
+                };
+            }
+        };
+        {
+            let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = last.as_ref().filter(|c| c.generation == head.generation) {
+                return Ok(Some(Blob {
+                    generation: c.generation,
+                    bytes: c.bytes.clone(),
+                    digest: c.digest.clone(),
+                }));
+            }
+        }
+        let bytes = {
+            let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+            let connected = match engine.as_ref() {
+                Some(e) => e,
+                None => {
+                    *engine = Some(Engine::connect(CALL_TIMEOUT).map_err(|e| self.error(e))?);
+                    engine.as_ref().expect("connected above")
+                }
+            };
+            self.read_parts(connected, &head)?
+        };
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Cached {
+            generation: head.generation,
+            bytes: bytes.clone(),
+            digest: head.digest.clone(),
+        });
+        Ok(Some(Blob {
+            generation: head.generation,
+            bytes,
+            digest: head.digest,
+        }))
+    }
+
+    fn commit(&self, generation: u64, bytes: &[u8], digest: &str) -> Result<(), StoreError> {
+        let head_name = self.head_name(generation);
+        let mut random = [0u8; 4];
+        crate::secret::fill_random(&mut random);
+        let nonce = crate::secret::hex(&random);
+        let chunks: Vec<&[u8]> = bytes.chunks(super::MAX_CONFIG_BYTES).collect();
+        let common = [
+            ("keyd.store", self.name.clone()),
+            ("keyd.store.generation", generation.to_string()),
+            ("keyd.store.nonce", nonce.clone()),
+        ];
+        self.with_engine(|engine| {
+            let mut created = Vec::new();
+            let mut write_parts = || -> Result<bool, DockerError> {
+                for (i, chunk) in chunks.iter().enumerate() {
+                    let name = format!("{head_name}-{nonce}-{i}");
+                    let mut l = labels(&common);
+                    l.extend(labels(&[
+                        ("keyd.store.part-of", head_name.clone()),
+                        ("keyd.store.part", i.to_string()),
+                    ]));
+                    if engine.create_config(&name, l, chunk)?.is_none() {
+                        return Ok(false);
+                    }
+                    created.push(name);
+                }
+                let mut l = labels(&common);
+                l.extend(labels(&[
+                    ("keyd.store.head", self.name.clone()),
+                    ("keyd.store.parts", chunks.len().to_string()),
+                    ("keyd.store.size", bytes.len().to_string()),
+                    ("keyd.store.digest", digest.to_owned()),
+                ]));
+                let head = format!("keyd store {} generation {generation}\n", self.name);
+                Ok(engine
+                    .create_config(&head_name, l, head.as_bytes())?
+                    .is_some())
+            };
+            let committed = write_parts();
+            if !matches!(committed, Ok(true)) {
+                for name in &created {
+                    let _ = engine.delete_config(name);
+                }
+            }
+            if committed? {
+                // Pruning is housekeeping: the commit stands whatever it meets.
+                let _ = self.prune(engine, generation);
+                Ok(true)
+            } else {
+                Ok(false)
+            }
+        })
+        .and_then(|committed| {
+            if committed {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict {
+                    store: self.describe(),
+                    generation,
+                })
+            }
+        })
+    }
+
+    fn hold_lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.with_engine(|engine| {
+            let leases = self.leases(engine)?;
+            let now = now_unix();
+            let current = leases.last();
+            let take = match current {
+                None => true,
+                // Held: renewed once half of it is gone.
+                Some(l) if l.holder == holder => l.until < now + ttl.as_secs() / 2,
+                Some(l) => l.until < now,
+            };
+            if !take {
+                return Ok(current.is_some_and(|l| l.holder == holder));
+            }
+            let term = current.map_or(1, |l| l.term + 1);
+            let name = format!("keyd-lease-{}-t{term}", self.name);
+            let l = labels(&[
+                ("keyd.store", self.name.clone()),
+                ("keyd.store.lease", self.name.clone()),
+                ("keyd.store.term", term.to_string()),
+                ("keyd.store.holder", holder.to_owned()),
+                ("keyd.store.until", (now + ttl.as_secs()).to_string()),
+            ]);
+            let won = engine
+                .create_config(&name, l, b"keyd scheduler lease\n")?
+                .is_some();
+            if won {
+                for old in leases.iter().filter(|l| l.term < term) {
+                    let _ = engine.delete_config(&old.name);
+                }
+            }
+            Ok(won)
+        })
+    }
+
+    fn clear(&self) -> Result<(), StoreError> {
+        self.with_engine(|engine| {
+            // Heads first: a reader meanwhile sees fewer generations, never a head whose
+            // parts are gone.
+            for head in self.heads(engine)? {
+                engine.delete_config(&head.name)?;
+            }
+            for config in engine.configs_labelled("keyd.store", &self.name)? {
+                engine.delete_config(&config.name)?;
+            }
+            Ok(())
+        })?;
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(())
+    }
+}
