@@ -210,3 +210,62 @@ fn a_restore_that_changes_recipients_policy_sinks_or_hooks_needs_each_accepted()
         .arg(&f.forged)));
     assert!(said.contains("Restored"), "{said}");
 }
+
+#[test]
+fn ssh_and_passphrase_homes_restore_their_own_backups_and_refuse_anothers() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new("backup-ssh-passphrase");
+    let (a, c, p) = (dir.join("a"), dir.join("c"), dir.join("p"));
+    let policy_file = policy(&dir, "p.toml", &dir.join("out"), "");
+    ok(keyctl(&a)
+        .args(["quickstart", "--policy"])
+        .arg(&policy_file));
+    // c holds a's store through an SSH key added as a recipient (issue 11's second operator).
+    std::fs::create_dir_all(&c).unwrap();
+    let ssh_key = dir.join("id_ed25519");
+    ok(std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&ssh_key));
+    let ssh_pub = std::fs::read_to_string(ssh_key.with_extension("pub")).unwrap();
+    ok(keyctl(&a).args(["recipients", "add", ssh_pub.trim()]));
+    std::fs::copy(&ssh_key, c.join("identity.txt")).unwrap();
+    for f in ["store.age", "store.generation"] {
+        std::fs::copy(a.join(f), c.join(f)).unwrap();
+    }
+    let by_c = dir.join("c.age");
+    ok(keyctl(&c).args(["backup", "--out"]).arg(&by_c));
+    let said = text(ok(keyctl(&c).args(["restore", "--dry-run"]).arg(&by_c)));
+    assert!(said.contains("made with this home's identity"), "{said}");
+    ok(keyctl(&c).arg("restore").arg(&by_c));
+    // a opens c's backup, but c's key made its MAC: refused unless accepted.
+    let out = run(keyctl(&a).args(["restore", "--dry-run"]).arg(&by_c));
+    assert_eq!(out.status.code(), Some(4), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("its MAC was made with another identity"));
+    let said = text(ok(keyctl(&a)
+        .args(["restore", "--dry-run", "--accept-foreign-backup"])
+        .arg(&by_c)));
+    assert!(
+        said.contains("NOT shown to be made with this home's identity"),
+        "{said}"
+    );
+
+    // A passphrase home: only the passphrase opens its backups, which is their proof.
+    let phrase = dir.join("phrase");
+    std::fs::write(&phrase, "correct horse battery\n").unwrap();
+    std::fs::set_permissions(&phrase, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let with = |home: &Path| {
+        let mut cmd = keyctl(home);
+        cmd.env("KEYD_PASSPHRASE_FILE", &phrase);
+        cmd
+    };
+    ok(with(&p).args(["init", "--passphrase"]));
+    ok(with(&p)
+        .args(["quickstart", "--policy"])
+        .arg(&policy_file)
+        .arg("--out")
+        .arg(dir.join("p-out")));
+    let by_p = dir.join("p.age");
+    ok(with(&p).args(["backup", "--out"]).arg(&by_p));
+    let said = text(ok(with(&p).args(["restore", "--dry-run"]).arg(&by_p)));
+    assert!(said.contains("made with this home's passphrase"), "{said}");
+}
