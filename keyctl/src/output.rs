@@ -672,13 +672,24 @@ pub fn restore(out: &mut String, report: &keyd::ops::RestoreReport, as_json: boo
         "Backup {}: generation {} (the store in place: {})",
         report.path.display(),
         d.backup_generation,
-        if d.current_generation == 0 {
-            "none".to_owned()
-        } else {
+        if d.store_in_place {
             format!("generation {}", d.current_generation)
+        } else {
+            "none".to_owned()
         }
     );
-    say!(out, "  {} secrets at the same version", d.same);
+    say!(
+        out,
+        "  {}",
+        match report.author {
+            keyd::store::BackupAuthor::ThisIdentity =>
+                "made with this home's identity (its MAC checks)",
+            keyd::store::BackupAuthor::ThisPassphrase => "made with this home's passphrase",
+            keyd::store::BackupAuthor::Unverified =>
+                "NOT shown to be made with this home's identity (accepted with --accept-foreign-backup)",
+        }
+    );
+    say!(out, "  {} secrets the same (version and values)", d.same);
     for (title, list) in [
         ("only in the backup", &d.only_in_backup),
         (
@@ -689,6 +700,10 @@ pub fn restore(out: &mut String, report: &keyd::ops::RestoreReport, as_json: boo
             "different current version (store in place -> backup)",
             &d.changed,
         ),
+        (
+            "a different value at the same version (store in place -> backup)",
+            &d.value_differs,
+        ),
     ] {
         if !list.is_empty() {
             say!(out, "  {title}:");
@@ -697,13 +712,41 @@ pub fn restore(out: &mut String, report: &keyd::ops::RestoreReport, as_json: boo
             }
         }
     }
+    for change in keyd::ops::Change::ALL {
+        let list = d.of(change);
+        if list.is_empty() {
+            continue;
+        }
+        if report.unaccepted.contains(&change) {
+            say!(
+                out,
+                "  {change} change (a restore needs --accept-{change}):"
+            );
+        } else {
+            say!(out, "  {change} change:");
+        }
+        for item in list {
+            say!(out, "    {item}");
+        }
+    }
     if report.written {
         say!(
             out,
             "Restored: the backup is now the store. `keyctl apply` (or the daemon) delivers its values."
         );
-    } else {
+    } else if report.unaccepted.is_empty() {
         say!(out, "Nothing written (--dry-run).");
+    } else {
+        let flags: Vec<String> = report
+            .unaccepted
+            .iter()
+            .map(|c| format!("--accept-{c}"))
+            .collect();
+        say!(
+            out,
+            "Nothing written (--dry-run). A restore would be refused without {}.",
+            flags.join(" ")
+        );
     }
 }
 

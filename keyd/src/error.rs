@@ -26,6 +26,18 @@ pub enum Error {
         /// What is wrong (names and versions only).
         reason: String,
     },
+    /// A restore would change what the store in place holds besides values (recipients,
+    /// policy, sinks, hooks, targets), and that kind of change was not accepted.
+    #[error("the backup {} would change the store's {}: nothing was restored{what}", path.display(), changes.join(", "))]
+    RestoreRefused {
+        /// The backup.
+        path: std::path::PathBuf,
+        /// The kinds of change not accepted (`recipients`, `policy`, `sinks`, `hooks`,
+        /// `targets`).
+        changes: Vec<&'static str>,
+        /// One line per kind: what changes (names and settings, never values).
+        what: String,
+    },
     /// A sink refused or failed.
     #[error(transparent)]
     Sink(#[from] sinks::SinkError),

@@ -195,11 +195,16 @@ pub(super) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Put a backup back as the store, after checking it opens and is consistent
+    /// Put a backup back as the store, after checking who made it and that it is consistent
     ///
-    /// Prints what differs from the store in place (names and versions, never values). A backup
-    /// older than the newest store this home has written is refused unless --accept-rollback.
-    /// The home's identity.txt must be in place first (it is not in the backup).
+    /// A backup must carry the MAC of this home's identity (every `keyctl backup` writes one):
+    /// one made by another identity, or by a keyd from before backups carried a MAC, is refused
+    /// before anything is shown unless --accept-foreign-backup. Prints what differs from the
+    /// store in place (names, versions and settings, never values): values are compared, not
+    /// only version numbers. A change of recipients, policy, sinks, hooks or targets is refused
+    /// unless accepted by its own flag. A backup older than the newest store this home has
+    /// written is refused unless --accept-rollback. The home's identity.txt must be in place
+    /// first (it is not in the backup).
     #[command(after_help = EXIT_CODES)]
     Restore {
         /// The backup (from `keyctl backup`)
@@ -207,6 +212,25 @@ pub(super) enum Command {
         /// Restore although the backup is older than the newest store written in this home
         #[arg(long)]
         accept_rollback: bool,
+        /// Open a backup that this home's identity did not make (another recipient's home, or
+        /// a keyd from before backups carried a MAC): check its --dry-run first
+        #[arg(long)]
+        accept_foreign_backup: bool,
+        /// Accept the backup's recipients (who can open every store written after it)
+        #[arg(long)]
+        accept_recipients: bool,
+        /// Accept the backup's policy texts, and stacks it adds or drops
+        #[arg(long)]
+        accept_policy: bool,
+        /// Accept the backup's sinks (where values are delivered)
+        #[arg(long)]
+        accept_sinks: bool,
+        /// Accept the backup's reload and rekey hooks (what keyd runs or signals)
+        #[arg(long)]
+        accept_hooks: bool,
+        /// Accept the backup's targets (whose passwords keyd changes)
+        #[arg(long)]
+        accept_targets: bool,
         /// Check and show the differences; change nothing
         #[arg(long)]
         dry_run: bool,

@@ -14,6 +14,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use keyd::Error;
+use keyd::ops::{Change, RestoreOptions};
 use keyd::policy::PolicyError;
 use keyd::sinks::SinkError;
 use keyd::store::{Home, StoreError};
@@ -72,6 +73,18 @@ impl From<Error> for Failure {
             Error::Recipient(_) => (
                 1,
                 Some("`keyctl recipients list` shows the store's recipients".into()),
+            ),
+            Error::RestoreRefused { path, changes, .. } => (
+                1,
+                Some(format!(
+                    "the store in place was not modified; `keyctl restore --dry-run {}` shows every change; to make these, add {}",
+                    path.display(),
+                    changes
+                        .iter()
+                        .map(|c| format!("--accept-{c}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )),
             ),
             Error::InconsistentBackup { .. } => (
                 4,
@@ -165,6 +178,10 @@ fn store_hint(e: &StoreError) -> String {
         StoreError::Conflict { .. } => {
             "run the command again: it starts from the newest generation (an interrupted rotation is resumed, never repeated)".into()
         }
+        StoreError::ForeignBackup { path, .. } => format!(
+            "restore a backup this home made; if you know who made this one (another recipient's home, or a keyd from before backups carried a MAC), check it with `keyctl restore --dry-run --accept-foreign-backup {}` and restore it with --accept-foreign-backup",
+            path.display()
+        ),
         StoreError::RolledBack { .. } => {
             "restore the newest store.age; if the older one was put back on purpose, run the command again with --accept-rollback".into()
         }
@@ -222,15 +239,33 @@ pub fn run(args: Args) -> Result<(), Failure> {
         Command::Restore {
             file,
             accept_rollback,
+            accept_foreign_backup,
+            accept_recipients,
+            accept_policy,
+            accept_sinks,
+            accept_hooks,
+            accept_targets,
             dry_run,
             json,
-        } => store::restore(
-            home(args.home, &store)?,
-            &file,
-            accept_rollback,
-            dry_run,
-            json,
-        ),
+        } => {
+            let accept = [
+                (accept_recipients, Change::Recipients),
+                (accept_policy, Change::Policy),
+                (accept_sinks, Change::Sinks),
+                (accept_hooks, Change::Hooks),
+                (accept_targets, Change::Targets),
+            ]
+            .into_iter()
+            .filter_map(|(given, change)| given.then_some(change))
+            .collect();
+            let options = RestoreOptions {
+                accept_rollback,
+                accept_foreign_backup,
+                accept,
+                dry_run,
+            };
+            store::restore(home(args.home, &store)?, &file, &options, json)
+        }
         Command::Completions { shell } => tools::completions(shell),
         Command::Man => tools::man(),
         Command::Policy(PolicyCommand::Check { file }) => tools::policy_check(&file),

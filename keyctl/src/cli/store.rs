@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use keyd::ops::actor;
+use keyd::ops::{RestoreOptions, actor};
 use keyd::policy::Policy;
 use keyd::store::{Home, InitOutcome};
 use keyd::{ApplyOptions, Error};
@@ -37,12 +37,22 @@ pub(super) fn backup(home: Home, out: &Path, json: bool) -> Result<(), Failure> 
 pub(super) fn restore(
     home: Home,
     file: &Path,
-    accept_rollback: bool,
-    dry_run: bool,
+    options: &RestoreOptions,
     json: bool,
 ) -> Result<(), Failure> {
-    let report = keyd::ops::restore(&home, file, accept_rollback, dry_run).map_err(|e| {
+    let report = keyd::ops::restore(&home, file, options).map_err(|e| {
+        let refused = matches!(e, Error::RestoreRefused { .. });
         let mut failure = Failure::from(e);
+        if refused && options.accept_foreign_backup {
+            // The dry run the hint suggests must open this backup as the restore did.
+            failure.hint = failure.hint.map(|h| {
+                h.replacen(
+                    "restore --dry-run ",
+                    "restore --dry-run --accept-foreign-backup ",
+                    1,
+                )
+            });
+        }
         failure.hint = match failure.hint.as_deref() {
             Some(h) if h.starts_with("run `keyctl init`") => Some(format!(
                 "put the identity that opens the backup at {} (mode 0600) first: a backup holds no identity",

@@ -12,16 +12,20 @@ mod import;
 pub mod query;
 mod recover;
 mod relocate;
+mod restore;
 mod rotate;
+mod store_diff;
 
 pub use apply::{ApplyOptions, ApplyReport, SecretSummary, apply, apply_file, resolve_sinks};
 pub use import::{ImportEntry, ImportOptions, ImportReport, Verdict, env_name, import};
 pub use recover::{
-    BackupReport, RecipientChange, RecipientEntry, RestoreReport, StoreDiff, add_recipient, backup,
-    diff, list_recipients, read_backup, remove_recipient, restore,
+    BackupReport, RecipientChange, RecipientEntry, add_recipient, backup, list_recipients,
+    remove_recipient,
 };
 pub use relocate::{CopyReport, StoreInfo, copy_store, store_info};
+pub use restore::{RestoreOptions, RestoreReport, read_backup, restore};
 pub use rotate::{actor, deliver_all, retire, rotate, run_due, select};
+pub use store_diff::{Change, StoreDiff, diff};
 
 use std::path::PathBuf;
 use std::sync::Arc;

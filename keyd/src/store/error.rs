@@ -145,6 +145,15 @@ pub enum StoreError {
         /// The generation both tried to commit.
         generation: u64,
     },
+    /// A backup whose MAC does not show this home's identity made it (`store/backup.rs`):
+    /// anyone can encrypt a file to a home's public recipient key.
+    #[error("the backup {} was not made with this home's identity: {reason}", path.display())]
+    ForeignBackup {
+        /// The backup.
+        path: PathBuf,
+        /// What its MAC said.
+        reason: &'static str,
+    },
     /// An operating system error on a path.
     #[error("{}: {source}", path.display())]
     Io {

@@ -11,6 +11,7 @@ use std::path::Path;
 use age::secrecy::ExposeSecret as _;
 use zeroize::Zeroizing;
 
+use super::backup::{BackupKey, MacReader, MacStanza, MacVerdict};
 use super::error::StoreError;
 use super::model::{FORMAT, StoreData};
 use super::pipe::serialize_through_pipe;
@@ -40,7 +41,8 @@ pub(super) fn identity_file_text(identity: &age::x25519::Identity) -> Zeroizing<
 /// Or, in a passphrase home, the passphrase (age's scrypt mode; see `passphrase.rs`).
 pub(super) enum HomeIdentity {
     X25519(age::x25519::Identity),
-    Ssh(age::ssh::Identity),
+    /// With the key of its backups' MAC, derived from the key file's text when it was read.
+    Ssh(age::ssh::Identity, BackupKey),
     Passphrase(age::secrecy::SecretString),
 }
 
@@ -49,7 +51,7 @@ impl HomeIdentity {
     fn with_dyn<T>(&self, f: impl FnOnce(&dyn age::Identity) -> T) -> T {
         match self {
             HomeIdentity::X25519(i) => f(i),
-            HomeIdentity::Ssh(i) => f(i),
+            HomeIdentity::Ssh(i, _) => f(i),
             HomeIdentity::Passphrase(p) => f(&super::passphrase::identity(p)),
         }
     }
@@ -64,9 +66,33 @@ impl HomeIdentity {
     pub(super) fn own_recipient(&self) -> Option<String> {
         match self {
             HomeIdentity::X25519(i) => Some(i.to_public().to_string()),
-            HomeIdentity::Ssh(_) | HomeIdentity::Passphrase(_) => None,
+            HomeIdentity::Ssh(..) | HomeIdentity::Passphrase(_) => None,
         }
     }
+
+    /// The key of the MAC this home's backups carry (`backup.rs`); none for a passphrase
+    /// home, whose backups only the passphrase opens.
+    pub(super) fn backup_key(&self) -> Option<BackupKey> {
+        match self {
+            HomeIdentity::X25519(i) => {
+                Some(BackupKey::derive(i.to_string().expose_secret().as_bytes()))
+            }
+            HomeIdentity::Ssh(_, key) => Some(key.duplicate()),
+            HomeIdentity::Passphrase(_) => None,
+        }
+    }
+}
+
+/// What the MAC of a backup read by [`open_backup`] said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupAuthor {
+    /// Its MAC shows this home's identity made it.
+    ThisIdentity,
+    /// A passphrase home's backup: only the passphrase opens it, so a holder of it made it.
+    ThisPassphrase,
+    /// Not shown to be this home's, and accepted as such (`--accept-foreign-backup`).
+    Unverified,
 }
 
 /// A digest of an encrypted store keyed from the identity that opens it (HMAC-SHA256, the
@@ -84,7 +110,7 @@ pub(super) fn store_digest(
             Zeroizing::new(i.to_string().expose_secret().as_bytes().to_vec())
         }
         HomeIdentity::Passphrase(p) => Zeroizing::new(p.expose_secret().as_bytes().to_vec()),
-        HomeIdentity::Ssh(_) => {
+        HomeIdentity::Ssh(..) => {
             Zeroizing::new(fs::read(identity_path).map_err(io_at(identity_path))?)
         }
     };
@@ -131,7 +157,14 @@ pub(super) fn read_identity(path: &Path) -> Result<HomeIdentity, StoreError> {
     if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
         return match age::ssh::Identity::from_buffer(text.as_bytes(), None) {
             Ok(age::ssh::Identity::Unencrypted(key)) => {
-                Ok(HomeIdentity::Ssh(age::ssh::Identity::Unencrypted(key)))
+                // The key file's text without its whitespace: the same key file, copied or
+                // re-indented, keys the same MAC.
+                let secret: Zeroizing<Vec<u8>> =
+                    Zeroizing::new(text.bytes().filter(|b| !b.is_ascii_whitespace()).collect());
+                Ok(HomeIdentity::Ssh(
+                    age::ssh::Identity::Unencrypted(key),
+                    BackupKey::derive(&secret),
+                ))
             }
             Ok(age::ssh::Identity::Encrypted(_)) => Err(StoreError::Corrupt {
                 path: path.to_owned(),
@@ -301,15 +334,48 @@ pub(super) fn read_store_with<F: Send, T: Send>(
     })
 }
 
-/// Decrypts and parses a store (or a backup of one) read from `store_path`.
-pub(super) fn decrypt_store(
+/// Decrypts a backup read from `path`, checks who made it (`backup.rs`) and only then parses
+/// it. A backup this home's identity did not make is refused ([`StoreError::ForeignBackup`])
+/// unless `accept_foreign`.
+pub(super) fn open_backup(
     identity: &HomeIdentity,
     identity_path: &Path,
-    store_path: &Path,
+    path: &Path,
     ciphertext: &[u8],
-) -> Result<StoreData, StoreError> {
-    let text = decrypt_text(identity, identity_path, store_path, ciphertext)?;
-    parse_store(store_path, &text, Decode::Whole)
+    accept_foreign: bool,
+) -> Result<(StoreData, BackupAuthor), StoreError> {
+    let Some(key) = identity.backup_key() else {
+        let text = decrypt_text(identity, identity_path, path, ciphertext)?;
+        return Ok((
+            parse_store(path, &text, Decode::Whole)?,
+            BackupAuthor::ThisPassphrase,
+        ));
+    };
+    let (text, verdict) = identity.with_dyn(|unwrap| {
+        let reader = MacReader::new(unwrap);
+        let mut plain = decrypt_reader_with(&reader, false, identity_path, path, ciphertext)?;
+        let mut text = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
+        plain.read_to_end(&mut text).map_err(|_| truncated(path))?;
+        let verdict = reader.verdict(&key, &text);
+        Ok::<_, StoreError>((text, verdict))
+    })?;
+    let author = match verdict {
+        MacVerdict::Valid => BackupAuthor::ThisIdentity,
+        _ if accept_foreign => BackupAuthor::Unverified,
+        MacVerdict::Missing => {
+            return Err(StoreError::ForeignBackup {
+                path: path.to_owned(),
+                reason: "it carries no keyd MAC (made by another home or tool, or by a keyd from before backups carried one)",
+            });
+        }
+        MacVerdict::Wrong => {
+            return Err(StoreError::ForeignBackup {
+                path: path.to_owned(),
+                reason: "its MAC was made with another identity",
+            });
+        }
+    };
+    Ok((parse_store(path, &text, Decode::Whole)?, author))
 }
 
 /// The decrypted text of a store read from `store_path`, in a zeroizing buffer.
@@ -343,6 +409,26 @@ fn decrypt_reader<'c>(
     store_path: &Path,
     ciphertext: &'c [u8],
 ) -> Result<impl std::io::Read + 'c, StoreError> {
+    identity.with_dyn(|unwrap| {
+        decrypt_reader_with(
+            unwrap,
+            identity.is_passphrase(),
+            identity_path,
+            store_path,
+            ciphertext,
+        )
+    })
+}
+
+/// [`decrypt_reader`] with the header's stanzas unwrapped by `unwrap` (the home's identity as
+/// age takes it, or a [`MacReader`] around it); `passphrase`: whether it is a passphrase's.
+fn decrypt_reader_with<'c>(
+    unwrap: &dyn age::Identity,
+    passphrase: bool,
+    identity_path: &Path,
+    store_path: &Path,
+    ciphertext: &'c [u8],
+) -> Result<age::stream::StreamReader<&'c [u8]>, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         path: store_path.to_owned(),
         reason,
@@ -355,13 +441,13 @@ fn decrypt_reader<'c>(
         }
         other => corrupt(other.to_string()),
     })?;
-    identity
-        .with_dyn(|i| decryptor.decrypt(std::iter::once(i)))
+    decryptor
+        .decrypt(std::iter::once(unwrap))
         .map_err(|e| match e {
             age::DecryptError::NoMatchingKeys
             | age::DecryptError::DecryptionFailed
             | age::DecryptError::KeyDecryptionFailed
-                if identity.is_passphrase() =>
+                if passphrase =>
             {
                 StoreError::WrongPassphrase {
                     store: store_path.to_owned(),
@@ -499,11 +585,42 @@ fn encryptor_for(
         ))
         .expect("one scrypt recipient is always accepted"));
     }
-    encryptor_to(path, &store_recipients(identity, data))
+    encryptor_to(path, &store_recipients(identity, data), None)
 }
 
-/// The encryptor to `recipients` (`path` names the store in errors).
-fn encryptor_to(path: &Path, recipients: &[String]) -> Result<age::Encryptor, StoreError> {
+/// Writes `data` as a backup at `path`: as [`write_for`] does, with the MAC of `identity`'s
+/// backups in the header (`backup.rs`; none for a passphrase home).
+pub(super) fn write_backup(
+    identity: &HomeIdentity,
+    path: &Path,
+    data: &StoreData,
+) -> Result<(), StoreError> {
+    let Some(key) = identity.backup_key() else {
+        return write_for(identity, path, data);
+    };
+    let mac = key.mac_of(data).map_err(io_at(path))?;
+    let recipients = store_recipients(identity, data);
+    let encryptor = encryptor_to(path, &recipients, Some(&MacStanza(mac)))?;
+    write_with(path, encryptor, data)
+}
+
+/// Writes `data` encrypted to `recipients` at `path`, atomically, mode 0600.
+#[cfg(test)]
+pub(super) fn write_encrypted(
+    path: &Path,
+    recipients: &[String],
+    data: &StoreData,
+) -> Result<(), StoreError> {
+    write_with(path, encryptor_to(path, recipients, None)?, data)
+}
+
+/// The encryptor to `recipients`, with `beside`'s stanzas (a backup's MAC) in the header too
+/// (`path` names the store in errors).
+fn encryptor_to(
+    path: &Path,
+    recipients: &[String],
+    beside: Option<&dyn age::Recipient>,
+) -> Result<age::Encryptor, StoreError> {
     let parsed: Vec<Box<dyn age::Recipient + Send>> = recipients
         .iter()
         .map(|r| parse_recipient(r))
@@ -518,10 +635,13 @@ fn encryptor_to(path: &Path, recipients: &[String]) -> Result<age::Encryptor, St
             reason: "no recipient to encrypt to (an SSH identity whose public key is not in the store's recipient list)".into(),
         });
     }
-    Ok(
-        age::Encryptor::with_recipients(parsed.iter().map(|r| r.as_ref() as &dyn age::Recipient))
-            .expect("X25519 and SSH recipients can be mixed"),
+    Ok(age::Encryptor::with_recipients(
+        parsed
+            .iter()
+            .map(|r| r.as_ref() as &dyn age::Recipient)
+            .chain(beside),
     )
+    .expect("X25519 and SSH recipients and the MAC stanza (no labels) can be mixed"))
 }
 
 fn write_with(path: &Path, encryptor: age::Encryptor, data: &StoreData) -> Result<(), StoreError> {
@@ -697,6 +817,53 @@ mod tests {
             handed.into_inner(),
             "the part was handed over before the end was found cut"
         );
+    }
+
+    #[test]
+    fn a_backup_opens_with_a_plain_age_identity_that_knows_nothing_of_its_mac() {
+        let scratch = crate::scratch::Scratch::new();
+        let home = store_with_policy(&scratch, 10);
+        let lock = home.lock().unwrap();
+        let data = lock.load().unwrap();
+        let out = scratch.path().join("backup.age");
+        lock.backup(&data, &out).unwrap();
+        let bytes = fs::read(&out).unwrap();
+        let stanza = b"\n-> keyd-backup-mac v1\n";
+        assert!(bytes.windows(stanza.len()).any(|w| w == stanza));
+        // What an older keyd, or `age -d`, does: the MAC stanza is skipped.
+        let HomeIdentity::X25519(identity) = read_identity(&home.identity_path()).unwrap() else {
+            panic!("an X25519 home");
+        };
+        let plain = age::decrypt(&identity, &bytes).unwrap();
+        assert!(plain.starts_with(br#"{"format":1"#));
+        // This home verifies it; a home with another identity does not.
+        let (_, author) = lock.read_backup(&out, false).unwrap();
+        assert_eq!(author, BackupAuthor::ThisIdentity);
+        let other = age::x25519::Identity::generate();
+        let err = open_backup(
+            &HomeIdentity::X25519(other.clone()),
+            Path::new("identity.txt"),
+            &out,
+            &bytes,
+            false,
+        )
+        .map(|_| ())
+        .unwrap_err();
+        // The other identity is not a recipient: it cannot even open it.
+        assert!(matches!(err, StoreError::WrongIdentity { .. }), "{err}");
+        let foreign = scratch.path().join("foreign.age");
+        write_encrypted(&foreign, &[other.to_public().to_string()], &data).unwrap();
+        let err = open_backup(
+            &HomeIdentity::X25519(other),
+            Path::new("identity.txt"),
+            &foreign,
+            &fs::read(&foreign).unwrap(),
+            false,
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("carries no keyd MAC"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! layout and the open/lock/load/save cycle; `model` owns what is inside.
 
 mod backend;
+mod backup;
 mod error;
 mod file;
 mod ledger;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 pub use backend::{Blob, RemoteStore, STORE_ENV, StoreLocation};
 pub use error::StoreError;
 pub(crate) use file::write_atomic;
-pub use file::{canonical_recipient, parse_recipient};
+pub use file::{BackupAuthor, canonical_recipient, parse_recipient};
 pub use ledger::{Books, Digest, Ledger, Stamp, SwarmLedger, SwarmOutput, SwarmSecret};
 pub use model::{
     AuditLine, LookupError, OutputRecord, RekeyOwed, ReloadOwed, Rotation, SecretRecord,
@@ -509,9 +510,10 @@ impl LockedStore {
     }
 
     /// Writes `data` as a backup at `out`: encrypted to the same recipients as the store,
-    /// atomically, mode 0600. The identity is not in it.
+    /// atomically, mode 0600, with the MAC that shows this home's identity made it
+    /// (`backup.rs`). The identity is not in it.
     pub fn backup(&self, data: &StoreData, out: &Path) -> Result<(), StoreError> {
-        file::write_for(&file::read_identity(&self.home.identity_path())?, out, data)
+        file::write_backup(&file::read_identity(&self.home.identity_path())?, out, data)
     }
 
     /// Whether the home's store is encrypted with a passphrase.
@@ -519,14 +521,26 @@ impl LockedStore {
         self.home.is_passphrase()
     }
 
-    /// Opens a backup with the home's identity. Errors name the backup; nothing is written.
-    pub fn read_backup(&self, path: &Path) -> Result<StoreData, StoreError> {
+    /// Opens a backup with the home's identity and checks its MAC before parsing it: a backup
+    /// this identity did not make is refused ([`StoreError::ForeignBackup`]) unless
+    /// `accept_foreign`. Errors name the backup; nothing is written.
+    pub fn read_backup(
+        &self,
+        path: &Path,
+        accept_foreign: bool,
+    ) -> Result<(StoreData, BackupAuthor), StoreError> {
         let identity = file::read_identity(&self.home.identity_path())?;
         let ciphertext = fs::read(path).map_err(|source| StoreError::Io {
             path: path.to_owned(),
             source,
         })?;
-        file::decrypt_store(&identity, &self.home.identity_path(), path, &ciphertext)
+        file::open_backup(
+            &identity,
+            &self.home.identity_path(),
+            path,
+            &ciphertext,
+            accept_foreign,
+        )
     }
 
     /// The newest generation this home has seen: the one recorded beside the store, or the
