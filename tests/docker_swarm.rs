@@ -427,6 +427,7 @@ fn keyd_as_a_swarm_service_rotates_through_docker_exec_into_the_app_stack() {
         ("APP_IMAGE", app_image.clone()),
         ("KEYD_IDENTITY_SECRET", format!("{id}_identity")),
         ("KEYD_POLICY_CONFIG", format!("{id}_policy")),
+        ("KEYD_STORE_NAME", id.clone()),
         ("DB_PASSWORD_SECRET", format!("{id}_db_password")),
         ("SESSION_KEY_SECRET", format!("{id}_session_key")),
     ];
@@ -454,27 +455,28 @@ fn keyd_as_a_swarm_service_rotates_through_docker_exec_into_the_app_stack() {
     let (keyd_stack, app_stack) = (format!("{id}k"), format!("{id}a"));
     deploy("keyd-stack.yml", &keyd_stack);
 
-    // keyd comes up healthy on its own, with the store made on its volume and the secrets
+    // keyd comes up healthy on its own, with the store made in the swarm and the secrets
     // published.
     let keyd_service = format!("{keyd_stack}_keyd");
-    let keyd = wait_until(
-        "keyd's task to be healthy",
-        Duration::from_secs(120),
-        || {
-            let c = running_container(&keyd_service)?;
-            let health = docker_ok(&["inspect", "--format", "{{.State.Health.Status}}", &c]);
-            (health == "healthy").then_some(c)
-        },
-        || docker_ok(&["service", "ps", "--no-trunc", &keyd_service]),
-    );
-    assert_eq!(
-        t.secrets(),
-        vec![
-            format!("{id}_db_password"),
-            format!("{id}_identity"),
-            format!("{id}_session_key")
-        ]
-    );
+    let healthy = |not: Option<&str>| {
+        wait_until(
+            "keyd's task to be healthy",
+            Duration::from_secs(120),
+            || {
+                let c = running_container(&keyd_service)?;
+                let health = docker_ok(&["inspect", "--format", "{{.State.Health.Status}}", &c]);
+                (health == "healthy" && Some(c.as_str()) != not).then_some(c)
+            },
+            || docker_ok(&["service", "ps", "--no-trunc", &keyd_service]),
+        )
+    };
+    let keyd = healthy(None);
+    let published = vec![
+        format!("{id}_db_password"),
+        format!("{id}_identity"),
+        format!("{id}_session_key"),
+    ];
+    assert_eq!(t.secrets(), published);
     let exec = |container: &str, args: &[&str]| {
         let mut all = vec!["exec", container];
         all.extend_from_slice(args);
@@ -482,23 +484,19 @@ fn keyd_as_a_swarm_service_rotates_through_docker_exec_into_the_app_stack() {
     };
     let listing = exec(&keyd, &["keyctl", "status"]);
     assert!(listing.contains("db_password"), "{listing}");
-    // The volume holds the encrypted store, and no identity.
-    let files = docker_ok(&[
-        "run",
-        "--rm",
-        "--label",
-        &t.label(),
-        "-v",
-        &format!("{keyd_stack}_home:/v:ro"),
-        &app_image,
+    assert!(listing.contains(&format!("swarm:{id}")), "{listing}");
+    // The store is in the swarm's configs, and no volume of the stack holds state.
+    let configs = docker_ok(&[
+        "config",
         "ls",
-        "-a",
-        "/v",
+        "--filter",
+        &format!("label=keyd.store.head={id}"),
+        "--format",
+        "{{.Name}}",
     ]);
-    assert!(
-        files.contains("store.age") && !files.contains("identity"),
-        "{files}"
-    );
+    assert!(configs.contains(&format!("keyd-store-{id}-g")), "{configs}");
+    let volumes = docker_ok(&["volume", "ls", "--format", "{{.Name}}"]);
+    assert!(!volumes.contains(&keyd_stack), "{volumes}");
 
     deploy("app-stack.yml", &app_stack);
     let app_service = format!("{app_stack}_app");
@@ -530,6 +528,43 @@ fn keyd_as_a_swarm_service_rotates_through_docker_exec_into_the_app_stack() {
     );
     let status = exec(&keyd, &["keyctl", "status", "--json"]);
     assert!(status.contains(&format!("{id}_db_password_v2")), "{status}");
+    let history = exec(&keyd, &["keyctl", "history", "db_password", "--json"]);
+    let secrets = t.secrets();
+
+    // The task replaced (`service update --force`), then the service scaled to 0 and back: each
+    // new task, on a node with nothing of the old one, carries on with the same versions and
+    // creates no secret twice; the next rotation still reaches the app.
+    docker_ok(&["service", "update", "--detach", "--force", &keyd_service]);
+    let keyd = healthy(Some(&keyd));
+    assert_eq!(exec(&keyd, &["keyctl", "show", "db_password"]), v2);
+    assert_eq!(
+        exec(&keyd, &["keyctl", "history", "db_password", "--json"]),
+        history
+    );
+    docker_ok(&["service", "scale", "--detach", &format!("{keyd_service}=0")]);
+    wait_until(
+        "keyd's task to stop",
+        Duration::from_secs(60),
+        || running_container(&keyd_service).is_none().then_some(()),
+        || docker_ok(&["service", "ps", &keyd_service]),
+    );
+    docker_ok(&["service", "scale", "--detach", &format!("{keyd_service}=1")]);
+    let keyd = healthy(Some(&keyd));
+    assert_eq!(exec(&keyd, &["keyctl", "show", "db_password"]), v2);
+    assert_eq!(t.secrets(), secrets, "a new task created a secret again");
+    exec(&keyd, &["keyctl", "rotate", "db_password"]);
+    let v3 = exec(&keyd, &["keyctl", "show", "db_password"]);
+    assert_ne!(v2, v3);
+    wait_until(
+        "the app's new task to read the third db_password",
+        Duration::from_secs(120),
+        || {
+            let c = running_container(&app_service)?;
+            let seen = docker(&["exec", &c, "cat", "/run/secrets/db_password"]);
+            (String::from_utf8_lossy(&seen.stdout) == v3).then_some(())
+        },
+        || docker_ok(&["service", "ps", "--no-trunc", &app_service]),
+    );
 
     for stack in [&app_stack, &keyd_stack] {
         let _ = docker(&["stack", "rm", stack]);

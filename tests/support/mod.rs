@@ -37,7 +37,8 @@ pub fn keyd(home: &Path) -> Command {
     cmd.arg("--home")
         .arg(home)
         .env_remove("KEYD_HOME")
-        .env_remove("KEYD_SOCKET");
+        .env_remove("KEYD_SOCKET")
+        .env_remove("KEYD_STORE");
     cmd
 }
 
@@ -47,7 +48,8 @@ pub fn keyctl(home: &Path) -> Command {
     cmd.arg("--home")
         .arg(home)
         .env_remove("KEYD_HOME")
-        .env_remove("KEYD_SOCKET");
+        .env_remove("KEYD_SOCKET")
+        .env_remove("KEYD_STORE");
     cmd
 }
 
