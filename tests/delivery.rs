@@ -465,10 +465,62 @@ fn a_world_writable_output_directory_is_refused() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "mode {mode:o} accepted: {stderr}");
         assert!(
-            stderr.contains(&s.out.display().to_string()) && stderr.contains("chmod o-w"),
+            stderr.contains(&s.out.display().to_string()) && stderr.contains("chmod go-w"),
             "{stderr}"
         );
     }
+}
+
+/// Review finding (issue 26, low): `..keyd` and the set directories were chmod/chowned by path
+/// in an output directory its group could write to, so a group member could swap a symlink
+/// in between the mkdir and the chmod and have keyd chmod a directory anywhere. A directory
+/// its group (or anyone) can write is refused, before anything in it changes, naming the fix.
+#[test]
+fn a_group_writable_output_directory_is_refused() {
+    for mode in [0o770, 0o775, 0o2770] {
+        let s = stack(&format!("group-{mode:o}"));
+        std::fs::set_permissions(&s.out, std::fs::Permissions::from_mode(mode)).unwrap();
+        let before = keyd_tests::snapshot(&s.out);
+        let out = keyd_tests::run(
+            keyctl(&s.home)
+                .arg("apply")
+                .arg("--policy")
+                .arg(&s.policy)
+                .arg("--out")
+                .arg(&s.out),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "mode {mode:o} accepted: {stderr}");
+        assert!(
+            stderr.contains(&s.out.display().to_string()) && stderr.contains("chmod go-w"),
+            "{stderr}"
+        );
+        assert_eq!(
+            keyd_tests::snapshot(&s.out),
+            before,
+            "mode {mode:o}: changed"
+        );
+    }
+}
+
+/// A `..keyd` made group-writable (by hand, or by an older keyd in such a directory) lets the
+/// group swap the set directories inside it: refused too.
+#[test]
+fn a_group_writable_keyd_directory_is_refused() {
+    let s = stack("group-own");
+    let own = s.out.join("..keyd");
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let out = keyd_tests::run(
+        keyctl(&s.home)
+            .arg("apply")
+            .arg("--policy")
+            .arg(&s.policy)
+            .arg("--out")
+            .arg(&s.out),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {stderr}");
+    assert!(stderr.contains(&own.display().to_string()), "{stderr}");
 }
 
 /// The names `out` shows (no dot entries), each with the inode of the file it leads to.

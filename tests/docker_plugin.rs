@@ -220,7 +220,7 @@ fn the_plugin_protocol_answers_as_docker_reads_it_and_nothing_else() {
         (
             "x",
             BTreeMap::from([("keyd.secret", "other/DB_PASSWORD")]),
-            "stack \"other\" is not served to Docker",
+            "names stack \"other\", but the service (namespace \"app\") is served stack \"app\" only",
         ),
         (
             "x",
@@ -351,8 +351,9 @@ fn driver_secret(t: &DockerTest, driver: &str, name: &str, keyd_secret: &str, la
 }
 
 /// A service of the consumer image that copies `/run/secrets/<target>` into `out` (a new host
-/// directory, `seen` in the test's, bind-mounted at /out), then waits. Returns the service's
-/// name and `out`.
+/// directory, `seen` in the test's, bind-mounted at /out), then waits. Labelled as a service of
+/// the Docker stack `app` (what `docker stack deploy` sets), the namespace the plugin serves
+/// stack `app` to. Returns the service's name and `out`.
 fn consumer_service(
     t: &DockerTest,
     image: &str,
@@ -370,6 +371,8 @@ fn consumer_service(
         &service,
         "--label",
         &t.label(),
+        "--label",
+        "com.docker.stack.namespace=app",
         "--container-label",
         &t.label(),
         "--restart-condition",
@@ -504,9 +507,7 @@ fn an_unknown_secret_fails_the_task_and_keyd_logs_why() {
         || plugin.log(),
     );
     assert!(
-        log.contains(
-            "no secret named \\\"NO_SUCH_SECRET\\\" in the stacks keyd serves to Docker (app)"
-        ),
+        log.contains("no secret named \\\"NO_SUCH_SECRET\\\" in stack \\\"app\\\""),
         "{log}"
     );
     assert!(

@@ -15,6 +15,8 @@ use keyd::store::Home;
     bin_name = "keyd",
     version,
     about = "Generates, stores, rotates and delivers key material for container stacks",
+    // Either flag gives the plugin something to serve; both may be given.
+    group(clap::ArgGroup::new("plugin_served").multiple(true)),
     after_help = "Exit codes: 0 stopped cleanly, 1 failure, 2 bad arguments, 4 the store cannot be opened, 6 a socket cannot be served (another keyd answers on it, or a file is in the way)"
 )]
 struct Args {
@@ -54,23 +56,36 @@ struct Args {
     /// Also serve Docker's secret-provider plugin protocol on this socket, so that
     /// `docker secret create --driver keyd NAME` takes NAME's value from keyd when a task
     /// starts (the engine knows the plugin by the file name without `.sock`). Needs
-    /// --plugin-stack. See docs/plugin.md
+    /// --plugin-stack or --plugin-allow-unstacked. See docs/plugin.md
     #[arg(
         long,
         value_name = "PATH",
         num_args = 0..=1,
         default_missing_value = "/run/docker/plugins/keyd.sock",
-        requires = "plugin_stacks"
+        requires = "plugin_served"
     )]
     docker_plugin: Option<PathBuf>,
-    /// A stack whose values the plugin may serve (repeatable); a Swarm secret naming any other
-    /// stack gets an error, never a value
+    /// Serve STACK's values to the services of the Docker stack NAMESPACE (their
+    /// com.docker.stack.namespace label; default: STACK), and to no other (repeatable; one
+    /// namespace per stack). A Swarm secret's labels choose only among the service's own
+    /// stack's values
     #[arg(
         long = "plugin-stack",
-        value_name = "STACK",
-        requires = "docker_plugin"
+        value_name = "STACK[=NAMESPACE]",
+        value_parser = parse_plugin_stack,
+        requires = "docker_plugin",
+        group = "plugin_served"
     )]
-    plugin_stacks: Vec<String>,
+    plugin_stacks: Vec<(String, String)>,
+    /// Serve STACK's values to services in no Docker stack (no com.docker.stack.namespace
+    /// label, e.g. made by `docker service create`); without it such services get nothing
+    #[arg(
+        long = "plugin-allow-unstacked",
+        value_name = "STACK",
+        requires = "docker_plugin",
+        group = "plugin_served"
+    )]
+    plugin_allow_unstacked: Option<String>,
     /// Also allow this uid on the plugin socket (repeatable; root, the engine, always may): a
     /// rootless engine's uid. The plugin socket is 0600, owned by keyd's uid, whatever
     /// --socket-mode says
@@ -80,6 +95,10 @@ struct Args {
         requires = "docker_plugin"
     )]
     plugin_allow_uids: Vec<u32>,
+}
+
+fn parse_plugin_stack(s: &str) -> Result<(String, String), String> {
+    keyd::sinks::plugin::StackMap::parse_stack_arg(s).map_err(|e| e.to_string())
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -124,6 +143,23 @@ fn main() -> ExitCode {
     if args.health {
         return health(&socket);
     }
+    // The plugin's stacks are checked before anything runs: a bad map is a bad argument.
+    let plugin = args.docker_plugin.map(|socket| {
+        keyd::sinks::plugin::StackMap::new(args.plugin_stacks, args.plugin_allow_unstacked).map(
+            |stacks| keyd::daemon::PluginConfig {
+                socket,
+                allow_uids: args.plugin_allow_uids,
+                stacks,
+            },
+        )
+    });
+    let plugin = match plugin.transpose() {
+        Ok(plugin) => plugin,
+        Err(e) => {
+            eprintln!("keyd: {e}");
+            return ExitCode::from(2);
+        }
+    };
     for path in &args.apply {
         let applied = keyd::policy::Policy::load(path)
             .map_err(keyd::Error::from)
@@ -155,11 +191,7 @@ fn main() -> ExitCode {
             home,
             socket_mode: args.socket_mode,
             allow_uids: args.allow_uids,
-            plugin: args.docker_plugin.map(|socket| keyd::daemon::PluginConfig {
-                socket,
-                allow_uids: args.plugin_allow_uids,
-                stacks: args.plugin_stacks,
-            }),
+            plugin,
         })
     };
     match result {

@@ -106,10 +106,10 @@ impl From<Error> for Failure {
                     "keyd never replaces a value silently: give the new secret another name, or restore the old kind of {name}"
                 )),
             ),
-            Error::Sink(SinkError::WorldWritable { path, .. }) => (
+            Error::Sink(SinkError::SharedWritable { path, .. }) => (
                 1,
                 Some(format!(
-                    "run `chmod o-w {}`, or deliver to a directory only keyd and its consumers can write to ([sinks.files] dir, or --out)",
+                    "run `chmod go-w {}`, or deliver to a directory only keyd can write to ([sinks.files] dir, or --out); consumers need only read it",
                     path.display()
                 )),
             ),

@@ -26,6 +26,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::ops;
 use crate::rotation::RotationReport;
+use crate::sinks::plugin::StackMap;
 use crate::store::{Home, StoreData};
 
 /// How the daemon runs.
@@ -51,8 +52,9 @@ pub struct PluginConfig {
     pub socket: PathBuf,
     /// Uids allowed besides root (the engine).
     pub allow_uids: Vec<u32>,
-    /// The stacks whose values the plugin may serve.
-    pub stacks: Vec<String>,
+    /// Which stack each requesting service may read (`--plugin-stack`,
+    /// `--plugin-allow-unstacked`).
+    pub stacks: StackMap,
 }
 
 /// State shared by the API and the scheduler. A cheap `Arc` handle: `work` is a mutex that
@@ -464,7 +466,7 @@ pub fn run_daemon(config: Config) -> Result<(), Error> {
             eprintln!(
                 "keyd: Docker secret-provider plugin on {} (stacks: {})",
                 config.socket.display(),
-                config.stacks.join(", ")
+                config.stacks
             );
         }
         let signals = {

@@ -1,8 +1,9 @@
 //! The Docker secret-provider plugin socket's routes (Docker's legacy plugin protocol, served
 //! by the same daemon on a socket of its own): `POST /Plugin.Activate` and
 //! `POST /SecretProvider.GetSecret`. Nothing else: the API's routes are not here, and the
-//! API socket has none of these. Which output a Swarm secret stands for is decided by
-//! `sinks::plugin` (labels); values are read with the store's lock-free `peek` (through
+//! API socket has none of these. Which stack a requesting service may read (its
+//! `com.docker.stack.namespace`) and which output of it a Swarm secret stands for (labels) are
+//! decided by `sinks::plugin`; values are read with the store's lock-free `peek` (through
 //! `State::view`, decrypted once per store version, on the blocking pool), base64-encoded into
 //! zeroizing buffers, and never logged.
 
@@ -17,7 +18,7 @@ use zeroize::Zeroizing;
 
 use super::State;
 use super::http::{Request, Response, Routes};
-use crate::sinks::plugin::{PluginError, SecretRef, resolve};
+use crate::sinks::plugin::{PluginError, SecretRef, StackMap, resolve};
 
 /// The content type of Docker's plugin protocol.
 pub const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
@@ -40,7 +41,7 @@ pub struct GetSecretRequest {
     /// The service's name.
     #[serde(rename = "ServiceName")]
     pub service_name: String,
-    /// The service's labels.
+    /// The service's labels: `com.docker.stack.namespace` decides which stack it may read.
     #[serde(rename = "ServiceLabels")]
     pub service_labels: Option<BTreeMap<String, String>>,
     /// The service's hostname setting.
@@ -75,10 +76,10 @@ struct GetSecretAnswer<'a> {
     do_not_reuse: bool,
 }
 
-/// The plugin socket's routes: the daemon's state and the stacks the plugin may serve.
+/// The plugin socket's routes: the daemon's state and which stack each service may read.
 pub(super) struct PluginRoutes {
     pub state: Arc<State>,
-    pub stacks: Arc<Vec<String>>,
+    pub stacks: Arc<StackMap>,
 }
 
 impl Routes for PluginRoutes {
@@ -145,11 +146,12 @@ fn protocol_error(status: u16, message: String) -> Response {
     )
 }
 
-/// Answers one `GetSecret` body from the store as it is now, for a plugin serving `stacks`.
+/// Answers one `GetSecret` body from the store as it is now: a value of the stack `stacks`
+/// gives the requesting service, never of another.
 /// A refusal is a 200 with `Err` set (the protocol's way: swarmkit fails the task with that
 /// message), never an empty value. Blocks (it reads the store): the plugin's routes run it
 /// through [`State::read`].
-pub fn get_secret(state: &State, stacks: &[String], body: &[u8]) -> Response {
+pub fn get_secret(state: &State, stacks: &StackMap, body: &[u8]) -> Response {
     let request: GetSecretRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
@@ -160,17 +162,27 @@ pub fn get_secret(state: &State, stacks: &[String], body: &[u8]) -> Response {
         }
     };
     let labels = request.secret_labels.clone().unwrap_or_default();
+    let namespace = request
+        .service_labels
+        .as_ref()
+        .and_then(StackMap::namespace_of);
     // Caller-given names are escaped: they must not forge log lines.
     let who = format!(
-        "task {} of service {}",
+        "task {} of service {} ({})",
         request.task_name.escape_debug(),
-        request.service_name.escape_debug()
+        request.service_name.escape_debug(),
+        namespace.map_or_else(
+            || "in no stack".to_owned(),
+            |n| format!("namespace {}", n.escape_debug())
+        )
     );
     let served = SecretRef::from_labels(&request.secret_name, &labels).and_then(|wanted| {
+        // Refused before the store is read: a service of no served stack costs no decryption.
+        stacks.stack_for(namespace)?;
         let data = state
             .view()
             .map_err(|e| PluginError::Store(e.to_string()))?;
-        resolve(&data, stacks, &wanted)
+        resolve(&data, stacks, namespace, &wanted)
     });
     match served {
         Ok(served) => {

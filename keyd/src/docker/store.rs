@@ -201,20 +201,28 @@ impl SwarmStore {
         Ok(bytes)
     }
 
-    /// Removes generations older than the last [`KEEP_GENERATIONS`], and parts no head
-    /// claims at or below the newest (left by a writer that lost a race or died between
-    /// its parts and its head).
+    /// Removes generations older than the last [`KEEP_GENERATIONS`], each head first and then
+    /// its parts (named from the head's labels, so no part's data is listed). Every
+    /// [`KEEP_GENERATIONS`]th generation also sweeps parts no kept head claims at or below the
+    /// newest (left by a writer that died between its parts and its head): that sweep lists
+    /// every part with its data, too costly for every commit of a large store.
     fn prune(&self, engine: &Engine, newest: u64) -> Result<(), DockerError> {
         let keep_from = newest.saturating_sub(KEEP_GENERATIONS - 1);
         let heads = self.heads(engine)?;
-        let kept: HashMap<String, &Head> = heads
-            .iter()
-            .filter(|h| h.generation >= keep_from)
-            .map(|h| (h.name.clone(), h))
-            .collect();
         for head in heads.iter().filter(|h| h.generation < keep_from) {
             engine.delete_config(&head.name)?;
+            for i in 0..head.parts {
+                engine.delete_config(&format!("{}-{}-{i}", head.name, head.nonce))?;
+            }
         }
+        if newest % KEEP_GENERATIONS != 0 {
+            return Ok(());
+        }
+        let kept: HashMap<&str, &Head> = heads
+            .iter()
+            .filter(|h| h.generation >= keep_from)
+            .map(|h| (h.name.as_str(), h))
+            .collect();
         for part in engine.configs_labelled("keyd.store", &self.name)? {
             let Some(of) = part.labels.get("keyd.store.part-of") else {
                 continue;
@@ -225,7 +233,7 @@ impl SwarmStore {
                 .and_then(|g| g.parse().ok())
                 .unwrap_or(0);
             let claimed = kept
-                .get(of)
+                .get(of.as_str())
                 .is_some_and(|h| part.labels.get("keyd.store.nonce") == Some(&h.nonce));
             if !claimed && generation <= newest {
                 engine.delete_config(&part.name)?;

@@ -155,6 +155,15 @@ pub struct PluginSpec {
     pub update_timeout: Duration,
     /// How long one call to the Docker engine may take.
     pub timeout: Duration,
+    /// The Docker stack namespace (`com.docker.stack.namespace`) whose services the plugin
+    /// serves this stack to, as `keyd --plugin-stack STACK=NAMESPACE` says; `None`: the
+    /// stack's own name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Whether the plugin also serves this stack to services in no Docker stack
+    /// (`keyd --plugin-allow-unstacked STACK`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unstacked: bool,
 }
 
 impl PluginSpec {
@@ -165,7 +174,14 @@ impl PluginSpec {
             driver: "keyd".into(),
             update_timeout: SwarmSpec::DEFAULT_UPDATE_TIMEOUT,
             timeout: SwarmSpec::DEFAULT_TIMEOUT,
+            namespace: None,
+            unstacked: false,
         }
+    }
+
+    /// The namespace whose services read this stack through the plugin.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or(&self.stack)
     }
 }
 

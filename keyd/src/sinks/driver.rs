@@ -9,8 +9,9 @@
 
 use std::collections::BTreeMap;
 
+use super::plugin::{self, StackMap};
 use super::swarm::{engine_for, key_of, keyed_digest};
-use super::{Delivery, DeliveryReport, Pass, Sink, SinkError, plugin};
+use super::{Delivery, DeliveryReport, Pass, Sink, SinkError};
 use crate::docker::{DockerError, Engine};
 use crate::policy::PluginSpec;
 use crate::store::Books;
@@ -43,10 +44,17 @@ impl PluginSink {
         })
     }
 
-    /// Bumps `ForceUpdate` of every service using a secret of `ids`; waits for each update.
+    /// Bumps `ForceUpdate` of every service of this stack using a secret of `ids` (a service
+    /// the plugin serves another stack, or nothing, would not be given this stack's value
+    /// anyway); waits for each update.
     fn restart(&self, engine: &Engine, ids: &[String]) -> Result<Vec<String>, SinkError> {
+        let map = StackMap::for_stack(&self.spec.stack, self.spec.namespace(), self.spec.unstacked);
         let (done, mut failures) = engine
             .roll(SINK, self.spec.update_timeout, |spec| {
+                let namespace = spec.labels.as_ref().and_then(StackMap::namespace_of);
+                if map.stack_for(namespace).is_err() {
+                    return false;
+                }
                 let Some(task) = spec.task_template.as_mut() else {
                     return false;
                 };
@@ -115,7 +123,6 @@ impl Sink for PluginSink {
             return Ok(report);
         }
         let engine = engine_for(self.spec.timeout).map_err(|e| self.fail(e))?;
-        let served = [self.spec.stack.clone()];
         let ids: Vec<String> = engine
             .secrets()
             .map_err(|e| self.fail(e))?
@@ -129,7 +136,7 @@ impl Sink for PluginSink {
                     .collect();
                 changed
                     .keys()
-                    .any(|name| plugin::serves(&s.name, &labels, &served, &self.spec.stack, name))
+                    .any(|name| plugin::serves(&s.name, &labels, &self.spec.stack, name))
             })
             .map(|s| s.id)
             .collect();

@@ -88,13 +88,14 @@ pub enum SinkError {
     /// Several sinks or values failed (each delivered what it could).
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Several(Vec<SinkError>),
-    /// The output directory is writable by every user (sticky or not), so anyone could put a
-    /// file, FIFO or symlink where the sink delivers.
+    /// The output directory (or keyd's `..keyd` in it) is writable by its group or every user
+    /// (sticky or not), so they could put a file, FIFO or symlink where the sink delivers, or
+    /// swap one in for a directory keyd is about to set up.
     #[error(
-        "{sink} {}: the directory is writable by every user (mode {mode:04o}), so anyone could put a file where keyd delivers one; refusing to deliver there",
+        "{sink} {}: the directory is writable by its group or others (mode {mode:04o}), so they could put a file or symlink where keyd delivers one; refusing to deliver there",
         path.display()
     )]
-    WorldWritable {
+    SharedWritable {
         /// The sink.
         sink: &'static str,
         /// The directory.

@@ -114,8 +114,14 @@ pub(super) fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> 
                 let s = Fields::new("[sinks.plugin]", t);
                 s.only(
                     c,
-                    &["driver", "update_timeout", "timeout"],
-                    "driver, update_timeout or timeout",
+                    &[
+                        "driver",
+                        "update_timeout",
+                        "timeout",
+                        "namespace",
+                        "unstacked",
+                    ],
+                    "driver, update_timeout, timeout, namespace or unstacked",
                 );
                 // The stack is filled in once [stack] is read.
                 let mut sink = PluginSpec::for_stack("");
@@ -131,6 +137,19 @@ pub(super) fn check_sinks(c: &mut Checker, base: &Path, table: &DeTable<'_>) -> 
                 }
                 if let Some((d, _)) = s.duration(c, "timeout") {
                     sink.timeout = d;
+                }
+                if let Some((namespace, at)) = s.str(c, "namespace") {
+                    if namespace.is_empty()
+                        || namespace.chars().any(|ch| {
+                            ch.is_whitespace() || ch.is_control() || ch == '/' || ch == '='
+                        })
+                    {
+                        c.err(at, format!("[sinks.plugin] namespace {namespace:?} is not a Docker stack namespace (expected the name given to `docker stack deploy`, as in keyd --plugin-stack STACK=NAMESPACE)"));
+                    }
+                    sink.namespace = Some(namespace);
+                }
+                if let Some(unstacked) = s.bool(c, "unstacked") {
+                    sink.unstacked = unstacked;
                 }
                 sinks.set(SinkSpec::Plugin(sink));
             }
@@ -382,6 +401,23 @@ kind = "fernet"
         assert_eq!(
             err_text(&src("driver = \"/run/docker/plugins/keyd.sock\"\n")),
             "p.toml:4:10: [sinks.plugin] driver \"/run/docker/plugins/keyd.sock\" is not a plugin name (expected the name of keyd's plugin socket, e.g. \"keyd\", or NAME:TAG of a managed plugin)"
+        );
+    }
+
+    #[test]
+    fn plugin_namespace_defaults_to_the_stack_and_unstacked_is_opt_in() {
+        let src = |body: &str| {
+            format!("[stack]\nname = \"s\"\n[sinks.plugin]\n{body}[secrets.A]\nkind = \"fernet\"\n")
+        };
+        let p = policy(&src(""));
+        let plugin = p.sinks.plugin().unwrap();
+        assert_eq!((plugin.namespace(), plugin.unstacked), ("s", false));
+        let p = policy(&src("namespace = \"prod_s\"\nunstacked = true\n"));
+        let plugin = p.sinks.plugin().unwrap();
+        assert_eq!((plugin.namespace(), plugin.unstacked), ("prod_s", true));
+        assert_eq!(
+            err_text(&src("namespace = \"a b\"\n")),
+            "p.toml:4:13: [sinks.plugin] namespace \"a b\" is not a Docker stack namespace (expected the name given to `docker stack deploy`, as in keyd --plugin-stack STACK=NAMESPACE)"
         );
     }
 

@@ -22,7 +22,7 @@ impl Sink for FilesSink {
     fn check(&self, _deliveries: &[Delivery]) -> Result<(), SinkError> {
         // Any byte string can be a file; names were checked by the policy. The directory is
         // checked here too, so that refusing it leaves every sink untouched.
-        self.refuse_world_writable()
+        self.refuse_shared_writable()
     }
 
     fn deliver(
@@ -36,7 +36,7 @@ impl Sink for FilesSink {
         // A directory this pass makes shows nothing yet: no name in it is looked up, and
         // nothing is left in it for a clean-up to list.
         let fresh = !dir.is_dir() && self.make_out_dir()?;
-        self.refuse_world_writable()?;
+        self.refuse_shared_writable()?;
         let mut report = DeliveryReport {
             sink: SINK.into(),
             location: dir.clone(),

@@ -6,7 +6,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write as _};
 use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fd::OwnedFd;
@@ -164,19 +164,27 @@ impl FilesSink {
         finish(&mut f).map_err(io(path))
     }
 
-    /// Refuses an output directory every user may write to: anyone could plant a symlink, a
-    /// FIFO or a file of their own where consumers read secrets (a sticky bit does not help:
-    /// the planted entry is theirs to keep). A directory not made yet is checked once made.
-    pub(super) fn refuse_world_writable(&self) -> Result<(), SinkError> {
+    /// Refuses an output directory its group or every user may write to, and a `..keyd` in it
+    /// they may write to: they could plant a symlink, a FIFO or a file of their own where
+    /// consumers read secrets, or swap a symlink in for a directory keyd sets up (a sticky bit
+    /// does not help: the planted entry is theirs to keep). Only the owner (keyd's user, or
+    /// root) can then change an entry in either. A directory not made yet is checked once made.
+    pub(super) fn refuse_shared_writable(&self) -> Result<(), SinkError> {
         let dir = &self.spec.dir;
-        match fs::metadata(dir) {
-            Ok(meta) if meta.mode() & 0o002 != 0 => Err(SinkError::WorldWritable {
-                sink: SINK,
-                path: dir.clone(),
-                mode: meta.mode() & 0o7777,
-            }),
-            _ => Ok(()),
+        let own = self.own();
+        for (path, meta) in [(dir, fs::metadata(dir)), (&own, fs::symlink_metadata(&own))] {
+            match meta {
+                Ok(meta) if meta.is_dir() && meta.mode() & 0o022 != 0 => {
+                    return Err(SinkError::SharedWritable {
+                        sink: SINK,
+                        path: path.clone(),
+                        mode: meta.mode() & 0o7777,
+                    });
+                }
+                _ => {}
+            }
         }
+        Ok(())
     }
 
     /// Makes the output directory and the parents it lacks, each with `dir_mode` whatever the
@@ -227,19 +235,54 @@ impl FilesSink {
 
     /// Makes a directory of keyd's inside the output directory (`..keyd`, a set), empty.
     /// Readers reach the files through it: it opens to whoever could open the output
-    /// directory, as files did when they lay in it.
+    /// directory, as files did when they lay in it. Made with `mkdirat` relative to its
+    /// parent's fd (`..keyd` opened with `O_NOFOLLOW`), then opened with `O_NOFOLLOW` and set
+    /// up through that fd (`fchmod`, `fchown`): a symlink swapped in at any of these names
+    /// fails the pass instead of redirecting the mode or owner change.
     pub(super) fn make_dir(&self, path: &Path) -> Result<(), SinkError> {
         let dir = &self.spec.dir;
-        let dir_meta = fs::metadata(dir).map_err(io(dir))?;
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(path)
-            .map_err(io(path))?;
-        fs::set_permissions(path, fs::Permissions::from_mode(dir_meta.mode() & 0o777))
-            .map_err(io(path))?;
-        if fs::metadata(path).is_ok_and(|m| m.gid() != dir_meta.gid()) {
-            // Best effort: only root or a member of that group may change it.
-            let _ = std::os::unix::fs::chown(path, None, Some(dir_meta.gid()));
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let relative = path
+            .strip_prefix(dir)
+            .ok()
+            .filter(|r| r.components().count() >= 1)
+            .ok_or_else(|| io(path)(std::io::Error::other("not inside the output directory")))?;
+        // The output directory is the operator's path (a symlink there is theirs); everything
+        // below it is keyd's and is never followed.
+        let mut parent =
+            rustix::fs::open(dir, flags, Mode::empty()).map_err(|e| io(dir)(e.into()))?;
+        let dir_meta = rustix::fs::fstat(&parent).map_err(|e| io(dir)(e.into()))?;
+        let mut components = relative.components().peekable();
+        let mut at = dir.clone();
+        while let Some(component) = components.next() {
+            let name = component.as_os_str();
+            at.push(name);
+            if components.peek().is_some() {
+                parent = rustix::fs::openat(&parent, name, flags | OFlags::NOFOLLOW, Mode::empty())
+                    .map_err(|e| io(&at)(e.into()))?;
+                continue;
+            }
+            rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o700))
+                .map_err(|e| io(&at)(e.into()))?;
+            let made = rustix::fs::openat(&parent, name, flags | OFlags::NOFOLLOW, Mode::empty())
+                .map_err(|e| io(&at)(e.into()))?;
+            // Another directory renamed in between the mkdir and the open is not keyd's.
+            let st = rustix::fs::fstat(&made).map_err(|e| io(&at)(e.into()))?;
+            if st.st_uid != rustix::process::geteuid().as_raw() {
+                return Err(io(&at)(std::io::Error::other(
+                    "the directory keyd made here was replaced by another user's",
+                )));
+            }
+            rustix::fs::fchmod(&made, Mode::from_raw_mode(dir_meta.st_mode & 0o777))
+                .map_err(|e| io(&at)(e.into()))?;
+            if st.st_gid != dir_meta.st_gid {
+                // Best effort: only root or a member of that group may change it.
+                let _ = rustix::fs::fchown(
+                    &made,
+                    None,
+                    Some(rustix::fs::Gid::from_raw(dir_meta.st_gid)),
+                );
+            }
         }
         Ok(())
     }
@@ -408,6 +451,42 @@ mod tests {
             0o755,
             "a directory keyd did not make keeps its mode"
         );
+    }
+
+    /// Review finding (issue 26, low): `..keyd` and the set directories were made and
+    /// chmodded by path, following a symlink swapped in at `..keyd` or at the set's name.
+    #[test]
+    pub(super) fn a_symlink_at_keyds_directories_never_redirects_their_mkdir_or_chmod() {
+        let scratch = crate::scratch::Scratch::new();
+        let (out, outside) = (scratch.path().join("out"), scratch.path().join("outside"));
+        fs::create_dir(&out).unwrap();
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::create_dir(&outside).unwrap();
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o700)).unwrap();
+        let sink = FilesSink::new(crate::policy::FilesSpec {
+            dir: out.clone(),
+            mode: 0o400,
+            dir_mode: 0o755,
+            uid: None,
+            gid: None,
+            reload: None,
+        });
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        // `..keyd` swapped for a link to a directory elsewhere: a set is not made through it.
+        std::os::unix::fs::symlink(&outside, out.join(OWN)).unwrap();
+        assert!(sink.make_dir(&out.join(OWN).join("@web@2")).is_err());
+        assert!(!outside.join("@web@2").exists(), "made through the link");
+        // A link at the name being made: refused, the directory it names left as it was.
+        assert!(sink.make_dir(&out.join(OWN)).is_err());
+        fs::remove_file(out.join(OWN)).unwrap();
+        sink.make_dir(&out.join(OWN)).unwrap();
+        assert_eq!(mode(&out.join(OWN)), 0o755);
+        std::os::unix::fs::symlink(&outside, out.join(OWN).join("@web@2")).unwrap();
+        assert!(sink.make_dir(&out.join(OWN).join("@web@2")).is_err());
+        assert_eq!(mode(&outside), 0o700, "the directory outside was chmodded");
+        fs::remove_file(out.join(OWN).join("@web@2")).unwrap();
+        sink.make_dir(&out.join(OWN).join("@web@2")).unwrap();
+        assert_eq!(mode(&out.join(OWN).join("@web@2")), 0o755);
     }
 
     #[test]
