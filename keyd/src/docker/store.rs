@@ -215,7 +215,7 @@ impl SwarmStore {
                 engine.delete_config(&format!("{}-{}-{i}", head.name, head.nonce))?;
             }
         }
-        if newest % KEEP_GENERATIONS != 0 {
+        if !newest.is_multiple_of(KEEP_GENERATIONS) {
             return Ok(());
         }
         let kept: HashMap<&str, &Head> = heads
