@@ -109,9 +109,10 @@ impl SwarmStore {
     ) -> Result<T, StoreError> {
         let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
         if engine.is_none() {
-            let connected = Engine::connect(CALL_TIMEOUT).map_err(|e| self.error(e))?;
-            connected.require_manager().map_err(|e| self.error(e))?;
-            *engine = Some(connected);
+            // No separate "is this a manager" call (`/info` is the engine's slowest answer):
+            // on a node that is not one, the first config call fails with the engine's
+            // "This node is not a swarm manager" message.
+            *engine = Some(Engine::connect(CALL_TIMEOUT).map_err(|e| self.error(e))?);
         }
         let result = f(engine.as_ref().expect("connected above"));
         if result.is_err() {
