@@ -348,6 +348,7 @@ fn stack() -> impl Strategy<Value = StackRecord> {
                         last_error,
                         retry_at,
                     }),
+                    files_delivered_to: None,
                 }
             },
         )

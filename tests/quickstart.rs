@@ -423,3 +423,148 @@ fn one_store_holds_several_stacks_and_an_ambiguous_name_asks_for_its_stack() {
         std::fs::read(tmp.join("green/SECRET_KEY")).unwrap()
     );
 }
+
+/// A policy of stack `demo` whose `[sinks.files]` delivers to `dir`, with a password and a
+/// template of it (and `extra` appended).
+fn demo_policy(path: &Path, dir: &Path, extra: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "[stack]\nname = \"demo\"\n\n[sinks.files]\ndir = \"{}\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\n\n[secrets.DB_URL]\nkind = \"template\"\ntemplate = \"postgres://app:{{DB_PASSWORD|url}}@db/app\"\n{extra}",
+            dir.display()
+        ),
+    )
+    .unwrap();
+}
+
+/// After `quickstart --out DIR`, an `apply` without `--out` would deliver to the policy's own
+/// directory, leaving DIR (which the consumers mount) stale from then on: refused, naming both
+/// directories, with nothing written anywhere. `--out NEW` moves deliberately: NEW gets every
+/// file, keyd's files leave DIR (a file of the user's stays), and rotations follow to NEW.
+#[test]
+fn apply_without_out_refuses_to_move_delivery_away_from_the_last_directory() {
+    let tmp = TempDir::new("moved-delivery");
+    let (home, out, policy_dir) = (tmp.join("home"), tmp.join("out"), tmp.join("policy-dir"));
+    let policy = tmp.join("demo.toml");
+    demo_policy(&policy, &policy_dir, "");
+    quickstart(&home, &policy, &out);
+    let password = std::fs::read(out.join("DB_PASSWORD")).unwrap();
+    std::fs::write(out.join("NOTES.txt"), "mine").unwrap();
+    let store = std::fs::read(home.join("store.age")).unwrap();
+
+    for command in ["apply", "quickstart"] {
+        let refused = run(keyctl(&home).arg(command).arg("--policy").arg(&policy));
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            stderr.contains(&out.display().to_string())
+                && stderr.contains(&policy_dir.display().to_string()),
+            "{command}: the refusal does not name both directories: {stderr}"
+        );
+        assert!(stderr.contains("--out"), "{command}: no hint: {stderr}");
+        assert!(
+            !policy_dir.exists(),
+            "{command} delivered to the policy's dir"
+        );
+        assert_eq!(
+            std::fs::read(home.join("store.age")).unwrap(),
+            store,
+            "{command}: the refused command rewrote the store"
+        );
+    }
+    // The same directory again is no move.
+    ok(keyctl(&home)
+        .arg("apply")
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--out")
+        .arg(&out));
+
+    // A deliberate move: the new directory has every value, the old one none of keyd's files.
+    let new = tmp.join("new");
+    ok(keyctl(&home)
+        .arg("apply")
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--out")
+        .arg(&new));
+    assert_eq!(std::fs::read(new.join("DB_PASSWORD")).unwrap(), password);
+    assert!(new.join("DB_URL").exists());
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        ["NOTES.txt"],
+        "keyd's files were left in the old directory"
+    );
+
+    // From now on the store knows the new place: a rotation goes there, and an apply without
+    // --out is refused again, naming it.
+    ok(keyctl(&home).args(["rotate", "DB_PASSWORD"]));
+    assert_ne!(std::fs::read(new.join("DB_PASSWORD")).unwrap(), password);
+    assert!(!out.join("DB_PASSWORD").exists());
+    let refused = run(keyctl(&home).arg("apply").arg("--policy").arg(&policy));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&new.display().to_string()),
+        "the refusal does not name the directory moved to: {stderr}"
+    );
+}
+
+/// A refused command persists nothing: `quickstart --swarm` (and `apply --swarm` of a policy
+/// that gained a secret) with no swarm manager to deliver to is refused, and leaves the store
+/// byte for byte as it was: no swarm sink recorded for later rotations to fail at, no new
+/// secret, nothing delivered.
+#[test]
+fn a_command_refused_for_want_of_a_swarm_leaves_the_store_unchanged() {
+    let tmp = TempDir::new("refused-swarm");
+    let (home, out) = (tmp.join("home"), tmp.join("out"));
+    let policy = tmp.join("demo.toml");
+    demo_policy(&policy, &out, "");
+    quickstart(&home, &policy, &out);
+    let store = std::fs::read(home.join("store.age")).unwrap();
+    let status = ok(keyctl(&home).args(["status", "--json"]));
+    let files = snapshot(&out);
+    // An engine that is not there: unreachable, so certainly no swarm manager.
+    let docker_host = format!("unix://{}", tmp.join("no-docker.sock").display());
+
+    for (command, extra) in [
+        ("quickstart", ""),
+        ("apply", ""),
+        ("apply", "\n[secrets.SESSION_KEY]\nkind = \"token\"\n"),
+    ] {
+        demo_policy(&policy, &out, extra);
+        let refused = run(keyctl(&home)
+            .arg(command)
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--out")
+            .arg(&out)
+            .arg("--swarm")
+            .env("DOCKER_HOST", &docker_host));
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{command} --swarm succeeded");
+        assert!(
+            std::fs::read(home.join("store.age")).unwrap() == store,
+            "{command} --swarm{}: refused ({stderr}), but the store changed",
+            if extra.is_empty() {
+                ""
+            } else {
+                " (a new secret)"
+            }
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&ok(keyctl(&home).args(["status", "--json"]))),
+            String::from_utf8_lossy(&status)
+        );
+        assert_eq!(snapshot(&out), files, "{command} --swarm delivered files");
+    }
+    // Nothing is owed: a rotation still goes through, to the files.
+    demo_policy(&policy, &out, "");
+    ok(keyctl(&home)
+        .args(["rotate", "DB_PASSWORD"])
+        .env("DOCKER_HOST", &docker_host));
+}

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use crate::policy::SinkSpec;
+use crate::policy::{SinkSpec, Sinks};
 use crate::secret::Value;
 use crate::sinks::{self, Delivery, DeliveryReport, Pass, SinkError};
 use crate::store::{ReloadOwed, StackRecord};
@@ -46,6 +46,15 @@ pub fn same_deliveries(a: &[Delivery], b: &[Delivery]) -> bool {
                     b.value.expose().as_bytes(),
                 )
         })
+}
+
+/// Has every sink in `sinks` say whether a delivery could start at all, writing nothing
+/// ([`crate::sinks::Sink::ready`]): asked before a command persists anything.
+pub fn ready(sinks: &Sinks) -> Result<(), SinkError> {
+    for spec in sinks.iter() {
+        sinks::build(spec).ready()?;
+    }
+    Ok(())
 }
 
 /// Has every sink of `stack` check every value, writing nothing.
@@ -124,6 +133,9 @@ pub fn deliver_values(
                 if let Err(e) = reload_if_needed(stack, &report, now) {
                     failures.push(e);
                 }
+                if let Err(e) = follow_files_move(stack, &report, pass) {
+                    failures.push(e);
+                }
                 reports.push(report);
             }
             Err(e) => failures.push(e),
@@ -134,6 +146,34 @@ pub fn deliver_values(
         1 => Err(failures.remove(0)),
         _ => Err(SinkError::Several(failures)),
     }
+}
+
+/// Records where a files sink has just delivered `stack`. When that is another directory than
+/// the last one (a move `--out` asked for: apply and import refuse any other), keyd's files of
+/// this stack leave the old directory now that the new one holds every value; until they
+/// have, the old directory stays recorded, so the next pass tries again. Only a full pass
+/// vouches that the new directory holds every value: a rotation's pass records nothing.
+fn follow_files_move(
+    stack: &mut StackRecord,
+    report: &DeliveryReport,
+    pass: Pass<'_>,
+) -> Result<(), SinkError> {
+    if report.sink != "files" || !matches!(pass, Pass::Full) {
+        return Ok(());
+    }
+    if let Some(old) = &stack.files_delivered_to
+        && !sinks::same_directory(old, &report.location)
+    {
+        // Every name the stack ever delivered, those of secrets it no longer declares too.
+        let names: Vec<&str> = stack
+            .secrets
+            .values()
+            .flat_map(|r| r.outputs.iter().map(|o| o.name.as_str()))
+            .collect();
+        sinks::remove_delivered(old, &names)?;
+    }
+    stack.files_delivered_to = Some(report.location.clone());
+    Ok(())
 }
 
 /// Runs the files sink's reload hook after `report` wrote something, or while an earlier run is

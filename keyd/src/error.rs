@@ -109,6 +109,22 @@ pub enum Error {
         /// The destination.
         store: String,
     },
+    /// A stack's files would be delivered to another directory than the one they were last
+    /// delivered to, and no `--out` asked for the move.
+    #[error(
+        "stack {stack} was last delivered to {}, and this would deliver it to {}: the files consumers read in {} would stop changing",
+        from.display(),
+        to.display(),
+        from.display()
+    )]
+    DeliveryMoved {
+        /// The stack.
+        stack: String,
+        /// Where its files were last delivered.
+        from: std::path::PathBuf,
+        /// Where this command would deliver them.
+        to: std::path::PathBuf,
+    },
     /// An operation panicked: a bug in keyd. Its message (which could name anything) goes to
     /// keyd's log through the panic hook, not here.
     #[error("internal error: {operation} panicked (details in keyd's log)")]

@@ -104,6 +104,10 @@ pub fn reconcile<'p>(
     });
     // The stored records are updated in place (a no-change apply of 10,000 secrets moves no
     // record); those the policy no longer declares are set aside while templates derive.
+    let files_delivered_to = old
+        .as_ref()
+        .and_then(|o| o.last_files_dir())
+        .map(ToOwned::to_owned);
     let (mut secrets, ledger, swarm, reload_owed) = old.map_or_else(Default::default, |o| {
         (o.secrets, o.ledger, o.swarm, o.reload_owed)
     });
@@ -231,6 +235,7 @@ pub fn reconcile<'p>(
         ledger,
         swarm,
         reload_owed,
+        files_delivered_to,
     };
     let mut reconciled = Reconciled {
         policy,

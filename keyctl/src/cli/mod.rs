@@ -100,6 +100,15 @@ impl From<Error> for Failure {
                 1,
                 Some("restore the store that delivered them (or import them); `keyctl quickstart --reinit` replaces them with new values".into()),
             ),
+            Error::DeliveryMoved { from, to, .. } => (
+                1,
+                Some(format!(
+                    "pass `--out {}` to keep delivering there, or `--out {}` to move (keyd then removes its files from {})",
+                    from.display(),
+                    to.display(),
+                    from.display()
+                )),
+            ),
             Error::KindChanged { name, .. } => (
                 1,
                 Some(format!(

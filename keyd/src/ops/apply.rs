@@ -15,7 +15,7 @@ use crate::policy::{FilesSpec, Kind, Policy, SinkSpec, Sinks, SwarmSpec};
 use crate::reconcile::reconcile;
 use crate::rotation::{Engine, OutcomeKind, SecretKey};
 use crate::sinks::{Delivery, DeliveryReport};
-use crate::store::{Home, InitOutcome, LockedStore, SecretRecord, StoreData};
+use crate::store::{Home, InitOutcome, LockedStore, SecretRecord, StackRecord, StoreData};
 
 /// How to apply.
 #[derive(Clone, Debug, Default)]
@@ -209,6 +209,29 @@ fn refuse_to_replace_existing_outputs(policy: &Policy, sinks: &Sinks) -> Result<
     })
 }
 
+/// Refuses to deliver the files of `old` (a stack the store knows) anywhere but where they
+/// were last delivered, unless `--out` was given (`out_given`): consumers mount that
+/// directory, and would keep reading its values while rotations go elsewhere. A move asked
+/// for is followed by the delivery pass, which removes keyd's files from the old directory.
+pub(super) fn refuse_to_move_files_unasked(
+    stack: &str,
+    old: &StackRecord,
+    sinks: &Sinks,
+    out_given: bool,
+) -> Result<(), Error> {
+    let (Some(from), Some(to)) = (old.last_files_dir(), sinks.files().map(|f| &f.dir)) else {
+        return Ok(());
+    };
+    if out_given || crate::sinks::same_directory(from, to) {
+        return Ok(());
+    }
+    Err(Error::DeliveryMoved {
+        stack: stack.to_owned(),
+        from: from.to_owned(),
+        to: to.clone(),
+    })
+}
+
 /// Reconciles `policy` with the store in `home` and delivers. See the module comment.
 pub fn apply(home: &Home, policy: &Policy, options: &ApplyOptions) -> Result<ApplyReport, Error> {
     apply_loaded(home, policy, options, None).map(|(report, _)| report)
@@ -283,6 +306,20 @@ fn apply_loaded(
         let engine = DockerEngine::connect(SwarmSpec::DEFAULT_TIMEOUT)?;
         engine.init_swarm(None)?;
     }
+    // A refused command persists nothing: whatever can refuse is asked before the home is
+    // initialised or the store written. Every sink must be there to deliver to (a swarm
+    // manager)...
+    deliver::ready(&sinks)?;
+    // ...and a home about to be made must not be made for a stack whose outputs exist.
+    // (A home with an identity but no store is left to `init_or_reinit`, which names the
+    // store that is missing.)
+    let fresh_home = loaded.is_none()
+        && options.init
+        && !home.store_path().exists()
+        && !home.identity_path().exists();
+    if fresh_home && !options.reinit {
+        refuse_to_replace_existing_outputs(policy, &sinks)?;
+    }
     let (lock, mut data, initialised) = match loaded {
         Some((lock, data)) => (lock, data, false),
         None => {
@@ -298,8 +335,12 @@ fn apply_loaded(
     };
     let now = unix_now();
     let old = data.stacks.remove(&policy.stack);
-    if old.is_none() && !options.reinit {
-        refuse_to_replace_existing_outputs(policy, &sinks)?;
+    match &old {
+        Some(old) => {
+            refuse_to_move_files_unasked(&policy.stack, old, &sinks, options.out.is_some())?;
+        }
+        None if !options.reinit => refuse_to_replace_existing_outputs(policy, &sinks)?,
+        None => {}
     }
     let mut plan = reconcile(policy, sinks, old, now)?;
     let mut notes = std::mem::take(&mut plan.notes);
@@ -337,13 +378,16 @@ fn apply_loaded(
         stack.swarm.outputs.clone(),
         stack.reload_owed.clone(),
         stack.swarm.served.clone(),
+        stack.files_delivered_to.clone(),
     );
     let delivered = deliver::deliver_values(stack, &deliveries, None, now);
-    // What the sinks recorded (and a reload hook still owed) is kept even when nothing else
-    // changed or the delivery failed, so the next pass can trust it without opening files.
+    // What the sinks recorded (and a reload hook still owed, and where the files went) is
+    // kept even when nothing else changed or the delivery failed, so the next pass can trust
+    // it without opening files.
     let ledger_changed = stack.ledger.take_changed()
         || (&stack.swarm.outputs, &stack.reload_owed) != (&before.0, &before.1)
-        || stack.swarm.served != before.2;
+        || stack.swarm.served != before.2
+        || stack.files_delivered_to != before.3;
     if let Err(e) = delivered {
         if ledger_changed {
             lock.save(&mut data)?;

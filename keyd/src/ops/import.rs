@@ -21,7 +21,7 @@ use crate::secret::SecretString;
 use crate::sources::{self, SourceKind, SourceValue};
 use crate::store::{AuditLine, Home, SecretRecord, StackRecord, StoreData, VersionRecord};
 
-use super::apply::resolve_sinks;
+use super::apply::{refuse_to_move_files_unasked, resolve_sinks};
 
 /// What to import, and how.
 #[derive(Clone, Debug)]
@@ -347,6 +347,15 @@ pub fn import(
     let old = data.stacks.remove(&policy.stack);
     // A stack delivered to Swarm with `--swarm` stays so.
     let to_swarm = old.as_ref().is_some_and(|o| o.sinks.swarm().is_some());
+    let sinks = resolve_sinks(policy, options.out.as_deref(), to_swarm);
+    // The sinks recorded here are where the next apply or rotation delivers.
+    if let Some(old) = &old {
+        refuse_to_move_files_unasked(&policy.stack, old, &sinks, options.out.is_some())?;
+    }
+    let files_delivered_to = old
+        .as_ref()
+        .and_then(|o| o.last_files_dir())
+        .map(ToOwned::to_owned);
     let (mut secrets, ledger, swarm, reload_owed) = old.map_or_else(Default::default, |o| {
         (o.secrets, o.ledger, o.swarm, o.reload_owed)
     });
@@ -517,11 +526,12 @@ pub fn import(
             policy_path: policy.path.clone(),
             policy_source: policy.source.clone(),
             applied_at: now,
-            sinks: resolve_sinks(policy, options.out.as_deref(), to_swarm),
+            sinks,
             secrets,
             ledger,
             swarm,
             reload_owed,
+            files_delivered_to,
         },
     );
     let audit = AuditLog::new(home.dir().join("audit.log"));

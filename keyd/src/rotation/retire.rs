@@ -2,11 +2,15 @@
 //! the overlap (`retire`: the previous version stops being delivered, once the hook
 //! succeeded), and the retry of a stack's failed reload hook.
 
+use std::collections::HashSet;
+
 use super::engine::{Engine, SecretKey, stack_mut, stack_of};
 use super::report::OutcomeKind;
 use crate::clock::backoff;
 use crate::deliver;
 use crate::error::Error;
+use crate::material::template::references;
+use crate::policy::KindSpec;
 use crate::secret::SecretString;
 use crate::store::{Label, RekeyOwed};
 
@@ -94,6 +98,41 @@ impl Engine<'_> {
         Ok(())
     }
 
+    /// The derived secrets (templates) of `key`'s stack whose value holds `key`'s, directly or
+    /// through another template.
+    fn derived_from(&mut self, key: &SecretKey) -> Result<Vec<String>, Error> {
+        let outputs: Vec<String> = self
+            .record(key)?
+            .outputs
+            .iter()
+            .map(|o| o.name.clone())
+            .collect();
+        let policy = self.policy(key.stack())?;
+        // Names (secrets and their outputs) whose value holds `key`'s.
+        let mut holding: HashSet<String> = outputs.into_iter().collect();
+        holding.insert(key.name().to_owned());
+        let mut derived = Vec::new();
+        loop {
+            let before = derived.len();
+            for spec in &policy.secrets {
+                let KindSpec::Template { pieces, .. } = &spec.kind else {
+                    continue;
+                };
+                if derived.contains(&spec.name)
+                    || !references(pieces).any(|name| holding.contains(name))
+                {
+                    continue;
+                }
+                holding.insert(spec.name.clone());
+                holding.extend(spec.output_parts().map(|(name, _)| name.to_owned()));
+                derived.push(spec.name.clone());
+            }
+            if derived.len() == before {
+                return Ok(derived);
+            }
+        }
+    }
+
     /// Ends the overlap of `key` now: the previous version (and any older key still in a
     /// fernet list) stops being delivered. Waits for the secret's rekey hook: while it has not
     /// succeeded, it is run (again) first, and retire is refused if it still fails.
@@ -145,6 +184,21 @@ impl Engine<'_> {
             key.name(),
             &retired,
         )?;
+        // The values derived from this secret were re-derived when it rotated, their old
+        // versions retired in the store at once (they held the old value): what the sinks
+        // published of those versions goes now, with the versions of the input they held
+        // (a Swarm secret still used by a service stays until the next retire).
+        for derived in self.derived_from(key)? {
+            let stack = stack_mut(&mut self.data, key.stack())?;
+            let versions: Vec<u64> = stack.secrets.get(&derived).map_or_else(Vec::new, |r| {
+                r.versions
+                    .iter()
+                    .filter(|v| v.retired.is_some())
+                    .map(|v| v.number)
+                    .collect()
+            });
+            deliver::retire(stack, &derived, &versions)?;
+        }
         self.deliver(key.stack(), Some(&changed))?;
         for v in &retired {
             self.log_now(self.line(key, *v, "retire", "ok", None));

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 pub use driver::PluginSink;
 pub use envfile::EnvFileSink;
-pub use files::{FilesSink, run_reload_hook};
+pub use files::{FilesSink, remove_delivered, run_reload_hook, same_directory};
 pub use swarm::SwarmSink;
 
 use crate::policy::SinkSpec;
@@ -138,6 +138,8 @@ pub enum SinkError {
 ///   symlink, a FIFO): inspect it with `lstat` and replace it, or refuse with an error;
 /// - trust a ledger entry only while the output's metadata still matches it, so an output
 ///   removed or altered by hand is restored by the next full pass;
+/// - refuse, in `ready`, a place it cannot deliver to at all, before a command persists
+///   anything;
 /// - in `retire`, remove only what this sink published for that version of that output, and
 ///   nothing that a newer version still needs; retiring twice is not an error;
 /// - never write a value anywhere but its destination: not to logs, errors or argv; only a
@@ -147,6 +149,14 @@ pub trait Sink {
     fn kind(&self) -> &'static str;
     /// Refuses values this sink cannot deliver, writing nothing.
     fn check(&self, deliveries: &[Delivery]) -> Result<(), SinkError>;
+    /// Refuses, writing nothing, when no delivery could start: the place it delivers to is
+    /// not there for it (an engine that is no swarm manager). A command asks before it
+    /// persists anything, so that such a refusal changes nothing; a sink with nothing to ask
+    /// answers `Ok` (a files directory that cannot be made is a delivery failure, which does
+    /// not stop the other sinks).
+    fn ready(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// Delivers the outputs of `pass` from `deliveries`, which holds every output (a files sink,
     /// which never looks past a pass, is given only the secrets a `Pass::Only` names).
     fn deliver(

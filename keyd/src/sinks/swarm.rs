@@ -284,6 +284,10 @@ impl Sink for SwarmSink {
         Ok(())
     }
 
+    fn ready(&self) -> Result<(), SinkError> {
+        self.engine().map(drop)
+    }
+
     fn deliver(
         &self,
         deliveries: &[Delivery],

@@ -153,6 +153,13 @@ pub struct StackRecord {
     /// every delivery pass, and by the daemon once `retry_at` has passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload_owed: Option<ReloadOwed>,
+    /// The directory a files sink last delivered this stack to. An apply or import that would
+    /// deliver elsewhere is refused unless `--out` names the new place (consumers mount the
+    /// old one); a pass that delivers to the new place removes keyd's files from the old.
+    /// Stores written before it was kept have none: [`StackRecord::last_files_dir`] falls
+    /// back to the sinks as last applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_delivered_to: Option<PathBuf>,
 }
 
 /// A reload hook that has not succeeded since the files it announces were written.
@@ -167,6 +174,13 @@ pub struct ReloadOwed {
 }
 
 impl StackRecord {
+    /// The directory this stack's files were last delivered to, as far as the store knows.
+    pub fn last_files_dir(&self) -> Option<&std::path::Path> {
+        self.files_delivered_to
+            .as_deref()
+            .or_else(|| self.sinks.files().map(|f| f.dir.as_path()))
+    }
+
     /// The sinks' records of this stack.
     pub fn books(&mut self) -> Books<'_> {
         Books {

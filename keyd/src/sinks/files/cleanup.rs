@@ -7,7 +7,8 @@ use std::fs;
 use std::path::Path;
 
 use super::layout::{
-    Shown, classify, file_entry, fsync, remove_if_there, replace_with_symlink, set_link,
+    Shown, classify, file_entry, fsync, generation_of, remove_if_there, replace_with_symlink,
+    set_link,
 };
 use super::{FilesSink, LEGACY_LINK, LEGACY_SET, OWN, TMP_SUFFIX, io};
 use crate::sinks::SinkError;
@@ -122,4 +123,68 @@ impl FilesSink {
         }
         Ok(!(left || legacy_left))
     }
+}
+
+/// Removes from `dir` what keyd delivered there under `names` (one stack's outputs), after the
+/// stack moved to another directory: each name that is keyd's symlink (into `..keyd`, or the
+/// older `..data`), the `..keyd` entries those names show (files of every generation, the
+/// secret's set link and sets), temp symlinks of theirs, and `..keyd` once empty. Anything
+/// else stays: plain files (they may be the user's) and other stacks' names. Nothing there is
+/// followed: a name is read with `readlink`, and a tree removal does not follow symlinks.
+pub fn remove_delivered(dir: &Path, names: &[&str]) -> Result<(), SinkError> {
+    let own = dir.join(OWN);
+    let mut sets = HashSet::new();
+    let mut removed = false;
+    for name in names {
+        let path = dir.join(name);
+        remove_if_there(&dir.join(format!(".{name}{TMP_SUFFIX}")), false)?;
+        let Ok(target) = fs::read_link(&path) else {
+            continue;
+        };
+        match classify(&target, name, None) {
+            Shown::Own(_) | Shown::Legacy => {}
+            Shown::Member => {
+                // `..keyd/@SECRET/NAME`, as `classify` checked.
+                if let Some(secret) = target
+                    .iter()
+                    .nth(1)
+                    .and_then(|c| c.to_str())
+                    .and_then(|c| c.strip_prefix('@'))
+                {
+                    sets.insert(secret.to_owned());
+                }
+            }
+            _ => continue,
+        }
+        remove_if_there(&path, false)?;
+        removed = true;
+    }
+    if let Ok(entries) = fs::read_dir(&own) {
+        for entry in entries.flatten() {
+            let Ok(entry_name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let of_a_name = names
+                .iter()
+                .any(|n| generation_of(&entry_name, n).is_some());
+            let of_a_set = sets.iter().any(|s| {
+                let link = set_link(s);
+                entry_name == link
+                    || entry_name == format!(".{link}{TMP_SUFFIX}")
+                    || generation_of(&entry_name, &link).is_some()
+            });
+            if of_a_name || of_a_set {
+                let tree = entry.file_type().is_ok_and(|t| t.is_dir());
+                remove_if_there(&entry.path(), tree)?;
+            }
+        }
+        // Only an empty `..keyd` goes: another stack may deliver into this directory too.
+        if fs::remove_dir(&own).is_err() {
+            fsync(&own)?;
+        }
+    }
+    if removed {
+        fsync(dir)?;
+    }
+    Ok(())
 }

@@ -47,6 +47,7 @@ mod reload;
 
 use std::path::{Path, PathBuf};
 
+pub use cleanup::remove_delivered;
 pub use reload::run_reload_hook;
 
 use super::SinkError;
@@ -76,6 +77,20 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError {
         sink: SINK,
         path,
         source,
+    }
+}
+
+/// Whether `a` and `b` name the same directory: the same absolute path, or, when both exist,
+/// the same inode (one reached through a symlink or a bind mount is no move).
+pub fn same_directory(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    if absolute(a) == absolute(b) {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
     }
 }
 
