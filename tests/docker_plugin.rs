@@ -6,8 +6,7 @@
 //! Every test uses a plugin socket of its own under /run/docker/plugins and removes it.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -15,7 +14,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use keyd_tests::docker::{DockerTest, docker, docker_ok, wait_until};
-use keyd_tests::{TempDir, keyctl, keyd, ok};
+use keyd_tests::{TempDir, http_exchange as exchange, keyctl, keyd, ok};
 
 const POLICY: &str = r#"[stack]
 name = "app"
@@ -106,31 +105,6 @@ impl Drop for Plugin {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.socket);
     }
-}
-
-/// One request on a new connection; returns status, content type and body.
-fn exchange(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String, String) {
-    let mut s = UnixStream::connect(socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: plugin\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let content_type = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-type:")
-                .map(|v| v.trim().to_owned())
-        })
-        .unwrap_or_default();
-    (status, content_type, body.to_owned())
 }
 
 fn get_secret(socket: &Path, request: &serde_json::Value) -> serde_json::Value {

@@ -4,8 +4,7 @@
 //! store's; a keyd killed at any step of a rotation is finished by another home with nothing
 //! made twice; and two plugin processes serve a rotation made through either within a second.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,6 +37,19 @@ impl SwarmStore {
         let mut cmd = keyctl(home);
         cmd.env("KEYD_STORE", &self.store);
         cmd
+    }
+
+    /// Quickstarts `policy` from the first home (files into `out` when given), then makes a
+    /// second home holding only its identity; returns both homes.
+    fn two_homes(&self, policy: &Path, out: Option<&str>) -> (PathBuf, TempDir) {
+        let a = self.first.path().to_owned();
+        let mut quickstart = self.keyctl(&a);
+        quickstart.args(["quickstart", "--policy"]).arg(policy);
+        if let Some(out) = out {
+            quickstart.arg("--out").arg(self.t.dir.join(out));
+        }
+        ok(&mut quickstart);
+        (a, self.other_home())
     }
 
     /// A home holding only a copy of the first home's identity (a keyd task on another node).
@@ -131,13 +143,7 @@ fn two_homes_holding_one_identity_see_one_swarm_store_and_racing_rotations_never
     let s = SwarmStore::new("sr");
     let redis = Redis::start("swarm-race", true);
     let policy = redis_policy(s.t.dir.path(), &redis);
-    let a = s.first.path().to_owned();
-    ok(s.keyctl(&a)
-        .args(["quickstart", "--policy"])
-        .arg(&policy)
-        .arg("--out")
-        .arg(s.t.dir.join("out-a")));
-    let b = s.other_home();
+    let (a, b) = s.two_homes(&policy, Some("out-a"));
     // The second home has no store of its own: it reads the one in the swarm.
     let (numbers, current) = s.versions(b.path(), "REDIS_PASSWORD");
     assert_eq!((numbers, current), (vec![1], 1));
@@ -271,13 +277,7 @@ fn two_daemons_on_one_swarm_store_schedule_by_one_lease_and_their_rotations_stay
         "[stack]\nname = \"app\"\n\n[secrets.SESSION_KEY]\nkind = \"token\"\n",
     )
     .unwrap();
-    let a = s.first.path().to_owned();
-    ok(s.keyctl(&a)
-        .args(["quickstart", "--policy"])
-        .arg(&policy)
-        .arg("--out")
-        .arg(s.t.dir.join("out")));
-    let b = s.other_home();
+    let (a, b) = s.two_homes(&policy, Some("out"));
     let first = Daemon::start(&s, &a, None);
     first.wait_for("holding the scheduler lease", Duration::from_secs(20));
     let second = Daemon::start(&s, b.path(), None);
@@ -332,9 +332,7 @@ fn a_keyd_killed_at_each_step_on_the_swarm_store_is_finished_by_another_home_wit
         ),
     )
     .unwrap();
-    let a = s.first.path().to_owned();
-    ok(s.keyctl(&a).args(["quickstart", "--policy"]).arg(&policy));
-    let b = s.other_home();
+    let (a, b) = s.two_homes(&policy, None);
     for (i, step) in STEPS.iter().enumerate() {
         let mut child = s
             .keyctl(&a)
@@ -404,18 +402,10 @@ fn get_secret(socket: &Path, name: &str) -> String {
         "ServiceEndpointSpec": {"Mode": 1},
     })
     .to_string();
-    let mut s = UnixStream::connect(socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST /SecretProvider.GetSecret HTTP/1.1\r\nHost: plugin\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (_, body) = raw.split_once("\r\n\r\n").unwrap();
-    let answer: serde_json::Value = serde_json::from_str(body).unwrap();
+    let (status, _, body) =
+        keyd_tests::http_exchange(socket, "POST", "/SecretProvider.GetSecret", &body);
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
     use base64::Engine as _;
     String::from_utf8(
         base64::engine::general_purpose::STANDARD
@@ -434,13 +424,7 @@ fn two_plugins_on_one_swarm_store_serve_a_rotation_made_through_either_within_a_
         "[stack]\nname = \"app\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\n",
     )
     .unwrap();
-    let a = s.first.path().to_owned();
-    ok(s.keyctl(&a)
-        .args(["quickstart", "--policy"])
-        .arg(&policy)
-        .arg("--out")
-        .arg(s.t.dir.join("out")));
-    let b = s.other_home();
+    let (a, b) = s.two_homes(&policy, Some("out"));
     // Sockets outside /run/docker/plugins: the engine does not discover them; the test speaks
     // the plugin protocol itself.
     let (pa, pb) = (s.t.dir.join("a-plugin.sock"), s.t.dir.join("b-plugin.sock"));

@@ -5,8 +5,7 @@
 //! stack such services may read. GetSecret requests are sent to a real keyd over its plugin
 //! socket exactly as swarmkit sends them; no Docker engine is needed.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
@@ -110,21 +109,14 @@ impl Plugin {
         if let Some(service_labels) = service_labels {
             request["ServiceLabels"] = map(service_labels).into();
         }
-        let body = request.to_string();
-        let mut s = UnixStream::connect(&self.socket).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "POST /SecretProvider.GetSecret HTTP/1.1\r\nHost: plugin\r\nConnection: close\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 200"), "{raw}");
-        serde_json::from_str(body).unwrap()
+        let (status, _, body) = keyd_tests::http_exchange(
+            &self.socket,
+            "POST",
+            "/SecretProvider.GetSecret",
+            &request.to_string(),
+        );
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
     }
 
     fn log(&self) -> String {

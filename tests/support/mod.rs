@@ -270,3 +270,29 @@ pub fn read_response(reader: &mut impl std::io::BufRead) -> (String, Vec<u8>) {
     reader.read_exact(&mut body).unwrap();
     (status_line, body)
 }
+
+/// One HTTP/1.1 request on a new connection to the unix socket `socket` (the API or the
+/// plugin protocol, spoken as Docker does); returns status, content type and body.
+pub fn http_exchange(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String, String) {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: plugin\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    std::io::Write::write_all(&mut s, request.as_bytes()).unwrap();
+    let mut raw = String::new();
+    std::io::Read::read_to_string(&mut s, &mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    (status, content_type, body.to_owned())
+}
