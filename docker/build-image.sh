@@ -4,11 +4,31 @@
 # the loader). No registry is needed.
 #
 #   docker/build-image.sh [TAG] [PROFILE]     TAG default keyd:local, PROFILE release or debug
+#   docker/build-image.sh --consumer [TAG]    TAG default keyd-consumer:local
+#
+# --consumer builds the examples' app image instead: FROM scratch with Debian's static busybox
+# (/bin/busybox, package busybox-static) and its applets, so the compose and Swarm examples run
+# on a machine that cannot pull from a registry (APP_IMAGE names it; it is their default).
 #
 # With PROFILE=release the binaries are built first; with debug, the ones in target/debug are
 # used as they are. The target directory is $CARGO_TARGET_DIR when set; KEYD_BIN and KEYCTL_BIN
 # name other binaries to put in the image (the tests use the builds they run).
 set -euo pipefail
+if [ "${1:-}" = --consumer ]; then
+  tag=${2:-keyd-consumer:local}
+  [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh || {
+    echo "build-image.sh: /bin/busybox is not a static busybox: apt-get install busybox-static" >&2
+    exit 1
+  }
+  ctx=$(mktemp -d)
+  trap 'rm -rf "$ctx"' EXIT
+  cp /bin/busybox "$ctx/busybox"
+  printf '%s\n' 'FROM scratch' 'COPY busybox /bin/busybox' \
+    'RUN ["/bin/busybox", "--install", "-s", "/bin"]' > "$ctx/Dockerfile"
+  docker build --quiet --label keyd.image=consumer -t "$tag" "$ctx" >/dev/null
+  echo "$tag"
+  exit 0
+fi
 tag=${1:-keyd:local}
 profile=${2:-release}
 cd "$(dirname "$0")/.."

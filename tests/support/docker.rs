@@ -207,16 +207,19 @@ impl DockerTest {
 
     /// A consumer image: nothing but Debian's busybox-static, its applets installed in /bin.
     pub fn consumer_image(&mut self) -> String {
-        let busybox = Path::new("/bin/busybox");
-        assert!(
-            busybox.exists(),
-            "/bin/busybox is missing: install Debian's busybox-static (`.ci/run` does)"
+        let tag = format!("keyd-test-consumer:{}", self.id);
+        let script = crate::workspace().join("docker/build-image.sh");
+        let out = run_within(
+            Command::new("bash").arg(&script).args(["--consumer", &tag]),
+            DOCKER_LIMIT,
         );
-        self.build_image(
-            "keyd-test-consumer",
-            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
-            &[(busybox, "busybox")],
-        )
+        assert!(
+            out.status.success(),
+            "docker/build-image.sh --consumer failed (it needs Debian's busybox-static):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.images.push(tag.clone());
+        tag
     }
 
     /// The keyd image, built by `docker/build-image.sh` from the binaries under test (tagged
