@@ -378,7 +378,11 @@ async fn scheduler(state: Arc<State>) {
                 if take_over {
                     state.resume.store(true, Ordering::SeqCst);
                 }
-                Some(state.clock.now() + 60)
+                // Another keyd committed first: the pass is done again at once on the newest
+                // generation (nothing of the lost commit was done). Anything else waits a minute.
+                let lost_race =
+                    matches!(e, Error::Store(crate::store::StoreError::Conflict { .. }));
+                Some(state.clock.now() + if lost_race { 1 } else { 60 })
             }
         };
         let wait = next.map_or(3600, |t| (t - state.clock.now()).clamp(1, 3600)) as u64;
