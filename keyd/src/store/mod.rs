@@ -12,6 +12,7 @@ mod passphrase;
 mod permissions;
 mod pipe;
 mod preread;
+mod read;
 mod versions;
 
 use std::fs::{self, File, OpenOptions};
@@ -22,7 +23,7 @@ use std::sync::Arc;
 pub use backend::{Blob, RemoteStore, STORE_ENV, StoreLocation};
 pub use error::StoreError;
 pub(crate) use file::write_atomic;
-pub use file::{BackupAuthor, canonical_recipient, parse_recipient};
+pub use file::{canonical_recipient, parse_recipient};
 pub use ledger::{Books, Digest, Ledger, Stamp, SwarmLedger, SwarmOutput, SwarmSecret};
 pub use model::{
     AuditLine, LookupError, OutputRecord, RekeyOwed, ReloadOwed, Rotation, SecretRecord,
@@ -30,6 +31,7 @@ pub use model::{
 };
 pub use passphrase::ENV as PASSPHRASE_ENV;
 pub(crate) use preread::StoredPolicy;
+pub use read::BackupAuthor;
 pub use versions::{Label, VersionRecord, Versions};
 
 /// Names an identity file to use instead of the home's `identity.txt` (mode 0600 or 0400).
@@ -416,7 +418,7 @@ impl LockedStore {
     /// checked here, so a damaged record of it is this load's error and another's is not. A
     /// selector that names no single secret is left to the caller's lookup.
     pub fn load_for(&self, selector: &str) -> Result<StoreData, StoreError> {
-        let data = load_plain(&self.home, file::read_store_lazily)?;
+        let data = load_plain(&self.home, read::read_store_lazily)?;
         if let Ok((stack, secret, _, _)) = data.find_output(selector) {
             self.check_versions(&data, Some((stack, secret)))?;
         }
@@ -435,7 +437,7 @@ impl LockedStore {
         beside: impl FnOnce(Option<F>) -> T + Send,
     ) -> Result<(StoreData, T), StoreError> {
         load_by(&self.home, |identity, source| {
-            file::read_store_with(identity, source, find, beside)
+            read::read_store_with(identity, source, find, beside)
         })
     }
 
@@ -458,9 +460,9 @@ impl LockedStore {
     pub fn accept_rollback(&self) -> Result<(), StoreError> {
         let generation = match &self.home.remote {
             None => {
-                file::read_store(
+                read::read_store(
                     &self.home.identity_path(),
-                    file::Source::File(&self.home.store_path()),
+                    read::Source::File(&self.home.store_path()),
                 )?
                 .generation
             }
@@ -534,7 +536,7 @@ impl LockedStore {
             path: path.to_owned(),
             source,
         })?;
-        file::open_backup(
+        read::open_backup(
             &identity,
             &self.home.identity_path(),
             path,
@@ -549,9 +551,9 @@ impl LockedStore {
         let recorded = self.home.recorded_generation()?;
         let in_place = match &self.home.remote {
             Some(remote) => remote.newest()?.unwrap_or(0),
-            None if self.home.store_path().exists() => file::read_store(
+            None if self.home.store_path().exists() => read::read_store(
                 &self.home.identity_path(),
-                file::Source::File(&self.home.store_path()),
+                read::Source::File(&self.home.store_path()),
             )
             .map(|d| d.generation)
             .unwrap_or(0),
@@ -595,14 +597,14 @@ impl LockedStore {
 }
 
 fn load(home: &Home) -> Result<StoreData, StoreError> {
-    load_plain(home, file::read_store)
+    load_plain(home, read::read_store)
 }
 
 /// [`load_by`] with `read` given the identity path and where the store is read from, nothing
 /// beside.
 fn load_plain(
     home: &Home,
-    read: fn(&Path, file::Source) -> Result<StoreData, StoreError>,
+    read: fn(&Path, read::Source) -> Result<StoreData, StoreError>,
 ) -> Result<StoreData, StoreError> {
     load_by(home, |identity, source| {
         read(identity, source).map(|data| (data, ()))
@@ -615,7 +617,7 @@ fn load_plain(
 /// store's generation is checked against its keyed digest before it is decrypted.
 fn load_by<T>(
     home: &Home,
-    read: impl FnOnce(&Path, file::Source) -> Result<(StoreData, T), StoreError>,
+    read: impl FnOnce(&Path, read::Source) -> Result<(StoreData, T), StoreError>,
 ) -> Result<(StoreData, T), StoreError> {
     if !home.identity_path().exists() {
         return Err(if home.store_exists().unwrap_or(false) {
@@ -637,7 +639,7 @@ fn load_by<T>(
     let (data, aside) = match &home.remote {
         None => read(
             &home.identity_path(),
-            file::Source::File(&home.store_path()),
+            read::Source::File(&home.store_path()),
         )?,
         Some(remote) => {
             let blob = remote.read()?.ok_or_else(|| StoreError::RemoteEmpty {
@@ -655,7 +657,7 @@ fn load_by<T>(
                     ),
                 });
             }
-            let source = file::Source::Blob {
+            let source = read::Source::Blob {
                 name: &name,
                 bytes: &blob.bytes,
             };
