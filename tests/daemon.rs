@@ -688,3 +688,36 @@ fn status_answers_from_a_cached_view_until_the_store_changes() {
         .arg(home.join("no-daemon.sock")));
     assert_eq!(version(&status(), "DB_PASSWORD"), 2);
 }
+
+#[test]
+fn a_stack_whose_stored_policy_no_longer_parses_is_named_in_keyds_log_not_skipped_silently() {
+    let tmp = TempDir::new("daemon-unparsable-policy");
+    let policy = tmp.join("app.toml");
+    std::fs::write(
+        &policy,
+        "[stack]\nname = \"app\"\n\n[secrets.SESSION_KEY]\nkind = \"token\"\nrotate = \"1d\"\n",
+    )
+    .unwrap();
+    let home = tmp.join("home");
+    ok(keyctl(&home)
+        .args(["quickstart", "--policy"])
+        .arg(&policy)
+        .arg("--out")
+        .arg(tmp.join("out")));
+    // A store whose policy this keyd reads differently from the one that stored it (an older
+    // keyd accepted what this one refuses).
+    let store = keyd::store::Home::new(&home);
+    let lock = store.lock().unwrap();
+    let mut data = lock.load().unwrap();
+    data.stacks.get_mut("app").unwrap().policy_source =
+        "[stack]\nname = \"app\"\n\n[secrets.SESSION_KEY]\nkind = \"tokn\"\n".into();
+    lock.save(&mut data).unwrap();
+    drop(lock);
+    let out = keyd_tests::run(keyd(&home).arg("--once"));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("not scheduling \"app: ") || log.contains("not scheduling app: "),
+        "keyd said nothing of the stack it does not schedule: {log}"
+    );
+}

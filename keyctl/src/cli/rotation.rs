@@ -158,6 +158,7 @@ pub(super) fn rotate_all(
         let keyd::rotation::RotationReport {
             mut outcomes,
             mut deliveries,
+            unscheduled: _,
         } = report;
         combined.outcomes.append(&mut outcomes);
         combined.deliveries.append(&mut deliveries);

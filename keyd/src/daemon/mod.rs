@@ -216,6 +216,12 @@ impl State {
 
 /// Logs what a pass did: names and versions, never values.
 pub fn log_report(report: &RotationReport) {
+    for stack in &report.unscheduled {
+        eprintln!(
+            "keyd: not scheduling {}: its stored policy does not parse; run `keyctl apply --policy FILE` with a policy that does",
+            stack.escape_debug()
+        );
+    }
     for o in &report.outcomes {
         eprintln!(
             "keyd: {}/{}: {:?} v{} -> v{}{}",

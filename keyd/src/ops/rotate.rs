@@ -4,7 +4,7 @@
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::policy::Kind;
-use crate::rotation::schedule::{Action, plan};
+use crate::rotation::schedule::{Action, plan, unreadable_policies};
 use crate::rotation::{Engine, OutcomeKind, RotationReport, SecretKey};
 use crate::store::{Home, LookupError, StoreData};
 
@@ -233,7 +233,8 @@ pub fn run_due(
         let later = now + 60;
         next = Some(next.map_or(later, |n| n.max(later)));
     }
-    let report = engine.report;
+    let mut report = engine.report;
+    report.unscheduled = unreadable_policies(&engine.data);
     debug_assert!(
         report
             .outcomes

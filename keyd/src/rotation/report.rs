@@ -60,4 +60,9 @@ pub struct RotationReport {
     pub outcomes: Vec<Outcome>,
     /// Deliveries made.
     pub deliveries: Vec<DeliveryReport>,
+    /// A scheduler pass: stacks left out because the policy stored with them no longer
+    /// parses (as this keyd reads it), each with why; nothing of theirs is scheduled until a
+    /// `keyctl apply` stores a policy that does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unscheduled: Vec<String>,
 }

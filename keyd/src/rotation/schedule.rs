@@ -56,6 +56,19 @@ pub enum Action {
     },
 }
 
+/// The stacks [`plan`] leaves out because their stored policy no longer parses, each as
+/// `STACK: why`.
+pub fn unreadable_policies(data: &StoreData) -> Vec<String> {
+    data.stacks
+        .iter()
+        .filter_map(|(stack, record)| {
+            Policy::parse(&record.policy_path, record.policy_source.clone())
+                .err()
+                .map(|e| format!("{stack}: {e}"))
+        })
+        .collect()
+}
+
 /// Everything due at `now`, and the earliest later time something becomes due.
 pub fn plan(data: &StoreData, now: i64) -> (Vec<Action>, Option<i64>) {
     let mut due = Vec::new();
