@@ -829,3 +829,26 @@ fn a_kubernetes_style_secret_directory_is_imported_through_its_links() {
     let shown = ok(keyctl(&home).args(["show", "DB_PASSWORD"]));
     assert!(String::from_utf8_lossy(&shown).contains(OUTSIDE_VALUE));
 }
+
+#[test]
+fn a_fifo_named_as_an_import_source_is_refused_not_waited_on() {
+    let tmp = TempDir::new("sec-import-fifo");
+    let home = tmp.join("home");
+    for (from, name) in [("env", "values.env"), ("compose", "docker-compose.yml")] {
+        let fifo = tmp.join(name);
+        ok(Command::new("mkfifo").arg(&fifo));
+        let out = keyd_tests::run_within(
+            keyctl(&home)
+                .args(["import", "--from", from, "--policy"])
+                .arg(import_policy(&tmp))
+                .arg(&fifo),
+            std::time::Duration::from_secs(30),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "--from {from}: {stderr}");
+        assert!(
+            stderr.contains(name) && stderr.contains("not a regular file"),
+            "--from {from}: {stderr}"
+        );
+    }
+}

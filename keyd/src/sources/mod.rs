@@ -136,8 +136,21 @@ fn io_at(path: &Path) -> impl Fn(std::io::Error) -> SourceError + '_ {
 
 fn read_text(path: &Path, limit: u64, what: &'static str) -> Result<SecretString, SourceError> {
     use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(io_at(path))?;
-    let size = file.metadata().map_err(io_at(path))?.len();
+    // The path is the user's own choice (a link to a shared .env is followed), but only a
+    // regular file is read: opened without blocking, a FIFO is refused instead of hanging the
+    // import (and the store lock it holds).
+    let flags =
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC;
+    let file = rustix::fs::open(path, flags, rustix::fs::Mode::empty())
+        .map(std::fs::File::from)
+        .map_err(|e| io_at(path)(e.into()))?;
+    let meta = file.metadata().map_err(io_at(path))?;
+    if !meta.is_file() {
+        return Err(io_at(path)(std::io::Error::other(
+            "is not a regular file (a FIFO, device, socket or directory)",
+        )));
+    }
+    let size = meta.len();
     if size > limit {
         return Err(too_large(path, size, limit, what));
     }
