@@ -721,3 +721,37 @@ fn a_stack_whose_stored_policy_no_longer_parses_is_named_in_keyds_log_not_skippe
         "keyd said nothing of the stack it does not schedule: {log}"
     );
 }
+
+#[test]
+fn a_certificate_is_renewed_when_it_enters_its_renew_before_window_not_when_it_expires() {
+    let (_tmp, home, out) = setup_with(
+        "renew-before",
+        "[stack]\nname = \"app\"\n\n[secrets.CERT]\nkind = \"tls\"\nkey = \"CERT_KEY\"\n\
+         cn = \"db.example\"\ndays = 30\nrenew_before = \"10d\"\n",
+    );
+    let home = Home::new(home);
+    let t0 = home.peek().unwrap().stacks["app"].secrets["CERT"]
+        .current()
+        .unwrap()
+        .created;
+    let first = std::fs::read_to_string(out.join("CERT")).unwrap();
+
+    // Day 19: nothing is due; the next wake-up is 10 days before the 30-day certificate ends.
+    let clock = TestClock::at(t0 + 19 * DAY);
+    let (report, next) = run_due(&home, &clock, "test").unwrap();
+    assert!(report.outcomes.is_empty(), "{report:?}");
+    let next = next.expect("the renewal is scheduled");
+    assert!(
+        (t0 + 20 * DAY - 2..=t0 + 20 * DAY + 2).contains(&next),
+        "next wake-up {next}, expected about {}",
+        t0 + 20 * DAY
+    );
+
+    // Inside the window: a new certificate, delivered.
+    clock.set(t0 + 20 * DAY + 5);
+    let (report, _) = run_due(&home, &clock, "test").unwrap();
+    assert_eq!(report.outcomes.len(), 1, "{report:?}");
+    assert_eq!(report.outcomes[0].name, "CERT");
+    assert_eq!(report.outcomes[0].to_version, 2);
+    assert_ne!(std::fs::read_to_string(out.join("CERT")).unwrap(), first);
+}

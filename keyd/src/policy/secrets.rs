@@ -162,6 +162,9 @@ pub enum KindSpec {
         key: String,
         /// Certificate contents.
         spec: TlsSpec,
+        /// How long before the certificate expires the scheduler renews it (`renew_before`,
+        /// default a third of `days`; shorter than `days`).
+        renew_before: Duration,
     },
     /// `kind = "literal"`.
     Literal {

@@ -56,6 +56,23 @@ pub enum Action {
     },
 }
 
+/// When the current version is next due to be replaced: `rotate` after it was promoted, or
+/// for a certificate `renew_before` its expiry, whichever comes first.
+fn next_due(
+    spec: &crate::policy::SecretSpec,
+    current: &crate::store::VersionRecord,
+) -> Option<i64> {
+    let since = current.promoted.unwrap_or(current.created);
+    let by_interval = spec.rotate.map(|r| since + r.as_secs() as i64);
+    let by_expiry = match (&spec.kind, &current.material) {
+        (KindSpec::Tls { renew_before, .. }, crate::material::Material::Tls(cert)) => {
+            Some(cert.not_after - renew_before.as_secs() as i64)
+        }
+        _ => None,
+    };
+    by_interval.into_iter().chain(by_expiry).min()
+}
+
 /// The stacks [`plan`] leaves out because their stored policy no longer parses, each as
 /// `STACK: why`.
 pub fn unreadable_policies(data: &StoreData) -> Vec<String> {
@@ -138,8 +155,7 @@ pub fn plan(data: &StoreData, now: i64) -> (Vec<Action>, Option<i64>) {
             }
             // No new rotation while the last one's rekey is owed: it would have to drop a
             // value data may still be encrypted with.
-            if let Some(interval) = spec.rotate.filter(|_| secret.rekey.is_none()) {
-                let at = since + interval.as_secs() as i64;
+            if let Some(at) = next_due(spec, current).filter(|_| secret.rekey.is_none()) {
                 if at <= now {
                     due.push(Action::Rotate { stack: s, name: n });
                 } else {
@@ -202,9 +218,9 @@ pub fn status(data: &StoreData, now: i64) -> Vec<SecretStatus> {
                 age_seconds: since.map(|s| now - s),
                 previous,
                 next_rotation: spec
-                    .and_then(|s| s.rotate)
-                    .zip(since)
-                    .map(|(r, s)| crate::clock::format_time(s + r.as_secs() as i64)),
+                    .zip(current)
+                    .and_then(|(spec, current)| next_due(spec, current))
+                    .map(crate::clock::format_time),
                 retire_at: previous
                     .and(since)
                     .zip(grace)

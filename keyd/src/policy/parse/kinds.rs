@@ -62,7 +62,15 @@ pub(super) fn check_secret(
         "token" => &["bytes", "encoding", "allow_weak"],
         "fernet" => &["keep", "deliver"],
         "rsa" => &["bits", "public", "jwks", "publish_ahead"],
-        "tls" => &["key", "cn", "sans", "days", "key_type", "bits"],
+        "tls" => &[
+            "key",
+            "cn",
+            "sans",
+            "days",
+            "key_type",
+            "bits",
+            "renew_before",
+        ],
         "literal" => &["value"],
         "template" => &["template"],
         _ => {
@@ -230,8 +238,24 @@ pub(super) fn check_secret(
                 c.err(e.key_at, "`bits` applies only with key_type = \"rsa\"");
             }
             let cn = cn?;
+            let valid_for = std::time::Duration::from_secs(days as u64 * 86_400);
+            let renew_before = match f.duration(c, "renew_before") {
+                Some((d, d_at)) if d >= valid_for => {
+                    c.err(
+                        d_at,
+                        format!(
+                            "renew_before {} is not shorter than the certificate's validity of {days}d (expected less, or every new certificate would be renewed at once)",
+                            duration::format(d)
+                        ),
+                    );
+                    d
+                }
+                Some((d, _)) => d,
+                None => valid_for / 3,
+            };
             KindSpec::Tls {
                 key: key?,
+                renew_before,
                 spec: TlsSpec {
                     sans: sans.unwrap_or_else(|| vec![cn.clone()]),
                     cn,
@@ -484,10 +508,17 @@ mod tests {
     #[test]
     fn tls_values() {
         let s = secret("kind = \"tls\"\nkey = \"A_KEY\"\ncn = \"db.example\"\n");
-        let KindSpec::Tls { key, spec: tls } = s.kind else {
+        let KindSpec::Tls {
+            key,
+            spec: tls,
+            renew_before,
+        } = s.kind
+        else {
             panic!("tls");
         };
         assert_eq!(key, "A_KEY");
+        // A third of the validity by default.
+        assert_eq!(renew_before, Duration::from_secs(365 * 86_400 / 3));
         assert_eq!(
             tls,
             TlsSpec {
@@ -505,6 +536,10 @@ mod tests {
             panic!("tls");
         };
         assert_eq!(tls.sans, ["db", "*.db.example", "10.0.0.1", "::1"]);
+        let s =
+            secret("kind = \"tls\"\nkey = \"K\"\ncn = \"db\"\ndays = 30\nrenew_before = \"10d\"\n");
+        assert!(matches!(s.kind, KindSpec::Tls { renew_before, .. }
+            if renew_before == Duration::from_secs(10 * 86_400)));
         assert_eq!(tls.days, 30);
         assert_eq!(tls.key_type, KeyType::Rsa(2048));
         let s = secret("kind = \"tls\"\nkey = \"K\"\ncn = \"db\"\nkey_type = \"rsa\"\n");
@@ -724,6 +759,12 @@ mod tests {
             )),
             "p.toml:7:12: unknown key_type \"ed25519\" (expected \"ecdsa-p256\" or \"rsa\")\n\
              p.toml:8:1: `bits` applies only with key_type = \"rsa\""
+        );
+        assert_eq!(
+            err_text(&one(
+                "kind = \"tls\"\nkey = \"K\"\ncn = \"db\"\ndays = 1\nrenew_before = \"2d\"\n"
+            )),
+            "p.toml:8:16: renew_before 2d is not shorter than the certificate's validity of 1d (expected less, or every new certificate would be renewed at once)"
         );
         assert_eq!(
             err_text(&one(
