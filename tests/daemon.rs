@@ -755,3 +755,105 @@ fn a_certificate_is_renewed_when_it_enters_its_renew_before_window_not_when_it_e
     assert_eq!(report.outcomes[0].to_version, 2);
     assert_ne!(std::fs::read_to_string(out.join("CERT")).unwrap(), first);
 }
+
+/// `keyctl check`'s line and exit code.
+fn check(home: &Path) -> (Option<i32>, String) {
+    let out = keyd_tests::run(keyctl(home).arg("check"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn keyctl_check_exits_as_a_monitoring_plugin_does_for_each_state() {
+    let tmp = TempDir::new("check-states");
+    // No store: unknown.
+    let (code, line) = check(&tmp.join("none"));
+    assert_eq!(
+        (code, line.starts_with("KEYD UNKNOWN")),
+        (Some(3), true),
+        "{line}"
+    );
+
+    // A fresh stack: ok.
+    let (_t, home, _out) = setup_with(
+        "check-ok",
+        "[stack]\nname = \"app\"\n\n[secrets.SESSION_KEY]\nkind = \"token\"\n",
+    );
+    assert_eq!(
+        check(&home),
+        (Some(0), "KEYD OK: 1 secrets, nothing owed\n".into())
+    );
+    // A keyd socket nobody answers on: critical.
+    std::fs::write(home.join("keyd.sock"), "").unwrap();
+    let (code, line) = check(&home);
+    assert_eq!(code, Some(2), "{line}");
+    assert!(line.contains("no keyd answers"), "{line}");
+    std::fs::remove_file(home.join("keyd.sock")).unwrap();
+
+    // A rekey hook that fails: warning.
+    let (_t, home, _out) = setup_with(
+        "check-rekey",
+        "[stack]\nname = \"app\"\n\n[secrets.FERNET_KEY]\nkind = \"fernet\"\n\
+         rekey = { command = [\"false\"], timeout = \"10s\" }\n",
+    );
+    let _ = keyd_tests::run(keyctl(&home).args(["rotate", "FERNET_KEY"]));
+    let (code, line) = check(&home);
+    assert_eq!(code, Some(1), "{line}");
+    assert!(
+        line.contains("app/FERNET_KEY: the rekey hook for v2 is owed"),
+        "{line}"
+    );
+
+    // A rotation that failed at its target (a Redis nobody listens for): critical.
+    let port = keyd_tests::servers::free_port();
+    std::fs::write(tmp.join("admin"), "admin-password").unwrap();
+    let policy = tmp.join("dead.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[stack]\nname = \"dead\"\n\n[targets.cache]\ntype = \"redis\"\n\
+             url = \"redis://127.0.0.1:{port}\"\nuser = \"default\"\npassword_file = \"{}\"\n\
+             timeout = \"2s\"\n\n[secrets.REDIS_PASSWORD]\nkind = \"password\"\n\
+             target = {{ name = \"cache\", user = \"app\", acl = \"~app:* +@all\", mode = \"acl\" }}\n",
+            tmp.join("admin").display()
+        ),
+    )
+    .unwrap();
+    let home = tmp.join("dead-home");
+    let _ = keyd_tests::run(keyctl(&home).args(["quickstart", "--policy"]).arg(&policy));
+    let (code, line) = check(&home);
+    assert_eq!(code, Some(2), "{line}");
+    assert!(
+        line.contains("dead/REDIS_PASSWORD: the rotation to v1 failed at its set step"),
+        "{line}"
+    );
+}
+
+#[test]
+fn keyctl_check_warns_of_a_certificate_near_its_end_and_is_critical_once_it_expired() {
+    let (_tmp, home, _out) = setup_with(
+        "check-cert",
+        "[stack]\nname = \"app\"\n\n[secrets.CERT]\nkind = \"tls\"\nkey = \"CERT_KEY\"\n\
+         cn = \"db.example\"\ndays = 30\n",
+    );
+    let home = Home::new(home);
+    let t0 = home.peek().unwrap().stacks["app"].secrets["CERT"]
+        .current()
+        .unwrap()
+        .created;
+    use keyd::ops::check::{Severity, check};
+    assert_eq!(check(&home, t0 + DAY).severity, Severity::Ok);
+    let near = check(&home, t0 + 20 * DAY);
+    assert_eq!(near.severity, Severity::Warning, "{near:?}");
+    assert!(
+        near.findings
+            .iter()
+            .any(|f| f.what.starts_with("its certificate expires in")),
+        "{near:?}"
+    );
+    let expired = check(&home, t0 + 31 * DAY);
+    assert_eq!(expired.severity, Severity::Critical, "{expired:?}");
+    assert!(expired.findings[0].what.contains("expired"), "{expired:?}");
+}

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
     let args = cli::Args::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(failure) if failure.message.is_empty() => ExitCode::from(failure.code),
         Err(failure) => {
             eprintln!("keyctl: {}", failure.message);
             if let Some(hint) = &failure.hint {

@@ -797,3 +797,35 @@ pub fn swarm_env(out: &mut String, names: &[keyd::ops::query::SwarmName], as_jso
         say!(out, "{}={}", n.variable, n.name);
     }
 }
+
+/// `keyctl check`: `KEYD OK: …` and, after a colon, the findings, worst first (one line, as
+/// monitoring plugins print), or the report as JSON.
+pub fn check(out: &mut String, report: &keyd::ops::check::CheckReport, as_json: bool) {
+    use keyd::ops::check::Severity;
+    if as_json {
+        json(out, report);
+        return;
+    }
+    let word = match report.severity {
+        Severity::Ok => "OK",
+        Severity::Warning => "WARNING",
+        Severity::Critical => "CRITICAL",
+        Severity::Unknown => "UNKNOWN",
+    };
+    let findings: Vec<String> = report
+        .findings
+        .iter()
+        .map(|f| format!("{}: {}", f.subject, f.what))
+        .collect();
+    if findings.is_empty() {
+        say!(out, "KEYD {word}: {} secrets, nothing owed", report.secrets);
+    } else {
+        say!(
+            out,
+            "KEYD {word}: {} secrets, {} findings: {}",
+            report.secrets,
+            findings.len(),
+            findings.join("; ")
+        );
+    }
+}

@@ -142,6 +142,18 @@ pub(super) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One line on the store's health, with a monitoring plugin's exit code, for cron or a
+    /// Nagios-style check: 0 ok, 1 warning, 2 critical, 3 unknown
+    ///
+    /// Critical: a rotation that failed, an expired certificate, a keyd socket that does not
+    /// answer. Warning: a rekey or reload hook owed, a rotation overdue or long in flight, a
+    /// certificate within 14 days of its end, a stored policy that no longer parses. Unknown:
+    /// the store cannot be read. Names and versions only, never a value.
+    Check {
+        /// Machine-readable output (every finding)
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a docker-compose service block that runs keyd as a sidecar for a policy
     ///
     /// keyd applies the policy at start, delivers its files into a tmpfs volume that consumers

@@ -38,6 +38,12 @@ impl Failure {
         }
     }
 
+    /// An exit code with nothing more to say: the command printed its verdict already
+    /// (`keyctl check`).
+    pub(super) fn silent(code: u8) -> Self {
+        Failure::new(code, String::new(), None)
+    }
+
     pub(super) fn usage(message: impl Into<String>) -> Self {
         Failure::new(2, message, None)
     }
@@ -236,6 +242,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             rotation::retire(home(args.home, &store)?, socket, name, json)
         }
         Command::Status { json } => query::status(home(args.home, &store)?, socket, json),
+        Command::Check { json } => query::check(home(args.home, &store)?, socket, json),
         Command::Gen(g) => tools::generate(g),
         Command::Compose { policy, image } => tools::compose(&policy, &image),
         Command::Import(a) => store::import(home(args.home, &store)?, a),

@@ -54,3 +54,31 @@ pub(super) fn swarm_env(home: Home, stack: Option<&str>, json: bool) -> Result<(
     output::swarm_env(&mut out, &names, json);
     write_stdout(out.as_bytes())
 }
+
+/// `keyctl check`: one line, and the exit code a monitoring plugin gives (0 ok, 1 warning,
+/// 2 critical, 3 unknown).
+pub(super) fn check(home: Home, socket: Option<&Path>, json: bool) -> Result<(), Failure> {
+    use keyd::ops::check::{Finding, Severity};
+    let mut report = keyd::ops::check::check(&home, SystemClock.now());
+    // A keyd configured for this home (its socket is there) that does not answer schedules
+    // nothing: as bad as a failed rotation.
+    let socket = socket.map_or_else(|| home.dir().join("keyd.sock"), Path::to_owned);
+    if socket.exists() && keyd::daemon::client::connect(&socket).is_none() {
+        report.findings.insert(
+            0,
+            Finding {
+                severity: Severity::Critical,
+                subject: socket.display().to_string(),
+                what: "no keyd answers on this socket".into(),
+            },
+        );
+        report.severity = report.severity.max(Severity::Critical);
+    }
+    let mut out = String::new();
+    output::check(&mut out, &report, json);
+    write_stdout(out.as_bytes())?;
+    match report.severity {
+        Severity::Ok => Ok(()),
+        severity => Err(Failure::silent(severity as u8)),
+    }
+}

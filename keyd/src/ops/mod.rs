@@ -8,6 +8,7 @@
 //! and a store read holds up every other task of that runtime).
 
 mod apply;
+pub mod check;
 mod import;
 pub mod query;
 mod recover;

@@ -58,7 +58,7 @@ pub enum Action {
 
 /// When the current version is next due to be replaced: `rotate` after it was promoted, or
 /// for a certificate `renew_before` its expiry, whichever comes first.
-fn next_due(
+pub(crate) fn next_due(
     spec: &crate::policy::SecretSpec,
     current: &crate::store::VersionRecord,
 ) -> Option<i64> {
