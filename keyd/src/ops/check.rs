@@ -170,7 +170,7 @@ fn check_data(data: &StoreData, now: i64) -> CheckReport {
             }
         }
     }
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     CheckReport {
         severity: findings.first().map_or(Severity::Ok, |f| f.severity),
         secrets,
