@@ -16,7 +16,9 @@
 set -euo pipefail
 if [ "${1:-}" = --consumer ]; then
   tag=${2:-keyd-consumer:local}
-  [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh || {
+  # grep reads the whole list (no -q): under pipefail, a grep that quits at the first match
+  # would fail the pipeline with busybox's SIGPIPE.
+  [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -x sh >/dev/null || {
     echo "build-image.sh: /bin/busybox is not a static busybox: apt-get install busybox-static" >&2
     exit 1
   }
