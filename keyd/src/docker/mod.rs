@@ -154,6 +154,49 @@ pub enum Deleted {
     InUse,
 }
 
+/// The API version the engine at unix socket `path` speaks, from the `Api-Version` header of
+/// its `/_ping` answer (how the docker command negotiates, too).
+async fn ping_api_version(path: &str) -> Result<bollard::ClientVersion, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(path)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    // The answer is a few headers and "OK"; more than 64 KiB is not an engine.
+    let mut answer = Vec::new();
+    (&mut stream)
+        .take(64 * 1024)
+        .read_to_end(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&answer);
+    let headers = text.split("\r\n\r\n").next().unwrap_or_default();
+    let version = headers
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("api-version"))
+        .map(|(_, v)| v.trim())
+        .ok_or_else(|| {
+            format!(
+                "its /_ping answer names no API version (status line: {:?})",
+                headers.lines().next().unwrap_or_default()
+            )
+        })?;
+    parse_api_version(version).ok_or_else(|| format!("unreadable API version {version:?}"))
+}
+
+/// `"1.41"` as a client version.
+fn parse_api_version(v: &str) -> Option<bollard::ClientVersion> {
+    let (major, minor) = v.split_once('.')?;
+    Some(bollard::ClientVersion {
+        major_version: major.parse().ok()?,
+        minor_version: minor.parse().ok()?,
+    })
+}
+
 /// A connection to one engine.
 pub struct Engine {
     docker: Docker,
@@ -180,13 +223,27 @@ impl Engine {
             .map_err(|e| unreachable(format!("cannot start an I/O runtime: {e}")))?;
         let secs = timeout.as_secs().max(1);
         let docker = runtime.block_on(async {
-            let docker = if host.starts_with("unix://") || host.starts_with('/') {
-                Docker::connect_with_unix(&host, secs, bollard::API_DEFAULT_VERSION)
-            } else {
-                Docker::connect_with_defaults()
+            let local = host
+                .strip_prefix("unix://")
+                .or_else(|| host.starts_with('/').then_some(host.as_str()));
+            if let Some(path) = local {
+                // The engine names its API version in every `/_ping` answer, which costs it
+                // nothing; `/version` (what bollard negotiates with) asks containerd and runc
+                // for theirs and takes ~8 ms, paid by every keyctl command that talks to it.
+                let server = match tokio::time::timeout(timeout, ping_api_version(path)).await {
+                    Ok(Ok(v)) => v,
+                    Ok(Err(e)) => return Err(unreachable(e)),
+                    Err(_) => return Err(unreachable(format!("no answer within {secs} s"))),
+                };
+                let newest = *bollard::API_DEFAULT_VERSION;
+                let version = if server < newest { server } else { newest };
+                return Docker::connect_with_unix(&host, secs, &version)
+                    .map(|d| d.with_timeout(timeout))
+                    .map_err(|e| unreachable(e.to_string()));
             }
-            .map_err(|e| unreachable(e.to_string()))?
-            .with_timeout(timeout);
+            let docker = Docker::connect_with_defaults()
+                .map_err(|e| unreachable(e.to_string()))?
+                .with_timeout(timeout);
             match tokio::time::timeout(timeout, docker.negotiate_version()).await {
                 Ok(Ok(d)) => Ok(d),
                 Ok(Err(e)) => Err(unreachable(e.to_string())),
@@ -621,5 +678,46 @@ fn api_error(what: String, e: bollard::errors::Error) -> DockerError {
             message: other.to_string(),
             status: None,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serves one canned `/_ping` answer on a fresh socket and returns what was negotiated.
+    fn ping_answer(answer: &'static str) -> Result<bollard::ClientVersion, String> {
+        let dir = crate::scratch::Scratch::new();
+        let path = dir.path().join("engine.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = [0u8; 512];
+            let n = conn.read(&mut request).unwrap();
+            assert!(request[..n].starts_with(b"GET /_ping HTTP/1.1\r\n"));
+            conn.write_all(answer.as_bytes()).unwrap();
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let found = runtime.block_on(ping_api_version(path.to_str().unwrap()));
+        server.join().unwrap();
+        found
+    }
+
+    #[test]
+    fn the_api_version_comes_from_the_ping_header() {
+        let v = ping_answer("HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK")
+            .unwrap();
+        assert_eq!((v.major_version, v.minor_version), (1, 41));
+    }
+
+    #[test]
+    fn a_ping_answer_without_a_version_is_refused() {
+        let e = ping_answer("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").unwrap_err();
+        assert!(e.contains("names no API version"), "{e}");
+        assert!(e.contains("404"), "{e}");
     }
 }
