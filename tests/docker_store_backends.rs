@@ -102,6 +102,22 @@ impl SwarmStore {
         .lines()
         .count()
     }
+
+    /// How many parts (the configs holding a generation's data) the store has.
+    fn parts(&self) -> usize {
+        docker_ok(&[
+            "config",
+            "ls",
+            "--filter",
+            &format!("label=keyd.store={}", self.t.id),
+            "--filter",
+            "label=keyd.store.part-of",
+            "--format",
+            "{{.Name}}",
+        ])
+        .lines()
+        .count()
+    }
 }
 
 /// One linear history: versions 1..=n, each once.
@@ -204,6 +220,9 @@ fn two_homes_holding_one_identity_see_one_swarm_store_and_racing_rotations_never
     }
     eprintln!("commit conflicts seen: {conflicts}");
     assert!(s.generations() <= 10, "old generations were not pruned");
+    // A small store is one part a generation: a pruned generation's parts went with it, and
+    // a racer that lost removed its own.
+    assert_eq!(s.parts(), s.generations(), "parts left behind");
 }
 
 /// A keyd daemon on the store, its stderr gathered.

@@ -40,6 +40,9 @@ pub struct SwarmStore {
     /// reads no part again, and while the engine cannot be reached the last one read is
     /// still served ([`SwarmStore::read`]).
     last: Mutex<Option<Cached>>,
+    /// The heads this process last listed, and those it committed since: what a commit
+    /// prunes, so it need not list them again.
+    seen: Mutex<Vec<Head>>,
 }
 
 struct Cached {
@@ -94,6 +97,7 @@ impl SwarmStore {
             name: name.to_owned(),
             engine: Mutex::new(None),
             last: Mutex::new(None),
+            seen: Mutex::new(Vec::new()),
         }
     }
 
@@ -142,6 +146,7 @@ impl SwarmStore {
             .filter_map(Head::from_config)
             .collect();
         heads.sort_by_key(|h| h.generation);
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = heads.clone();
         Ok(heads)
     }
 
@@ -162,11 +167,8 @@ impl SwarmStore {
         Ok(leases)
     }
 
-    /// Reads the parts of `head` and puts them together, checking their number and size.
-    fn read_parts(&self, engine: &Engine, head: &Head) -> Result<Vec<u8>, StoreError> {
-        let parts = engine
-            .configs_labelled("keyd.store.part-of", &head.name)
-            .map_err(|e| self.error(e))?;
+    /// Puts the `parts` listed for `head` together, checking their number and size.
+    fn assemble(&self, head: &Head, parts: Vec<ConfigInfo>) -> Result<Vec<u8>, StoreError> {
         let mut ordered: Vec<Option<Vec<u8>>> = vec![None; head.parts];
         for part in parts {
             let index: Option<usize> = part
@@ -202,22 +204,32 @@ impl SwarmStore {
         Ok(bytes)
     }
 
-    /// Removes generations older than the last [`KEEP_GENERATIONS`], each head first and then
-    /// its parts (named from the head's labels, so no part's data is listed). Every
-    /// [`KEEP_GENERATIONS`]th generation also sweeps parts no kept head claims at or below the
-    /// newest (left by a writer that died between its parts and its head): that sweep lists
-    /// every part with its data, too costly for every commit of a large store.
-    fn prune(&self, engine: &Engine, newest: u64) -> Result<(), DockerError> {
-        let keep_from = newest.saturating_sub(KEEP_GENERATIONS - 1);
-        let heads = self.heads(engine)?;
-        for head in heads.iter().filter(|h| h.generation < keep_from) {
+    /// Removes the generations in `old`, each head first and then its parts (named from the
+    /// head's labels, so no part's data is listed). When `sweep`, also lists every part and
+    /// removes those no kept head claims below `committing` (left by a writer that died
+    /// between its parts and its head): that costs a listing of every part with its data, so
+    /// it is done every [`KEEP_GENERATIONS`]th generation only. Parts of `committing` and
+    /// above may be a writer's commit in flight, and are never swept.
+    fn prune(
+        &self,
+        engine: &Engine,
+        old: &[Head],
+        committing: u64,
+        sweep: bool,
+    ) -> Result<(), DockerError> {
+        for head in old {
             engine.delete_config(&head.name)?;
             for i in 0..head.parts {
                 engine.delete_config(&format!("{}-{}-{i}", head.name, head.nonce))?;
             }
         }
-        if !newest.is_multiple_of(KEEP_GENERATIONS) {
+        if !sweep {
             return Ok(());
+        }
+        let keep_from = committing.saturating_sub(KEEP_GENERATIONS - 1);
+        let heads = self.heads(engine)?;
+        for head in heads.iter().filter(|h| h.generation < keep_from) {
+            engine.delete_config(&head.name)?;
         }
         let kept: HashMap<&str, &Head> = heads
             .iter()
@@ -232,11 +244,11 @@ impl SwarmStore {
                 .labels
                 .get("keyd.store.generation")
                 .and_then(|g| g.parse().ok())
-                .unwrap_or(0);
+                .unwrap_or(u64::MAX);
             let claimed = kept
                 .get(of.as_str())
                 .is_some_and(|h| part.labels.get("keyd.store.nonce") == Some(&h.nonce));
-            if !claimed && generation <= newest {
+            if !claimed && generation < committing {
                 engine.delete_config(&part.name)?;
             }
         }
@@ -295,17 +307,9 @@ impl RemoteStore for SwarmStore {
                 }));
             }
         }
-        let bytes = {
-            let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
-            let connected = match engine.as_ref() {
-                Some(e) => e,
-                None => {
-                    *engine = Some(Engine::connect(CALL_TIMEOUT).map_err(|e| self.error(e))?);
-                    engine.as_ref().expect("connected above")
-                }
-            };
-            self.read_parts(connected, &head)?
-        };
+        let parts =
+            self.with_engine(|engine| engine.configs_labelled("keyd.store.part-of", &head.name))?;
+        let bytes = self.assemble(&head, parts)?;
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Cached {
             generation: head.generation,
             bytes: bytes.clone(),
@@ -329,57 +333,84 @@ impl RemoteStore for SwarmStore {
             ("keyd.store.generation", generation.to_string()),
             ("keyd.store.nonce", nonce.clone()),
         ];
-        self.with_engine(|engine| {
-            let mut created = Vec::new();
-            let mut write_parts = || -> Result<bool, DockerError> {
-                for (i, chunk) in chunks.iter().enumerate() {
-                    let name = format!("{head_name}-{nonce}-{i}");
+        // Generations this commit makes too old to keep, whether it wins or loses (a loser
+        // lost to a writer of the same generation). Removing them is housekeeping, done on a
+        // connection of its own while the parts are written, and the commit stands whatever
+        // it meets.
+        let old: Vec<Head> = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|h| h.generation + KEEP_GENERATIONS <= generation)
+            .cloned()
+            .collect();
+        let sweep = generation.is_multiple_of(KEEP_GENERATIONS);
+        let committed = std::thread::scope(|scope| {
+            if !old.is_empty() || sweep {
+                scope.spawn(|| {
+                    let pruned = Engine::connect(CALL_TIMEOUT)
+                        .and_then(|engine| self.prune(&engine, &old, generation, sweep));
+                    if pruned.is_ok() {
+                        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+                        seen.retain(|h| h.generation + KEEP_GENERATIONS > generation);
+                    }
+                });
+            }
+            self.with_engine(|engine| {
+                let mut created = Vec::new();
+                let mut write_parts = || -> Result<bool, DockerError> {
+                    for (i, chunk) in chunks.iter().enumerate() {
+                        let name = format!("{head_name}-{nonce}-{i}");
+                        let mut l = labels(&common);
+                        l.extend(labels(&[
+                            ("keyd.store.part-of", head_name.clone()),
+                            ("keyd.store.part", i.to_string()),
+                        ]));
+                        if engine.create_config(&name, l, chunk)?.is_none() {
+                            return Ok(false);
+                        }
+                        created.push(name);
+                    }
                     let mut l = labels(&common);
                     l.extend(labels(&[
-                        ("keyd.store.part-of", head_name.clone()),
-                        ("keyd.store.part", i.to_string()),
+                        ("keyd.store.head", self.name.clone()),
+                        ("keyd.store.parts", chunks.len().to_string()),
+                        ("keyd.store.size", bytes.len().to_string()),
+                        ("keyd.store.digest", digest.to_owned()),
                     ]));
-                    if engine.create_config(&name, l, chunk)?.is_none() {
-                        return Ok(false);
+                    let head = format!("keyd store {} generation {generation}\n", self.name);
+                    Ok(engine
+                        .create_config(&head_name, l, head.as_bytes())?
+                        .is_some())
+                };
+                let committed = write_parts();
+                if !matches!(committed, Ok(true)) {
+                    for name in &created {
+                        let _ = engine.delete_config(name);
                     }
-                    created.push(name);
                 }
-                let mut l = labels(&common);
-                l.extend(labels(&[
-                    ("keyd.store.head", self.name.clone()),
-                    ("keyd.store.parts", chunks.len().to_string()),
-                    ("keyd.store.size", bytes.len().to_string()),
-                    ("keyd.store.digest", digest.to_owned()),
-                ]));
-                let head = format!("keyd store {} generation {generation}\n", self.name);
-                Ok(engine
-                    .create_config(&head_name, l, head.as_bytes())?
-                    .is_some())
-            };
-            let committed = write_parts();
-            if !matches!(committed, Ok(true)) {
-                for name in &created {
-                    let _ = engine.delete_config(name);
-                }
-            }
-            if committed? {
-                // Pruning is housekeeping: the commit stands whatever it meets.
-                let _ = self.prune(engine, generation);
-                Ok(true)
-            } else {
-                Ok(false)
-            }
-        })
-        .and_then(|committed| {
-            if committed {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict {
-                    store: self.describe(),
-                    generation,
-                })
-            }
-        })
+                committed
+            })
+        })?;
+        if !committed {
+            return Err(StoreError::Conflict {
+                store: self.describe(),
+                generation,
+            });
+        }
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Head {
+                name: head_name,
+                generation,
+                nonce,
+                parts: chunks.len(),
+                size: bytes.len(),
+                digest: digest.to_owned(),
+            });
+        Ok(())
     }
 
     fn hold_lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
