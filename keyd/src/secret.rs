@@ -203,6 +203,30 @@ pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && std::hint::black_box(diff) == 0
 }
 
+/// The HMAC-SHA256 under `key` of `value`'s JSON serialisation, written straight into the MAC
+/// so no copy of the plaintext is made. The same value always serialises to the same bytes
+/// (ordered maps and lists), so the MAC can be checked against a later serialisation.
+pub fn hmac_json<T: serde::Serialize + ?Sized>(
+    key: &aws_lc_rs::hmac::Key,
+    value: &T,
+) -> std::io::Result<[u8; 32]> {
+    struct Mac(aws_lc_rs::hmac::Context);
+    impl std::io::Write for Mac {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut mac = Mac(aws_lc_rs::hmac::Context::with_key(key));
+    serde_json::to_writer(&mut mac, value).map_err(std::io::Error::other)?;
+    let mut out = [0u8; 32];
+    out.copy_from_slice(mac.0.sign().as_ref());
+    Ok(out)
+}
+
 /// Zeroizes a temporary buffer that held encoded key material (e.g. a DER before PEM encoding).
 pub(crate) fn wipe(mut buffer: Vec<u8>) {
     buffer.zeroize();

@@ -57,21 +57,7 @@ impl BackupKey {
     /// straight into the MAC (no copy of the plaintext is kept). The serialisation is the
     /// one the backup's writer makes next (ordered maps and lists: the same bytes).
     pub(super) fn mac_of<T: Serialize + ?Sized>(&self, data: &T) -> std::io::Result<[u8; 32]> {
-        struct Mac(hmac::Context);
-        impl std::io::Write for Mac {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.update(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut mac = Mac(hmac::Context::with_key(&self.hmac_key()));
-        serde_json::to_writer(&mut mac, data).map_err(std::io::Error::other)?;
-        let mut out = [0u8; 32];
-        out.copy_from_slice(mac.0.sign().as_ref());
-        Ok(out)
+        crate::secret::hmac_json(&self.hmac_key(), data)
     }
 
     /// Whether `mac` is this key's MAC of `plaintext` (compared in constant time).
