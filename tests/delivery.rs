@@ -568,43 +568,6 @@ fn plain_files_an_older_keyd_wrote_become_symlinks_without_a_rewrite() {
     assert_taken_over(&s, &before, &report);
 }
 
-#[test]
-fn the_whole_directory_set_of_an_older_keyd_is_taken_over_without_a_rewrite() {
-    let s = stack("migrate-set");
-    // The layout of keyd until 2026-11-30: `NAME -> ..data/NAME`, `..data -> ..keyd-3`; and
-    // a name no longer delivered (its secret left the policy), which keeps its last file.
-    let set = s.out.join("..keyd-3");
-    std::fs::create_dir(&set).unwrap();
-    for (name, _) in shown_inodes(&s.out) {
-        let file = std::fs::canonicalize(s.out.join(&name)).unwrap();
-        std::fs::rename(file, set.join(&name)).unwrap();
-        std::fs::remove_file(s.out.join(&name)).unwrap();
-        std::os::unix::fs::symlink(Path::new("..data").join(&name), s.out.join(&name)).unwrap();
-    }
-    std::fs::write(set.join("GONE"), "last value").unwrap();
-    std::os::unix::fs::symlink("..data/GONE", s.out.join("GONE")).unwrap();
-    std::os::unix::fs::symlink("..keyd-3", s.out.join("..data")).unwrap();
-    std::fs::remove_dir_all(s.out.join("..keyd")).unwrap();
-    let mut before = shown_inodes(&s.out);
-    before.retain(|(name, _)| name != "GONE");
-    let gone = std::fs::metadata(s.out.join("GONE")).unwrap().ino();
-
-    let report = s.apply();
-    let mut dots: Vec<String> = std::fs::read_dir(&s.out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with('.'))
-        .collect();
-    dots.sort();
-    assert_eq!(dots, ["..keyd"], "the older set is left behind");
-    assert_eq!(
-        std::fs::read_to_string(s.out.join("GONE")).unwrap(),
-        "last value"
-    );
-    assert_eq!(std::fs::metadata(s.out.join("GONE")).unwrap().ino(), gone);
-    assert_taken_over(&s, &before, &report);
-}
-
 /// Whether the output directory or its `..keyd` was listed (read as a directory) while
 /// `action` ran, as the kernel reported it.
 fn listed_during(out: &Path, action: impl FnOnce()) -> bool {
@@ -686,14 +649,13 @@ fn leftovers_of_a_cut_off_delivery_are_removed_by_the_next_apply() {
         names
     };
     let shown = entries(&own);
-    // Generations written but never shown (a pass cut off before its swap), temp symlinks of
-    // a pass cut off before its rename, and an older keyd's data directory.
+    // Generations written but never shown (a pass cut off before its swap), and temp symlinks
+    // of a pass cut off before its rename.
     std::fs::write(own.join("P01@9"), "stale").unwrap();
     std::fs::create_dir(own.join("@tls@4")).unwrap();
     std::fs::write(own.join("@tls@4").join("tls.key"), "stale").unwrap();
     std::os::unix::fs::symlink("@tls@4", own.join(".@tls.keyd-tmp")).unwrap();
     std::os::unix::fs::symlink("..keyd/P01@9", s.out.join(".P01.keyd-tmp")).unwrap();
-    std::fs::create_dir(s.out.join("..keyd-0")).unwrap();
     s.apply();
     let left: Vec<String> = entries(&s.out)
         .into_iter()

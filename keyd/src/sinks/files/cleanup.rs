@@ -1,24 +1,18 @@
-//! A full pass's clean-up of what no name shows: temp symlinks a cut-off pass left, older
-//! layouts taken over (plain files, the whole-directory `..data` set), and `..keyd` entries
-//! of earlier generations.
+//! A full pass's clean-up of what no name shows: temp symlinks a cut-off pass left, and
+//! `..keyd` entries of earlier generations.
 
 use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 
-use super::layout::{
-    Shown, classify, file_entry, fsync, generation_of, remove_if_there, replace_with_symlink,
-    set_link,
-};
-use super::{FilesSink, LEGACY_LINK, LEGACY_SET, OWN, TMP_SUFFIX, io};
+use super::layout::{Shown, classify, file_entry, fsync, generation_of, remove_if_there, set_link};
+use super::{FilesSink, OWN, TMP_SUFFIX, io};
 use crate::sinks::SinkError;
 
 impl FilesSink {
-    /// A full pass's clean-up: temp symlinks a crash left, names still shown through an older
-    /// layout (outputs no longer delivered keep their last file, moved into `..keyd`), that
-    /// layout's directories, and `..keyd` entries no name shows. `shown` holds the `..keyd`
-    /// entries this pass's outputs show; `delivered`, their names. Returns whether the
-    /// directories are tidy now (every removal done, no older layout left).
+    /// A full pass's clean-up: temp symlinks a crash left, and `..keyd` entries no name
+    /// shows. `shown` holds the `..keyd` entries this pass's outputs show; `delivered`, their
+    /// names. Returns whether the directories are tidy now (every removal done).
     pub(super) fn clean_up(
         &self,
         mut shown: HashSet<String>,
@@ -27,10 +21,6 @@ impl FilesSink {
         let (dir, own) = (&self.spec.dir, self.own());
         // Something this meant to remove is still there (a removal refused).
         let mut left = false;
-        let mut legacy_left = false;
-        let mut relinked = false;
-        // The older layout's data directories, removed once no name shows them.
-        let mut legacy_sets = Vec::new();
         for entry in fs::read_dir(dir).map_err(io(dir))?.flatten() {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
@@ -39,12 +29,6 @@ impl FilesSink {
             if name.starts_with('.') {
                 if name.ends_with(TMP_SUFFIX) {
                     left |= fs::remove_file(&path).is_err();
-                } else if name
-                    .strip_prefix(LEGACY_SET)
-                    .is_some_and(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
-                    && entry.file_type().is_ok_and(|t| t.is_dir())
-                {
-                    legacy_sets.push(path);
                 }
                 continue;
             }
@@ -58,22 +42,6 @@ impl FilesSink {
             match classify(&target, &name, None) {
                 Shown::Own(n) => {
                     shown.insert(file_entry(&name, n));
-                }
-                Shown::Legacy => {
-                    let file = dir.join(LEGACY_LINK).join(&name);
-                    if fs::symlink_metadata(&file).is_ok_and(|m| m.is_file()) {
-                        let entry = file_entry(&name, 1);
-                        let new = own.join(&entry);
-                        remove_if_there(&new, false)?;
-                        fs::hard_link(&file, &new).map_err(io(&new))?;
-                        let target = Path::new(OWN).join(&entry);
-                        let tmp = dir.join(format!(".{name}{TMP_SUFFIX}"));
-                        replace_with_symlink(&tmp, &path, &target)?;
-                        shown.insert(entry);
-                        relinked = true;
-                    } else {
-                        legacy_left = true;
-                    }
                 }
                 _ => {
                     // `..keyd/@SECRET/NAME`: the secret's set link and the set it names.
@@ -97,16 +65,6 @@ impl FilesSink {
                 }
             }
         }
-        if relinked {
-            fsync(&own)?;
-            fsync(dir)?;
-        }
-        if !legacy_left {
-            remove_if_there(&dir.join(LEGACY_LINK), false)?;
-            for set in &legacy_sets {
-                remove_if_there(set, true)?;
-            }
-        }
         for entry in fs::read_dir(&own).map_err(io(&own))?.flatten() {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
@@ -121,7 +79,7 @@ impl FilesSink {
             };
             left |= removed.is_err();
         }
-        Ok(!(left || legacy_left))
+        Ok(!left)
     }
 }
 
@@ -142,7 +100,7 @@ pub fn remove_delivered(dir: &Path, names: &[&str]) -> Result<(), SinkError> {
             continue;
         };
         match classify(&target, name, None) {
-            Shown::Own(_) | Shown::Legacy => {}
+            Shown::Own(_) => {}
             Shown::Member => {
                 // `..keyd/@SECRET/NAME`, as `classify` checked.
                 if let Some(secret) = target

@@ -7,7 +7,7 @@ use std::fs::{self, File};
 use super::layout::fsync;
 use super::ledger::{TIDY_WAIT_FROM, forget_dirs, ledger_key};
 use super::plan::{Group, Plan};
-use super::{FilesSink, LEGACY_LINK, SINK, io};
+use super::{FilesSink, SINK, io};
 use crate::sinks::{Delivery, DeliveryReport, Pass, Sink, SinkError, stamp};
 use crate::store::Books;
 
@@ -51,12 +51,9 @@ impl Sink for FilesSink {
             }
             Err(_) => self.make_dir(&own)?,
         }
-        // Names still shown through the whole-directory set of an older keyd: every output is
-        // looked at, so the next pass can remove that set.
-        let legacy = fs::symlink_metadata(dir.join(LEGACY_LINK)).is_ok();
-        let full = matches!(pass, Pass::Full) || legacy;
+        let full = matches!(pass, Pass::Full);
         // Nothing added to or removed from either directory since a pass left them tidy.
-        let tidy = !legacy && self.dirs_as_recorded(ledger);
+        let tidy = self.dirs_as_recorded(ledger);
 
         let groups = self.plan(deliveries, pass, ledger, full, fresh, tidy)?;
 

@@ -13,7 +13,7 @@ use rustix::fd::OwnedFd;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use zeroize::Zeroizing;
 
-use super::{FilesSink, LEGACY_LINK, OWN, SINK, TMP_SUFFIX, io};
+use super::{FilesSink, OWN, SINK, TMP_SUFFIX, io};
 use crate::secret::same_bytes;
 use crate::sinks::SinkError;
 
@@ -55,9 +55,7 @@ pub(super) enum Shown {
     Own(u64),
     /// `..keyd/@SECRET/NAME`: a member of its secret's set.
     Member,
-    /// `..data/NAME`: the whole-directory set of an older keyd.
-    Legacy,
-    /// A regular file: written by an older keyd, or put there by hand.
+    /// A regular file, put there by hand or by another tool (taken over).
     File,
     /// Nothing.
     Missing,
@@ -73,8 +71,6 @@ pub(super) enum Source {
     Own(u64),
     /// `..keyd/@SECRET@N/NAME`.
     Member(u64),
-    /// `..data/NAME`.
-    Legacy,
     /// `DIR/NAME`, a regular file.
     File,
 }
@@ -85,7 +81,6 @@ impl Source {
         match self {
             Source::Own(n) => own.join(file_entry(name, n)),
             Source::Member(n) => own.join(set_entry(secret, n)).join(name),
-            Source::Legacy => dir.join(LEGACY_LINK).join(name),
             Source::File => dir.join(name),
         }
     }
@@ -366,12 +361,6 @@ pub(super) fn classify(target: &Path, name: &str, secret: Option<&str>) -> Shown
         }
         return Shown::Replace;
     }
-    if t.strip_prefix(LEGACY_LINK)
-        .and_then(|r| r.strip_prefix('/'))
-        .is_some_and(|r| r == name)
-    {
-        return Shown::Legacy;
-    }
     Shown::Replace
 }
 
@@ -498,7 +487,6 @@ mod tests {
             Shown::Member
         );
         assert_eq!(c("..keyd/@web/tls.key", "tls.key", None), Shown::Member);
-        assert_eq!(c("..data/P01", "P01", Some("P01")), Shown::Legacy);
         for (target, name) in [
             ("..keyd/@api/tls.key", "tls.key"),
             ("..keyd/@web/other", "tls.key"),

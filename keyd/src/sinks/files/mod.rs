@@ -60,10 +60,6 @@ const OWN: &str = "..keyd";
 /// in the output directory is left by a pass cut off before its rename, and a full pass
 /// removes it.
 const TMP_SUFFIX: &str = ".keyd-tmp";
-/// The whole-directory set layout, taken over by a full pass: `NAME -> ..data/NAME`, `..data -> ..keyd-N`.
-const LEGACY_LINK: &str = "..data";
-/// The data directories of that layout (`..keyd-7`).
-const LEGACY_SET: &str = "..keyd-";
 
 /// Delivers into a directory, as `[sinks.files]` says.
 #[derive(Debug)]

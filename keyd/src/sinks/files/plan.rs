@@ -69,7 +69,7 @@ impl Group<'_> {
                 Shown::Own(_) => self.single(),
                 Shown::Member => !self.single() && self.set_now.is_some(),
                 Shown::Missing | Shown::File => true,
-                Shown::Legacy | Shown::Replace => false,
+                Shown::Replace => false,
             })
     }
 
@@ -218,7 +218,6 @@ impl FilesSink {
             let source = match shown {
                 Shown::Own(n) if single => Some(Source::Own(n)),
                 Shown::Member if !single => set_now.map(Source::Member),
-                Shown::Legacy => Some(Source::Legacy),
                 Shown::File => Some(Source::File),
                 _ => None,
             };
