@@ -6,6 +6,7 @@ mod pg_wire;
 pub mod postgres;
 pub mod redis;
 pub(crate) mod resp;
+mod socket;
 pub mod tls;
 
 use crate::secret::SecretString;
