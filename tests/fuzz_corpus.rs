@@ -53,3 +53,8 @@ fn api_request_corpus() {
 fn envfile_round_trip_corpus() {
     replay("envfile_round_trip", keyd::fuzzing::envfile_round_trip);
 }
+
+#[test]
+fn mysql_answer_corpus() {
+    replay("mysql_answer", keyd::fuzzing::mysql_answer);
+}

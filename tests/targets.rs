@@ -7,87 +7,13 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use keyd_tests::servers::{Postgres, Redis, psql, redis_ping};
-use keyd_tests::{TempDir, keyctl, keyd, ok, run};
-
-struct Setup {
-    tmp: TempDir,
-}
-
-impl Setup {
-    fn new(tag: &str, policy: &str) -> Setup {
-        let tmp = TempDir::new(tag);
-        std::fs::write(tmp.join("policy.toml"), policy).unwrap();
-        Setup { tmp }
-    }
-    fn home(&self) -> std::path::PathBuf {
-        self.tmp.join("home")
-    }
-    fn quickstart(&self) -> std::process::Output {
-        run(keyctl(&self.home())
-            .arg("quickstart")
-            .arg("--policy")
-            .arg(self.tmp.join("policy.toml"))
-            .arg("--out")
-            .arg(self.tmp.join("out")))
-    }
-    /// Quickstart that must succeed (its stderr is shown when it does not).
-    fn quickstart_ok(&self) {
-        let out = self.quickstart();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    fn file(&self, name: &str) -> String {
-        std::fs::read_to_string(self.tmp.join("out").join(name)).unwrap()
-    }
-    fn rotate(&self, name: &str) -> std::process::Output {
-        run(keyctl(&self.home()).args(["rotate", name]))
-    }
-    fn retire(&self, name: &str) {
-        ok(keyctl(&self.home()).args(["retire", name]));
-    }
-}
-
-/// Runs `attempts` logins in a thread, each reading the delivered credentials afresh, while
-/// `during` runs; returns how many failed.
-fn count_failures(
-    attempts: usize,
-    login: impl Fn() -> bool + Send + 'static,
-    during: impl FnOnce(),
-) -> usize {
-    let started = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (s, st) = (started.clone(), stop.clone());
-    let client = std::thread::spawn(move || {
-        let mut failures = 0;
-        for i in 0..attempts {
-            if !login() {
-                failures += 1;
-            }
-            s.store(i + 1, Ordering::SeqCst);
-            if st.load(Ordering::SeqCst) && i > attempts / 2 {
-                break;
-            }
-        }
-        failures
-    });
-    while started.load(Ordering::SeqCst) < 10 {
-        std::thread::yield_now();
-    }
-    during();
-    // Keep logging in for a while after the rotation too.
-    let after = started.load(Ordering::SeqCst) + 20;
-    while started.load(Ordering::SeqCst) < after.min(attempts) && !client.is_finished() {
-        std::thread::yield_now();
-    }
-    stop.store(true, Ordering::SeqCst);
-    client.join().unwrap()
-}
+use keyd_tests::servers::{Postgres, Redis, localhost_cert, psql, redis_ping};
+use keyd_tests::target_stack::{
+    Setup, count_failures, only_live_versions_log_in, quickstart_against_a_silent_server,
+};
+use keyd_tests::{TempDir, keyctl, keyd, ok};
 
 fn redis_policy(redis: &Redis, dir: &Path, mode: &str) -> String {
     std::fs::write(dir.join("redis-admin"), &redis.admin_password).unwrap();
@@ -154,33 +80,6 @@ fn redis_acl_rotation_has_zero_failed_logins_and_retire_removes_the_old_password
     let acl = std::fs::read_to_string(redis.dir.join("users.acl")).unwrap();
     assert!(acl.contains("user app"), "{acl}");
     assert!(!acl.contains(&second) && !acl.contains(&first));
-}
-
-/// Checks that exactly the versions the store calls live (not retired) log in, after each
-/// step of `steps` (`rotate` or `retire`); `login(value, version)` tries one.
-fn only_live_versions_log_in(s: &Setup, name: &str, steps: &[&str], login: impl Fn(&str) -> bool) {
-    let mut done = Vec::new();
-    for step in steps {
-        match *step {
-            "rotate" => assert!(s.rotate(name).status.success(), "rotate after {done:?}"),
-            _ => s.retire(name),
-        }
-        done.push(*step);
-        let history: serde_json::Value =
-            serde_json::from_slice(&ok(keyctl(&s.home()).args(["history", name, "--json"])))
-                .unwrap();
-        for v in history["versions"].as_array().unwrap() {
-            let number = v["version"].as_u64().unwrap().to_string();
-            let value = ok(keyctl(&s.home()).args(["show", name, "--version", &number]));
-            let live = v["retired"].is_null();
-            assert_eq!(
-                login(std::str::from_utf8(&value).unwrap()),
-                live,
-                "after {done:?}: version {number} (live: {live}) {} log in",
-                if live { "cannot" } else { "can still" }
-            );
-        }
-    }
 }
 
 #[test]
@@ -413,23 +312,7 @@ fn faults_leave_the_current_value_working_and_the_rotation_resumable() {
 
     // Killed between set and promote: the restart probes (the new password works), continues,
     // and one new version results.
-    let mut child = keyctl(&s.home())
-        .args(["rotate", "DB_PASSWORD"])
-        .env("KEYD_PAUSE_AFTER", "set")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stderr.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "keyd: paused after set");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    s.rotate_killed_after("DB_PASSWORD", "set");
     assert!(
         !pg.can_login("app", &third),
         "set happened: the old single password is gone"
@@ -477,76 +360,6 @@ fn a_first_version_that_its_target_refuses_is_reported_and_not_delivered() {
         status.contains("error connecting to server: Connection refused"),
         "{status}"
     );
-}
-
-/// A TCP listener on loopback that accepts connections and never answers (nor closes them).
-fn silent_server() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            held.push(stream);
-        }
-    });
-    port
-}
-
-/// Runs `cmd`, failing the test when it has not finished within `limit`.
-fn output_within(
-    cmd: &mut std::process::Command,
-    limit: std::time::Duration,
-) -> std::process::Output {
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{cmd:?} still ran after {limit:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// Quickstart of a policy whose target `silent` (of `target_type`, at a server that never
-/// answers, `timeout = "1s"`) must accept DB_PASSWORD; returns keyctl status --json after it.
-fn quickstart_against_a_silent_server(target_type: &str, secret_target: &str) -> String {
-    let port = silent_server();
-    let (user, path) = match target_type {
-        "postgres" => ("admin@", "/postgres"),
-        _ => ("", ""),
-    };
-    let s = Setup::new(
-        &format!("silent-{target_type}"),
-        &format!(
-            "[stack]\nname = \"silent\"\n\n[targets.silent]\ntype = \"{target_type}\"\nurl = \"{target_type}://{user}127.0.0.1:{port}{path}\"\ntimeout = \"1s\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\ntarget = {{ name = \"silent\"{secret_target} }}\n"
-        ),
-    );
-    let out = output_within(
-        keyctl(&s.home())
-            .arg("quickstart")
-            .arg("--policy")
-            .arg(s.tmp.join("policy.toml"))
-            .arg("--out")
-            .arg(s.tmp.join("out")),
-        std::time::Duration::from_secs(60),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("a target did not accept DB_PASSWORD"),
-        "{stderr}"
-    );
-    String::from_utf8(ok(keyctl(&s.home()).args(["status", "--json"]))).unwrap()
 }
 
 #[test]
@@ -652,22 +465,6 @@ fn postgres_alternating_login_and_password_files_always_make_a_working_pair() {
         "{} pairs read from the files did not log in (logins: {failures:?})",
         failures.len()
     );
-}
-
-/// A self-signed certificate for `localhost` and 127.0.0.1, made by keyd's own `tls` kind: the
-/// server presents it and clients trust it as their CA. Returns (certificate, key) PEM.
-fn localhost_cert() -> (String, String) {
-    let cert = keyd::material::tls::generate(&keyd::material::tls::TlsSpec {
-        cn: "localhost".into(),
-        sans: vec!["localhost".into(), "127.0.0.1".into()],
-        days: 1,
-        key_type: keyd::material::tls::KeyType::EcdsaP256,
-    })
-    .unwrap();
-    (
-        cert.cert_pem.clone(),
-        cert.key_pem.expose_secret().to_owned(),
-    )
 }
 
 /// A PostgreSQL target `db` at `url` (admin password from a file) and a password for role

@@ -4,7 +4,9 @@
 
 pub mod compose;
 pub mod docker;
+pub mod mariadb;
 pub mod servers;
+pub mod target_stack;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

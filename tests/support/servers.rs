@@ -63,6 +63,22 @@ pub struct ServerCert<'a> {
     pub key_pem: &'a str,
 }
 
+/// A self-signed certificate for `localhost` and 127.0.0.1, made by keyd's own `tls` kind: the
+/// server presents it and clients trust it as their CA. Returns (certificate, key) PEM.
+pub fn localhost_cert() -> (String, String) {
+    let cert = keyd::material::tls::generate(&keyd::material::tls::TlsSpec {
+        cn: "localhost".into(),
+        sans: vec!["localhost".into(), "127.0.0.1".into()],
+        days: 1,
+        key_type: keyd::material::tls::KeyType::EcdsaP256,
+    })
+    .unwrap();
+    (
+        cert.cert_pem.clone(),
+        cert.key_pem.expose_secret().to_owned(),
+    )
+}
+
 impl Postgres {
     /// initdb (SCRAM authentication, every statement logged) and start.
     pub fn start(tag: &str) -> Postgres {

@@ -12,6 +12,7 @@ use std::path::Path;
 use crate::daemon::http::{MAX_BODY, Request, Response, Routes, serve_bytes};
 use crate::policy::{EnvFileSpec, Policy};
 use crate::sinks::EnvFileSink;
+use crate::targets::mysql_wire::{self, MAX_COLUMNS, MAX_ROWS};
 use crate::targets::resp::{MAX_ARRAY, MAX_BULK, MAX_DEPTH, MAX_REPLY_BYTES, Reply, read_reply};
 
 /// The policy parser on `data` as text (bytes that are not UTF-8 are skipped: policies are
@@ -48,6 +49,17 @@ fn check_reply(reply: &Reply, depth: usize) {
             }
         }
         _ => {}
+    }
+}
+
+/// The MySQL client's parsers on `data` as a server's greeting packet and then its answer to
+/// a query. Any bytes give rows within the client's limits or an error, never a panic.
+pub fn mysql_answer(data: &[u8]) {
+    if let Ok(rows) = mysql_wire::parse_server_bytes(data) {
+        assert!(rows.len() <= MAX_ROWS);
+        for row in &rows {
+            assert!(!row.is_empty() && row.len() <= MAX_COLUMNS);
+        }
     }
 }
 

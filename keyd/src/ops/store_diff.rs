@@ -389,6 +389,7 @@ fn describe_reload(hook: &ReloadHook) -> String {
 fn describe_target(t: &crate::policy::TargetSpec, digests: &ValueDigests) -> String {
     let kind = match &t.kind {
         TargetKind::Postgres => "postgres".to_owned(),
+        TargetKind::Mysql => "mysql".to_owned(),
         TargetKind::Redis { user, replicas } => {
             format!("redis as {user} (replicas {})", replicas.join(" "))
         }
@@ -426,6 +427,19 @@ fn describe_secret_target(t: &SecretTarget) -> String {
             group,
         } => format!(
             "target {target}, role {role} ({strategy:?}, group {group}{})",
+            user_secret
+                .as_ref()
+                .map_or(String::new(), |u| format!(", login in {u}"))
+        ),
+        SecretTarget::Mysql {
+            target,
+            user,
+            hosts,
+            strategy,
+            user_secret,
+        } => format!(
+            "target {target}, user {user} at {} ({strategy:?}{})",
+            hosts.join(" "),
             user_secret
                 .as_ref()
                 .map_or(String::new(), |u| format!(", login in {u}"))

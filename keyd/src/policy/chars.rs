@@ -135,12 +135,10 @@ fn companion_name(spec: &SecretSpec, part: Part) -> Option<&str> {
         (KindSpec::Rsa { public, .. }, Part::PublicPem) => public.as_deref(),
         (KindSpec::Rsa { jwks, .. }, Part::Jwks) => jwks.as_deref(),
         (KindSpec::Tls { key, .. }, Part::TlsKey) => Some(key),
-        (_, Part::Login) => match &spec.target {
-            Some(super::targets::SecretTarget::Postgres { user_secret, .. }) => {
-                user_secret.as_deref()
-            }
-            _ => None,
-        },
+        (_, Part::Login) => spec
+            .target
+            .as_ref()
+            .and_then(super::targets::SecretTarget::user_secret),
         _ => None,
     }
 }

@@ -19,7 +19,7 @@ pub use self::sinks::{
     EnvFileSpec, FilesSpec, PluginSpec, ReloadHook, Signal, SinkSpec, Sinks, SwarmSpec,
 };
 pub use self::targets::{
-    AdminPassword, PgStrategy, RedisMode, SecretTarget, TargetKind, TargetSpec,
+    AdminPassword, LoginStrategy, RedisMode, SecretTarget, TargetKind, TargetSpec,
 };
 
 /// A validated policy.

@@ -57,12 +57,8 @@ impl SecretSpec {
             KindSpec::Tls { key, .. } => companions[0] = Some((key.as_str(), Part::TlsKey)),
             _ => {}
         }
-        if let Some(SecretTarget::Postgres {
-            user_secret: Some(user),
-            ..
-        }) = &self.target
-        {
-            companions[2] = Some((user.as_str(), Part::Login));
+        if let Some(user) = self.target.as_ref().and_then(SecretTarget::user_secret) {
+            companions[2] = Some((user, Part::Login));
         }
         std::iter::once((self.name.as_str(), Part::Main)).chain(companions.into_iter().flatten())
     }

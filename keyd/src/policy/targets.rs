@@ -1,12 +1,12 @@
-//! The outside systems a policy names: `[targets.NAME]` (a PostgreSQL or Redis server keyd
-//! logs into as an admin) and a secret's `target = { … }` (the login or user its values become).
+//! The outside systems a policy names: `[targets.NAME]` (a PostgreSQL, MySQL or Redis server
+//! keyd logs into as an admin) and a secret's `target = { … }` (the login or user its values become).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// `[targets.NAME]`: a PostgreSQL server or Redis keyd logs into as an admin.
+/// `[targets.NAME]`: a PostgreSQL, MySQL or Redis server keyd logs into as an admin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TargetSpec {
     /// Its name in the policy.
@@ -37,6 +37,8 @@ impl TargetSpec {
 pub enum TargetKind {
     /// A PostgreSQL server.
     Postgres,
+    /// A MySQL or MariaDB server.
+    Mysql,
     /// A Redis server.
     Redis {
         /// The admin user keyd logs in as (`default` for requirepass servers).
@@ -67,11 +69,24 @@ pub enum SecretTarget {
         /// The role (for `alternating`, the first of the two logins and the group's base name).
         role: String,
         /// How the password changes.
-        strategy: PgStrategy,
+        strategy: LoginStrategy,
         /// Companion output carrying the login in use (`alternating`).
         user_secret: Option<String>,
         /// The group role both logins belong to (`alternating`; default `<role>_group`).
         group: String,
+    },
+    /// A MySQL or MariaDB account, at each of its hosts.
+    Mysql {
+        /// The target's name.
+        target: String,
+        /// The user name (for `alternating`, the first of the two logins).
+        user: String,
+        /// The host part of each account (`'user'@'host'`; default `["%"]`).
+        hosts: Vec<String>,
+        /// How the password changes.
+        strategy: LoginStrategy,
+        /// Companion output carrying the login in use (`alternating`).
+        user_secret: Option<String>,
     },
     /// A Redis user.
     Redis {
@@ -86,13 +101,13 @@ pub enum SecretTarget {
     },
 }
 
-/// PostgreSQL password strategies.
+/// How a login's password changes (PostgreSQL and MySQL targets).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum PgStrategy {
-    /// One role; its password is replaced (a documented window for new connections).
+pub enum LoginStrategy {
+    /// One login; its password is replaced (a documented window for new connections).
     Single,
-    /// Two login roles used in turn; no window.
+    /// Two logins used in turn; no window.
     Alternating,
 }
 
@@ -110,7 +125,18 @@ impl SecretTarget {
     /// The target's name.
     pub fn target(&self) -> &str {
         match self {
-            SecretTarget::Postgres { target, .. } | SecretTarget::Redis { target, .. } => target,
+            SecretTarget::Postgres { target, .. }
+            | SecretTarget::Mysql { target, .. }
+            | SecretTarget::Redis { target, .. } => target,
+        }
+    }
+
+    /// The companion output that carries the login in use (`user_secret`), if any.
+    pub fn user_secret(&self) -> Option<&str> {
+        match self {
+            SecretTarget::Postgres { user_secret, .. }
+            | SecretTarget::Mysql { user_secret, .. } => user_secret.as_deref(),
+            SecretTarget::Redis { .. } => None,
         }
     }
 }

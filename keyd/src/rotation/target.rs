@@ -1,4 +1,4 @@
-//! What the engine asks of targets (PostgreSQL, Redis): the target a secret's values must
+//! What the engine asks of targets (PostgreSQL, MySQL, Redis): the target a secret's values must
 //! reach, built with its admin password resolved now, a version as a target's credential, and
 //! the retire of old values at the target.
 
@@ -8,6 +8,7 @@ use crate::material::Material;
 use crate::policy::{AdminPassword, SecretTarget, TargetKind, TargetSpec};
 use crate::secret::SecretString;
 use crate::store::{SecretRecord, VersionRecord};
+use crate::targets::mysql::MysqlTarget;
 use crate::targets::postgres::PostgresTarget;
 use crate::targets::redis::RedisTarget;
 use crate::targets::{Credential, Target};
@@ -112,6 +113,24 @@ fn build_target(
             &role,
             strategy,
             &group,
+            spec.timeout,
+            spec.allow_insecure_auth,
+        )?),
+        (
+            TargetKind::Mysql,
+            SecretTarget::Mysql {
+                user,
+                hosts,
+                strategy,
+                ..
+            },
+        ) => Box::new(MysqlTarget::new(
+            &spec.name,
+            &spec.url,
+            admin_password,
+            &user,
+            &hosts,
+            strategy,
             spec.timeout,
             spec.allow_insecure_auth,
         )?),

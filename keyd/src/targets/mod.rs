@@ -1,14 +1,41 @@
 //! Targets: outside systems that must accept a new value before consumers use it (a
-//! PostgreSQL role, a Redis ACL user). The rotation state machine drives them through the
+//! PostgreSQL role, a MySQL account, a Redis ACL user). The rotation state machine drives them through the
 //! [`Target`] trait; implementations live in this module, one file each.
 
+pub mod mysql;
+pub(crate) mod mysql_wire;
 mod pg_wire;
 pub mod postgres;
 pub mod redis;
 pub(crate) mod resp;
+mod socket;
 pub mod tls;
 
+use crate::policy::LoginStrategy;
 use crate::secret::SecretString;
+
+/// The login the next version of a PostgreSQL or MySQL target uses, whose first login is
+/// `first` and whose current version uses `current`: `first` for `single`; for `alternating`,
+/// `first` and `first_b` in turn.
+fn next_login(strategy: LoginStrategy, first: &str, current: Option<&str>) -> Option<String> {
+    match strategy {
+        LoginStrategy::Alternating if current == Some(first) => Some(format!("{first}_b")),
+        LoginStrategy::Single | LoginStrategy::Alternating => Some(first.to_owned()),
+    }
+}
+
+/// The test step's verdict on a new login as `login` to target `target`: `accepted`, or the
+/// error saying it was refused.
+fn new_login_tested(target: &str, login: &str, accepted: bool) -> Result<(), TargetError> {
+    if accepted {
+        Ok(())
+    } else {
+        Err(TargetError {
+            target: target.to_owned(),
+            message: format!("a new login as {login:?} with the new password was refused"),
+        })
+    }
+}
 
 /// Decodes `%XX` escapes (anything malformed is kept as written).
 fn percent_decode(value: &str) -> String {
@@ -37,7 +64,8 @@ fn percent_decode(value: &str) -> String {
 /// A login and its password, as a target sees them.
 #[derive(Clone, Copy, Debug)]
 pub struct Credential<'a> {
-    /// The login name, when the target has several (PostgreSQL alternating roles).
+    /// The login name, when the target has several (alternating PostgreSQL roles or MySQL
+    /// accounts).
     pub login: Option<&'a str>,
     /// The password.
     pub password: &'a SecretString,

@@ -41,7 +41,7 @@ use tokio_postgres::{Client, Config, NoTls};
 use super::pg_wire::{AuthGuard, AuthPolicy, AuthRefused, RustlsConnect};
 use super::tls::{self, TlsMode};
 use super::{Credential, Target, TargetError};
-use crate::policy::PgStrategy;
+use crate::policy::LoginStrategy;
 use crate::policy::duration;
 use crate::secret::SecretString;
 
@@ -54,7 +54,7 @@ pub struct PostgresTarget {
     /// The role (the first login of the alternating strategy).
     pub role: String,
     /// Single or alternating.
-    pub strategy: PgStrategy,
+    pub strategy: LoginStrategy,
     /// The group role of the alternating strategy.
     pub group: String,
     /// How long connecting (with its login) or one statement may take.
@@ -198,7 +198,7 @@ impl PostgresTarget {
         url: &str,
         admin_password: Option<&SecretString>,
         role: &str,
-        strategy: PgStrategy,
+        strategy: LoginStrategy,
         group: &str,
         timeout: Duration,
         allow_insecure_auth: bool,
@@ -504,13 +504,7 @@ impl PostgresTarget {
 
 impl Target for PostgresTarget {
     fn next_login(&self, current: Option<&str>) -> Option<String> {
-        match self.strategy {
-            PgStrategy::Single => Some(self.role.clone()),
-            PgStrategy::Alternating if current == Some(self.role.as_str()) => {
-                Some(format!("{}_b", self.role))
-            }
-            PgStrategy::Alternating => Some(self.role.clone()),
-        }
+        super::next_login(self.strategy, &self.role, current)
     }
 
     fn accepts(&self, credential: &Credential<'_>) -> Result<bool, TargetError> {
@@ -528,7 +522,7 @@ impl Target for PostgresTarget {
             postgres_protocol::password::scram_sha_256(pending.password.expose_secret().as_bytes());
         debug_assert!(!verifier.contains('\''));
         let session = self.admin()?;
-        let alternating = self.strategy == PgStrategy::Alternating;
+        let alternating = self.strategy == LoginStrategy::Alternating;
         if alternating && !self.role_exists(&session, &self.group)? {
             self.execute(
                 &session,
@@ -563,19 +557,13 @@ impl Target for PostgresTarget {
     }
 
     fn test(&self, pending: &Credential<'_>) -> Result<(), TargetError> {
-        if self.try_login(pending)? {
-            Ok(())
-        } else {
-            Err(self.fail(format!(
-                "a new login as {:?} with the new password was refused",
-                self.login_of(pending)
-            )))
-        }
+        let accepted = self.try_login(pending)?;
+        super::new_login_tested(&self.name, self.login_of(pending), accepted)
     }
 
     fn retire(&self, old: &Credential<'_>, current: &Credential<'_>) -> Result<(), TargetError> {
         let (old_login, current_login) = (self.login_of(old), self.login_of(current));
-        if self.strategy == PgStrategy::Single || old_login == current_login {
+        if self.strategy == LoginStrategy::Single || old_login == current_login {
             return Ok(()); // the old password stopped working when the new one was set
         }
         let session = self.admin()?;
@@ -601,7 +589,7 @@ mod tests {
             url,
             None,
             "app",
-            PgStrategy::Single,
+            LoginStrategy::Single,
             "g",
             timeout,
             false,

@@ -8,8 +8,9 @@
 //! the CA file named by the URL's `?ca=PATH`, or the system's CA certificates.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
+
+use super::socket::{self, Conn};
 
 /// Longest bulk string accepted. Redis allows 512 MiB, but the replies keyd reads (OK, PONG,
 /// CONFIG GET aclfile, ACL GETUSER) are a few hundred bytes: 1 MiB is plenty.
@@ -96,141 +97,22 @@ impl RedisUrl {
     }
 }
 
-/// The server connection, plain or TLS, over a [`Timed`] socket.
-enum Conn {
-    Plain(Timed),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, Timed>>),
-}
-
-impl Conn {
-    fn timed(&mut self) -> &mut Timed {
-        match self {
-            Conn::Plain(t) => t,
-            Conn::Tls(s) => &mut s.sock,
-        }
-    }
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Plain(t) => t.read(buf),
-            Conn::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Plain(t) => t.write(buf),
-            Conn::Tls(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Conn::Plain(t) => t.flush(),
-            Conn::Tls(s) => s.flush(),
-        }
-    }
-}
-
-/// The server connection, whose reads and writes fail with [`ErrorKind::TimedOut`] once the
-/// deadline of the command in progress has passed: a server that answers slowly, a byte at a
-/// time, is bounded as surely as one that never answers.
-struct Timed {
-    stream: TcpStream,
-    deadline: Instant,
-}
-
-impl Timed {
-    /// The time left before the deadline, or the error once it has passed.
-    fn left(&self) -> std::io::Result<Duration> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            Err(std::io::Error::new(ErrorKind::TimedOut, "timed out"))
-        } else {
-            Ok(left)
-        }
-    }
-}
-
-/// A socket timeout reads as EAGAIN on Linux: reported as what it is.
-fn timed_out(e: std::io::Error) -> std::io::Error {
-    match e.kind() {
-        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
-            std::io::Error::new(ErrorKind::TimedOut, "timed out")
-        }
-        _ => e,
-    }
-}
-
-impl Read for Timed {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.stream.set_read_timeout(Some(self.left()?))?;
-        self.stream.read(buf).map_err(timed_out)
-    }
-}
-
-impl Write for Timed {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.stream.set_write_timeout(Some(self.left()?))?;
-        self.stream.write(buf).map_err(timed_out)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.stream.flush()
-    }
-}
-
 impl Resp {
     /// Connects to `host:port` of a `redis://host:port` URL (name resolution, TCP connect and
     /// TLS handshake together) within `timeout`; each command
     /// then has `timeout` to be sent and answered. A timeout is an error of kind
     /// [`ErrorKind::TimedOut`].
     pub fn connect(url: &str, timeout: Duration) -> std::io::Result<Self> {
-        let deadline = Instant::now() + timeout;
-        let left = || {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                Err(std::io::Error::new(ErrorKind::TimedOut, "timed out"))
-            } else {
-                Ok(left)
-            }
-        };
         let url = RedisUrl::parse(url)?;
-        let addr = format!("{}:{}", url.host, url.port);
-        let addrs = resolve_within(addr.clone(), left()?, system_resolve)?;
-        let first = addrs
-            .first()
-            .ok_or_else(|| std::io::Error::other(format!("{addr} does not resolve")))?;
-        let stream = TcpStream::connect_timeout(first, left()?).map_err(timed_out)?;
-        // The TLS handshake gets what is left: resolving, connecting and the handshake
-        // together take at most `timeout`.
-        let timed = Timed { stream, deadline };
+        // Resolving, connecting and the TLS handshake together take at most `timeout`.
+        let socket = socket::connect(&url.host, url.port, Instant::now() + timeout)?;
         let conn = if url.tls {
             let config =
                 super::tls::client_config(super::tls::TlsMode::VerifyFull, url.ca.as_deref())
                     .map_err(std::io::Error::other)?;
-            let name = super::tls::server_name(&url.host).map_err(std::io::Error::other)?;
-            let client = rustls::ClientConnection::new(config, name)
-                .map_err(|e| std::io::Error::other(format!("TLS setup failed: {e}")))?;
-            let mut tls = rustls::StreamOwned::new(client, timed);
-            // The handshake now, within the connection's deadline, so a refused certificate
-            // fails the connection rather than the first command.
-            while tls.conn.is_handshaking() {
-                tls.conn.complete_io(&mut tls.sock).map_err(|e| {
-                    if e.kind() == ErrorKind::TimedOut {
-                        e
-                    } else {
-                        std::io::Error::other(super::tls::describe(&e))
-                    }
-                })?;
-            }
-            Conn::Tls(Box::new(tls))
+            socket::start_tls(socket, config, &url.host)?
         } else {
-            Conn::Plain(timed)
+            Conn::Plain(socket)
         };
         Ok(Resp {
             reader: BufReader::new(conn),
@@ -241,7 +123,9 @@ impl Resp {
     /// Sends one command and reads its reply.
     pub fn command(&mut self, args: &[&[u8]]) -> std::io::Result<Reply> {
         let out = encode_command(args);
-        self.reader.get_mut().timed().deadline = Instant::now() + self.timeout;
+        self.reader
+            .get_mut()
+            .set_deadline(Instant::now() + self.timeout);
         let written = self.reader.get_mut().write_all(&out);
         written.and_then(|()| self.reader.get_mut().flush())?;
         self.read()
@@ -283,34 +167,6 @@ fn encode_command(args: &[&[u8]]) -> zeroize::Zeroizing<Vec<u8>> {
     }
     debug_assert_eq!(out.len(), len);
     out
-}
-
-/// Resolves `addr` with `resolve` within `timeout`. getaddrinfo has no timeout of its own (a
-/// dead DNS server holds it for the resolver's retries, tens of seconds), so it runs on a
-/// thread of its own; when the time is up the caller gets [`ErrorKind::TimedOut`] and the
-/// thread is left to finish and exit.
-fn resolve_within(
-    addr: String,
-    timeout: Duration,
-    resolve: fn(&str) -> std::io::Result<Vec<std::net::SocketAddr>>,
-) -> std::io::Result<Vec<std::net::SocketAddr>> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name("keyd-resolve".into())
-        .spawn(move || {
-            let _ = tx.send(resolve(&addr));
-        })?;
-    rx.recv_timeout(timeout).unwrap_or_else(|_| {
-        Err(std::io::Error::new(
-            ErrorKind::TimedOut,
-            "timed out resolving the host name",
-        ))
-    })
-}
-
-/// The system's resolver (getaddrinfo), which blocks for as long as it takes.
-fn system_resolve(addr: &str) -> std::io::Result<Vec<std::net::SocketAddr>> {
-    Ok(std::net::ToSocketAddrs::to_socket_addrs(addr)?.collect())
 }
 
 fn malformed(what: impl std::fmt::Display) -> std::io::Error {
@@ -477,23 +333,6 @@ mod tests {
             let out = encode_command(&[b"AUTH", b"app", &password]);
             assert_eq!(out.capacity(), out.len(), "a {len}-byte password");
         }
-    }
-
-    #[test]
-    fn a_host_that_resolves_slowly_is_bounded_by_the_timeout() {
-        fn slow(_: &str) -> std::io::Result<Vec<std::net::SocketAddr>> {
-            std::thread::sleep(Duration::from_secs(3));
-            Ok(Vec::new())
-        }
-        let started = Instant::now();
-        let e = resolve_within("slow.example:6379".into(), Duration::from_millis(200), slow)
-            .unwrap_err();
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
-        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Targets: the `[targets.NAME]` tables (PostgreSQL and Redis servers keyd logs into) and a
+//! Targets: the `[targets.NAME]` tables (PostgreSQL, MySQL and Redis servers keyd logs into) and a
 //! password's `target = { … }`, which names one of them and says how its values reach it.
 
 use std::path::PathBuf;
@@ -10,7 +10,9 @@ use super::fields::check_name;
 use super::fields::{Entry, Fields};
 use super::problems::Checker;
 use crate::policy::duration;
-use crate::policy::{AdminPassword, PgStrategy, RedisMode, SecretTarget, TargetKind, TargetSpec};
+use crate::policy::{
+    AdminPassword, LoginStrategy, RedisMode, SecretTarget, TargetKind, TargetSpec,
+};
 
 /// Whether `name` is a PostgreSQL role name keyd accepts: a lowercase identifier that needs no
 /// quoting, at most 59 bytes (room for the `_b` of the alternating strategy's second login).
@@ -70,7 +72,7 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
             c.err(
                 e.key_at,
                 format!(
-                    "target {:?} has no `type` (expected \"postgres\" or \"redis\")",
+                    "target {:?} has no `type` (expected \"postgres\", \"mysql\" or \"redis\")",
                     e.key
                 ),
             );
@@ -93,6 +95,14 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
                 );
                 TargetKind::Postgres
             }
+            "mysql" => {
+                f.only(
+                    c,
+                    &common,
+                    "for type \"mysql\": type, url, password_secret, password_file, timeout, allow_insecure_auth",
+                );
+                TargetKind::Mysql
+            }
             "redis" => {
                 f.only(
                     c,
@@ -112,7 +122,7 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
             other => {
                 c.err(
                     kind_at,
-                    format!("unknown target type {other:?} (expected \"postgres\" or \"redis\")"),
+                    format!("unknown target type {other:?} (expected \"postgres\", \"mysql\" or \"redis\")"),
                 );
                 continue;
             }
@@ -125,10 +135,11 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
             TargetKind::Postgres => {
                 url.starts_with("postgres://") || url.starts_with("postgresql://")
             }
+            TargetKind::Mysql => url.starts_with("mysql://"),
             TargetKind::Redis { .. } => url.starts_with("redis://") || url.starts_with("rediss://"),
         };
         if !scheme_ok {
-            c.err(url_at, format!("target {:?}: url {url:?} has the wrong scheme (expected postgres://… or redis://… or rediss://… to match its type)", e.key));
+            c.err(url_at, format!("target {:?}: url {url:?} has the wrong scheme (expected postgres://…, mysql://…, redis://… or rediss://… to match its type)", e.key));
         }
         let authority = url
             .split("://")
@@ -225,27 +236,7 @@ pub(super) fn check_secret_target(
             if !valid_role(&role) {
                 c.err(role_at, format!("role {role:?} is not a valid PostgreSQL identifier here (expected lowercase letters, digits and '_', starting with a letter or '_', at most 59 characters)"));
             }
-            let strategy = match f.str(c, "strategy") {
-                None => PgStrategy::Single,
-                Some((s, _)) if s == "single" => PgStrategy::Single,
-                Some((s, _)) if s == "alternating" => PgStrategy::Alternating,
-                Some((s, at)) => {
-                    c.err(
-                        at,
-                        format!("unknown strategy {s:?} (expected \"single\" or \"alternating\")"),
-                    );
-                    PgStrategy::Single
-                }
-            };
-            let user_secret = f.str(c, "user_secret").map(|(u, at)| {
-                if let Err(m) = check_name(&u) {
-                    c.err(at, format!("`user_secret`: {m}"));
-                }
-                u
-            });
-            if strategy == PgStrategy::Alternating && user_secret.is_none() {
-                c.err(e.value.span().start, format!("the alternating strategy of {name:?} needs user_secret = \"NAME\" (the login in use is delivered under it)"));
-            }
+            let (strategy, user_secret) = login_strategy(c, &f, name, e);
             let group = match f.str(c, "group") {
                 Some((g, at)) => {
                     if !valid_role(&g) {
@@ -266,6 +257,7 @@ pub(super) fn check_secret_target(
                 group,
             })
         }
+        TargetKind::Mysql => super::mysql_target::check(c, &f, name, e, target),
         TargetKind::Redis { .. } => {
             f.only(
                 c,
@@ -310,6 +302,38 @@ pub(super) fn check_secret_target(
             })
         }
     }
+}
+
+/// The `strategy` and `user_secret` of a secret's target (PostgreSQL, MySQL): the alternating
+/// strategy delivers the login in use under `user_secret`, so it needs one.
+pub(super) fn login_strategy(
+    c: &mut Checker,
+    f: &Fields<'_, '_>,
+    name: &str,
+    e: &Entry<'_, '_>,
+) -> (LoginStrategy, Option<String>) {
+    let strategy = match f.str(c, "strategy") {
+        None => LoginStrategy::Single,
+        Some((s, _)) if s == "single" => LoginStrategy::Single,
+        Some((s, _)) if s == "alternating" => LoginStrategy::Alternating,
+        Some((s, at)) => {
+            c.err(
+                at,
+                format!("unknown strategy {s:?} (expected \"single\" or \"alternating\")"),
+            );
+            LoginStrategy::Single
+        }
+    };
+    let user_secret = f.str(c, "user_secret").map(|(u, at)| {
+        if let Err(m) = check_name(&u) {
+            c.err(at, format!("`user_secret`: {m}"));
+        }
+        u
+    });
+    if strategy == LoginStrategy::Alternating && user_secret.is_none() {
+        c.err(e.value.span().start, format!("the alternating strategy of {name:?} needs user_secret = \"NAME\" (the login in use is delivered under it)"));
+    }
+    (strategy, user_secret)
 }
 
 /// A password rotated on a schedule must reach what checks it: a `target` keyd changes
@@ -424,7 +448,7 @@ target = { name = "cache", mode = "requirepass" }
             Some(SecretTarget::Postgres {
                 target: "db".into(),
                 role: "app".into(),
-                strategy: PgStrategy::Single,
+                strategy: LoginStrategy::Single,
                 user_secret: None,
                 group: "app_group".into(),
             })
@@ -434,7 +458,7 @@ target = { name = "cache", mode = "requirepass" }
             Some(SecretTarget::Postgres {
                 target: "db".into(),
                 role: "app2".into(),
-                strategy: PgStrategy::Alternating,
+                strategy: LoginStrategy::Alternating,
                 user_secret: Some("APP2_USER".into()),
                 group: "apps".into(),
             })
@@ -474,11 +498,11 @@ target = { name = "cache", mode = "requirepass" }
         );
         assert_eq!(
             err_text(&target_table("url = \"postgres://db\"\n")),
-            "p.toml:3:10: target \"db\" has no `type` (expected \"postgres\" or \"redis\")"
+            "p.toml:3:10: target \"db\" has no `type` (expected \"postgres\", \"mysql\" or \"redis\")"
         );
         assert_eq!(
-            err_text(&target_table("type = \"mysql\"\n")),
-            "p.toml:4:8: unknown target type \"mysql\" (expected \"postgres\" or \"redis\")"
+            err_text(&target_table("type = \"mongodb\"\n")),
+            "p.toml:4:8: unknown target type \"mongodb\" (expected \"postgres\", \"mysql\" or \"redis\")"
         );
         assert_eq!(
             err_text(&target_table("type = \"postgres\"\n")),
@@ -486,7 +510,7 @@ target = { name = "cache", mode = "requirepass" }
         );
         assert_eq!(
             err_text(&target_table("type = \"postgres\"\nurl = \"redis://db\"\n")),
-            "p.toml:5:7: target \"db\": url \"redis://db\" has the wrong scheme (expected postgres://… or redis://… or rediss://… to match its type)"
+            "p.toml:5:7: target \"db\": url \"redis://db\" has the wrong scheme (expected postgres://…, mysql://…, redis://… or rediss://… to match its type)"
         );
         assert_eq!(
             err_text(&target_table(
