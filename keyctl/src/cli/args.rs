@@ -154,6 +154,14 @@ pub(super) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show what `keyctl rotate` or `keyctl retire` would do, doing none of it
+    ///
+    /// Per secret: the versions, every output that changes (its own and those of templates made
+    /// from it), files and env files written, Swarm secrets created (and the services using
+    /// them, when the Docker engine answers) or removed, plugin services restarted, the target's
+    /// login and strategy, and the hooks run. Nothing is written, run or sent.
+    #[command(subcommand)]
+    Plan(PlanCommand),
     /// Print a docker-compose service block that runs keyd as a sidecar for a policy
     ///
     /// keyd applies the policy at start, delivers its files into a tmpfs volume that consumers
@@ -483,6 +491,26 @@ pub(super) enum Gen {
         /// Write the private key to FILE (mode 0600) instead of stdout
         #[arg(long, value_name = "FILE")]
         key_out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum PlanCommand {
+    /// What `keyctl rotate SELECTOR` would do
+    Rotate {
+        /// NAME, STACK/NAME, a kind (password, token, fernet, rsa, tls) or STACK/KIND
+        selector: String,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// What `keyctl retire NAME` would do
+    Retire {
+        /// NAME or STACK/NAME
+        selector: String,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
     },
 }
 

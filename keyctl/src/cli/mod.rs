@@ -5,6 +5,7 @@
 //! backup, restore), `tools` (gen, compose, completions, man, policy check: no store).
 
 mod args;
+mod plan;
 mod query;
 mod rotation;
 mod store;
@@ -20,7 +21,7 @@ use keyd::sinks::SinkError;
 use keyd::store::{Home, StoreError};
 
 pub use args::Args;
-use args::{Command, PolicyCommand, SwarmCommand};
+use args::{Command, PlanCommand, PolicyCommand, SwarmCommand};
 
 /// A failed command: what failed, what to do, and the exit code.
 pub struct Failure {
@@ -242,6 +243,18 @@ pub fn run(args: Args) -> Result<(), Failure> {
             rotation::retire(home(args.home, &store)?, socket, name, json)
         }
         Command::Status { json } => query::status(home(args.home, &store)?, socket, json),
+        Command::Plan(PlanCommand::Rotate { selector, json }) => plan::plan(
+            home(args.home, &store)?,
+            keyd::ops::plan::Operation::Rotate,
+            &selector,
+            json,
+        ),
+        Command::Plan(PlanCommand::Retire { selector, json }) => plan::plan(
+            home(args.home, &store)?,
+            keyd::ops::plan::Operation::Retire,
+            &selector,
+            json,
+        ),
         Command::Check { json } => query::check(home(args.home, &store)?, socket, json),
         Command::Gen(g) => tools::generate(g),
         Command::Compose { policy, image } => tools::compose(&policy, &image),

@@ -10,6 +10,7 @@
 mod apply;
 pub mod check;
 mod import;
+pub mod plan;
 pub mod query;
 mod recover;
 mod relocate;
