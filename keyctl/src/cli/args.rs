@@ -12,7 +12,8 @@ Exit codes:
   2  bad command line
   3  invalid policy (every problem is printed as FILE:LINE:COLUMN: message)
   4  the store cannot be opened (not initialised, identity missing or wrong, store damaged)
-  5  no such secret or version";
+  5  no such secret or version
+With --json, a failure is one JSON object on stderr: level, message, hint, exit_code";
 
 /// keyctl: generate, store and deliver the key material of container stacks.
 #[derive(Parser, Debug)]
@@ -51,6 +52,39 @@ pub struct Args {
 
     #[command(subcommand)]
     pub(super) command: Command,
+}
+
+impl Args {
+    /// Whether the command asked for `--json`: then its failure and warnings are JSON objects
+    /// on stderr as well, and stdout holds nothing but its JSON document.
+    pub fn json(&self) -> bool {
+        match &self.command {
+            Command::Quickstart(a) | Command::Apply(a) => a.json,
+            Command::Import(a) => a.json,
+            Command::List { json }
+            | Command::History { json, .. }
+            | Command::Rotate { json, .. }
+            | Command::Retire { json, .. }
+            | Command::Status { json }
+            | Command::Check { json }
+            | Command::Backup { json, .. }
+            | Command::Restore { json, .. }
+            | Command::Store(StoreCommand::Info { json } | StoreCommand::Copy { json, .. })
+            | Command::Swarm(SwarmCommand::Env { json, .. })
+            | Command::Recipients(
+                RecipientsCommand::Add { json, .. }
+                | RecipientsCommand::List { json }
+                | RecipientsCommand::Remove { json, .. },
+            ) => *json,
+            Command::Init { .. }
+            | Command::Show { .. }
+            | Command::Compose { .. }
+            | Command::Gen(_)
+            | Command::Completions { .. }
+            | Command::Man
+            | Command::Policy(_) => false,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

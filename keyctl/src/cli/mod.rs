@@ -47,6 +47,98 @@ impl Failure {
     pub(super) fn usage(message: impl Into<String>) -> Self {
         Failure::new(2, message, None)
     }
+
+    /// Prints the failure on stderr: `keyctl: MESSAGE` and `hint: HINT` for people, or under
+    /// `--json` one JSON object on one line (`level`, `message`, `hint`, `exit_code`) that a
+    /// script reads as it reads stdout. A silent failure prints nothing.
+    pub fn print(&self, json: bool) {
+        if self.message.is_empty() {
+            return;
+        }
+        if json {
+            eprintln!(
+                "{}",
+                Diagnostic {
+                    level: "error",
+                    message: &self.message,
+                    hint: self.hint.as_deref(),
+                    exit_code: Some(self.code),
+                }
+            );
+            return;
+        }
+        eprintln!("keyctl: {}", self.message);
+        if let Some(hint) = &self.hint {
+            eprintln!("hint: {hint}");
+        }
+    }
+
+    /// A command line clap refused. Under `--json` (seen in the arguments, since they did not
+    /// parse) its error becomes a failure printed as JSON; otherwise, and for `--help` and
+    /// `--version`, clap prints and exits as it always does.
+    pub fn from_clap(e: clap::Error) -> Self {
+        use clap::error::ErrorKind;
+        let shown = matches!(
+            e.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+        let json_asked = std::env::args_os()
+            .skip(1)
+            .take_while(|a| a != "--")
+            .any(|a| a == "--json");
+        if shown || !json_asked {
+            e.exit();
+        }
+        // clap's text: `error: MESSAGE`, then paragraphs (a tip, the usage, where to read
+        // more), each flattened to one line.
+        let text = e.to_string();
+        let mut paragraphs = text
+            .trim()
+            .trim_start_matches("error: ")
+            .split("\n\n")
+            .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "));
+        let message = paragraphs.next().unwrap_or_default();
+        let hint: Vec<String> = paragraphs
+            .map(|p| p.trim_start_matches("tip: ").to_owned())
+            .collect();
+        let code = u8::try_from(e.exit_code()).unwrap_or(2);
+        Failure::new(code, message, (!hint.is_empty()).then(|| hint.join("; ")))
+    }
+}
+
+/// A failure or warning as one line of JSON on stderr, its fields in this order; `hint` and
+/// `exit_code` are null in a warning.
+#[derive(serde::Serialize)]
+struct Diagnostic<'a> {
+    level: &'static str,
+    message: &'a str,
+    hint: Option<&'a str>,
+    exit_code: Option<u8>,
+}
+
+impl std::fmt::Display for Diagnostic<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let line = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(&line)
+    }
+}
+
+/// A warning on stderr: `keyctl: warning: MESSAGE`, or under `--json` a JSON object on one
+/// line (`level`, `message`), so stdout stays one JSON document and stderr stays readable.
+pub fn warn(json: bool, message: &str) {
+    if json {
+        let warning = Diagnostic {
+            level: "warning",
+            message,
+            hint: None,
+            exit_code: None,
+        };
+        eprintln!("{warning}");
+    } else {
+        eprintln!("keyctl: warning: {message}");
+    }
 }
 
 impl From<Error> for Failure {

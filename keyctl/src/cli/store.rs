@@ -140,8 +140,9 @@ pub(super) fn recipients(home: Home, command: RecipientsCommand) -> Result<(), F
 pub(super) fn apply(home: Home, a: ApplyArgs, first_run: bool) -> Result<(), Failure> {
     if a.reinit {
         Policy::load(&a.policy).map_err(Error::from)?;
-        eprintln!(
-            "keyctl: warning: --reinit: secrets the store does not hold are generated anew and replace what is delivered"
+        super::warn(
+            a.json,
+            "--reinit: secrets the store does not hold are generated anew and replace what is delivered",
         );
     }
     let options = ApplyOptions {

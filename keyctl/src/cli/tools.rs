@@ -100,9 +100,12 @@ pub(super) fn generate(g: Gen) -> Result<(), Failure> {
                 return Err(Failure::usage("--length must be at least 1"));
             }
             if length < material::password::MIN_LENGTH {
-                eprintln!(
-                    "keyctl: warning: {length} characters is weak (policies require at least {} unless allow_weak = true)",
-                    material::password::MIN_LENGTH
+                super::warn(
+                    false,
+                    &format!(
+                        "{length} characters is weak (policies require at least {} unless allow_weak = true)",
+                        material::password::MIN_LENGTH
+                    ),
                 );
             }
             line(material::password::generate(length, &alphabet).expose_secret())
