@@ -575,3 +575,83 @@ fn a_command_refused_for_want_of_a_swarm_leaves_the_store_unchanged() {
         .args(["rotate", "DB_PASSWORD"])
         .env("DOCKER_HOST", &docker_host));
 }
+
+/// The commands under "Next steps", pasted into a shell in the same directory (with `NAME`
+/// filled in), each run and its stdout returned. `HOME` is an empty directory there, so a
+/// command that lost `--home` finds no store and fails.
+fn run_next_steps(tmp: &TempDir, printed: &str, name: &str) -> Vec<(String, Vec<u8>)> {
+    let bin = tmp.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let _ = std::os::unix::fs::symlink(keyd_tests::binary("keyctl"), bin.join("keyctl"));
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let steps: Vec<String> = printed
+        .lines()
+        .skip_while(|l| *l != "Next steps:")
+        // A command runs from `keyctl ` to the end of the line, or to a gap before its prose.
+        .filter_map(|l| l.find("keyctl ").map(|at| &l[at..]))
+        .map(|command| command.split("  ").next().unwrap())
+        .map(|command| command.replace(" NAME", &format!(" {name}")))
+        .collect();
+    assert!(!steps.is_empty(), "no command under Next steps:\n{printed}");
+    let empty_home = tmp.join("empty-home");
+    std::fs::create_dir_all(&empty_home).unwrap();
+    steps
+        .into_iter()
+        .map(|line| {
+            let out = run(std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&line)
+                .current_dir(tmp.path())
+                .env("PATH", &path)
+                .env("HOME", &empty_home)
+                .env_remove("XDG_DATA_HOME")
+                .env_remove("KEYD_HOME")
+                .env_remove("KEYD_SOCKET")
+                .env_remove("KEYD_STORE"));
+            assert!(
+                out.status.success(),
+                "the next step `{line}` failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (line, out.stdout)
+        })
+        .collect()
+}
+
+/// The next steps quickstart and import print carry the `--home` and `--out` the user gave
+/// (quoted for the shell): pasted, they act on the same home and deliver to the same directory,
+/// where without them they would open the default home, or deliver to the policy's directory.
+#[test]
+fn next_steps_carry_the_home_and_out_the_user_gave() {
+    let tmp = TempDir::new("next-steps");
+    demo_policy(&tmp.join("demo.toml"), &tmp.join("policy-dir"), "");
+    let printed = ok(keyctl(Path::new("a home/h")).current_dir(tmp.path()).args([
+        "quickstart",
+        "--policy",
+        "demo.toml",
+        "--out",
+        "out",
+    ]));
+    let printed = String::from_utf8(printed).unwrap();
+    let delivered = std::fs::read(tmp.join("out/DB_PASSWORD")).unwrap();
+    let ran = run_next_steps(&tmp, &printed, "DB_PASSWORD");
+    assert_eq!(ran.len(), 3, "{printed}");
+    let (_, shown) = ran.iter().find(|(l, _)| l.contains(" show ")).unwrap();
+    assert_eq!(*shown, delivered);
+    assert!(!tmp.join("policy-dir").exists(), "the apply moved delivery");
+
+    // Import from the delivered files into another home, to another directory.
+    let printed = ok(keyctl(Path::new("other home"))
+        .current_dir(tmp.path())
+        .args(["import", "--policy", "demo.toml", "--out", "out2", "out"]));
+    let printed = String::from_utf8(printed).unwrap();
+    run_next_steps(&tmp, &printed, "DB_PASSWORD");
+    assert_eq!(
+        std::fs::read(tmp.join("out2/DB_PASSWORD")).unwrap(),
+        delivered
+    );
+    assert!(
+        !tmp.join("policy-dir").exists(),
+        "the apply delivered elsewhere"
+    );
+}

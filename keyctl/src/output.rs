@@ -5,8 +5,9 @@
 use keyd::ApplyReport;
 use keyd::derive::Change;
 use keyd::ops::query::{History, ListedSecret, Versions};
-use keyd::store::Home;
+use keyd::store::{Home, StoreLocation};
 use serde_json::json;
+use std::path::Path;
 
 /// `writeln!` into the output buffer (a `String` cannot fail to take text).
 macro_rules! say {
@@ -70,7 +71,87 @@ pub fn init(out: &mut String, home: &Home, created: bool) {
     }
 }
 
-pub fn apply(out: &mut String, report: &ApplyReport, first_run: bool, as_json: bool) {
+/// The flags a run was given that a command suggested under "Next steps" must repeat, so that
+/// pasted into a shell it acts on the same home, store and delivery directory.
+pub struct Given {
+    /// `--home DIR` and `--store swarm:NAME`, as given, before the command.
+    globals: Vec<String>,
+    /// The arguments of the `apply` that delivers as this run did: `--policy FILE` and, when
+    /// given, `--out DIR` and `--swarm`.
+    apply: Vec<String>,
+}
+
+impl Given {
+    /// The flags of a run on `home` (when given) and `store`, of `policy` delivered to `out`
+    /// (when given) and to Swarm (`swarm`).
+    pub fn new(
+        home: Option<&Path>,
+        store: &StoreLocation,
+        policy: &Path,
+        out: Option<&Path>,
+        swarm: bool,
+    ) -> Given {
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let mut globals = Vec::new();
+        if let Some(home) = home {
+            globals.extend(["--home".to_owned(), path(home)]);
+        }
+        if *store != StoreLocation::File {
+            globals.extend(["--store".to_owned(), store.to_string()]);
+        }
+        let mut apply = vec!["apply".to_owned(), "--policy".to_owned(), path(policy)];
+        if let Some(out) = out {
+            apply.extend(["--out".to_owned(), path(out)]);
+        }
+        if swarm {
+            apply.push("--swarm".to_owned());
+        }
+        Given { globals, apply }
+    }
+
+    /// `keyctl`, the global flags, then `args`: each word quoted for a POSIX shell where it
+    /// needs to be.
+    fn keyctl<'a>(&'a self, args: impl IntoIterator<Item = &'a str>) -> String {
+        let mut line = String::from("keyctl");
+        for word in self.globals.iter().map(String::as_str).chain(args) {
+            line.push(' ');
+            line.push_str(&shell_word(word));
+        }
+        line
+    }
+
+    /// The `apply` that delivers again as this run did.
+    fn apply(&self) -> String {
+        self.keyctl(self.apply.iter().map(String::as_str))
+    }
+}
+
+/// `word` as one word of a POSIX shell: as it is when it holds only characters no shell
+/// treats specially, else in single quotes (a `'` in it written as `'\''`).
+fn shell_word(word: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.into()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''")).into()
+    }
+}
+
+/// "Next steps" that are commands: what each does, then the command on a line of its own (a
+/// home's path can make it long, and it is pasted whole).
+fn next_steps(out: &mut String, steps: &[(&str, String)]) {
+    for (what, command) in steps {
+        say!(out, "  - {what}:\n      {command}");
+    }
+}
+
+pub fn apply(
+    out: &mut String,
+    report: &ApplyReport,
+    first_run: bool,
+    as_json: bool,
+    given: &Given,
+) {
     if as_json {
         json(out, report);
         return;
@@ -214,13 +295,19 @@ pub fn apply(out: &mut String, report: &ApplyReport, first_run: bool, as_json: b
                 d.location.display()
             );
         }
-        say!(
+        next_steps(
             out,
-            "  - keyctl list              what is stored (names, versions; never values)"
-        );
-        say!(
-            out,
-            "  - keyctl show NAME         one value on stdout, exactly as delivered"
+            &[
+                (
+                    "What is stored (names, versions; never values)",
+                    given.keyctl(["list"]),
+                ),
+                (
+                    "One value on stdout, exactly as delivered",
+                    given.keyctl(["show", "NAME"]),
+                ),
+                ("After editing the policy, add what is new", given.apply()),
+            ],
         );
         say!(
             out,
@@ -479,12 +566,7 @@ pub fn status(out: &mut String, status: &[keyd::rotation::schedule::SecretStatus
     }
 }
 
-pub fn import(
-    out: &mut String,
-    report: &keyd::ops::ImportReport,
-    policy: &std::path::Path,
-    as_json: bool,
-) {
+pub fn import(out: &mut String, report: &keyd::ops::ImportReport, as_json: bool, given: &Given) {
     use keyd::ops::Verdict;
     if as_json {
         json(out, report);
@@ -564,19 +646,17 @@ pub fn import(
             report.imported()
         );
         say!(out, "\nNext steps:");
-        say!(
+        let deliver = if missing > 0 {
+            format!("Deliver them and create the {missing} the source did not have")
+        } else {
+            "Deliver them".to_owned()
+        };
+        next_steps(
             out,
-            "  - keyctl apply --policy {}   delivers them{}",
-            policy.display(),
-            if missing > 0 {
-                format!(" and creates the {missing} the source did not have")
-            } else {
-                String::new()
-            }
-        );
-        say!(
-            out,
-            "  - keyctl status              shows when each is rotated next"
+            &[
+                (&deliver, given.apply()),
+                ("When each is rotated next", given.keyctl(["status"])),
+            ],
         );
     } else if report.dry_run {
         say!(
@@ -827,5 +907,31 @@ pub fn check(out: &mut String, report: &keyd::ops::check::CheckReport, as_json: 
             findings.len(),
             findings.join("; ")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_steps_repeat_the_store_and_quote_what_a_shell_would_split() {
+        let given = Given::new(
+            Some(Path::new("it's here")),
+            &StoreLocation::Swarm("prod".into()),
+            Path::new("p.toml"),
+            Some(Path::new("out dir")),
+            true,
+        );
+        assert_eq!(
+            given.keyctl(["list"]),
+            r"keyctl --home 'it'\''s here' --store swarm:prod list"
+        );
+        assert_eq!(
+            given.apply(),
+            r"keyctl --home 'it'\''s here' --store swarm:prod apply --policy p.toml --out 'out dir' --swarm"
+        );
+        let plain = Given::new(None, &StoreLocation::File, Path::new("p.toml"), None, false);
+        assert_eq!(plain.apply(), "keyctl apply --policy p.toml");
     }
 }

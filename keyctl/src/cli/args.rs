@@ -384,6 +384,18 @@ pub(super) struct ApplyArgs {
     pub(super) init_swarm: bool,
 }
 
+impl ApplyArgs {
+    /// The flags that next steps repeat: the home and store given, and this command's own.
+    pub(super) fn given(
+        &self,
+        home: Option<&std::path::Path>,
+        store: &keyd::store::StoreLocation,
+    ) -> crate::output::Given {
+        let swarm = self.swarm || self.init_swarm;
+        crate::output::Given::new(home, store, &self.policy, self.out.as_deref(), swarm)
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub(super) struct ImportArgs {
     /// The stack's policy (TOML): it decides each secret's kind

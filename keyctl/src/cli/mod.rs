@@ -19,6 +19,7 @@ use keyd::policy::PolicyError;
 use keyd::sinks::SinkError;
 use keyd::store::{Home, StoreError};
 
+use crate::output::Given;
 pub use args::Args;
 use args::{Command, PolicyCommand, SwarmCommand};
 
@@ -313,8 +314,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let store = args.store.clone();
     match args.command {
         Command::Init { passphrase } => store::init(home(args.home, &store)?, passphrase),
-        Command::Quickstart(a) => store::apply(home(args.home, &store)?, a, true),
-        Command::Apply(a) => store::apply(home(args.home, &store)?, a, false),
+        Command::Quickstart(a) => {
+            let given = a.given(args.home.as_deref(), &store);
+            store::apply(home(args.home, &store)?, a, true, &given)
+        }
+        Command::Apply(a) => {
+            let given = a.given(args.home.as_deref(), &store);
+            store::apply(home(args.home, &store)?, a, false, &given)
+        }
         Command::List { json } => query::list(home(args.home, &store)?, json),
         Command::Show { name, version } => query::show(home(args.home, &store)?, &name, version),
         Command::History { name, json } => query::history(home(args.home, &store)?, &name, json),
@@ -337,7 +344,16 @@ pub fn run(args: Args) -> Result<(), Failure> {
         Command::Check { json } => query::check(home(args.home, &store)?, socket, json),
         Command::Gen(g) => tools::generate(g),
         Command::Compose { policy, image } => tools::compose(&policy, &image),
-        Command::Import(a) => store::import(home(args.home, &store)?, a),
+        Command::Import(a) => {
+            let given = Given::new(
+                args.home.as_deref(),
+                &store,
+                &a.policy,
+                a.out.as_deref(),
+                false,
+            );
+            store::import(home(args.home, &store)?, a, &given)
+        }
         Command::Recipients(c) => store::recipients(home(args.home, &store)?, c),
         Command::Store(c) => store::store(args.home, &store, c),
         Command::Swarm(SwarmCommand::Env { stack, json }) => {
