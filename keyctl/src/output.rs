@@ -427,10 +427,30 @@ pub fn history(out: &mut String, history: &History, as_json: bool) {
     }
 }
 
-pub fn rotation(out: &mut String, report: &keyd::rotation::RotationReport, as_json: bool) {
+/// A rotate or retire: what happened to each secret and where values went, and `through`,
+/// the socket of the keyd that did it (none when keyctl did it on the store itself).
+pub fn rotation(
+    out: &mut String,
+    report: &keyd::rotation::RotationReport,
+    through: Option<&Path>,
+    as_json: bool,
+) {
     use keyd::rotation::OutcomeKind;
     if as_json {
-        json(out, report);
+        /// The report with `through_keyd`: the daemon's socket, or null.
+        #[derive(serde::Serialize)]
+        struct Through<'a> {
+            #[serde(flatten)]
+            report: &'a keyd::rotation::RotationReport,
+            through_keyd: Option<&'a Path>,
+        }
+        json(
+            out,
+            &Through {
+                report,
+                through_keyd: through,
+            },
+        );
         return;
     }
     for o in &report.outcomes {
@@ -477,6 +497,9 @@ pub fn rotation(out: &mut String, report: &keyd::rotation::RotationReport, as_js
             d.location.display(),
             d.written.join(", ")
         );
+    }
+    if let Some(socket) = through {
+        say!(out, "(through keyd at {})", socket.display());
     }
 }
 

@@ -7,6 +7,22 @@ use crate::policy::Kind;
 use crate::sinks::DeliveryReport;
 use crate::store::Step;
 
+impl OutcomeKind {
+    /// The outcome in words, as a log line says it: `rotated`, `nothing to retire`, ….
+    pub fn as_words(self) -> &'static str {
+        match self {
+            OutcomeKind::Rotated => "rotated",
+            OutcomeKind::Resumed => "resumed and rotated",
+            OutcomeKind::AlreadyRotated => "already rotated by another process",
+            OutcomeKind::Waiting => "delivered, waiting to promote",
+            OutcomeKind::Failed => "rotation failed",
+            OutcomeKind::Retired => "overlap ended",
+            OutcomeKind::NothingToRetire => "nothing to retire",
+            OutcomeKind::RekeyFailed => "rekey hook failed",
+        }
+    }
+}
+
 /// What happened to one secret.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Outcome {
