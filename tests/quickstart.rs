@@ -655,3 +655,26 @@ fn next_steps_carry_the_home_and_out_the_user_gave() {
         "the apply delivered elsewhere"
     );
 }
+
+/// A re-run that changes nothing says so in two lines, without the table of every secret
+/// again; and no column is headed FINGERPRINT where no row can have one (text values have no
+/// fingerprint: it would let anyone holding the summary test guesses).
+#[test]
+fn a_rerun_that_changes_nothing_prints_no_table_and_no_fingerprint_column_stays_empty() {
+    let tmp = TempDir::new("quiet-rerun");
+    let (home, out) = (tmp.join("home"), tmp.join("out"));
+    let policy = tmp.join("demo.toml");
+    demo_policy(&policy, &out, "");
+    let first = quickstart(&home, &policy, &out);
+    assert!(first.contains("  NAME "), "{first}");
+    assert!(!first.contains("FINGERPRINT"), "{first}");
+    assert!(first.lines().all(|l| l == l.trim_end()), "{first:?}");
+    let again = quickstart(&home, &policy, &out);
+    assert_eq!(
+        again,
+        "Stack demo: 2 secrets: 0 created, 0 updated, 2 unchanged\n\
+         No value changed: every secret already existed and every delivered file was up to date.\n"
+    );
+    let history = String::from_utf8(ok(keyctl(&home).args(["history", "DB_PASSWORD"]))).unwrap();
+    assert!(!history.contains("FINGERPRINT"), "{history}");
+}

@@ -175,6 +175,70 @@ pub fn apply(
         report.stack,
         report.secrets.len()
     );
+    // A run that changed nothing says only that: the table would repeat the last one.
+    let changed = report.changed_values()
+        || report.deliveries.iter().any(|d| !d.written.is_empty())
+        || !report.failed.is_empty();
+    if changed {
+        apply_table(out, report);
+        for d in &report.deliveries {
+            say!(
+                out,
+                "Delivered to {} {}: {} written, {} unchanged",
+                d.sink,
+                d.location.display(),
+                d.written.len(),
+                d.unchanged.len()
+            );
+        }
+    }
+    apply_targets(out, report);
+    if !changed {
+        say!(
+            out,
+            "No value changed: every secret already existed and every delivered file was up to date."
+        );
+    }
+    for note in &report.notes {
+        say!(out, "note: {note}");
+    }
+    if first_run && report.changed_values() {
+        say!(out, "\nNext steps:");
+        if let Some(d) = report.deliveries.iter().find(|d| d.sink == "files") {
+            say!(
+                out,
+                "  - Mount {} into your services at /run/secrets (mount the directory, not single files).",
+                d.location.display()
+            );
+        }
+        next_steps(
+            out,
+            &[
+                (
+                    "What is stored (names, versions; never values)",
+                    given.keyctl(["list"]),
+                ),
+                (
+                    "One value on stdout, exactly as delivered",
+                    given.keyctl(["show", "NAME"]),
+                ),
+                ("After editing the policy, add what is new", given.apply()),
+            ],
+        );
+        say!(
+            out,
+            "  - Back up {}: the store cannot be opened without it.",
+            report.home.join("identity.txt").display()
+        );
+        say!(
+            out,
+            "  - Re-run this command any time: it only adds what is missing."
+        );
+    }
+}
+
+/// The apply summary's table: one line per secret.
+fn apply_table(out: &mut String, report: &ApplyReport) {
     let width = report
         .secrets
         .iter()
@@ -182,9 +246,16 @@ pub fn apply(
         .max()
         .unwrap_or(4)
         .max(4);
+    // Only keys and certificates have a fingerprint: a hash of a text value would let anyone
+    // holding the summary test guesses offline. The header says so when there are any.
+    let last = if report.secrets.iter().any(|s| s.fingerprint.is_some()) {
+        "ALSO DELIVERED AS / FINGERPRINT (keys and certificates only)"
+    } else {
+        "ALSO DELIVERED AS"
+    };
     say!(
         out,
-        "  {:width$}  {:8}  {:>4}  {:9}  DELIVERED AS / FINGERPRINT",
+        "  {:width$}  {:8}  {:>4}  {:9}  {last}",
         "NAME",
         "KIND",
         "VER",
@@ -225,19 +296,15 @@ pub fn apply(
             out.push_str(extra.0);
             out.push_str(extra.1);
         }
+        if first {
+            out.truncate(out.trim_end_matches(' ').len());
+        }
         out.push('\n');
     }
-    for d in &report.deliveries {
-        say!(
-            out,
-            "Delivered to {} {}: {} written, {} unchanged",
-            d.sink,
-            d.location.display(),
-            d.written.len(),
-            d.unchanged.len()
-        );
-    }
-    // Per target: what this run set there (and tested), what failed, what was already there.
+}
+
+/// Per target: what an apply set there (and tested), what failed, what was already there.
+fn apply_targets(out: &mut String, report: &ApplyReport) {
     let mut targets: Vec<&str> = Vec::new();
     for t in report.secrets.iter().filter_map(|s| s.target.as_deref()) {
         if !targets.contains(&t) {
@@ -275,48 +342,6 @@ pub fn apply(
             list(&set),
             failed.len(),
             list(&failed)
-        );
-    }
-    if !report.changed_values() && !report.deliveries.iter().any(|d| !d.written.is_empty()) {
-        say!(
-            out,
-            "No value changed: every secret already existed and every delivered file was up to date."
-        );
-    }
-    for note in &report.notes {
-        say!(out, "note: {note}");
-    }
-    if first_run && report.changed_values() {
-        say!(out, "\nNext steps:");
-        if let Some(d) = report.deliveries.iter().find(|d| d.sink == "files") {
-            say!(
-                out,
-                "  - Mount {} into your services at /run/secrets (mount the directory, not single files).",
-                d.location.display()
-            );
-        }
-        next_steps(
-            out,
-            &[
-                (
-                    "What is stored (names, versions; never values)",
-                    given.keyctl(["list"]),
-                ),
-                (
-                    "One value on stdout, exactly as delivered",
-                    given.keyctl(["show", "NAME"]),
-                ),
-                ("After editing the policy, add what is new", given.apply()),
-            ],
-        );
-        say!(
-            out,
-            "  - Back up {}: the store cannot be opened without it.",
-            report.home.join("identity.txt").display()
-        );
-        say!(
-            out,
-            "  - Re-run this command any time: it only adds what is missing."
         );
     }
 }
@@ -404,18 +429,19 @@ pub fn history(out: &mut String, history: &History, as_json: bool) {
         return;
     }
     say!(out, "{stack}/{name} ({kind})");
-    say!(
-        out,
-        "  {:>4}  {:9}  {:20}  {:20}  {:20}  FINGERPRINT",
-        "VER",
-        "LABEL",
-        "CREATED",
-        "PROMOTED",
-        "RETIRED"
+    // Keys and certificates have a fingerprint; text values none (see `apply_table`).
+    let fingerprints = versions.iter().any(|v| v.fingerprint.is_some());
+    let line = format!(
+        "  {:>4}  {:9}  {:20}  {:20}  {:20}",
+        "VER", "LABEL", "CREATED", "PROMOTED", "RETIRED"
     );
+    if fingerprints {
+        say!(out, "{line}  FINGERPRINT");
+    } else {
+        say!(out, "{}", line.trim_end());
+    }
     for v in versions {
-        say!(
-            out,
+        let line = format!(
             "  {:>4}  {:9}  {:20}  {:20}  {:20}  {}",
             format!("v{}", v.version),
             v.label.map_or("-".into(), |l| l.to_string()),
@@ -424,6 +450,7 @@ pub fn history(out: &mut String, history: &History, as_json: bool) {
             v.retired.as_deref().unwrap_or("-"),
             v.fingerprint.as_deref().unwrap_or_default()
         );
+        say!(out, "{}", line.trim_end());
     }
 }
 
