@@ -166,11 +166,13 @@ pub(super) fn rotate_all(
         };
         let keyd::rotation::RotationReport {
             mut outcomes,
-            mut deliveries,
+            deliveries,
             unscheduled: _,
         } = report;
         combined.outcomes.append(&mut outcomes);
-        combined.deliveries.append(&mut deliveries);
+        for d in deliveries {
+            combined.add_delivery(d);
+        }
     }
     let mut out = String::new();
     output::rotation(&mut out, &combined, through.as_deref(), json);

@@ -23,6 +23,13 @@ impl OutcomeKind {
     }
 }
 
+impl RotationReport {
+    /// Adds what one delivery pass did (see [`DeliveryReport::merge_into`]).
+    pub fn add_delivery(&mut self, pass: DeliveryReport) {
+        DeliveryReport::merge_into(&mut self.deliveries, pass);
+    }
+}
+
 /// What happened to one secret.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Outcome {
