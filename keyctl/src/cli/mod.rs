@@ -251,6 +251,17 @@ fn store_hint(e: &StoreError) -> String {
         StoreError::Corrupt { .. } | StoreError::NewerFormat { .. } => {
             "restore store.age from a backup; keyd has not modified the file".into()
         }
+        StoreError::Io { path, source }
+            if source.kind() == std::io::ErrorKind::NotADirectory =>
+        {
+            // The home (or a directory keyd keeps in it) is a file: no permission or free
+            // space fixes that.
+            let file = path.ancestors().find(|a| a.is_file()).unwrap_or(path);
+            format!(
+                "{} is a file: the keyd home (--home or KEYD_HOME) must be a directory, or a path where one can be made",
+                file.display()
+            )
+        }
         StoreError::Io { .. } => "check the path's permissions and free space".into(),
         StoreError::IdentityExposed { path, .. } => format!(
             "run `chmod 600 {}`; if others could read it, make a new identity and rotate every secret",

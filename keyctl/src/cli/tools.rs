@@ -53,7 +53,14 @@ pub(super) fn man() -> Result<(), Failure> {
 
 /// `keyctl policy check FILE`.
 pub(super) fn policy_check(file: &Path) -> Result<(), Failure> {
-    let policy = Policy::load(file).map_err(Error::from)?;
+    let policy = Policy::load(file).map_err(|e| {
+        let mut failure = Failure::from(Error::from(e));
+        // The general hint names this very command: here, say to run it again.
+        if failure.hint.is_some() && failure.code == 3 {
+            failure.hint = Some("fix the lines above, then run this check again".into());
+        }
+        failure
+    })?;
     let outputs = policy.outputs().len();
     let text = format!(
         "{}: ok: stack {:?}, {} secrets delivered under {} names\n",
