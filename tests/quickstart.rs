@@ -678,3 +678,29 @@ fn a_rerun_that_changes_nothing_prints_no_table_and_no_fingerprint_column_stays_
     let history = String::from_utf8(ok(keyctl(&home).args(["history", "DB_PASSWORD"]))).unwrap();
     assert!(!history.contains("FINGERPRINT"), "{history}");
 }
+
+/// `keyctl show` prints exactly the delivered bytes into a pipe, but on a terminal ends the
+/// value with a newline so the shell's next prompt does not run into it.
+#[test]
+fn show_on_a_terminal_ends_the_value_with_a_newline_and_adds_none_to_a_pipe() {
+    let tmp = TempDir::new("show-tty");
+    let (home, out) = (tmp.join("home"), tmp.join("out"));
+    let policy = tmp.join("demo.toml");
+    demo_policy(&policy, &out, "");
+    quickstart(&home, &policy, &out);
+    let delivered = std::fs::read(out.join("DB_PASSWORD")).unwrap();
+    assert!(!delivered.ends_with(b"\n"));
+    let piped = ok(keyctl(&home).args(["show", "DB_PASSWORD"]));
+    assert_eq!(piped, delivered);
+    // Python's pty runs keyctl on a terminal and copies what it printed to our pipe (the
+    // terminal turns "\n" into "\r\n").
+    let script = "import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)";
+    let on_terminal = ok(std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(keyd_tests::binary("keyctl"))
+        .arg("--home")
+        .arg(&home)
+        .args(["show", "DB_PASSWORD"])
+        .stdin(std::process::Stdio::null()));
+    assert_eq!(on_terminal, [&delivered[..], b"\r\n"].concat());
+}

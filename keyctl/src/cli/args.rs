@@ -118,7 +118,7 @@ pub(super) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print a value on stdout, exactly as delivered (no newline added)
+    /// Print a value on stdout, exactly as delivered (a newline is added only on a terminal)
     #[command(after_help = EXIT_CODES)]
     Show {
         /// NAME, or STACK/NAME when several stacks have it; companion names

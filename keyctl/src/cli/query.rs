@@ -21,7 +21,14 @@ pub(super) fn list(home: Home, json: bool) -> Result<(), Failure> {
 pub(super) fn show(home: Home, name: &str, version: Option<u64>) -> Result<(), Failure> {
     let value = query::show(&home, Read::Locked, name, version)?
         .ok_or_else(|| Failure::new(5, format!("{name} has no current value"), None))?;
-    write_stdout(value.expose().as_bytes())
+    let value = value.expose().as_bytes();
+    write_stdout(value)?;
+    // Exactly the delivered bytes, except on a terminal: there a value without a final newline
+    // would run into the shell's next prompt.
+    if !value.ends_with(b"\n") && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        write_stdout(b"\n")?;
+    }
+    Ok(())
 }
 
 pub(super) fn history(home: Home, name: &str, json: bool) -> Result<(), Failure> {
