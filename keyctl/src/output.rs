@@ -204,7 +204,16 @@ pub fn apply(
     }
     if first_run && report.changed_values() {
         say!(out, "\nNext steps:");
-        if let Some(d) = report.deliveries.iter().find(|d| d.sink == "files") {
+        // Swarm services get their values from Swarm (at /run/secrets in each task): nothing
+        // to mount, but a stack file must name the current secrets.
+        if report.deliveries.iter().any(|d| d.sink == "swarm") {
+            say!(
+                out,
+                "  - Declare each secret in your stack file as `external: true` with `name: ${{KEYD_SWARM_<OUTPUT>}}`; Swarm puts it at /run/secrets in each task. Deploy with the current names:\n      env $({}) docker stack deploy -c STACK_FILE {}",
+                given.keyctl(["swarm", "env", "--stack", &report.stack]),
+                report.stack
+            );
+        } else if let Some(d) = report.deliveries.iter().find(|d| d.sink == "files") {
             say!(
                 out,
                 "  - Mount {} into your services at /run/secrets (mount the directory, not single files).",
@@ -963,6 +972,48 @@ pub fn check(out: &mut String, report: &keyd::ops::check::CheckReport, as_json: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_steps_after_a_swarm_delivery_say_how_to_deploy_not_what_to_mount() {
+        let delivery = |sink: &str, location: &str| keyd::sinks::DeliveryReport {
+            sink: sink.into(),
+            location: location.into(),
+            written: vec!["DB_PASSWORD".into()],
+            unchanged: Vec::new(),
+        };
+        let report = ApplyReport {
+            stack: "shop".into(),
+            home: "h".into(),
+            initialised: true,
+            secrets: vec![keyd::ops::SecretSummary {
+                name: "DB_PASSWORD".into(),
+                kind: keyd::policy::Kind::Password,
+                version: 1,
+                change: Change::Created,
+                outputs: vec!["DB_PASSWORD".into()],
+                fingerprint: None,
+                target: None,
+            }],
+            deliveries: vec![delivery("files", "/srv/out"), delivery("swarm", "swarm")],
+            store_written: true,
+            notes: Vec::new(),
+            failed: Vec::new(),
+        };
+        let given = Given::new(
+            Some(Path::new("h")),
+            &StoreLocation::File,
+            Path::new("p.toml"),
+            None,
+            true,
+        );
+        let mut out = String::new();
+        apply(&mut out, &report, true, false, &given);
+        assert!(!out.contains("Mount"), "{out}");
+        assert!(
+            out.contains("env $(keyctl --home h swarm env --stack shop) docker stack deploy"),
+            "{out}"
+        );
+    }
 
     #[test]
     fn next_steps_repeat_the_store_and_quote_what_a_shell_would_split() {
