@@ -7,8 +7,6 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 /// mimalloc rather than the system's malloc: see keyctl/Cargo.toml. Values are still zeroized
 /// by their own types before their memory is freed, whichever allocator frees it.
 #[global_allocator]
@@ -16,7 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let core_dumps = keyd::secret::forbid_core_dumps();
-    let args = match cli::Args::try_parse() {
+    let args = match cli::Args::parse_command_line() {
         Ok(args) => args,
         Err(e) => {
             let failure = cli::Failure::from_clap(e);

@@ -54,7 +54,36 @@ pub struct Args {
     pub(super) command: Command,
 }
 
+/// The commands that open no home, store or daemon: `--home`, `--socket` and `--store` are
+/// accepted there (they are global, and may come from the environment) but not shown in their
+/// help, where they would only mislead.
+const WITHOUT_A_HOME: [&str; 5] = ["gen", "compose", "completions", "man", "policy"];
+
+/// keyctl's command line: [`Args`]'s, with the global options hidden in the help of
+/// [`WITHOUT_A_HOME`]. What parses, `--help`, completions and the manual page all use it.
+pub fn command() -> clap::Command {
+    let command = <Args as clap::CommandFactory>::command();
+    // A subcommand that has an argument of a global's id keeps its own: clap propagates the
+    // global to it no further. These copies differ only in being hidden.
+    let hidden: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .map(|a| a.clone().hide(true))
+        .collect();
+    WITHOUT_A_HOME.into_iter().fold(command, |command, name| {
+        command.mut_subcommand(name, |sub| sub.args(hidden.clone()))
+    })
+}
+
 impl Args {
+    /// Parses the process's arguments with [`command`].
+    pub fn parse_command_line() -> Result<Args, clap::Error> {
+        use clap::FromArgMatches as _;
+        let mut command = command();
+        let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+        Args::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
+    }
+
     /// Whether the command asked for `--json`: then its failure and warnings are JSON objects
     /// on stderr as well, and stdout holds nothing but its JSON document.
     pub fn json(&self) -> bool {
