@@ -853,3 +853,17 @@ fn a_backup_named_without_a_directory_is_written_to_the_current_one() {
         .args(["restore", "--dry-run"])
         .arg(dir.join("here.age")));
 }
+
+/// `keyctl man` is one page that stands alone: it names every command (a leaf, with its full
+/// name) instead of pointing at pages such as keyctl-init(1) that nothing installs.
+#[test]
+fn the_manual_page_lists_every_command_and_refers_to_no_page_that_does_not_exist() {
+    let dir = TempDir::new("man-page");
+    let man = text(ok(keyctl(&dir.join("h")).arg("man")));
+    assert!(!man.contains("(1)"), "refers to another page:\n{man}");
+    for command in ["keyctl init", "keyctl gen fernet", "keyctl policy check"] {
+        let entry = format!("\\fB{}\\fR", command.replace('-', "\\-"));
+        assert!(man.contains(&entry), "{command} is not listed:\n{man}");
+    }
+    assert!(man.contains(".SH \"EXIT STATUS\"\n.nf\n"), "{man}");
+}

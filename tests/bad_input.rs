@@ -381,3 +381,147 @@ fn keyctl_compose_quotes_the_policys_paths_so_they_add_no_yaml_keys_or_compose_v
     assert_eq!(mount("secrets")["target"], dir);
     assert_eq!(mount("keyd-home")["target"], "/var/lib/keyd");
 }
+
+/// Every command that takes `--json`, found by walking `keyctl --help` (so a new one cannot be
+/// left out), with the arguments that make it fail in a home that does not exist.
+fn json_commands() -> Vec<Vec<String>> {
+    fn commands(help: &str) -> Vec<String> {
+        help.lines()
+            .skip_while(|l| *l != "Commands:")
+            .skip(1)
+            .take_while(|l| !l.trim().is_empty())
+            // A command's line is indented by two spaces; wrapped help text by more.
+            .filter_map(|l| l.strip_prefix("  ").filter(|l| !l.starts_with(' ')))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|c| *c != "help")
+            .map(str::to_owned)
+            .collect()
+    }
+    let help = |path: &[String]| {
+        let out = ok(keyctl(Path::new("unused")).args(path).arg("--help"));
+        String::from_utf8(out).unwrap()
+    };
+    let mut found = Vec::new();
+    let mut todo: Vec<Vec<String>> = commands(&help(&[])).into_iter().map(|c| vec![c]).collect();
+    while let Some(path) = todo.pop() {
+        let text = help(&path);
+        let sub = commands(&text);
+        if sub.is_empty() {
+            if text.lines().any(|l| l.trim_start().starts_with("--json")) {
+                found.push(path);
+            }
+        } else {
+            todo.extend(sub.into_iter().map(|c| [path.clone(), vec![c]].concat()));
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn a_failure_under_json_is_a_json_object_on_stderr_for_every_json_command() {
+    let tmp = TempDir::new("json-errors");
+    let policy = tmp.join("good.toml");
+    std::fs::write(&policy, GOOD).unwrap();
+    let policy = policy.to_str().unwrap();
+    let nohome = tmp.join("nohome");
+    // The arguments after the command's name that make it fail (None: it fails as it is).
+    let failing = |path: &str| -> Vec<&str> {
+        match path {
+            "apply" | "quickstart" => vec!["--policy", "missing.toml"],
+            "history" | "rotate" | "retire" => vec!["DB_PASSWORD"],
+            "import" => vec!["--policy", policy, "source"],
+            "backup" => vec!["--out", "backup.age"],
+            "restore" => vec!["backup.age"],
+            "recipients add" | "recipients remove" => vec!["age1nosuchrecipient"],
+            "store copy" => vec!["--to", "swarm:other"],
+            "list" | "status" | "check" | "recipients list" | "store info" | "swarm env" => {
+                vec![]
+            }
+            other => panic!("keyctl {other} takes --json: give it failing arguments here"),
+        }
+    };
+    let mut cases: Vec<(String, Vec<String>)> = json_commands()
+        .into_iter()
+        .map(|path| {
+            let name = path.join(" ");
+            let mut args = path;
+            args.extend(failing(&name).into_iter().map(str::to_owned));
+            args.push("--json".into());
+            (name, args)
+        })
+        .collect();
+    assert!(cases.len() >= 17, "found only {cases:?}");
+    // A command line clap refuses, with --json in it.
+    cases.push((
+        "a bad command line".into(),
+        vec!["list".into(), "--json".into(), "--no-such-flag".into()],
+    ));
+    for (name, args) in cases {
+        // `store info` answers in any home: without one at all, it fails too.
+        let mut cmd = if name == "store info" {
+            let mut cmd = std::process::Command::new(keyd_tests::binary("keyctl"));
+            cmd.env_remove("KEYD_HOME")
+                .env_remove("HOME")
+                .env_remove("XDG_DATA_HOME");
+            cmd
+        } else {
+            keyctl(&nohome)
+        };
+        let out = run(cmd.current_dir(tmp.path()).args(&args));
+        let code = out.status.code().unwrap();
+        assert_ne!(code, 0, "keyctl {name} did not fail");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            stdout.trim().is_empty() || serde_json::from_str::<serde_json::Value>(&stdout).is_ok(),
+            "keyctl {name} --json: stdout is not JSON: {stdout}"
+        );
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let objects: Vec<serde_json::Value> = stderr
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("keyctl {name} --json: stderr line {l:?}: {e}"))
+            })
+            .collect();
+        if name == "check" {
+            // A monitoring check's verdict is its JSON report and its exit code.
+            assert!(objects.is_empty() && !stdout.is_empty(), "{stderr}");
+            continue;
+        }
+        let error = objects
+            .last()
+            .unwrap_or_else(|| panic!("keyctl {name} --json: nothing on stderr"));
+        assert_eq!(error["level"], "error", "keyctl {name}: {error}");
+        assert_eq!(error["exit_code"], code, "keyctl {name}: {error}");
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "keyctl {name}: {error}"
+        );
+        assert!(
+            error.get("hint").is_some(),
+            "keyctl {name}: no hint field: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_warning_under_json_is_a_json_object_on_stderr_and_stdout_stays_one_document() {
+    let tmp = TempDir::new("json-warning");
+    let policy = tmp.join("good.toml");
+    std::fs::write(&policy, GOOD).unwrap();
+    let out = run(keyctl(&tmp.join("home"))
+        .args(["quickstart", "--reinit", "--json", "--policy"])
+        .arg(&policy)
+        .arg("--out")
+        .arg(tmp.join("out")));
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("stdout is one JSON document");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.is_empty(), "--reinit warns");
+    for line in stderr.lines() {
+        let warning: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("stderr line {line:?}: {e}"));
+        assert_eq!(warning["level"], "warning", "{warning}");
+    }
+}

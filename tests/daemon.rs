@@ -857,3 +857,57 @@ fn keyctl_check_warns_of_a_certificate_near_its_end_and_is_critical_once_it_expi
     assert_eq!(expired.severity, Severity::Critical, "{expired:?}");
     assert!(expired.findings[0].what.contains("expired"), "{expired:?}");
 }
+
+/// keyd logs one line per rotation and retire it does, asked through its API or due on its
+/// schedule: stack/name, what happened, the versions and who asked; never a value. keyctl says
+/// when the daemon did the work.
+#[test]
+fn keyd_logs_each_rotation_and_retire_it_does_and_keyctl_says_it_went_through_keyd() {
+    let (_tmp, home, _out) = setup_with(
+        "logs",
+        "[stack]\nname = \"app\"\n\n[secrets.HAND]\nkind = \"fernet\"\n\n[secrets.TICK]\nkind = \"token\"\nrotate = \"3s\"\ngrace = \"1s\"\n",
+    );
+    let daemon = Daemon::start(&home, None, &[]);
+    let socket = daemon.socket.display().to_string();
+    let rotated = String::from_utf8(ok(keyctl(&home).args(["rotate", "HAND"]))).unwrap();
+    assert!(
+        rotated.contains(&format!("(through keyd at {socket})")),
+        "{rotated}"
+    );
+    let retired = ok(keyctl(&home).args(["retire", "HAND", "--json"]));
+    let retired: serde_json::Value = serde_json::from_slice(&retired).unwrap();
+    assert_eq!(retired["through_keyd"], socket.as_str(), "{retired}");
+    let status = String::from_utf8(ok(keyctl(&home).arg("status"))).unwrap();
+    assert!(
+        status.contains(&format!("(from keyd at {socket})")),
+        "{status}"
+    );
+
+    let uid = rustix::process::getuid().as_raw();
+    let expected = [
+        format!("keyd: app/HAND: rotated v1 -> v2 (keyd api uid={uid})"),
+        format!("keyd: app/HAND: overlap ended at v2: retired version(s) [1] (keyd api uid={uid})"),
+        "keyd: app/TICK: rotated v1 -> v2 (keyd schedule)".to_owned(),
+    ];
+    let mut logs = Vec::new();
+    let all_there = eventually(std::time::Duration::from_secs(30), || {
+        logs.extend(daemon.stderr.try_iter());
+        expected.iter().all(|e| logs.contains(e))
+    });
+    assert!(
+        all_there,
+        "expected {expected:#?}\nin the log:\n{}",
+        logs.join("\n")
+    );
+
+    // Names and versions only.
+    let store = Home::new(&home).peek().unwrap();
+    let log = logs.join("\n");
+    for record in store.stacks["app"].secrets.values() {
+        for v in &record.versions {
+            let value =
+                keyd::store::SecretRecord::version_value(v, keyd::policy::Part::Main).unwrap();
+            assert!(!log.contains(value.expose()), "a value is in the log");
+        }
+    }
+}

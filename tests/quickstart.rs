@@ -575,3 +575,132 @@ fn a_command_refused_for_want_of_a_swarm_leaves_the_store_unchanged() {
         .args(["rotate", "DB_PASSWORD"])
         .env("DOCKER_HOST", &docker_host));
 }
+
+/// The commands under "Next steps", pasted into a shell in the same directory (with `NAME`
+/// filled in), each run and its stdout returned. `HOME` is an empty directory there, so a
+/// command that lost `--home` finds no store and fails.
+fn run_next_steps(tmp: &TempDir, printed: &str, name: &str) -> Vec<(String, Vec<u8>)> {
+    let bin = tmp.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let _ = std::os::unix::fs::symlink(keyd_tests::binary("keyctl"), bin.join("keyctl"));
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let steps: Vec<String> = printed
+        .lines()
+        .skip_while(|l| *l != "Next steps:")
+        // A command runs from `keyctl ` to the end of the line, or to a gap before its prose.
+        .filter_map(|l| l.find("keyctl ").map(|at| &l[at..]))
+        .map(|command| command.split("  ").next().unwrap())
+        .map(|command| command.replace(" NAME", &format!(" {name}")))
+        .collect();
+    assert!(!steps.is_empty(), "no command under Next steps:\n{printed}");
+    let empty_home = tmp.join("empty-home");
+    std::fs::create_dir_all(&empty_home).unwrap();
+    steps
+        .into_iter()
+        .map(|line| {
+            let out = run(std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&line)
+                .current_dir(tmp.path())
+                .env("PATH", &path)
+                .env("HOME", &empty_home)
+                .env_remove("XDG_DATA_HOME")
+                .env_remove("KEYD_HOME")
+                .env_remove("KEYD_SOCKET")
+                .env_remove("KEYD_STORE"));
+            assert!(
+                out.status.success(),
+                "the next step `{line}` failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (line, out.stdout)
+        })
+        .collect()
+}
+
+/// The next steps quickstart and import print carry the `--home` and `--out` the user gave
+/// (quoted for the shell): pasted, they act on the same home and deliver to the same directory,
+/// where without them they would open the default home, or deliver to the policy's directory.
+#[test]
+fn next_steps_carry_the_home_and_out_the_user_gave() {
+    let tmp = TempDir::new("next-steps");
+    demo_policy(&tmp.join("demo.toml"), &tmp.join("policy-dir"), "");
+    let printed = ok(keyctl(Path::new("a home/h")).current_dir(tmp.path()).args([
+        "quickstart",
+        "--policy",
+        "demo.toml",
+        "--out",
+        "out",
+    ]));
+    let printed = String::from_utf8(printed).unwrap();
+    let delivered = std::fs::read(tmp.join("out/DB_PASSWORD")).unwrap();
+    let ran = run_next_steps(&tmp, &printed, "DB_PASSWORD");
+    assert_eq!(ran.len(), 3, "{printed}");
+    let (_, shown) = ran.iter().find(|(l, _)| l.contains(" show ")).unwrap();
+    assert_eq!(*shown, delivered);
+    assert!(!tmp.join("policy-dir").exists(), "the apply moved delivery");
+
+    // Import from the delivered files into another home, to another directory.
+    let printed = ok(keyctl(Path::new("other home"))
+        .current_dir(tmp.path())
+        .args(["import", "--policy", "demo.toml", "--out", "out2", "out"]));
+    let printed = String::from_utf8(printed).unwrap();
+    run_next_steps(&tmp, &printed, "DB_PASSWORD");
+    assert_eq!(
+        std::fs::read(tmp.join("out2/DB_PASSWORD")).unwrap(),
+        delivered
+    );
+    assert!(
+        !tmp.join("policy-dir").exists(),
+        "the apply delivered elsewhere"
+    );
+}
+
+/// A re-run that changes nothing says so in two lines, without the table of every secret
+/// again; and no column is headed FINGERPRINT where no row can have one (text values have no
+/// fingerprint: it would let anyone holding the summary test guesses).
+#[test]
+fn a_rerun_that_changes_nothing_prints_no_table_and_no_fingerprint_column_stays_empty() {
+    let tmp = TempDir::new("quiet-rerun");
+    let (home, out) = (tmp.join("home"), tmp.join("out"));
+    let policy = tmp.join("demo.toml");
+    demo_policy(&policy, &out, "");
+    let first = quickstart(&home, &policy, &out);
+    assert!(first.contains("  NAME "), "{first}");
+    assert!(!first.contains("FINGERPRINT"), "{first}");
+    assert!(first.lines().all(|l| l == l.trim_end()), "{first:?}");
+    let again = quickstart(&home, &policy, &out);
+    assert_eq!(
+        again,
+        "Stack demo: 2 secrets: 0 created, 0 updated, 2 unchanged\n\
+         No value changed: every secret already existed and every delivered file was up to date.\n"
+    );
+    let history = String::from_utf8(ok(keyctl(&home).args(["history", "DB_PASSWORD"]))).unwrap();
+    assert!(!history.contains("FINGERPRINT"), "{history}");
+}
+
+/// `keyctl show` prints exactly the delivered bytes into a pipe, but on a terminal ends the
+/// value with a newline so the shell's next prompt does not run into it.
+#[test]
+fn show_on_a_terminal_ends_the_value_with_a_newline_and_adds_none_to_a_pipe() {
+    let tmp = TempDir::new("show-tty");
+    let (home, out) = (tmp.join("home"), tmp.join("out"));
+    let policy = tmp.join("demo.toml");
+    demo_policy(&policy, &out, "");
+    quickstart(&home, &policy, &out);
+    let delivered = std::fs::read(out.join("DB_PASSWORD")).unwrap();
+    assert!(!delivered.ends_with(b"\n"));
+    let piped = ok(keyctl(&home).args(["show", "DB_PASSWORD"]));
+    assert_eq!(piped, delivered);
+    // Python's pty runs keyctl on a terminal and copies what it printed to our pipe (the
+    // terminal turns "\n" into "\r\n").
+    let script = "import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)";
+    let on_terminal = ok(std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(keyd_tests::binary("keyctl"))
+        .arg("--home")
+        .arg(&home)
+        .args(["show", "DB_PASSWORD"])
+        .stdin(std::process::Stdio::null()));
+    assert_eq!(on_terminal, [&delivered[..], b"\r\n"].concat());
+}

@@ -714,3 +714,39 @@ fn a_reload_command_that_hangs_is_killed_after_its_timeout_and_reported() {
     );
     assert!(!hook_alive, "the reload command was left running");
 }
+
+/// An RSA rotation delivers in two passes (the JWKS with both keys first, then the private
+/// key): `rotate --json` names the files sink once, with every output written there; so does
+/// `rotate --all`, which adds up one report per kind.
+#[test]
+fn rotate_json_names_each_sink_once_with_everything_written_there() {
+    let s = Stack::new("one-sink-entry");
+    for args in [
+        &["rotate", "JWT_KEY", "--json"][..],
+        &["rotate", "--all", "--json"],
+    ] {
+        let report: serde_json::Value = serde_json::from_slice(&ok(s.keyctl().args(args))).unwrap();
+        let deliveries = report["deliveries"].as_array().unwrap();
+        assert_eq!(deliveries.len(), 1, "{args:?}: {report:#}");
+        let written: Vec<&str> = deliveries[0]["written"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        for name in ["JWT_KEY", "JWT_PUBLIC", "JWT_JWKS"] {
+            assert_eq!(
+                written.iter().filter(|n| **n == name).count(),
+                1,
+                "{args:?}: {report:#}"
+            );
+        }
+        let unchanged = deliveries[0]["unchanged"].as_array().unwrap();
+        assert!(
+            unchanged
+                .iter()
+                .all(|n| !written.contains(&n.as_str().unwrap())),
+            "{args:?}: written and unchanged: {report:#}"
+        );
+    }
+}

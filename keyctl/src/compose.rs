@@ -44,7 +44,15 @@ pub fn block(policy: &Policy, image: &str) -> Option<String> {
          #\n\
          # and reads the file NAME in that directory for NAME in: {}.\n\
          # Works with docker-compose 1.29 and `docker compose` (v2). The keyd image is built by\n\
-         # docker/build-image.sh; no value appears in this file.",
+         # docker/build-image.sh; no value appears in this file.\n\
+         #\n\
+         # `docker-compose down -v` (`docker compose down --volumes`) deletes the keyd-home\n\
+         # volume: the identity and the store, and every value with them (the next `up` makes\n\
+         # new ones). Back both up first, and keep the identity offline:\n\
+         #\n\
+         #     docker-compose exec keyd keyctl backup --out /var/lib/keyd/backup.age\n\
+         #     docker cp \"$(docker-compose ps -q keyd)\":/var/lib/keyd/backup.age ./keyd-backup.age\n\
+         #     docker cp \"$(docker-compose ps -q keyd)\":/var/lib/keyd/identity.txt ./keyd-identity.txt",
         outputs.join(", "),
         stack = quoted(&policy.stack),
         name = quoted(&policy_name),
@@ -52,7 +60,7 @@ pub fn block(policy: &Policy, image: &str) -> Option<String> {
     );
     let _ = write!(
         out,
-        "\nservices:\n  keyd:\n    image: {image}\n    command: [\"--apply\", \"/etc/keyd/policy.toml\"]\n{privileges}    volumes:\n      - type: bind\n        source: {source}\n        target: /etc/keyd/policy.toml\n        read_only: true\n      - type: volume\n        source: keyd-home\n        target: /var/lib/keyd\n      - type: volume\n        source: secrets\n        target: {target}\n    healthcheck:\n      test: [\"CMD\", \"/bin/keyd\", \"--health\"]\n      interval: 2s\n      timeout: 3s\n      retries: 30\n    restart: unless-stopped\n\nvolumes:\n  # keyd's store (encrypted with age) and its identity (0600).\n  keyd-home: {{}}\n  # The delivered values, in memory only, in a directory keyd's user owns.\n  secrets:\n    driver_opts:\n      type: tmpfs\n      device: tmpfs\n      o: \"size=4m,mode=0755,uid={SIDECAR_ID},gid={SIDECAR_ID}\"\n",
+        "\nservices:\n  keyd:\n    image: {image}\n    command: [\"--apply\", \"/etc/keyd/policy.toml\"]\n{privileges}    volumes:\n      - type: bind\n        source: {source}\n        target: /etc/keyd/policy.toml\n        read_only: true\n      - type: volume\n        source: keyd-home\n        target: /var/lib/keyd\n      - type: volume\n        source: secrets\n        target: {target}\n    healthcheck:\n      test: [\"CMD\", \"/bin/keyd\", \"--health\"]\n      interval: 2s\n      timeout: 3s\n      retries: 30\n    restart: unless-stopped\n\nvolumes:\n  # keyd's store (encrypted with age) and its identity (0600). `down -v` deletes them, and\n  # every value with them: `keyctl backup` first (see the comment above, or docs/compose.md).\n  keyd-home: {{}}\n  # The delivered values, in memory only, in a directory keyd's user owns.\n  secrets:\n    driver_opts:\n      type: tmpfs\n      device: tmpfs\n      o: \"size=4m,mode=0755,uid={SIDECAR_ID},gid={SIDECAR_ID}\"\n",
         image = quoted(image),
         privileges = privileges(files.uid, files.gid),
         source = literal(&format!("./{policy_name}")),
@@ -115,6 +123,29 @@ fn quoted(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_block_warns_that_down_v_deletes_the_home_and_says_how_to_back_it_up() {
+        let dir = std::env::temp_dir().join(format!("keyctl-compose-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("policy.toml");
+        std::fs::write(
+            &path,
+            "[stack]\nname = \"s\"\n[sinks.files]\ndir = \"/run/secrets\"\n[secrets.A]\nkind = \"token\"\n",
+        )
+        .unwrap();
+        let policy = Policy::load(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let block = block(&policy, "keyd:local").unwrap();
+        let (comment, volumes) = block.split_at(block.find("\nservices:").unwrap());
+        assert!(comment.contains("`docker-compose down -v`"), "{comment}");
+        assert!(
+            comment.contains("keyctl backup --out /var/lib/keyd/backup.age")
+                && comment.contains("/var/lib/keyd/identity.txt"),
+            "{comment}"
+        );
+        assert!(volumes.contains("`down -v` deletes them"), "{volumes}");
+    }
 
     #[test]
     fn scalars_are_quoted_escaped_and_keep_compose_from_interpolating() {

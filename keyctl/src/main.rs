@@ -7,28 +7,32 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 /// mimalloc rather than the system's malloc: see keyctl/Cargo.toml. Values are still zeroized
 /// by their own types before their memory is freed, whichever allocator frees it.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    if let Err(e) = keyd::secret::forbid_core_dumps() {
-        eprintln!(
-            "keyctl: warning: cannot turn off core dumps ({e}): a crash could write secrets to disk"
+    let core_dumps = keyd::secret::forbid_core_dumps();
+    let args = match cli::Args::parse_command_line() {
+        Ok(args) => args,
+        Err(e) => {
+            let failure = cli::Failure::from_clap(e);
+            failure.print(true);
+            return ExitCode::from(failure.code);
+        }
+    };
+    let json = args.json();
+    if let Err(e) = core_dumps {
+        cli::warn(
+            json,
+            &format!("cannot turn off core dumps ({e}): a crash could write secrets to disk"),
         );
     }
-    let args = cli::Args::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(failure) if failure.message.is_empty() => ExitCode::from(failure.code),
         Err(failure) => {
-            eprintln!("keyctl: {}", failure.message);
-            if let Some(hint) = &failure.hint {
-                eprintln!("hint: {hint}");
-            }
+            failure.print(json);
             ExitCode::from(failure.code)
         }
     }

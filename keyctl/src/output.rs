@@ -5,8 +5,9 @@
 use keyd::ApplyReport;
 use keyd::derive::Change;
 use keyd::ops::query::{History, ListedSecret, Versions};
-use keyd::store::Home;
+use keyd::store::{Home, StoreLocation};
 use serde_json::json;
+use std::path::Path;
 
 /// `writeln!` into the output buffer (a `String` cannot fail to take text).
 macro_rules! say {
@@ -70,7 +71,87 @@ pub fn init(out: &mut String, home: &Home, created: bool) {
     }
 }
 
-pub fn apply(out: &mut String, report: &ApplyReport, first_run: bool, as_json: bool) {
+/// The flags a run was given that a command suggested under "Next steps" must repeat, so that
+/// pasted into a shell it acts on the same home, store and delivery directory.
+pub struct Given {
+    /// `--home DIR` and `--store swarm:NAME`, as given, before the command.
+    globals: Vec<String>,
+    /// The arguments of the `apply` that delivers as this run did: `--policy FILE` and, when
+    /// given, `--out DIR` and `--swarm`.
+    apply: Vec<String>,
+}
+
+impl Given {
+    /// The flags of a run on `home` (when given) and `store`, of `policy` delivered to `out`
+    /// (when given) and to Swarm (`swarm`).
+    pub fn new(
+        home: Option<&Path>,
+        store: &StoreLocation,
+        policy: &Path,
+        out: Option<&Path>,
+        swarm: bool,
+    ) -> Given {
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let mut globals = Vec::new();
+        if let Some(home) = home {
+            globals.extend(["--home".to_owned(), path(home)]);
+        }
+        if *store != StoreLocation::File {
+            globals.extend(["--store".to_owned(), store.to_string()]);
+        }
+        let mut apply = vec!["apply".to_owned(), "--policy".to_owned(), path(policy)];
+        if let Some(out) = out {
+            apply.extend(["--out".to_owned(), path(out)]);
+        }
+        if swarm {
+            apply.push("--swarm".to_owned());
+        }
+        Given { globals, apply }
+    }
+
+    /// `keyctl`, the global flags, then `args`: each word quoted for a POSIX shell where it
+    /// needs to be.
+    fn keyctl<'a>(&'a self, args: impl IntoIterator<Item = &'a str>) -> String {
+        let mut line = String::from("keyctl");
+        for word in self.globals.iter().map(String::as_str).chain(args) {
+            line.push(' ');
+            line.push_str(&shell_word(word));
+        }
+        line
+    }
+
+    /// The `apply` that delivers again as this run did.
+    fn apply(&self) -> String {
+        self.keyctl(self.apply.iter().map(String::as_str))
+    }
+}
+
+/// `word` as one word of a POSIX shell: as it is when it holds only characters no shell
+/// treats specially, else in single quotes (a `'` in it written as `'\''`).
+fn shell_word(word: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.into()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''")).into()
+    }
+}
+
+/// "Next steps" that are commands: what each does, then the command on a line of its own (a
+/// home's path can make it long, and it is pasted whole).
+fn next_steps(out: &mut String, steps: &[(&str, String)]) {
+    for (what, command) in steps {
+        say!(out, "  - {what}:\n      {command}");
+    }
+}
+
+pub fn apply(
+    out: &mut String,
+    report: &ApplyReport,
+    first_run: bool,
+    as_json: bool,
+    given: &Given,
+) {
     if as_json {
         json(out, report);
         return;
@@ -94,6 +175,79 @@ pub fn apply(out: &mut String, report: &ApplyReport, first_run: bool, as_json: b
         report.stack,
         report.secrets.len()
     );
+    // A run that changed nothing says only that: the table would repeat the last one.
+    let changed = report.changed_values()
+        || report.deliveries.iter().any(|d| !d.written.is_empty())
+        || !report.failed.is_empty();
+    if changed {
+        apply_table(out, report);
+        for d in &report.deliveries {
+            say!(
+                out,
+                "Delivered to {} {}: {} written, {} unchanged",
+                d.sink,
+                d.location.display(),
+                d.written.len(),
+                d.unchanged.len()
+            );
+        }
+    }
+    apply_targets(out, report);
+    if !changed {
+        say!(
+            out,
+            "No value changed: every secret already existed and every delivered file was up to date."
+        );
+    }
+    for note in &report.notes {
+        say!(out, "note: {note}");
+    }
+    if first_run && report.changed_values() {
+        say!(out, "\nNext steps:");
+        // Swarm services get their values from Swarm (at /run/secrets in each task): nothing
+        // to mount, but a stack file must name the current secrets.
+        if report.deliveries.iter().any(|d| d.sink == "swarm") {
+            say!(
+                out,
+                "  - Declare each secret in your stack file as `external: true` with `name: ${{KEYD_SWARM_<OUTPUT>}}`; Swarm puts it at /run/secrets in each task. Deploy with the current names:\n      env $({}) docker stack deploy -c STACK_FILE {}",
+                given.keyctl(["swarm", "env", "--stack", &report.stack]),
+                report.stack
+            );
+        } else if let Some(d) = report.deliveries.iter().find(|d| d.sink == "files") {
+            say!(
+                out,
+                "  - Mount {} into your services at /run/secrets (mount the directory, not single files).",
+                d.location.display()
+            );
+        }
+        next_steps(
+            out,
+            &[
+                (
+                    "What is stored (names, versions; never values)",
+                    given.keyctl(["list"]),
+                ),
+                (
+                    "One value on stdout, exactly as delivered",
+                    given.keyctl(["show", "NAME"]),
+                ),
+                ("After editing the policy, add what is new", given.apply()),
+            ],
+        );
+        say!(
+            out,
+            "  - Back up {}: the store cannot be opened without it.",
+            report.home.join("identity.txt").display()
+        );
+        say!(
+            out,
+            "  - Re-run this command any time: it only adds what is missing."
+        );
+    }
+}
+
+/// The apply summary's table: one line per secret.
+fn apply_table(out: &mut String, report: &ApplyReport) {
     let width = report
         .secrets
         .iter()
@@ -101,9 +255,16 @@ pub fn apply(out: &mut String, report: &ApplyReport, first_run: bool, as_json: b
         .max()
         .unwrap_or(4)
         .max(4);
+    // Only keys and certificates have a fingerprint: a hash of a text value would let anyone
+    // holding the summary test guesses offline. The header says so when there are any.
+    let last = if report.secrets.iter().any(|s| s.fingerprint.is_some()) {
+        "ALSO DELIVERED AS / FINGERPRINT (keys and certificates only)"
+    } else {
+        "ALSO DELIVERED AS"
+    };
     say!(
         out,
-        "  {:width$}  {:8}  {:>4}  {:9}  DELIVERED AS / FINGERPRINT",
+        "  {:width$}  {:8}  {:>4}  {:9}  {last}",
         "NAME",
         "KIND",
         "VER",
@@ -144,19 +305,15 @@ pub fn apply(out: &mut String, report: &ApplyReport, first_run: bool, as_json: b
             out.push_str(extra.0);
             out.push_str(extra.1);
         }
+        if first {
+            out.truncate(out.trim_end_matches(' ').len());
+        }
         out.push('\n');
     }
-    for d in &report.deliveries {
-        say!(
-            out,
-            "Delivered to {} {}: {} written, {} unchanged",
-            d.sink,
-            d.location.display(),
-            d.written.len(),
-            d.unchanged.len()
-        );
-    }
-    // Per target: what this run set there (and tested), what failed, what was already there.
+}
+
+/// Per target: what an apply set there (and tested), what failed, what was already there.
+fn apply_targets(out: &mut String, report: &ApplyReport) {
     let mut targets: Vec<&str> = Vec::new();
     for t in report.secrets.iter().filter_map(|s| s.target.as_deref()) {
         if !targets.contains(&t) {
@@ -194,42 +351,6 @@ pub fn apply(out: &mut String, report: &ApplyReport, first_run: bool, as_json: b
             list(&set),
             failed.len(),
             list(&failed)
-        );
-    }
-    if !report.changed_values() && !report.deliveries.iter().any(|d| !d.written.is_empty()) {
-        say!(
-            out,
-            "No value changed: every secret already existed and every delivered file was up to date."
-        );
-    }
-    for note in &report.notes {
-        say!(out, "note: {note}");
-    }
-    if first_run && report.changed_values() {
-        say!(out, "\nNext steps:");
-        if let Some(d) = report.deliveries.iter().find(|d| d.sink == "files") {
-            say!(
-                out,
-                "  - Mount {} into your services at /run/secrets (mount the directory, not single files).",
-                d.location.display()
-            );
-        }
-        say!(
-            out,
-            "  - keyctl list              what is stored (names, versions; never values)"
-        );
-        say!(
-            out,
-            "  - keyctl show NAME         one value on stdout, exactly as delivered"
-        );
-        say!(
-            out,
-            "  - Back up {}: the store cannot be opened without it.",
-            report.home.join("identity.txt").display()
-        );
-        say!(
-            out,
-            "  - Re-run this command any time: it only adds what is missing."
         );
     }
 }
@@ -317,18 +438,19 @@ pub fn history(out: &mut String, history: &History, as_json: bool) {
         return;
     }
     say!(out, "{stack}/{name} ({kind})");
-    say!(
-        out,
-        "  {:>4}  {:9}  {:20}  {:20}  {:20}  FINGERPRINT",
-        "VER",
-        "LABEL",
-        "CREATED",
-        "PROMOTED",
-        "RETIRED"
+    // Keys and certificates have a fingerprint; text values none (see `apply_table`).
+    let fingerprints = versions.iter().any(|v| v.fingerprint.is_some());
+    let line = format!(
+        "  {:>4}  {:9}  {:20}  {:20}  {:20}",
+        "VER", "LABEL", "CREATED", "PROMOTED", "RETIRED"
     );
+    if fingerprints {
+        say!(out, "{line}  FINGERPRINT");
+    } else {
+        say!(out, "{}", line.trim_end());
+    }
     for v in versions {
-        say!(
-            out,
+        let line = format!(
             "  {:>4}  {:9}  {:20}  {:20}  {:20}  {}",
             format!("v{}", v.version),
             v.label.map_or("-".into(), |l| l.to_string()),
@@ -337,13 +459,34 @@ pub fn history(out: &mut String, history: &History, as_json: bool) {
             v.retired.as_deref().unwrap_or("-"),
             v.fingerprint.as_deref().unwrap_or_default()
         );
+        say!(out, "{}", line.trim_end());
     }
 }
 
-pub fn rotation(out: &mut String, report: &keyd::rotation::RotationReport, as_json: bool) {
+/// A rotate or retire: what happened to each secret and where values went, and `through`,
+/// the socket of the keyd that did it (none when keyctl did it on the store itself).
+pub fn rotation(
+    out: &mut String,
+    report: &keyd::rotation::RotationReport,
+    through: Option<&Path>,
+    as_json: bool,
+) {
     use keyd::rotation::OutcomeKind;
     if as_json {
-        json(out, report);
+        /// The report with `through_keyd`: the daemon's socket, or null.
+        #[derive(serde::Serialize)]
+        struct Through<'a> {
+            #[serde(flatten)]
+            report: &'a keyd::rotation::RotationReport,
+            through_keyd: Option<&'a Path>,
+        }
+        json(
+            out,
+            &Through {
+                report,
+                through_keyd: through,
+            },
+        );
         return;
     }
     for o in &report.outcomes {
@@ -390,6 +533,9 @@ pub fn rotation(out: &mut String, report: &keyd::rotation::RotationReport, as_js
             d.location.display(),
             d.written.join(", ")
         );
+    }
+    if let Some(socket) = through {
+        say!(out, "(through keyd at {})", socket.display());
     }
 }
 
@@ -479,12 +625,7 @@ pub fn status(out: &mut String, status: &[keyd::rotation::schedule::SecretStatus
     }
 }
 
-pub fn import(
-    out: &mut String,
-    report: &keyd::ops::ImportReport,
-    policy: &std::path::Path,
-    as_json: bool,
-) {
+pub fn import(out: &mut String, report: &keyd::ops::ImportReport, as_json: bool, given: &Given) {
     use keyd::ops::Verdict;
     if as_json {
         json(out, report);
@@ -564,19 +705,17 @@ pub fn import(
             report.imported()
         );
         say!(out, "\nNext steps:");
-        say!(
+        let deliver = if missing > 0 {
+            format!("Deliver them and create the {missing} the source did not have")
+        } else {
+            "Deliver them".to_owned()
+        };
+        next_steps(
             out,
-            "  - keyctl apply --policy {}   delivers them{}",
-            policy.display(),
-            if missing > 0 {
-                format!(" and creates the {missing} the source did not have")
-            } else {
-                String::new()
-            }
-        );
-        say!(
-            out,
-            "  - keyctl status              shows when each is rotated next"
+            &[
+                (&deliver, given.apply()),
+                ("When each is rotated next", given.keyctl(["status"])),
+            ],
         );
     } else if report.dry_run {
         say!(
@@ -827,5 +966,73 @@ pub fn check(out: &mut String, report: &keyd::ops::check::CheckReport, as_json: 
             findings.len(),
             findings.join("; ")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_steps_after_a_swarm_delivery_say_how_to_deploy_not_what_to_mount() {
+        let delivery = |sink: &str, location: &str| keyd::sinks::DeliveryReport {
+            sink: sink.into(),
+            location: location.into(),
+            written: vec!["DB_PASSWORD".into()],
+            unchanged: Vec::new(),
+        };
+        let report = ApplyReport {
+            stack: "shop".into(),
+            home: "h".into(),
+            initialised: true,
+            secrets: vec![keyd::ops::SecretSummary {
+                name: "DB_PASSWORD".into(),
+                kind: keyd::policy::Kind::Password,
+                version: 1,
+                change: Change::Created,
+                outputs: vec!["DB_PASSWORD".into()],
+                fingerprint: None,
+                target: None,
+            }],
+            deliveries: vec![delivery("files", "/srv/out"), delivery("swarm", "swarm")],
+            store_written: true,
+            notes: Vec::new(),
+            failed: Vec::new(),
+        };
+        let given = Given::new(
+            Some(Path::new("h")),
+            &StoreLocation::File,
+            Path::new("p.toml"),
+            None,
+            true,
+        );
+        let mut out = String::new();
+        apply(&mut out, &report, true, false, &given);
+        assert!(!out.contains("Mount"), "{out}");
+        assert!(
+            out.contains("env $(keyctl --home h swarm env --stack shop) docker stack deploy"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn next_steps_repeat_the_store_and_quote_what_a_shell_would_split() {
+        let given = Given::new(
+            Some(Path::new("it's here")),
+            &StoreLocation::Swarm("prod".into()),
+            Path::new("p.toml"),
+            Some(Path::new("out dir")),
+            true,
+        );
+        assert_eq!(
+            given.keyctl(["list"]),
+            r"keyctl --home 'it'\''s here' --store swarm:prod list"
+        );
+        assert_eq!(
+            given.apply(),
+            r"keyctl --home 'it'\''s here' --store swarm:prod apply --policy p.toml --out 'out dir' --swarm"
+        );
+        let plain = Given::new(None, &StoreLocation::File, Path::new("p.toml"), None, false);
+        assert_eq!(plain.apply(), "keyctl apply --policy p.toml");
     }
 }

@@ -184,7 +184,7 @@ fn main() -> ExitCode {
     }
     let result = if args.once {
         keyd::daemon::start_up(&home, &SystemClock, "keyd once")
-            .map(|(report, _)| keyd::daemon::log_report(&report))
+            .map(|(report, _)| keyd::daemon::log_report(&report, "keyd once"))
     } else {
         keyd::daemon::run_daemon(keyd::daemon::Config {
             socket,

@@ -12,7 +12,8 @@ Exit codes:
   2  bad command line
   3  invalid policy (every problem is printed as FILE:LINE:COLUMN: message)
   4  the store cannot be opened (not initialised, identity missing or wrong, store damaged)
-  5  no such secret or version";
+  5  no such secret or version
+With --json, a failure is one JSON object on stderr: level, message, hint, exit_code";
 
 /// keyctl: generate, store and deliver the key material of container stacks.
 #[derive(Parser, Debug)]
@@ -53,6 +54,68 @@ pub struct Args {
     pub(super) command: Command,
 }
 
+/// The commands that open no home, store or daemon: `--home`, `--socket` and `--store` are
+/// accepted there (they are global, and may come from the environment) but not shown in their
+/// help, where they would only mislead.
+const WITHOUT_A_HOME: [&str; 5] = ["gen", "compose", "completions", "man", "policy"];
+
+/// keyctl's command line: [`Args`]'s, with the global options hidden in the help of
+/// [`WITHOUT_A_HOME`]. What parses, `--help`, completions and the manual page all use it.
+pub fn command() -> clap::Command {
+    let command = <Args as clap::CommandFactory>::command();
+    // A subcommand that has an argument of a global's id keeps its own: clap propagates the
+    // global to it no further. These copies differ only in being hidden.
+    let hidden: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .map(|a| a.clone().hide(true))
+        .collect();
+    WITHOUT_A_HOME.into_iter().fold(command, |command, name| {
+        command.mut_subcommand(name, |sub| sub.args(hidden.clone()))
+    })
+}
+
+impl Args {
+    /// Parses the process's arguments with [`command`].
+    pub fn parse_command_line() -> Result<Args, clap::Error> {
+        use clap::FromArgMatches as _;
+        let mut command = command();
+        let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+        Args::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
+    }
+
+    /// Whether the command asked for `--json`: then its failure and warnings are JSON objects
+    /// on stderr as well, and stdout holds nothing but its JSON document.
+    pub fn json(&self) -> bool {
+        match &self.command {
+            Command::Quickstart(a) | Command::Apply(a) => a.json,
+            Command::Import(a) => a.json,
+            Command::List { json }
+            | Command::History { json, .. }
+            | Command::Rotate { json, .. }
+            | Command::Retire { json, .. }
+            | Command::Status { json }
+            | Command::Check { json }
+            | Command::Backup { json, .. }
+            | Command::Restore { json, .. }
+            | Command::Store(StoreCommand::Info { json } | StoreCommand::Copy { json, .. })
+            | Command::Swarm(SwarmCommand::Env { json, .. })
+            | Command::Recipients(
+                RecipientsCommand::Add { json, .. }
+                | RecipientsCommand::List { json }
+                | RecipientsCommand::Remove { json, .. },
+            ) => *json,
+            Command::Init { .. }
+            | Command::Show { .. }
+            | Command::Compose { .. }
+            | Command::Gen(_)
+            | Command::Completions { .. }
+            | Command::Man
+            | Command::Policy(_) => false,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub(super) enum Command {
     /// Create the home: an age X25519 identity (identity.txt, 0600) and an empty encrypted store
@@ -84,7 +147,7 @@ pub(super) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print a value on stdout, exactly as delivered (no newline added)
+    /// Print a value on stdout, exactly as delivered (a newline is added only on a terminal)
     #[command(after_help = EXIT_CODES)]
     Show {
         /// NAME, or STACK/NAME when several stacks have it; companion names
@@ -356,6 +419,18 @@ pub(super) struct ApplyArgs {
     /// With --swarm: run `docker swarm init` first when this node is not in a swarm
     #[arg(long)]
     pub(super) init_swarm: bool,
+}
+
+impl ApplyArgs {
+    /// The flags that next steps repeat: the home and store given, and this command's own.
+    pub(super) fn given(
+        &self,
+        home: Option<&std::path::Path>,
+        store: &keyd::store::StoreLocation,
+    ) -> crate::output::Given {
+        let swarm = self.swarm || self.init_swarm;
+        crate::output::Given::new(home, store, &self.policy, self.out.as_deref(), swarm)
+    }
 }
 
 #[derive(clap::Args, Debug)]

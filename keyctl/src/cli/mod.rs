@@ -20,6 +20,7 @@ use keyd::policy::PolicyError;
 use keyd::sinks::SinkError;
 use keyd::store::{Home, StoreError};
 
+use crate::output::Given;
 pub use args::Args;
 use args::{Command, PlanCommand, PolicyCommand, SwarmCommand};
 
@@ -47,6 +48,98 @@ impl Failure {
 
     pub(super) fn usage(message: impl Into<String>) -> Self {
         Failure::new(2, message, None)
+    }
+
+    /// Prints the failure on stderr: `keyctl: MESSAGE` and `hint: HINT` for people, or under
+    /// `--json` one JSON object on one line (`level`, `message`, `hint`, `exit_code`) that a
+    /// script reads as it reads stdout. A silent failure prints nothing.
+    pub fn print(&self, json: bool) {
+        if self.message.is_empty() {
+            return;
+        }
+        if json {
+            eprintln!(
+                "{}",
+                Diagnostic {
+                    level: "error",
+                    message: &self.message,
+                    hint: self.hint.as_deref(),
+                    exit_code: Some(self.code),
+                }
+            );
+            return;
+        }
+        eprintln!("keyctl: {}", self.message);
+        if let Some(hint) = &self.hint {
+            eprintln!("hint: {hint}");
+        }
+    }
+
+    /// A command line clap refused. Under `--json` (seen in the arguments, since they did not
+    /// parse) its error becomes a failure printed as JSON; otherwise, and for `--help` and
+    /// `--version`, clap prints and exits as it always does.
+    pub fn from_clap(e: clap::Error) -> Self {
+        use clap::error::ErrorKind;
+        let shown = matches!(
+            e.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+        let json_asked = std::env::args_os()
+            .skip(1)
+            .take_while(|a| a != "--")
+            .any(|a| a == "--json");
+        if shown || !json_asked {
+            e.exit();
+        }
+        // clap's text: `error: MESSAGE`, then paragraphs (a tip, the usage, where to read
+        // more), each flattened to one line.
+        let text = e.to_string();
+        let mut paragraphs = text
+            .trim()
+            .trim_start_matches("error: ")
+            .split("\n\n")
+            .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "));
+        let message = paragraphs.next().unwrap_or_default();
+        let hint: Vec<String> = paragraphs
+            .map(|p| p.trim_start_matches("tip: ").to_owned())
+            .collect();
+        let code = u8::try_from(e.exit_code()).unwrap_or(2);
+        Failure::new(code, message, (!hint.is_empty()).then(|| hint.join("; ")))
+    }
+}
+
+/// A failure or warning as one line of JSON on stderr, its fields in this order; `hint` and
+/// `exit_code` are null in a warning.
+#[derive(serde::Serialize)]
+struct Diagnostic<'a> {
+    level: &'static str,
+    message: &'a str,
+    hint: Option<&'a str>,
+    exit_code: Option<u8>,
+}
+
+impl std::fmt::Display for Diagnostic<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let line = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(&line)
+    }
+}
+
+/// A warning on stderr: `keyctl: warning: MESSAGE`, or under `--json` a JSON object on one
+/// line (`level`, `message`), so stdout stays one JSON document and stderr stays readable.
+pub fn warn(json: bool, message: &str) {
+    if json {
+        let warning = Diagnostic {
+            level: "warning",
+            message,
+            hint: None,
+            exit_code: None,
+        };
+        eprintln!("{warning}");
+    } else {
+        eprintln!("keyctl: warning: {message}");
     }
 }
 
@@ -159,6 +252,17 @@ fn store_hint(e: &StoreError) -> String {
         StoreError::Corrupt { .. } | StoreError::NewerFormat { .. } => {
             "restore store.age from a backup; keyd has not modified the file".into()
         }
+        StoreError::Io { path, source }
+            if source.kind() == std::io::ErrorKind::NotADirectory =>
+        {
+            // The home (or a directory keyd keeps in it) is a file: no permission or free
+            // space fixes that.
+            let file = path.ancestors().find(|a| a.is_file()).unwrap_or(path);
+            format!(
+                "{} is a file: the keyd home (--home or KEYD_HOME) must be a directory, or a path where one can be made",
+                file.display()
+            )
+        }
         StoreError::Io { .. } => "check the path's permissions and free space".into(),
         StoreError::IdentityExposed { path, .. } => format!(
             "run `chmod 600 {}`; if others could read it, make a new identity and rotate every secret",
@@ -222,8 +326,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let store = args.store.clone();
     match args.command {
         Command::Init { passphrase } => store::init(home(args.home, &store)?, passphrase),
-        Command::Quickstart(a) => store::apply(home(args.home, &store)?, a, true),
-        Command::Apply(a) => store::apply(home(args.home, &store)?, a, false),
+        Command::Quickstart(a) => {
+            let given = a.given(args.home.as_deref(), &store);
+            store::apply(home(args.home, &store)?, a, true, &given)
+        }
+        Command::Apply(a) => {
+            let given = a.given(args.home.as_deref(), &store);
+            store::apply(home(args.home, &store)?, a, false, &given)
+        }
         Command::List { json } => query::list(home(args.home, &store)?, json),
         Command::Show { name, version } => query::show(home(args.home, &store)?, &name, version),
         Command::History { name, json } => query::history(home(args.home, &store)?, &name, json),
@@ -258,7 +368,16 @@ pub fn run(args: Args) -> Result<(), Failure> {
         Command::Check { json } => query::check(home(args.home, &store)?, socket, json),
         Command::Gen(g) => tools::generate(g),
         Command::Compose { policy, image } => tools::compose(&policy, &image),
-        Command::Import(a) => store::import(home(args.home, &store)?, a),
+        Command::Import(a) => {
+            let given = Given::new(
+                args.home.as_deref(),
+                &store,
+                &a.policy,
+                a.out.as_deref(),
+                false,
+            );
+            store::import(home(args.home, &store)?, a, &given)
+        }
         Command::Recipients(c) => store::recipients(home(args.home, &store)?, c),
         Command::Store(c) => store::store(args.home, &store, c),
         Command::Swarm(SwarmCommand::Env { stack, json }) => {

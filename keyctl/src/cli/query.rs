@@ -7,7 +7,7 @@ use keyd::clock::{Clock as _, SystemClock};
 use keyd::ops::query::{self, Read};
 use keyd::store::Home;
 
-use super::rotation::via_daemon;
+use super::rotation::{socket_path, via_daemon};
 use super::{Failure, write_stdout};
 use crate::output;
 
@@ -21,7 +21,14 @@ pub(super) fn list(home: Home, json: bool) -> Result<(), Failure> {
 pub(super) fn show(home: Home, name: &str, version: Option<u64>) -> Result<(), Failure> {
     let value = query::show(&home, Read::Locked, name, version)?
         .ok_or_else(|| Failure::new(5, format!("{name} has no current value"), None))?;
-    write_stdout(value.expose().as_bytes())
+    let value = value.expose().as_bytes();
+    write_stdout(value)?;
+    // Exactly the delivered bytes, except on a terminal: there a value without a final newline
+    // would run into the shell's next prompt.
+    if !value.ends_with(b"\n") && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        write_stdout(b"\n")?;
+    }
+    Ok(())
 }
 
 pub(super) fn history(home: Home, name: &str, json: bool) -> Result<(), Failure> {
@@ -32,9 +39,9 @@ pub(super) fn history(home: Home, name: &str, json: bool) -> Result<(), Failure>
 }
 
 pub(super) fn status(home: Home, socket: Option<&Path>, json: bool) -> Result<(), Failure> {
-    let status = match via_daemon(&home, socket, "GET", "/v1/status", None)? {
-        Some(status) => status,
-        None => query::status(&home, Read::Locked, SystemClock.now())?,
+    let (status, through) = match via_daemon(&home, socket, "GET", "/v1/status", None)? {
+        Some(status) => (status, Some(socket_path(&home, socket))),
+        None => (query::status(&home, Read::Locked, SystemClock.now())?, None),
     };
     let mut out = String::new();
     // A remote store says where it is and whether it answers first (the file store's status
@@ -44,6 +51,9 @@ pub(super) fn status(home: Home, socket: Option<&Path>, json: bool) -> Result<()
         out.push('\n');
     }
     output::status(&mut out, &status, json);
+    if let Some(socket) = through.filter(|_| !json) {
+        out.push_str(&format!("(from keyd at {})\n", socket.display()));
+    }
     write_stdout(out.as_bytes())
 }
 

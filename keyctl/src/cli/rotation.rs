@@ -2,7 +2,7 @@
 //! the daemon when one answers on its socket, else run here on the store under its lock; the
 //! same report is printed either way, and a failed step exits 1.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use keyd::Error;
 use keyd::clock::SystemClock;
@@ -47,6 +47,11 @@ pub(super) fn retire(
     })
 }
 
+/// The daemon's API socket: `--socket`, else the home's `keyd.sock`.
+pub(super) fn socket_path(home: &Home, socket: Option<&Path>) -> PathBuf {
+    socket.map_or_else(|| home.dir().join("keyd.sock"), Path::to_owned)
+}
+
 /// Sends a request to the daemon when one answers on the socket; `None` when none runs, so
 /// the caller does the same work on the store under its lock.
 pub(super) fn via_daemon<T: serde::de::DeserializeOwned>(
@@ -56,7 +61,7 @@ pub(super) fn via_daemon<T: serde::de::DeserializeOwned>(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> Result<Option<T>, Failure> {
-    let socket = socket.map_or_else(|| home.dir().join("keyd.sock"), Path::to_owned);
+    let socket = socket_path(home, socket);
     let Some(mut stream) = keyd::daemon::client::connect(&socket) else {
         return Ok(None);
     };
@@ -93,12 +98,12 @@ fn rotation_command(
     json: bool,
     local: impl FnOnce(&Home) -> Result<keyd::rotation::RotationReport, Error>,
 ) -> Result<(), Failure> {
-    let report = match via_daemon(&home, socket, "POST", path, Some(body))? {
-        Some(report) => report,
-        None => local(&home)?,
+    let (report, through) = match via_daemon(&home, socket, "POST", path, Some(body))? {
+        Some(report) => (report, Some(socket_path(&home, socket))),
+        None => (local(&home)?, None),
     };
     let mut out = String::new();
-    output::rotation(&mut out, &report, json);
+    output::rotation(&mut out, &report, through.as_deref(), json);
     write_stdout(out.as_bytes())?;
     rotation_exit(&report)
 }
@@ -144,6 +149,7 @@ pub(super) fn rotate_all(
         .collect();
     drop(listed);
     let mut combined = keyd::rotation::RotationReport::default();
+    let mut through = None;
     for kind in kinds {
         let selector = kind.as_str().to_owned();
         let body = serde_json::to_value(RotateRequest {
@@ -152,19 +158,24 @@ pub(super) fn rotate_all(
         })
         .expect("a request serialises");
         let report = match via_daemon(&home, socket, "POST", "/v1/rotate", Some(&body))? {
-            Some(report) => report,
+            Some(report) => {
+                through = Some(socket_path(&home, socket));
+                report
+            }
             None => keyd::ops::rotate(&home, &selector, force, &SystemClock, &actor("keyctl"))?,
         };
         let keyd::rotation::RotationReport {
             mut outcomes,
-            mut deliveries,
+            deliveries,
             unscheduled: _,
         } = report;
         combined.outcomes.append(&mut outcomes);
-        combined.deliveries.append(&mut deliveries);
+        for d in deliveries {
+            combined.add_delivery(d);
+        }
     }
     let mut out = String::new();
-    output::rotation(&mut out, &combined, json);
+    output::rotation(&mut out, &combined, through.as_deref(), json);
     write_stdout(out.as_bytes())?;
     rotation_exit(&combined)
 }

@@ -11,7 +11,7 @@ use keyd::{ApplyOptions, Error};
 
 use super::args::{ApplyArgs, ImportArgs, RecipientsCommand, SourceArg, StoreCommand};
 use super::{Failure, write_stdout};
-use crate::output;
+use crate::output::{self, Given};
 
 /// `keyctl init [--passphrase]`.
 pub(super) fn init(home: Home, passphrase: bool) -> Result<(), Failure> {
@@ -70,7 +70,7 @@ pub(super) fn restore(
     write_stdout(text.as_bytes())
 }
 
-pub(super) fn import(home: Home, a: ImportArgs) -> Result<(), Failure> {
+pub(super) fn import(home: Home, a: ImportArgs, given: &Given) -> Result<(), Failure> {
     let policy = Policy::load(&a.policy).map_err(Error::from)?;
     let options = keyd::ops::ImportOptions {
         source: a.source,
@@ -86,7 +86,7 @@ pub(super) fn import(home: Home, a: ImportArgs) -> Result<(), Failure> {
     };
     let report = keyd::ops::import(&home, &policy, &options)?;
     let mut out = String::new();
-    output::import(&mut out, &report, &a.policy, a.json);
+    output::import(&mut out, &report, a.json, given);
     write_stdout(out.as_bytes())?;
     let refused: Vec<&keyd::ops::ImportEntry> = report.refused().collect();
     if !refused.is_empty() {
@@ -137,11 +137,17 @@ pub(super) fn recipients(home: Home, command: RecipientsCommand) -> Result<(), F
     write_stdout(out.as_bytes())
 }
 
-pub(super) fn apply(home: Home, a: ApplyArgs, first_run: bool) -> Result<(), Failure> {
+pub(super) fn apply(
+    home: Home,
+    a: ApplyArgs,
+    first_run: bool,
+    given: &Given,
+) -> Result<(), Failure> {
     if a.reinit {
         Policy::load(&a.policy).map_err(Error::from)?;
-        eprintln!(
-            "keyctl: warning: --reinit: secrets the store does not hold are generated anew and replace what is delivered"
+        super::warn(
+            a.json,
+            "--reinit: secrets the store does not hold are generated anew and replace what is delivered",
         );
     }
     let options = ApplyOptions {
@@ -169,7 +175,7 @@ pub(super) fn apply(home: Home, a: ApplyArgs, first_run: bool) -> Result<(), Fai
         failure
     })?;
     let mut out = String::new();
-    output::apply(&mut out, &report, first_run, a.json);
+    output::apply(&mut out, &report, first_run, a.json, given);
     write_stdout(out.as_bytes())?;
     if report.failed.is_empty() {
         return Ok(());

@@ -6,12 +6,11 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use clap::CommandFactory as _;
 use keyd::Error;
 use keyd::material::{self, password::Alphabet, tls, token::Encoding};
 use keyd::policy::Policy;
 
-use super::args::{Args, CompletionShell, Gen};
+use super::args::{CompletionShell, Gen, command};
 use super::{Failure, write_stdout};
 
 /// `keyctl compose --policy FILE`.
@@ -38,22 +37,80 @@ pub(super) fn completions(shell: CompletionShell) -> Result<(), Failure> {
         CompletionShell::Fish => clap_complete::Shell::Fish,
     };
     let mut script = Vec::new();
-    clap_complete::generate(shell, &mut Args::command(), "keyctl", &mut script);
+    clap_complete::generate(shell, &mut command(), "keyctl", &mut script);
     write_stdout(&script)
 }
 
-/// `keyctl man`.
+/// `keyctl man`: one self-contained page. clap_mangen's own subcommands section refers to a
+/// page per command (keyctl-init(1), …) that nothing installs, so the page lists every command
+/// with what it does here instead, and says where each one's options are.
 pub(super) fn man() -> Result<(), Failure> {
+    let man = clap_mangen::Man::new(command());
     let mut page = Vec::new();
-    clap_mangen::Man::new(Args::command())
-        .render(&mut page)
-        .map_err(|e| Failure::new(1, format!("cannot render the manual page: {e}"), None))?;
+    let rendered = (|| -> std::io::Result<()> {
+        man.render_title(&mut page)?;
+        man.render_name_section(&mut page)?;
+        man.render_synopsis_section(&mut page)?;
+        man.render_description_section(&mut page)?;
+        man.render_options_section(&mut page)?;
+        page.extend_from_slice(b".SH COMMANDS\n");
+        let mut top = command();
+        top.build();
+        commands_in_man(&mut page, &top);
+        page.extend_from_slice(
+            b".PP\n\\fBkeyctl\\fR \\fICOMMAND\\fR \\fB\\-\\-help\\fR shows a command's options.\n",
+        );
+        // The exit-code table as a table: clap_mangen would fill it into one paragraph.
+        page.extend_from_slice(b".SH \"EXIT STATUS\"\n.nf\n");
+        for line in super::args::EXIT_CODES.lines().skip(1) {
+            page.extend_from_slice(format!("{}\n", roff_text(line)).as_bytes());
+        }
+        page.extend_from_slice(
+            b".fi\n.SH \"SEE ALSO\"\n\\fBkeyd \\-\\-help\\fR, the daemon; the docs/ directory of the source.\n",
+        );
+        man.render_version_section(&mut page)
+    })();
+    rendered.map_err(|e| Failure::new(1, format!("cannot render the manual page: {e}"), None))?;
     write_stdout(&page)
+}
+
+/// One `.TP` entry per command under `parent` (built, so each knows its full name), leaves
+/// only: `keyctl gen fernet`, not `keyctl gen`.
+fn commands_in_man(page: &mut Vec<u8>, parent: &clap::Command) {
+    for sub in parent.get_subcommands().filter(|s| s.get_name() != "help") {
+        if sub.has_subcommands() {
+            commands_in_man(page, sub);
+            continue;
+        }
+        let name = sub.get_bin_name().unwrap_or(sub.get_name());
+        let about = sub.get_about().map(ToString::to_string).unwrap_or_default();
+        page.extend_from_slice(
+            format!(".TP\n\\fB{}\\fR\n{}\n", roff_text(name), roff_text(&about)).as_bytes(),
+        );
+    }
+}
+
+/// `text` as roff reads it back: backslashes and hyphens escaped, and a line that would start
+/// with a control character (`.` or `'`) guarded.
+fn roff_text(text: &str) -> String {
+    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
+    if escaped.starts_with(['.', '\'']) {
+        format!("\\&{escaped}")
+    } else {
+        escaped
+    }
 }
 
 /// `keyctl policy check FILE`.
 pub(super) fn policy_check(file: &Path) -> Result<(), Failure> {
-    let policy = Policy::load(file).map_err(Error::from)?;
+    let policy = Policy::load(file).map_err(|e| {
+        let mut failure = Failure::from(Error::from(e));
+        // The general hint names this very command: here, say to run it again.
+        if failure.hint.is_some() && failure.code == 3 {
+            failure.hint = Some("fix the lines above, then run this check again".into());
+        }
+        failure
+    })?;
     let outputs = policy.outputs().len();
     let text = format!(
         "{}: ok: stack {:?}, {} secrets delivered under {} names\n",
@@ -100,9 +157,12 @@ pub(super) fn generate(g: Gen) -> Result<(), Failure> {
                 return Err(Failure::usage("--length must be at least 1"));
             }
             if length < material::password::MIN_LENGTH {
-                eprintln!(
-                    "keyctl: warning: {length} characters is weak (policies require at least {} unless allow_weak = true)",
-                    material::password::MIN_LENGTH
+                super::warn(
+                    false,
+                    &format!(
+                        "{length} characters is weak (policies require at least {} unless allow_weak = true)",
+                        material::password::MIN_LENGTH
+                    ),
                 );
             }
             line(material::password::generate(length, &alphabet).expose_secret())

@@ -101,13 +101,15 @@ pub async fn handle(state: &Arc<State>, request: &Request, uid: u32) -> Response
                 Ok(b) => b,
                 Err(r) => return r,
             };
+            let by = actor.clone();
             let result = state
                 .exclusive(move |home, clock| {
-                    ops::rotate(home, &body.selector, body.force, clock, &actor)
+                    ops::rotate(home, &body.selector, body.force, clock, &by)
                 })
                 .await;
             match result {
                 Ok(report) => {
+                    super::log_report(&report, &actor);
                     state.wake.notify_one();
                     Response::json(&report)
                 }
@@ -119,11 +121,15 @@ pub async fn handle(state: &Arc<State>, request: &Request, uid: u32) -> Response
                 Ok(b) => b,
                 Err(r) => return r,
             };
+            let by = actor.clone();
             match state
-                .exclusive(move |home, clock| ops::retire(home, &body.name, clock, &actor))
+                .exclusive(move |home, clock| ops::retire(home, &body.name, clock, &by))
                 .await
             {
-                Ok(report) => Response::json(&report),
+                Ok(report) => {
+                    super::log_report(&report, &actor);
+                    Response::json(&report)
+                }
                 Err(e) => failure(e),
             }
         }

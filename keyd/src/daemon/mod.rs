@@ -214,8 +214,10 @@ impl State {
     }
 }
 
-/// Logs what a pass did: names and versions, never values.
-pub fn log_report(report: &RotationReport) {
+/// Logs what a pass, or a rotate or retire asked through the API, did: one line per secret
+/// acted on, with stack, name, versions and `by` (the scheduler, or the API caller's uid);
+/// never a value.
+pub fn log_report(report: &RotationReport, by: &str) {
     for stack in &report.unscheduled {
         eprintln!(
             "keyd: not scheduling {}: its stored policy does not parse; run `keyctl apply --policy FILE` with a policy that does",
@@ -223,17 +225,20 @@ pub fn log_report(report: &RotationReport) {
         );
     }
     for o in &report.outcomes {
+        let versions = if o.from_version == o.to_version {
+            format!("at v{}", o.to_version)
+        } else {
+            format!("v{} -> v{}", o.from_version, o.to_version)
+        };
         eprintln!(
-            "keyd: {}/{}: {:?} v{} -> v{}{}",
+            "keyd: {}/{}: {} {versions}{} ({by})",
             o.stack,
             o.name,
-            o.result,
-            o.from_version,
-            o.to_version,
+            o.result.as_words(),
             // Messages may quote a server's words: escaped, so they cannot forge log lines.
             o.message
                 .as_deref()
-                .map(|m| format!(" ({})", m.escape_debug()))
+                .map(|m| format!(": {}", m.escape_debug()))
                 .unwrap_or_default()
         );
     }
@@ -365,18 +370,23 @@ async fn scheduler(state: Arc<State>) {
         // A keyd that just took the lease over does the start-up work first: the one before
         // it may have stopped inside a rotation.
         let take_over = state.resume.swap(false, Ordering::SeqCst);
+        let by = if take_over {
+            "keyd takeover"
+        } else {
+            "keyd schedule"
+        };
         let pass = state
             .exclusive(move |home, clock| {
                 if take_over {
-                    start_up(home, clock, "keyd takeover")
+                    start_up(home, clock, by)
                 } else {
-                    ops::run_due(home, clock, "keyd schedule")
+                    ops::run_due(home, clock, by)
                 }
             })
             .await;
         let next = match pass {
             Ok((report, next)) => {
-                log_report(&report);
+                log_report(&report, by);
                 next
             }
             Err(e) => {
@@ -464,7 +474,7 @@ pub fn run_daemon(config: Config) -> Result<(), Error> {
     // the lease is taken); the store must open all the same.
     if home.remote().is_none() {
         let (report, _) = start_up(&home, &SystemClock, "keyd start")?;
-        log_report(&report);
+        log_report(&report, "keyd start");
     } else {
         home.require_unattended()?;
         home.peek()?;

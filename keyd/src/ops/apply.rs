@@ -88,22 +88,9 @@ pub struct SecretSummary {
 /// One report per sink: a pass and the rotations after it may each have delivered to the same
 /// sink; the user sees what ended up written, and what was already right.
 fn merge_deliveries(reports: Vec<DeliveryReport>) -> Vec<DeliveryReport> {
-    let mut merged: Vec<DeliveryReport> = Vec::new();
+    let mut merged = Vec::new();
     for r in reports {
-        match merged
-            .iter_mut()
-            .find(|m| m.sink == r.sink && m.location == r.location)
-        {
-            Some(m) => {
-                for name in r.written {
-                    if !m.written.contains(&name) {
-                        m.written.push(name);
-                    }
-                }
-                m.unchanged.retain(|n| !m.written.contains(n));
-            }
-            None => merged.push(r),
-        }
+        DeliveryReport::merge_into(&mut merged, r);
     }
     merged
 }

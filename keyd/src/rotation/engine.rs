@@ -294,7 +294,7 @@ impl<'a> Engine<'a> {
         let record = stack_mut(&mut self.data, stack)?;
         let reports = deliver::deliver(record, changed, self.clock.now())?;
         for r in reports.into_iter().filter(|r| !r.written.is_empty()) {
-            self.report.deliveries.push(r);
+            self.report.add_delivery(r);
         }
         Ok(())
     }

@@ -7,6 +7,29 @@ use crate::policy::Kind;
 use crate::sinks::DeliveryReport;
 use crate::store::Step;
 
+impl OutcomeKind {
+    /// The outcome in words, as a log line says it: `rotated`, `nothing to retire`, ….
+    pub fn as_words(self) -> &'static str {
+        match self {
+            OutcomeKind::Rotated => "rotated",
+            OutcomeKind::Resumed => "resumed and rotated",
+            OutcomeKind::AlreadyRotated => "already rotated by another process",
+            OutcomeKind::Waiting => "delivered, waiting to promote",
+            OutcomeKind::Failed => "rotation failed",
+            OutcomeKind::Retired => "overlap ended",
+            OutcomeKind::NothingToRetire => "nothing to retire",
+            OutcomeKind::RekeyFailed => "rekey hook failed",
+        }
+    }
+}
+
+impl RotationReport {
+    /// Adds what one delivery pass did (see [`DeliveryReport::merge_into`]).
+    pub fn add_delivery(&mut self, pass: DeliveryReport) {
+        DeliveryReport::merge_into(&mut self.deliveries, pass);
+    }
+}
+
 /// What happened to one secret.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Outcome {

@@ -70,6 +70,34 @@ pub struct DeliveryReport {
     pub unchanged: Vec<String>,
 }
 
+impl DeliveryReport {
+    /// Adds what one delivery pass did to `reports`, into the entry of the same sink and place
+    /// when there is one: an apply and the rotations it resumes, or a rotation's passes (an RSA
+    /// key's JWKS before its private key), each deliver there, and the user sees each place
+    /// once, with every output written there and the rest as unchanged.
+    pub fn merge_into(reports: &mut Vec<DeliveryReport>, pass: DeliveryReport) {
+        let Some(entry) = reports
+            .iter_mut()
+            .find(|d| d.sink == pass.sink && d.location == pass.location)
+        else {
+            reports.push(pass);
+            return;
+        };
+        for name in pass.written {
+            if !entry.written.contains(&name) {
+                entry.written.push(name);
+            }
+        }
+        for name in pass.unchanged {
+            if !entry.unchanged.contains(&name) {
+                entry.unchanged.push(name);
+            }
+        }
+        let written = &entry.written;
+        entry.unchanged.retain(|n| !written.contains(n));
+    }
+}
+
 /// Why a delivery was refused or failed. Never carries a value.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
