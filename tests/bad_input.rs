@@ -429,7 +429,7 @@ fn a_failure_under_json_is_a_json_object_on_stderr_for_every_json_command() {
     let failing = |path: &str| -> Vec<&str> {
         match path {
             "apply" | "quickstart" => vec!["--policy", "missing.toml"],
-            "history" | "rotate" | "retire" => vec!["DB_PASSWORD"],
+            "history" | "rotate" | "retire" | "plan rotate" | "plan retire" => vec!["DB_PASSWORD"],
             "import" => vec!["--policy", policy, "source"],
             "backup" => vec!["--out", "backup.age"],
             "restore" => vec!["backup.age"],

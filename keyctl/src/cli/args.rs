@@ -100,6 +100,7 @@ impl Args {
             | Command::Restore { json, .. }
             | Command::Store(StoreCommand::Info { json } | StoreCommand::Copy { json, .. })
             | Command::Swarm(SwarmCommand::Env { json, .. })
+            | Command::Plan(PlanCommand::Rotate { json, .. } | PlanCommand::Retire { json, .. })
             | Command::Recipients(
                 RecipientsCommand::Add { json, .. }
                 | RecipientsCommand::List { json }
