@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use keyd_tests::{TempDir, keyctl, ok, python, run, workspace};
+use keyd_tests::{TempDir, keyctl, keyd, ok, python, run, workspace};
 
 /// A small policy with one secret of each kind an import checks.
 const POLICY: &str = r#"[stack]
@@ -860,10 +860,29 @@ fn a_backup_named_without_a_directory_is_written_to_the_current_one() {
 fn the_manual_page_lists_every_command_and_refers_to_no_page_that_does_not_exist() {
     let dir = TempDir::new("man-page");
     let man = text(ok(keyctl(&dir.join("h")).arg("man")));
-    assert!(!man.contains("(1)"), "refers to another page:\n{man}");
+    // The one other page it names is keyd's, which `keyd --man` prints.
+    assert!(
+        !man.replace("\\fBkeyd\\fR(1)", "").contains("(1)"),
+        "refers to another page:\n{man}"
+    );
+    assert!(man.contains("\\fBkeyd\\fR(1)"), "{man}");
     for command in ["keyctl init", "keyctl gen fernet", "keyctl policy check"] {
         let entry = format!("\\fB{}\\fR", command.replace('-', "\\-"));
         assert!(man.contains(&entry), "{command} is not listed:\n{man}");
     }
     assert!(man.contains(".SH \"EXIT STATUS\"\n.nf\n"), "{man}");
+}
+
+/// keyd has a manual page too, made from the definitions `keyd --help` shows; it needs no home.
+#[test]
+fn keyd_prints_its_manual_page() {
+    let dir = TempDir::new("keyd-man");
+    let man = text(ok(keyd(&dir.join("no-home")).arg("--man")));
+    assert!(man.contains(".TH keyd 1"), "{man}");
+    for flag in ["docker\\-plugin", "store", "allow\\-uid"] {
+        assert!(
+            man.contains(&format!("\\-\\-{flag}")),
+            "--{flag} is missing:\n{man}"
+        );
+    }
 }

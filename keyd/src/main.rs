@@ -53,6 +53,9 @@ struct Args {
     /// answer, or not healthy): a container healthcheck for an image without a shell
     #[arg(long)]
     health: bool,
+    /// Print keyd's manual page (roff) on stdout: keyd --man | man -l -
+    #[arg(long)]
+    man: bool,
     /// Also serve Docker's secret-provider plugin protocol on this socket, so that
     /// `docker secret create --driver keyd NAME` takes NAME's value from keyd when a task
     /// starts (the engine knows the plugin by the file name without `.sock`). Needs
@@ -127,6 +130,27 @@ fn health(socket: &std::path::Path) -> ExitCode {
     }
 }
 
+/// `keyd --man`: the manual page, made from the same definitions as `--help`.
+fn man() -> ExitCode {
+    use clap::CommandFactory as _;
+    let mut page = Vec::new();
+    if clap_mangen::Man::new(Args::command())
+        .render(&mut page)
+        .is_err()
+    {
+        return ExitCode::from(1);
+    }
+    use std::io::Write as _;
+    match std::io::stdout().write_all(&page) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyd: cannot write to stdout: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     if let Err(e) = keyd::secret::forbid_core_dumps() {
         eprintln!(
@@ -134,6 +158,9 @@ fn main() -> ExitCode {
         );
     }
     let args = Args::parse();
+    if args.man {
+        return man();
+    }
     let Some(dir) = args.home.or_else(Home::default_dir) else {
         eprintln!("keyd: no home: set --home or KEYD_HOME");
         return ExitCode::from(2);

@@ -66,7 +66,7 @@ pub(super) fn man() -> Result<(), Failure> {
             page.extend_from_slice(format!("{}\n", roff_text(line)).as_bytes());
         }
         page.extend_from_slice(
-            b".fi\n.SH \"SEE ALSO\"\n\\fBkeyd \\-\\-help\\fR, the daemon; the docs/ directory of the source.\n",
+            b".fi\n.SH \"SEE ALSO\"\n\\fBkeyd\\fR(1) (\\fBkeyd \\-\\-man\\fR), the daemon; the docs/ directory of the source.\n",
         );
         man.render_version_section(&mut page)
     })();
