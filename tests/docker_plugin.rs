@@ -150,18 +150,7 @@ fn the_plugin_protocol_answers_as_docker_reads_it_and_nothing_else() {
     // The fields swarmkit sends; the output is chosen by its delivered name.
     let password = std::fs::read_to_string(tmp.join("out/DB_PASSWORD")).unwrap();
     let request = |secret: &str, labels: BTreeMap<&str, &str>| {
-        serde_json::json!({
-            "SecretName": secret,
-            "SecretLabels": labels,
-            "ServiceID": "svcid",
-            "ServiceName": "web",
-            "ServiceLabels": {"com.docker.stack.namespace": "app"},
-            "TaskID": "taskid",
-            "TaskName": "web.1.taskid",
-            "TaskImage": "consumer:latest",
-            "NodeID": "nodeid",
-            "ServiceEndpointSpec": {"Mode": 1},
-        })
+        keyd_tests::get_secret_request(secret, serde_json::json!(labels))
     };
     let answer = get_secret(s, &request("DB_PASSWORD", BTreeMap::new()));
     assert_eq!(decode(&answer), password);

@@ -408,19 +408,7 @@ fn a_keyd_killed_at_each_step_on_the_swarm_store_is_finished_by_another_home_wit
 
 /// One GetSecret on a plugin socket; the value served.
 fn get_secret(socket: &Path, name: &str) -> String {
-    let body = serde_json::json!({
-        "SecretName": name,
-        "SecretLabels": {},
-        "ServiceID": "svcid",
-        "ServiceName": "web",
-        "ServiceLabels": {"com.docker.stack.namespace": "app"},
-        "TaskID": "taskid",
-        "TaskName": "web.1.taskid",
-        "TaskImage": "consumer:latest",
-        "NodeID": "nodeid",
-        "ServiceEndpointSpec": {"Mode": 1},
-    })
-    .to_string();
+    let body = keyd_tests::get_secret_request(name, serde_json::json!({})).to_string();
     let (status, _, body) =
         keyd_tests::http_exchange(socket, "POST", "/SecretProvider.GetSecret", &body);
     assert_eq!(status, 200, "{body}");

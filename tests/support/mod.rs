@@ -298,3 +298,20 @@ pub fn http_exchange(socket: &Path, method: &str, path: &str, body: &str) -> (u1
         .unwrap_or_default();
     (status, content_type, body.to_owned())
 }
+
+/// The body of a plugin `GetSecret` request with the fields swarmkit sends, for secret
+/// `secret` carrying `secret_labels`, asked for by service `web` of stack `app`.
+pub fn get_secret_request(secret: &str, secret_labels: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "SecretName": secret,
+        "SecretLabels": secret_labels,
+        "ServiceID": "svcid",
+        "ServiceName": "web",
+        "ServiceLabels": {"com.docker.stack.namespace": "app"},
+        "TaskID": "taskid",
+        "TaskName": "web.1.taskid",
+        "TaskImage": "consumer:latest",
+        "NodeID": "nodeid",
+        "ServiceEndpointSpec": {"Mode": 1},
+    })
+}
