@@ -19,6 +19,7 @@
 //! - [`policy`]: the declarative policy of a stack, with file:line:col errors.
 //! - [`sources`]: values a stack already has (directory, `.env`, compose file), for import.
 //! - [`material`]: one generator per kind.
+//! - [`log`]: keyd's log lines on stderr, text or JSON.
 //! - [`secret`]: zeroizing secret types whose `Debug` prints nothing; [`clock`]: time;
 //!   `command`: hook commands run with a timeout; `regular_file`: files at paths others may
 //!   control, opened without following a link or blocking, read within a bound.
@@ -34,6 +35,7 @@ pub mod derive;
 pub mod docker;
 mod error;
 pub mod fuzzing;
+pub mod log;
 pub mod material;
 pub mod ops;
 pub mod policy;

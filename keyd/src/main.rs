@@ -53,6 +53,17 @@ struct Args {
     /// answer, or not healthy): a container healthcheck for an image without a shell
     #[arg(long)]
     health: bool,
+    /// How log lines on stderr look: `text` (keyd: message) or `json` (one object a line:
+    /// time, level, msg, and for a secret's work stack, secret, version, step, outcome, by,
+    /// error; never a value), for log collectors
+    #[arg(
+        long,
+        env = "KEYD_LOG_FORMAT",
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    log_format: keyd::log::Format,
     /// Print keyd's manual page (roff) on stdout: keyd --man | man -l -
     #[arg(long)]
     man: bool,
@@ -152,17 +163,20 @@ fn man() -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    if let Err(e) = keyd::secret::forbid_core_dumps() {
-        eprintln!(
-            "keyd: warning: cannot turn off core dumps ({e}): a crash could write secrets to disk"
-        );
-    }
+    // Before anything holds a secret; reported once the log's format is known.
+    let core_dumps = keyd::secret::forbid_core_dumps();
     let args = Args::parse();
+    keyd::log::set_format(args.log_format);
+    if let Err(e) = core_dumps {
+        keyd::log::warn(format_args!(
+            "cannot turn off core dumps ({e}): a crash could write secrets to disk"
+        ));
+    }
     if args.man {
         return man();
     }
     let Some(dir) = args.home.or_else(Home::default_dir) else {
-        eprintln!("keyd: no home: set --home or KEYD_HOME");
+        keyd::log::error(format_args!("no home: set --home or KEYD_HOME"));
         return ExitCode::from(2);
     };
     let socket = args.socket.unwrap_or_else(|| dir.join("keyd.sock"));
@@ -183,7 +197,7 @@ fn main() -> ExitCode {
     let plugin = match plugin.transpose() {
         Ok(plugin) => plugin,
         Err(e) => {
-            eprintln!("keyd: {e}");
+            keyd::log::error(format_args!("{e}"));
             return ExitCode::from(2);
         }
     };
@@ -198,13 +212,13 @@ fn main() -> ExitCode {
                 keyd::apply(&home, &policy, &options)
             });
         match applied {
-            Ok(report) => eprintln!(
-                "keyd: applied {} ({} secrets)",
+            Ok(report) => keyd::log::info(format_args!(
+                "applied {} ({} secrets)",
                 path.display(),
                 report.secrets.len()
-            ),
+            )),
             Err(e) => {
-                eprintln!("keyd: cannot apply {}: {e}", path.display());
+                keyd::log::error(format_args!("cannot apply {}: {e}", path.display()));
                 return ExitCode::FAILURE;
             }
         }
@@ -224,7 +238,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("keyd: {e}");
+            keyd::log::error(format_args!("{e}"));
             ExitCode::from(match e {
                 keyd::Error::Store(_) => 4,
                 keyd::Error::Socket { .. } => 6,

@@ -266,7 +266,7 @@ pub async fn serve<R: Routes>(socket: Socket<R>, mut shutdown: watch::Receiver<b
             accepted = socket.listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    eprintln!("keyd: accept failed: {e}");
+                    crate::log::error(format_args!("accept failed: {e}"));
                     // Out of file descriptors, say: do not spin.
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
@@ -397,12 +397,12 @@ impl<R: Routes> Connection<R> {
         let response = match self.mode {
             Mode::Refuse => {
                 // Escaped: the request line is the caller's, and must not forge log lines.
-                eprintln!(
-                    "keyd: refused {} {} from uid {}",
+                crate::log::warn(format_args!(
+                    "refused {} {} from uid {}",
                     method.escape_debug(),
                     path.escape_debug(),
                     self.uid
-                );
+                ));
                 Response::error(
                     403,
                     format!(
@@ -449,9 +449,9 @@ impl<R: Routes> Connection<R> {
 /// (an idle connection closed) are routine and not logged.
 fn log_failed(mode: Mode, uid: u32, e: &hyper::Error) {
     if mode == Mode::Refuse {
-        eprintln!("keyd: refused uid {uid}: {e}");
+        crate::log::warn(format_args!("refused uid {uid}: {e}"));
     } else if e.is_parse() || e.is_parse_too_large() {
-        eprintln!("keyd: closed a connection from uid {uid}: {e}");
+        crate::log::info(format_args!("closed a connection from uid {uid}: {e}"));
     }
 }
 

@@ -25,7 +25,7 @@ use tokio::sync::{Mutex, Notify, Semaphore};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::ops;
-use crate::rotation::RotationReport;
+use crate::rotation::{Outcome, OutcomeKind, RotationReport};
 use crate::sinks::plugin::StackMap;
 use crate::store::{Home, StoreData};
 
@@ -219,9 +219,15 @@ impl State {
 /// never a value.
 pub fn log_report(report: &RotationReport, by: &str) {
     for stack in &report.unscheduled {
-        eprintln!(
-            "keyd: not scheduling {}: its stored policy does not parse; run `keyctl apply --policy FILE` with a policy that does",
-            stack.escape_debug()
+        let mut fields = serde_json::Map::new();
+        fields.insert("stack".into(), stack.as_str().into());
+        crate::log::line(
+            crate::log::Level::Warning,
+            format_args!(
+                "not scheduling {}: its stored policy does not parse; run `keyctl apply --policy FILE` with a policy that does",
+                stack.escape_debug()
+            ),
+            fields,
         );
     }
     for o in &report.outcomes {
@@ -230,18 +236,47 @@ pub fn log_report(report: &RotationReport, by: &str) {
         } else {
             format!("v{} -> v{}", o.from_version, o.to_version)
         };
-        eprintln!(
-            "keyd: {}/{}: {} {versions}{} ({by})",
-            o.stack,
-            o.name,
-            o.result.as_words(),
-            // Messages may quote a server's words: escaped, so they cannot forge log lines.
-            o.message
-                .as_deref()
-                .map(|m| format!(": {}", m.escape_debug()))
-                .unwrap_or_default()
+        let level = match o.result {
+            OutcomeKind::Failed | OutcomeKind::RekeyFailed => crate::log::Level::Error,
+            _ => crate::log::Level::Info,
+        };
+        crate::log::line(
+            level,
+            format_args!(
+                "{}/{}: {} {versions}{} ({by})",
+                o.stack,
+                o.name,
+                o.result.as_words(),
+                // Messages may quote a server's words: escaped, so they cannot forge log lines.
+                o.message
+                    .as_deref()
+                    .map(|m| format!(": {}", m.escape_debug()))
+                    .unwrap_or_default()
+            ),
+            outcome_fields(o, by),
         );
     }
+}
+
+/// An outcome's fields in a JSON log line: the audit log's names, never a value.
+fn outcome_fields(o: &Outcome, by: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut fields = serde_json::Map::new();
+    fields.insert("stack".into(), o.stack.as_str().into());
+    fields.insert("secret".into(), o.name.as_str().into());
+    fields.insert("kind".into(), o.kind.to_string().into());
+    fields.insert("from_version".into(), o.from_version.into());
+    fields.insert("version".into(), o.to_version.into());
+    if let Ok(outcome) = serde_json::to_value(o.result) {
+        fields.insert("outcome".into(), outcome);
+    }
+    if let Some(step) = o.step {
+        fields.insert("step".into(), step.to_string().into());
+    }
+    fields.insert("by".into(), by.into());
+    if let Some(message) = &o.message {
+        fields.insert("error".into(), message.as_str().into());
+    }
+    fields
 }
 
 /// Start-up work: re-deliver every stack (a process stopped between persisting and delivering
@@ -390,7 +425,7 @@ async fn scheduler(state: Arc<State>) {
                 next
             }
             Err(e) => {
-                eprintln!("keyd: scheduled pass failed: {e}");
+                crate::log::error(format_args!("scheduled pass failed: {e}"));
                 if take_over {
                     state.resume.store(true, Ordering::SeqCst);
                 }
@@ -421,16 +456,20 @@ async fn lease_keeper(state: Arc<State>, holder: String) {
             .await
             .unwrap_or(Ok(false))
             .unwrap_or_else(|e| {
-                eprintln!("keyd: cannot renew the scheduler lease: {e}");
+                crate::log::error(format_args!("cannot renew the scheduler lease: {e}"));
                 false
             });
         let was = state.scheduling.swap(held, Ordering::SeqCst);
         if held && !was {
-            eprintln!("keyd: holding the scheduler lease ({holder}): scheduling");
+            crate::log::info(format_args!(
+                "holding the scheduler lease ({holder}): scheduling"
+            ));
             state.resume.store(true, Ordering::SeqCst);
             state.wake.notify_one();
         } else if was && !held {
-            eprintln!("keyd: another keyd holds the scheduler lease: serving, not scheduling");
+            crate::log::info(format_args!(
+                "another keyd holds the scheduler lease: serving, not scheduling"
+            ));
         }
         tokio::time::sleep(LEASE_TTL / 3).await;
     }
@@ -481,13 +520,16 @@ pub fn run_daemon(config: Config) -> Result<(), Error> {
     }
     runtime.block_on(async move {
         let state = State::new(home, Arc::new(SystemClock), &listener_config.allow_uids);
-        eprintln!("keyd: ready on {}", listener_config.socket.display());
+        crate::log::info(format_args!(
+            "ready on {}",
+            listener_config.socket.display()
+        ));
         if let Some(config) = &listener_config.plugin {
-            eprintln!(
-                "keyd: Docker secret-provider plugin on {} (stacks: {})",
+            crate::log::info(format_args!(
+                "Docker secret-provider plugin on {} (stacks: {})",
                 config.socket.display(),
                 config.stacks
-            );
+            ));
         }
         let signals = {
             let state = state.clone();
@@ -505,12 +547,14 @@ pub fn run_daemon(config: Config) -> Result<(), Error> {
                         _ = term.recv() => break,
                         _ = int.recv() => break,
                         _ = hup.recv() => {
-                            eprintln!("keyd: SIGHUP: re-reading the store and re-planning");
+                            crate::log::info(format_args!(
+                                "SIGHUP: re-reading the store and re-planning"
+                            ));
                             state.wake.notify_one();
                         }
                     }
                 }
-                eprintln!("keyd: stopping at the next safe point");
+                crate::log::info(format_args!("stopping at the next safe point"));
             }
         };
         run(state, listener, plugin, signals).await;
@@ -518,7 +562,7 @@ pub fn run_daemon(config: Config) -> Result<(), Error> {
         if let Some(config) = &listener_config.plugin {
             let _ = std::fs::remove_file(&config.socket);
         }
-        eprintln!("keyd: stopped");
+        crate::log::info(format_args!("stopped"));
         Ok(())
     })
 }

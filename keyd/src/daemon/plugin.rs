@@ -186,13 +186,13 @@ pub fn get_secret(state: &State, stacks: &StackMap, body: &[u8]) -> Response {
     });
     match served {
         Ok(served) => {
-            eprintln!(
-                "keyd: plugin: served {}/{} v{} as Swarm secret {} to {who}",
+            crate::log::info(format_args!(
+                "plugin: served {}/{} v{} as Swarm secret {} to {who}",
                 served.stack,
                 served.name,
                 served.version,
                 request.secret_name.escape_debug()
-            );
+            ));
             let encoded = Zeroizing::new(
                 base64::engine::general_purpose::STANDARD.encode(served.value.expose()),
             );
@@ -210,11 +210,11 @@ pub fn get_secret(state: &State, stacks: &StackMap, body: &[u8]) -> Response {
         }
         Err(e) => {
             let message = format!("keyd: {e}");
-            eprintln!(
-                "keyd: plugin: refused Swarm secret {} to {who}: {}",
+            crate::log::warn(format_args!(
+                "plugin: refused Swarm secret {} to {who}: {}",
                 request.secret_name.escape_debug(),
                 message.escape_debug()
-            );
+            ));
             let answer = GetSecretAnswer {
                 value: "",
                 err: &message,

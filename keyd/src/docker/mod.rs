@@ -612,7 +612,9 @@ impl Engine {
             let name = service_name(&service);
             match self.update_service(&service, spec) {
                 Ok(before) => {
-                    eprintln!("keyd: {who}: service {name}: rolling onto the new value");
+                    crate::log::info(format_args!(
+                        "{who}: service {name}: rolling onto the new value"
+                    ));
                     updating.push((service.id.clone().unwrap_or_default(), name, before));
                 }
                 Err(e) => failures.push(e),
@@ -637,7 +639,7 @@ impl Engine {
             }
             match waited {
                 Ok(()) => {
-                    eprintln!("keyd: {who}: service {name}: updated");
+                    crate::log::info(format_args!("{who}: service {name}: updated"));
                     done.push(name);
                 }
                 Err(e) => failures.push(e),

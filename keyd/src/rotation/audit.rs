@@ -87,10 +87,19 @@ impl AuditLog {
                 f.write_all(&text).and_then(|()| f.sync_data())
             });
         if let Err(e) = written {
-            eprintln!(
-                "keyd: cannot write the audit log {}: {e}",
+            crate::log::error(format_args!(
+                "cannot write the audit log {}: {e}",
                 self.path.display()
-            );
+            ));
+        }
+        for line in lines {
+            let fields = serde_json::to_value(line).expect("an audit line serialises");
+            let level = if line.outcome == "failed" {
+                crate::log::Level::Error
+            } else {
+                crate::log::Level::Info
+            };
+            crate::log::record(level, "rotation step", fields);
         }
     }
 

@@ -418,10 +418,10 @@ impl Sink for SwarmSink {
                 .map_err(|e| self.fail(e))?
             {
                 Deleted::Gone => out.published.retain(|q| q.id != p.id),
-                Deleted::InUse => eprintln!(
-                    "keyd: swarm: secret {} (retired version {}) is still used by a service; it is removed at the next retire",
+                Deleted::InUse => crate::log::info(format_args!(
+                    "swarm: secret {} (retired version {}) is still used by a service; it is removed at the next retire",
                     p.name, p.version
-                ),
+                )),
             }
         }
         Ok(())

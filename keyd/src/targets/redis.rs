@@ -122,10 +122,10 @@ impl RedisTarget {
             ("CONFIG REWRITE", conn.command(&[b"CONFIG", b"REWRITE"]))
         };
         if !matches!(result, Ok(Reply::Simple(_))) {
-            eprintln!(
-                "keyd: warning: target {}: {what} failed, the change lives in memory only and a Redis restart would undo it (start Redis with an aclfile or a config file)",
+            crate::log::warn(format_args!(
+                "target {}: {what} failed, the change lives in memory only and a Redis restart would undo it (start Redis with an aclfile or a config file)",
                 self.name
-            );
+            ));
         }
     }
 
