@@ -1,7 +1,8 @@
 //! `keyd --metrics`: the exposition is valid Prometheus text (`promtool check metrics`) and
-//! holds no value; a real Prometheus (Debian's) scrapes it and answers a query for a secret's
-//! version; the alert rules pass their unit tests (`promtool test rules`); a probe marks a
-//! reachable target up; and an address that cannot be served is a clear error, exit 6.
+//! holds no value; rotations and plugin requests are counted; a real Prometheus (Debian's)
+//! scrapes it and answers a query for a secret's version; the alert rules pass their unit tests
+//! (`promtool test rules`); a probe marks a reachable target up, and a rotation that fails at
+//! it shows; and an address that cannot be served is a clear error, exit 6.
 
 use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
@@ -60,18 +61,20 @@ fn setup(tag: &str, policy: &str) -> (TempDir, PathBuf, PathBuf) {
     (tmp, home, out)
 }
 
-/// A keyd serving its API socket in the home and `/metrics` on a free loopback port.
+/// A keyd serving its API socket in the home and `/metrics` on a free loopback port (and
+/// whatever `extra` arguments ask for).
 struct Daemon {
     child: Child,
     port: u16,
 }
 
 impl Daemon {
-    fn start(home: &Path) -> Daemon {
+    fn start(home: &Path, extra: &[&str]) -> Daemon {
         let port = free_port();
         let mut child = keyd(home)
             .arg("--metrics")
             .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -164,8 +167,17 @@ fn delivered_values(out: &Path) -> Vec<String> {
 #[test]
 fn the_metrics_are_valid_prometheus_text_and_hold_no_value() {
     require("promtool");
-    let (_tmp, home, out) = setup("metrics-text", POLICY);
-    let daemon = Daemon::start(&home);
+    let (tmp, home, out) = setup("metrics-text", POLICY);
+    let plugin = tmp.join("plugin.sock");
+    let daemon = Daemon::start(
+        &home,
+        &[
+            "--docker-plugin",
+            plugin.to_str().unwrap(),
+            "--plugin-stack",
+            "app",
+        ],
+    );
     let (status, content_type, body) = daemon.metrics();
     assert_eq!(status, 200, "{body}");
     assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
@@ -212,11 +224,14 @@ fn the_metrics_are_valid_prometheus_text_and_hold_no_value() {
     );
     assert_eq!(String::from_utf8(from_openssl).unwrap().trim(), expiry);
 
+    // promtool reads the exposition on stdin.
+    let exposition = tmp.join("metrics.txt");
+    std::fs::write(&exposition, &body).unwrap();
     let checked = keyd_tests::run(
         Command::new("sh")
             .arg("-c")
             .arg("promtool check metrics")
-            .stdin(std::fs::File::open(write_temp(&body)).unwrap()),
+            .stdin(std::fs::File::open(&exposition).unwrap()),
     );
     assert!(
         checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
@@ -248,15 +263,33 @@ fn the_metrics_are_valid_prometheus_text_and_hold_no_value() {
         "{body}"
     );
 
+    // The plugin's requests are counted by result, and timed.
+    let ask = |labels: serde_json::Value| {
+        let body = keyd_tests::get_secret_request("db_password", labels).to_string();
+        keyd_tests::http_exchange(&plugin, "POST", "/SecretProvider.GetSecret", &body)
+    };
+    assert!(
+        ask(serde_json::json!({"keyd.secret": "app/DB_PASSWORD"}))
+            .2
+            .contains("\"Err\":\"\"")
+    );
+    assert!(
+        !ask(serde_json::json!({"keyd.secret": "other/NOPE"}))
+            .2
+            .contains("\"Err\":\"\"")
+    );
+    let (_, _, body) = daemon.metrics();
+    for line in [
+        "keyd_plugin_requests_total{result=\"served\"} 1\n",
+        "keyd_plugin_requests_total{result=\"refused\"} 1\n",
+        "keyd_plugin_get_secret_duration_seconds_count 2\n",
+        "keyd_plugin_get_secret_duration_seconds_bucket{le=\"+Inf\"} 2\n",
+    ] {
+        assert!(body.contains(line), "no {line:?} in\n{body}");
+    }
+
     // Only /metrics is served, and the API is not.
     assert_eq!(http_get(daemon.port, "/v1/status").0, 404);
-}
-
-/// `body` in a new temp file (promtool reads it on stdin).
-fn write_temp(body: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("keyd-test-metrics-body-{}", std::process::id()));
-    std::fs::write(&dir, body).unwrap();
-    dir
 }
 
 /// A Prometheus server scraping 127.0.0.1:`target` every second, on a free port, with its
@@ -303,7 +336,7 @@ impl Drop for Prometheus {
 fn a_real_prometheus_scrapes_keyd_and_answers_a_query_for_a_version() {
     require("prometheus");
     let (tmp, home, _out) = setup("metrics-prom", POLICY);
-    let daemon = Daemon::start(&home);
+    let daemon = Daemon::start(&home, &[]);
     let prometheus = Prometheus::start(tmp.path(), daemon.port);
     let query = "/api/v1/query?query=keyd_secret_version%7Bname%3D%22FERNET_KEY%22%7D";
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -350,7 +383,7 @@ fn the_alert_rules_pass_their_unit_tests() {
 }
 
 #[test]
-fn a_target_that_accepts_connections_is_up() {
+fn a_reachable_target_is_up_and_a_rotation_that_fails_at_it_shows() {
     let redis = Redis::start("metrics-up", true);
     let tmp = TempDir::new("metrics-up-policy");
     std::fs::write(tmp.join("redis-admin"), &redis.admin_password).unwrap();
@@ -360,7 +393,7 @@ fn a_target_that_accepts_connections_is_up() {
         admin = tmp.join("redis-admin").display()
     );
     let (_setup, home, _out) = setup("metrics-up", &policy);
-    let daemon = Daemon::start(&home);
+    let daemon = Daemon::start(&home, &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, _, body) = daemon.metrics();
@@ -369,6 +402,21 @@ fn a_target_that_accepts_connections_is_up() {
         }
         assert!(Instant::now() < deadline, "the target is not up:\n{body}");
         std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // With the server gone, a rotation fails at its set step: the journal says so (a gauge
+    // read from the store) and the daemon counts it.
+    drop(redis);
+    let rotated = keyd_tests::run(keyctl(&home).args(["rotate", "REDIS_PASSWORD"]));
+    assert!(!rotated.status.success());
+    let (_, _, body) = daemon.metrics();
+    for line in [
+        "keyd_rotation_failed{stack=\"cache\",name=\"REDIS_PASSWORD\",kind=\"password\"} 1\n",
+        "keyd_rotation_failed_step_info{stack=\"cache\",name=\"REDIS_PASSWORD\",kind=\"password\",step=\"set\"} 1\n",
+        "keyd_rotations_total{result=\"failed\"} 1\n",
+        "keyd_rotation_step_failures_total{step=\"set\"} 1\n",
+    ] {
+        assert!(body.contains(line), "no {line:?} in\n{body}");
     }
 }
 

@@ -307,6 +307,10 @@ pub async fn serve<R: Routes>(socket: Socket<R>, mut shutdown: watch::Receiver<b
     let connections = Arc::new(Connections::new());
     // Every connection task holds a clone; `recv` returns None once the last one is gone.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    let rule = match &socket.listen {
+        Listen::Unix(_, rule) => Some(rule),
+        Listen::Tcp(_) => None,
+    };
     loop {
         let accepted = tokio::select! {
             accepted = socket.listen.accept() => match accepted {
@@ -321,19 +325,18 @@ pub async fn serve<R: Routes>(socket: Socket<R>, mut shutdown: watch::Receiver<b
             () = stopped(&mut shutdown) => break,
         };
         // The peer, and on a Unix socket its uid, before anything it sent is read.
-        let (peer, allowed, peers) = match (&accepted, &socket.listen) {
-            (Accepted::Unix(stream), Listen::Unix(_, rule)) => {
+        let (peer, allowed) = match &accepted {
+            Accepted::Unix(stream) => {
                 let Ok(uid) = stream.peer_cred().map(|c| c.uid()) else {
                     continue;
                 };
-                (Peer::Uid(uid), rule.allows(uid), Some(rule.clone()))
+                (Peer::Uid(uid), rule.is_some_and(|r| r.allows(uid)))
             }
-            (Accepted::Tcp(stream, address), _) => {
+            Accepted::Tcp(stream, address) => {
                 // Small answers go out at once, not behind Nagle's wait for more.
                 let _ = stream.set_nodelay(true);
-                (Peer::Address(*address), true, None)
+                (Peer::Address(*address), true)
             }
-            (Accepted::Unix(_), Listen::Tcp(_)) => continue,
         };
         let (mode, kept) = if !allowed {
             if !connections.refuse() {
@@ -351,7 +354,7 @@ pub async fn serve<R: Routes>(socket: Socket<R>, mut shutdown: watch::Receiver<b
             peer,
             mode,
             routes: socket.routes.clone(),
-            peers,
+            peers: rule.cloned(),
             busy: kept
                 .as_ref()
                 .map_or_else(|| Arc::new(AtomicUsize::new(0)), |k| k.1.clone()),
