@@ -145,9 +145,9 @@ pub(super) async fn probe_targets(state: Arc<State>) {
     }
 }
 
-/// `value` escaped for a label: backslash, double quote and line feed, as the text format asks.
-fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
+/// Appends `value` escaped for a label: backslash, double quote and line feed, as the text
+/// format asks.
+fn push_escaped(out: &mut String, value: &str) {
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -156,7 +156,6 @@ fn escape(value: &str) -> String {
             c => out.push(c),
         }
     }
-    out
 }
 
 /// A metric family's `# HELP` and `# TYPE` lines.
@@ -174,7 +173,10 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl std
             if i > 0 {
                 out.push(',');
             }
-            let _ = write!(out, "{label}=\"{}\"", escape(value));
+            out.push_str(label);
+            out.push_str("=\"");
+            push_escaped(out, value);
+            out.push('"');
         }
         out.push('}');
     }
@@ -251,16 +253,19 @@ fn render(facts: &Facts, counters: &Snapshot, targets: &[TargetUp], now: i64) ->
             let Some(value) = value_of(s, now) else {
                 continue;
             };
-            let kind = s.kind.as_str();
-            let mut labels = vec![
+            let labels = [
                 ("stack", s.stack.as_str()),
                 ("name", s.name.as_str()),
-                ("kind", kind),
+                ("kind", s.kind.as_str()),
+                ("step", s.failed_step.map_or("", counters::step_label)),
             ];
-            if name == "keyd_rotation_failed_step_info" {
-                labels.push(("step", s.failed_step.map_or("", counters::step_label)));
-            }
-            sample(&mut out, name, &labels, value);
+            // Only the failed step's family is labelled by step.
+            let labelled = if name == "keyd_rotation_failed_step_info" {
+                &labels[..]
+            } else {
+                &labels[..3]
+            };
+            sample(&mut out, name, labelled, value);
         }
     }
 
