@@ -123,13 +123,21 @@ impl State {
     /// computing, so scrapes that arrive together decrypt the store once. Blocks: run it
     /// through [`State::read`].
     pub fn metric_facts(&self) -> Result<Arc<Facts>, Error> {
-        let key = self.store_key()?;
         let mut cache = self
             .metrics
             .facts
             .0
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        let key = match self.store_key() {
+            Ok(key) => key,
+            // A remote store's engine briefly away: the last facts read are the newest this
+            // keyd knows (as for the plugin's view); keyd_store_generation says which.
+            Err(e @ crate::store::StoreError::Remote { .. }) => {
+                return cache.as_ref().map(|(_, f)| f.clone()).ok_or(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         if let Some((_, facts)) = cache.as_ref().filter(|(k, _)| *k == key) {
             return Ok(facts.clone());
         }
