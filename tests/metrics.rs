@@ -288,8 +288,33 @@ fn the_metrics_are_valid_prometheus_text_and_hold_no_value() {
         assert!(body.contains(line), "no {line:?} in\n{body}");
     }
 
-    // Only /metrics is served, and the API is not.
+    // Only GET /metrics is served, and the API is not; the API's limits hold on TCP too.
     assert_eq!(http_get(daemon.port, "/v1/status").0, 404);
+    let mut stream = TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let long = "x".repeat(20 * 1024);
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: a\r\nX-Long: {long}\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    let mut stream = TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 405 "), "{answer}");
 }
 
 /// A Prometheus server scraping 127.0.0.1:`target` every second, on a free port, with its

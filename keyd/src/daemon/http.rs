@@ -365,10 +365,11 @@ pub async fn serve<R: Routes>(socket: Socket<R>, mut shutdown: watch::Receiver<b
             alive: alive.clone(),
             kept,
         };
+        // Each connection runs until it ends on its own; `alive` tells when all have.
         match accepted {
-            Accepted::Unix(stream) => drop(tokio::spawn(task.run(connection, stream))),
-            Accepted::Tcp(stream, _) => drop(tokio::spawn(task.run(connection, stream))),
-        }
+            Accepted::Unix(stream) => tokio::spawn(task.run(connection, stream)),
+            Accepted::Tcp(stream, _) => tokio::spawn(task.run(connection, stream)),
+        };
     }
     drop(alive);
     let _ = tokio::time::timeout(
