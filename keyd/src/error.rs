@@ -141,6 +141,17 @@ pub enum Error {
         /// What failed.
         source: std::io::Error,
     },
+    /// A TCP listener (`--metrics`) could not be bound: the port is taken, the address is
+    /// not this host's, or binding it needs a right keyd lacks.
+    #[error("cannot serve {option} on {address}: {source}")]
+    Listen {
+        /// The option that asked for it.
+        option: &'static str,
+        /// The address.
+        address: std::net::SocketAddr,
+        /// What failed.
+        source: std::io::Error,
+    },
     /// The daemon's async runtime could not be started (threads, epoll, timers).
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),

@@ -17,7 +17,7 @@ use keyd::store::Home;
     about = "Generates, stores, rotates and delivers key material for container stacks",
     // Either flag gives the plugin something to serve; both may be given.
     group(clap::ArgGroup::new("plugin_served").multiple(true)),
-    after_help = "Exit codes: 0 stopped cleanly, 1 failure, 2 bad arguments, 4 the store cannot be opened, 6 a socket cannot be served (another keyd answers on it, or a file is in the way)"
+    after_help = "Exit codes: 0 stopped cleanly, 1 failure, 2 bad arguments, 4 the store cannot be opened, 6 a socket cannot be served (another keyd answers on it, a file is in the way, or the --metrics address cannot be bound)"
 )]
 struct Args {
     /// The keyd home (identity.txt, store.age). Default: $XDG_DATA_HOME/keyd or ~/.local/share/keyd
@@ -109,6 +109,11 @@ struct Args {
         requires = "docker_plugin"
     )]
     plugin_allow_uids: Vec<u32>,
+    /// Serve Prometheus metrics at http://IP:PORT/metrics (e.g. 127.0.0.1:9477): names,
+    /// versions, times and counts, never a value. TCP has no peer check: bind it to loopback
+    /// or a private network. Off by default. See docs/metrics.md
+    #[arg(long, value_name = "IP:PORT", conflicts_with = "once")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn parse_plugin_stack(s: &str) -> Result<(String, String), String> {
@@ -233,6 +238,7 @@ fn main() -> ExitCode {
             socket_mode: args.socket_mode,
             allow_uids: args.allow_uids,
             plugin,
+            metrics: args.metrics,
         })
     };
     match result {
@@ -241,7 +247,7 @@ fn main() -> ExitCode {
             keyd::log::error(format_args!("{e}"));
             ExitCode::from(match e {
                 keyd::Error::Store(_) => 4,
-                keyd::Error::Socket { .. } => 6,
+                keyd::Error::Socket { .. } | keyd::Error::Listen { .. } => 6,
                 _ => 1,
             })
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::State;
-use super::http::{Request, Response, Routes};
+use super::http::{Peer, Request, Response, Routes};
 use crate::ops::{self, query, query::Read};
 use crate::wire::{Health, RetireRequest, RotateRequest, SecretEntry};
 
@@ -34,9 +34,18 @@ fn failure(e: crate::error::Error) -> Response {
 pub(super) struct ApiRoutes(pub Arc<State>);
 
 impl Routes for ApiRoutes {
-    fn answer(&self, request: Request, uid: u32) -> impl Future<Output = Response> + Send {
+    fn answer(&self, request: Request, peer: Peer) -> impl Future<Output = Response> + Send {
         let state = self.0.clone();
-        async move { handle(&state, &request, uid).await }
+        async move {
+            match peer {
+                Peer::Uid(uid) => handle(&state, &request, uid).await,
+                // The API is served on its Unix socket only; a caller without a uid is nobody
+                // it could authorise.
+                Peer::Address(_) => {
+                    Response::error(403, "the API is served on its Unix socket only")
+                }
+            }
+        }
     }
 
     fn is_cheap(&self, method: &str, path: &str) -> bool {
@@ -110,6 +119,7 @@ pub async fn handle(state: &Arc<State>, request: &Request, uid: u32) -> Response
             match result {
                 Ok(report) => {
                     super::log_report(&report, &actor);
+                    state.metrics.counters.count_report(&report);
                     state.wake.notify_one();
                     Response::json(&report)
                 }
@@ -128,6 +138,7 @@ pub async fn handle(state: &Arc<State>, request: &Request, uid: u32) -> Response
             {
                 Ok(report) => {
                     super::log_report(&report, &actor);
+                    state.metrics.counters.count_report(&report);
                     Response::json(&report)
                 }
                 Err(e) => failure(e),

@@ -1,12 +1,15 @@
-//! keyd's one HTTP/1.1 server (hyper) for its Unix sockets: the API socket and the Docker
-//! plugin socket, each with its own router ([`Routes`]) and peer rule ([`PeerRule`]).
+//! keyd's one HTTP/1.1 server (hyper) for its sockets: the API socket and the Docker plugin
+//! socket (Unix sockets, each with its own router ([`Routes`]) and peer rule ([`PeerRule`])),
+//! and the metrics listener (TCP, `keyd --metrics`).
 //!
 //! What a peer can make the daemon do is bounded before any route runs:
 //!
-//! - The peer's uid (SO_PEERCRED) is read on accept, before a byte is parsed. A peer the
-//!   socket's rule does not allow is served by no router at all: its one request head is read
-//!   (bounded, as below) only to log what was refused, its body is never read, and it gets a
-//!   403 and the connection is closed.
+//! - On a Unix socket the peer's uid (SO_PEERCRED) is read on accept, before a byte is parsed.
+//!   A peer the socket's rule does not allow is served by no router at all: its one request
+//!   head is read (bounded, as below) only to log what was refused, its body is never read,
+//!   and it gets a 403 and the connection is closed. A TCP peer has no uid: every TCP peer is
+//!   served, so a TCP listener serves only routes anyone who can reach its address may read
+//!   (the metrics, which hold no value), and which address that is is the operator's choice.
 //! - A request head is at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] headers (hyper answers
 //!   431 and closes beyond that), and must arrive within [`HEADER_TIMEOUT`]; the same timer
 //!   runs while a kept-alive connection waits for its next request, so it is also the idle
@@ -40,7 +43,8 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Largest request head accepted (hyper's read buffer; hyper's minimum is 8 KiB).
@@ -115,8 +119,8 @@ impl Response {
 /// What one socket serves. Implementors answer every request they are given (an unknown
 /// route is a 404 of theirs) and never put a secret value in a log or an error message.
 pub trait Routes: Send + Sync + 'static {
-    /// Answers `request` from a peer with uid `uid`, which the socket's rule allowed.
-    fn answer(&self, request: Request, uid: u32) -> impl Future<Output = Response> + Send;
+    /// Answers `request` from `peer`, which the socket's rule allowed.
+    fn answer(&self, request: Request, peer: Peer) -> impl Future<Output = Response> + Send;
 
     /// Whether a request costs so little (no store operation, no wait) that it is answered
     /// even when every kept connection is busy: health checks, plugin activation.
@@ -143,12 +147,54 @@ impl PeerRule {
     }
 }
 
-/// One socket: what listens, who may connect, what it serves.
+/// Who sent a request: a Unix socket's peer by its uid, a TCP peer by its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// A Unix socket's peer (SO_PEERCRED), allowed by the socket's [`PeerRule`].
+    Uid(u32),
+    /// A TCP peer: no credentials exist, so no rule is checked.
+    Address(std::net::SocketAddr),
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Uid(uid) => write!(f, "uid {uid}"),
+            Peer::Address(address) => write!(f, "{address}"),
+        }
+    }
+}
+
+/// What a socket listens on.
+pub enum Listen {
+    /// A Unix socket, and who may connect to it.
+    Unix(UnixListener, PeerRule),
+    /// A TCP listener: every peer that reaches it is served (there is no uid to check).
+    Tcp(TcpListener),
+}
+
+/// A connection just accepted.
+enum Accepted {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+}
+
+impl Listen {
+    async fn accept(&self) -> std::io::Result<Accepted> {
+        match self {
+            Listen::Unix(listener, _) => listener.accept().await.map(|(s, _)| Accepted::Unix(s)),
+            Listen::Tcp(listener) => listener
+                .accept()
+                .await
+                .map(|(s, address)| Accepted::Tcp(s, address)),
+        }
+    }
+}
+
+/// One socket: what listens (and who may connect), what it serves.
 pub struct Socket<R> {
     /// The bound listener.
-    pub listener: UnixListener,
-    /// Who may connect.
-    pub peers: PeerRule,
+    pub listen: Listen,
     /// What it serves.
     pub routes: Arc<R>,
 }
@@ -261,10 +307,14 @@ pub async fn serve<R: Routes>(socket: Socket<R>, mut shutdown: watch::Receiver<b
     let connections = Arc::new(Connections::new());
     // Every connection task holds a clone; `recv` returns None once the last one is gone.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    let rule = match &socket.listen {
+        Listen::Unix(_, rule) => Some(rule),
+        Listen::Tcp(_) => None,
+    };
     loop {
-        let stream = tokio::select! {
-            accepted = socket.listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+        let accepted = tokio::select! {
+            accepted = socket.listen.accept() => match accepted {
+                Ok(accepted) => accepted,
                 Err(e) => {
                     crate::log::error(format_args!("accept failed: {e}"));
                     // Out of file descriptors, say: do not spin.
@@ -274,11 +324,21 @@ pub async fn serve<R: Routes>(socket: Socket<R>, mut shutdown: watch::Receiver<b
             },
             () = stopped(&mut shutdown) => break,
         };
-        // The peer's uid, before anything it sent is read.
-        let Ok(uid) = stream.peer_cred().map(|c| c.uid()) else {
-            continue;
+        // The peer, and on a Unix socket its uid, before anything it sent is read.
+        let (peer, allowed) = match &accepted {
+            Accepted::Unix(stream) => {
+                let Ok(uid) = stream.peer_cred().map(|c| c.uid()) else {
+                    continue;
+                };
+                (Peer::Uid(uid), rule.is_some_and(|r| r.allows(uid)))
+            }
+            Accepted::Tcp(stream, address) => {
+                // Small answers go out at once, not behind Nagle's wait for more.
+                let _ = stream.set_nodelay(true);
+                (Peer::Address(*address), true)
+            }
         };
-        let (mode, kept) = if !socket.peers.allows(uid) {
+        let (mode, kept) = if !allowed {
             if !connections.refuse() {
                 continue;
             }
@@ -291,33 +351,25 @@ pub async fn serve<R: Routes>(socket: Socket<R>, mut shutdown: watch::Receiver<b
             }
         };
         let connection = Connection {
-            uid,
+            peer,
             mode,
             routes: socket.routes.clone(),
-            peers: socket.peers.clone(),
+            peers: rule.cloned(),
             busy: kept
                 .as_ref()
                 .map_or_else(|| Arc::new(AtomicUsize::new(0)), |k| k.1.clone()),
         };
-        let (connections, shutdown, alive) = (connections.clone(), shutdown.clone(), alive.clone());
-        tokio::spawn(async move {
-            match kept {
-                Some((id, _, closed)) => {
-                    connection.run(stream, closed, shutdown).await;
-                    connections.forget(id);
-                }
-                None => {
-                    let (_never, closed) = oneshot::channel();
-                    connection.run(stream, closed, shutdown).await;
-                    let count = match mode {
-                        Mode::Overflow => &connections.overflow,
-                        _ => &connections.refused,
-                    };
-                    count.fetch_sub(1, Ordering::SeqCst);
-                }
-            }
-            drop(alive);
-        });
+        let task = ConnectionTask {
+            connections: connections.clone(),
+            shutdown: shutdown.clone(),
+            alive: alive.clone(),
+            kept,
+        };
+        // Each connection runs until it ends on its own; `alive` tells when all have.
+        match accepted {
+            Accepted::Unix(stream) => tokio::spawn(task.run(connection, stream)),
+            Accepted::Tcp(stream, _) => tokio::spawn(task.run(connection, stream)),
+        };
     }
     drop(alive);
     let _ = tokio::time::timeout(
@@ -325,6 +377,40 @@ pub async fn serve<R: Routes>(socket: Socket<R>, mut shutdown: watch::Receiver<b
         all_closed.recv(),
     )
     .await;
+}
+
+/// What a connection's task needs besides the connection: the socket's table (to leave it),
+/// shutdown, and the mark that keeps [`serve`] waiting until the task ends.
+struct ConnectionTask {
+    connections: Arc<Connections>,
+    shutdown: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+    kept: Option<(u64, Arc<AtomicUsize>, oneshot::Receiver<()>)>,
+}
+
+impl ConnectionTask {
+    async fn run<R: Routes, S>(self, connection: Connection<R>, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mode = connection.mode;
+        match self.kept {
+            Some((id, _, closed)) => {
+                connection.run(stream, closed, self.shutdown).await;
+                self.connections.forget(id);
+            }
+            None => {
+                let (_never, closed) = oneshot::channel();
+                connection.run(stream, closed, self.shutdown).await;
+                let count = match mode {
+                    Mode::Overflow => &self.connections.overflow,
+                    _ => &self.connections.refused,
+                };
+                count.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        drop(self.alive);
+    }
 }
 
 /// Resolves once shutdown starts (or its sender is gone).
@@ -352,23 +438,26 @@ fn builder(keep_alive: bool, timer: bool) -> http1::Builder {
 }
 
 struct Connection<R> {
-    uid: u32,
+    peer: Peer,
     mode: Mode,
     routes: Arc<R>,
-    peers: PeerRule,
+    /// The Unix socket's rule (named in a refusal); none on TCP, where nobody is refused.
+    peers: Option<PeerRule>,
     busy: Arc<AtomicUsize>,
 }
 
 impl<R: Routes> Connection<R> {
     /// Serves the connection until the peer is done, it is evicted (`closed` resolves), or
     /// shutdown starts (then finishes the request in progress, within the grace).
-    async fn run(
+    async fn run<S>(
         self,
-        stream: UnixStream,
+        stream: S,
         mut closed: oneshot::Receiver<()>,
         mut shutdown: watch::Receiver<bool>,
-    ) {
-        let (mode, uid) = (self.mode, self.uid);
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mode, peer) = (self.mode, self.peer);
         let keep_alive = mode == Mode::Serve;
         let this = Arc::new(self);
         let service = hyper::service::service_fn(move |request| {
@@ -380,7 +469,7 @@ impl<R: Routes> Connection<R> {
         tokio::select! {
             ended = conn.as_mut() => {
                 if let Err(e) = ended {
-                    log_failed(mode, uid, &e);
+                    log_failed(mode, peer, &e);
                 }
                 return;
             }
@@ -398,16 +487,17 @@ impl<R: Routes> Connection<R> {
             Mode::Refuse => {
                 // Escaped: the request line is the caller's, and must not forge log lines.
                 crate::log::warn(format_args!(
-                    "refused {} {} from uid {}",
+                    "refused {} {} from {}",
                     method.escape_debug(),
                     path.escape_debug(),
-                    self.uid
+                    self.peer
                 ));
                 Response::error(
                     403,
                     format!(
-                        "uid {} is not allowed to use this socket (see keyd {})",
-                        self.uid, self.peers.option
+                        "{} is not allowed to use this socket (see keyd {})",
+                        self.peer,
+                        self.peers.as_ref().map_or("--help", |p| p.option)
                     ),
                 )
             }
@@ -424,7 +514,7 @@ impl<R: Routes> Connection<R> {
                     Ok(Ok(body)) => {
                         let busy = Busy::new(self.busy.clone());
                         let request = Request { method, path, body };
-                        let response = self.routes.answer(request, self.uid).await;
+                        let response = self.routes.answer(request, self.peer).await;
                         return Answer::new(response, busy);
                     }
                     Ok(Err(response)) => response,
@@ -447,11 +537,11 @@ impl<R: Routes> Connection<R> {
 /// refusal is logged even when no request reached a router. hyper's messages name the problem,
 /// never the peer's bytes, so nothing the peer sent reaches the log. Timeouts of allowed peers
 /// (an idle connection closed) are routine and not logged.
-fn log_failed(mode: Mode, uid: u32, e: &hyper::Error) {
+fn log_failed(mode: Mode, peer: Peer, e: &hyper::Error) {
     if mode == Mode::Refuse {
-        crate::log::warn(format_args!("refused uid {uid}: {e}"));
+        crate::log::warn(format_args!("refused {peer}: {e}"));
     } else if e.is_parse() || e.is_parse_too_large() {
-        crate::log::info(format_args!("closed a connection from uid {uid}: {e}"));
+        crate::log::info(format_args!("closed a connection from {peer}: {e}"));
     }
 }
 
@@ -568,7 +658,11 @@ pub async fn serve_bytes<R: Routes>(data: &[u8], routes: Arc<R>) -> Vec<u16> {
             let method = request.method().as_str().to_owned();
             let path = request.uri().path().to_owned();
             let response = match read_body(request).await {
-                Ok(body) => routes.answer(Request { method, path, body }, 0).await,
+                Ok(body) => {
+                    routes
+                        .answer(Request { method, path, body }, Peer::Uid(0))
+                        .await
+                }
                 Err(response) => response,
             };
             seen.lock()

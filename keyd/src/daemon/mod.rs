@@ -7,11 +7,14 @@
 //! Callers are authorised twice: by the socket's file mode (0600 by default) and by the peer's
 //! uid from SO_PEERCRED (the daemon's own uid, root, and `--allow-uid`s), read on accept
 //! before anything the peer sent is parsed (`http.rs`: one hyper server for every socket,
-//! with bounded heads and bodies, timeouts and a connection limit).
+//! with bounded heads and bodies, timeouts and a connection limit). `keyd --metrics ADDR`
+//! adds a TCP listener for Prometheus (`metrics/`), served by the same server; it has no
+//! peer rule (TCP peers have no uid) and serves only `/metrics`, which holds no value.
 
 mod api;
 pub mod client;
 pub mod http;
+pub mod metrics;
 pub mod plugin;
 
 use std::future::Future;
@@ -42,6 +45,8 @@ pub struct Config {
     pub allow_uids: Vec<u32>,
     /// The Docker secret-provider plugin socket, when keyd serves one.
     pub plugin: Option<PluginConfig>,
+    /// Where `/metrics` is served over TCP (`--metrics`), when it is.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The Docker secret-provider plugin socket (`keyd --docker-plugin`).
@@ -78,6 +83,8 @@ pub struct State {
     scheduling: std::sync::atomic::AtomicBool,
     /// Set when this keyd takes the lease over: its next pass is the start-up work.
     resume: std::sync::atomic::AtomicBool,
+    /// Counters, cached facts and target probes for `/metrics`.
+    pub metrics: metrics::Metrics,
 }
 
 /// How long the scheduler's lease on a remote store lasts unless renewed; it is renewed every
@@ -118,6 +125,7 @@ impl State {
             reads: Semaphore::new(CONCURRENT_READS),
             scheduling: std::sync::atomic::AtomicBool::new(home_is_local),
             resume: std::sync::atomic::AtomicBool::new(false),
+            metrics: metrics::Metrics::default(),
         })
     }
 
@@ -297,6 +305,19 @@ pub fn bind(config: &Config) -> Result<UnixListener, Error> {
     bind_socket(&config.socket, config.socket_mode, "--socket")
 }
 
+/// Binds the metrics listener (`--metrics`). A failure (the port taken, an address this host
+/// does not have, a port below 1024 without the right to bind it) is an [`Error::Listen`].
+pub fn bind_metrics(address: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    let fail = |source| Error::Listen {
+        option: "--metrics",
+        address,
+        source,
+    };
+    let listener = std::net::TcpListener::bind(address).map_err(fail)?;
+    listener.set_nonblocking(true).map_err(fail)?;
+    tokio::net::TcpListener::from_std(listener).map_err(fail)
+}
+
 /// Binds the plugin socket, mode 0600, with the same care as the API socket.
 pub fn bind_plugin(plugin: &PluginConfig) -> Result<UnixListener, Error> {
     bind_socket(&plugin.socket, 0o600, "--docker-plugin")
@@ -349,6 +370,7 @@ pub async fn run(
     state: Arc<State>,
     listener: UnixListener,
     plugin: Option<(UnixListener, PluginConfig)>,
+    metrics: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) {
     let scheduler = tokio::spawn(scheduler(state.clone()));
@@ -359,8 +381,10 @@ pub async fn run(
         .then(|| tokio::spawn(lease_keeper(state.clone(), lease_holder())));
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let api = http::Socket {
-        listener,
-        peers: http::PeerRule::new(state.allowed.clone(), "--allow-uid"),
+        listen: http::Listen::Unix(
+            listener,
+            http::PeerRule::new(state.allowed.clone(), "--allow-uid"),
+        ),
         routes: Arc::new(api::ApiRoutes(state.clone())),
     };
     let mut servers = vec![tokio::spawn(http::serve(api, stopping.clone()))];
@@ -369,21 +393,34 @@ pub async fn run(
         let mut allowed = vec![0];
         allowed.extend_from_slice(&config.allow_uids);
         let socket = http::Socket {
-            listener,
-            peers: http::PeerRule::new(allowed, "--plugin-allow-uid"),
+            listen: http::Listen::Unix(
+                listener,
+                http::PeerRule::new(allowed, "--plugin-allow-uid"),
+            ),
             routes: Arc::new(plugin::PluginRoutes {
                 state: state.clone(),
                 stacks: Arc::new(config.stacks),
             }),
         };
-        servers.push(tokio::spawn(http::serve(socket, stopping)));
+        servers.push(tokio::spawn(http::serve(socket, stopping.clone())));
     }
+    let probes = metrics.map(|listener| {
+        let socket = http::Socket {
+            listen: http::Listen::Tcp(listener),
+            routes: Arc::new(metrics::MetricsRoutes(state.clone())),
+        };
+        servers.push(tokio::spawn(http::serve(socket, stopping)));
+        tokio::spawn(metrics::probe_targets(state.clone()))
+    });
     shutdown.await;
     let _ = stop.send(true);
     for server in servers {
         let _ = server.await;
     }
     scheduler.abort();
+    if let Some(probes) = probes {
+        probes.abort();
+    }
     if let Some(lease) = lease {
         lease.abort();
     }
@@ -422,6 +459,7 @@ async fn scheduler(state: Arc<State>) {
         let next = match pass {
             Ok((report, next)) => {
                 log_report(&report, by);
+                state.metrics.counters.count_report(&report);
                 next
             }
             Err(e) => {
@@ -501,29 +539,58 @@ pub fn run_daemon(config: Config) -> Result<(), Error> {
         .map_err(Error::Runtime)?;
     // The sockets first: a second keyd started on the same socket stops here, before it does
     // any start-up work on the store.
-    let (listener, plugin) = runtime.block_on(async {
+    let (listener, plugin, metrics) = runtime.block_on(async {
         let listener = bind(&listener_config)?;
+        // A keyd that cannot serve everything it was asked to serves nothing: the socket files
+        // it made are removed again.
+        let remove_bound = |plugin: Option<&PluginConfig>| {
+            let _ = std::fs::remove_file(&listener_config.socket);
+            if let Some(config) = plugin {
+                let _ = std::fs::remove_file(&config.socket);
+            }
+        };
         let plugin = match &listener_config.plugin {
-            Some(config) => Some((bind_plugin(config)?, config.clone())),
+            Some(config) => match bind_plugin(config) {
+                Ok(bound) => Some((bound, config.clone())),
+                Err(e) => {
+                    remove_bound(None);
+                    return Err(e);
+                }
+            },
             None => None,
         };
-        Ok::<_, Error>((listener, plugin))
+        let metrics = match listener_config.metrics.map(bind_metrics).transpose() {
+            Ok(metrics) => metrics,
+            Err(e) => {
+                remove_bound(plugin.as_ref().map(|(_, config)| config));
+                return Err(e);
+            }
+        };
+        Ok::<_, Error>((listener, plugin, metrics))
     })?;
     // On a remote store the start-up work is the lease holder's (the scheduler does it when
     // the lease is taken); the store must open all the same.
-    if home.remote().is_none() {
+    let started = if home.remote().is_none() {
         let (report, _) = start_up(&home, &SystemClock, "keyd start")?;
         log_report(&report, "keyd start");
+        Some(report)
     } else {
         home.require_unattended()?;
         home.peek()?;
-    }
+        None
+    };
     runtime.block_on(async move {
         let state = State::new(home, Arc::new(SystemClock), &listener_config.allow_uids);
+        if let Some(report) = &started {
+            state.metrics.counters.count_report(report);
+        }
         crate::log::info(format_args!(
             "ready on {}",
             listener_config.socket.display()
         ));
+        if let Some(address) = metrics.as_ref().and_then(|m| m.local_addr().ok()) {
+            crate::log::info(format_args!("metrics on http://{address}/metrics"));
+        }
         if let Some(config) = &listener_config.plugin {
             crate::log::info(format_args!(
                 "Docker secret-provider plugin on {} (stacks: {})",
@@ -557,7 +624,7 @@ pub fn run_daemon(config: Config) -> Result<(), Error> {
                 crate::log::info(format_args!("stopping at the next safe point"));
             }
         };
-        run(state, listener, plugin, signals).await;
+        run(state, listener, plugin, metrics, signals).await;
         let _ = std::fs::remove_file(&listener_config.socket);
         if let Some(config) = &listener_config.plugin {
             let _ = std::fs::remove_file(&config.socket);

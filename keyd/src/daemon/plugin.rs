@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::State;
-use super::http::{Request, Response, Routes};
+use super::http::{Peer, Request, Response, Routes};
+use super::metrics::counters::PluginResult;
 use crate::sinks::plugin::{PluginError, SecretRef, StackMap, resolve};
 
 /// The content type of Docker's plugin protocol.
@@ -83,18 +84,29 @@ pub(super) struct PluginRoutes {
 }
 
 impl Routes for PluginRoutes {
-    fn answer(&self, request: Request, _uid: u32) -> impl Future<Output = Response> + Send {
+    fn answer(&self, request: Request, _peer: Peer) -> impl Future<Output = Response> + Send {
         let (state, stacks) = (self.state.clone(), self.stacks.clone());
         async move {
             match (request.method.as_str(), request.path.as_str()) {
                 ("POST", "/Plugin.Activate") => activate(),
                 ("POST", "/SecretProvider.GetSecret") => {
                     // Off the runtime's thread: a changed store is decrypted (State::view).
+                    let started = std::time::Instant::now();
                     let body = request.body;
                     let answered = state
-                        .read(move |state| Ok(get_secret(state, &stacks, &body)))
+                        .read(move |state| Ok(answer_get_secret(state, &stacks, &body)))
                         .await;
-                    answered.unwrap_or_else(|e| protocol_error(500, format!("keyd: {e}")))
+                    let (response, result) = answered.unwrap_or_else(|e| {
+                        (
+                            protocol_error(500, format!("keyd: {e}")),
+                            PluginResult::Failed,
+                        )
+                    });
+                    state
+                        .metrics
+                        .counters
+                        .count_get_secret(result, started.elapsed());
+                    response
                 }
                 (_, "/Plugin.Activate" | "/SecretProvider.GetSecret") => protocol_error(
                     405,
@@ -152,13 +164,19 @@ fn protocol_error(status: u16, message: String) -> Response {
 /// message), never an empty value. Blocks (it reads the store): the plugin's routes run it
 /// through [`State::read`].
 pub fn get_secret(state: &State, stacks: &StackMap, body: &[u8]) -> Response {
+    answer_get_secret(state, stacks, body).0
+}
+
+/// [`get_secret`], and how the request ended (for the metrics).
+fn answer_get_secret(state: &State, stacks: &StackMap, body: &[u8]) -> (Response, PluginResult) {
     let request: GetSecretRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
-            return protocol_error(
+            let response = protocol_error(
                 400,
                 format!("malformed GetSecret body ({e}); expected Docker's SecretsProviderRequest"),
             );
+            return (response, PluginResult::Failed);
         }
     };
     let labels = request.secret_labels.clone().unwrap_or_default();
@@ -206,7 +224,10 @@ pub fn get_secret(state: &State, stacks: &StackMap, body: &[u8]) -> Response {
                 },
             )
             .expect("serialises");
-            plugin_answer(200, Bytes::from_owner(body))
+            (
+                plugin_answer(200, Bytes::from_owner(body)),
+                PluginResult::Served,
+            )
         }
         Err(e) => {
             let message = format!("keyd: {e}");
@@ -220,10 +241,11 @@ pub fn get_secret(state: &State, stacks: &StackMap, body: &[u8]) -> Response {
                 err: &message,
                 do_not_reuse: true,
             };
-            plugin_answer(
+            let response = plugin_answer(
                 200,
                 Bytes::from(serde_json::to_vec(&answer).expect("serialises")),
-            )
+            );
+            (response, PluginResult::Refused)
         }
     }
 }

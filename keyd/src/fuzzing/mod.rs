@@ -9,7 +9,7 @@ pub mod dotenv;
 use std::future::Future;
 use std::path::Path;
 
-use crate::daemon::http::{MAX_BODY, Request, Response, Routes, serve_bytes};
+use crate::daemon::http::{MAX_BODY, Peer, Request, Response, Routes, serve_bytes};
 use crate::policy::{EnvFileSpec, Policy};
 use crate::sinks::EnvFileSink;
 use crate::targets::mysql_wire::{self, MAX_COLUMNS, MAX_ROWS};
@@ -76,7 +76,7 @@ thread_local! {
 struct CheckedRoutes;
 
 impl Routes for CheckedRoutes {
-    fn answer(&self, request: Request, _uid: u32) -> impl Future<Output = Response> + Send {
+    fn answer(&self, request: Request, _peer: Peer) -> impl Future<Output = Response> + Send {
         assert!(request.path.starts_with('/') && !request.path.contains('?'));
         assert!(request.body.len() <= MAX_BODY);
         std::future::ready(Response::bytes(200, b"{}".to_vec()))

@@ -6,6 +6,7 @@ pub mod mysql;
 pub(crate) mod mysql_wire;
 mod pg_wire;
 pub mod postgres;
+pub mod probe;
 pub mod redis;
 pub(crate) mod resp;
 mod socket;

@@ -66,6 +66,11 @@ struct MysqlUrl {
     ssl_ca: Option<String>,
 }
 
+/// The host and port a `mysql://` admin URL connects to (for `probe`).
+pub(super) fn host_and_port(url: &str) -> Option<(String, u16)> {
+    MysqlUrl::parse(url).ok().map(|u| (u.host, u.port))
+}
+
 impl MysqlUrl {
     fn parse(url: &str) -> Result<MysqlUrl, String> {
         let rest = url
