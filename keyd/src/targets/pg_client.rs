@@ -123,10 +123,22 @@ pub(crate) enum PgFailure {
 }
 
 impl PgFailure {
-    pub(crate) fn code(&self) -> Option<&SqlState> {
-        match self {
-            PgFailure::TimedOut | PgFailure::Runtime(_) | PgFailure::Socket(_) => None,
-            PgFailure::Driver(e) => e.code(),
+    /// Whether the server refused the login's password. PostgreSQL says so with its own
+    /// codes; PgBouncer (before 1.21) sends every error of its own as a protocol violation,
+    /// and says "password authentication failed" or "SASL authentication failed".
+    pub(crate) fn refused(&self) -> bool {
+        let PgFailure::Driver(e) = self else {
+            return false;
+        };
+        match e.as_db_error() {
+            Some(db) if *db.code() == SqlState::PROTOCOL_VIOLATION => {
+                db.message().ends_with("authentication failed")
+            }
+            Some(db) => {
+                *db.code() == SqlState::INVALID_PASSWORD
+                    || *db.code() == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            }
+            None => false,
         }
     }
 }
@@ -441,9 +453,7 @@ impl PgClient {
                 .call(session.client().simple_query("SELECT 1"))
                 .map(|_| true)
                 .map_err(|e| self.fail(format!("SELECT 1 failed: {}", self.describe(&e)))),
-            Err(e) if matches!(e.code(), Some(c) if *c == SqlState::INVALID_PASSWORD || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION) => {
-                Ok(false)
-            }
+            Err(e) if e.refused() => Ok(false),
             Err(e) => Err(self.fail(format!("login failed: {}", self.describe(&e)))),
         }
     }
