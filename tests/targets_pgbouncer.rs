@@ -145,6 +145,20 @@ fn pgbouncer_single_rotation_and_retire_refuse_the_old_password_through_the_pool
         "one line for the role: {userlist}"
     );
     assert!(userlist.contains(HAND_WRITTEN));
+    assert!(
+        pg.log().contains("ALTER ROLE"),
+        "the server logs every statement"
+    );
+    for password in [&first, &second] {
+        assert!(
+            !pg.log().contains(password.as_str()),
+            "a password reached the server's log"
+        );
+        assert!(
+            !pgb.log().contains(password.as_str()),
+            "a password reached PgBouncer's log"
+        );
+    }
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
         std::fs::metadata(pgb.auth_file())
