@@ -8,6 +8,8 @@ use std::path::Path;
 use keyd::policy::{Kind, Policy};
 use keyd_tests::{TempDir, contains, keyctl, ok, quickstart, run, snapshot, workspace};
 
+/// The shipped policies delivered whole below; `alphakraken` has a test of its own, since its
+/// env file sits beside the policy (a run here would write into the repository).
 const POLICIES: [&str; 3] = ["flowkit", "cornflow", "airflow-celery"];
 
 fn policy_path(name: &str) -> std::path::PathBuf {
@@ -703,4 +705,36 @@ fn show_on_a_terminal_ends_the_value_with_a_newline_and_adds_none_to_a_pipe() {
         .args(["show", "DB_PASSWORD"])
         .stdin(std::process::Stdio::null()));
     assert_eq!(on_terminal, [&delivered[..], b"\r\n"].concat());
+}
+
+/// AlphaKraken's guide forbids `\ # @ $` in its passwords: quickstart of its policy (copied
+/// beside a temporary checkout, whose `envs/secrets.env` it writes) delivers each of its four
+/// passwords to the env file compose reads, none holding a forbidden character, in several
+/// stores so that the alphabet, not luck, decides.
+#[test]
+fn alphakraken_passwords_reach_its_env_file_without_a_character_its_guide_forbids() {
+    let names = [
+        "AIRFLOW_PASSWORD",
+        "MONGO_PASSWORD",
+        "MONGO_INITDB_ROOT_PASSWORD",
+        "POSTGRES_PASSWORD",
+    ];
+    for round in 0..8 {
+        let tmp = TempDir::new(&format!("alphakraken-{round}"));
+        std::fs::create_dir(tmp.join("envs")).unwrap();
+        let policy = tmp.join("alphakraken.toml");
+        std::fs::copy(policy_path("alphakraken"), &policy).unwrap();
+        quickstart(&tmp.join("home"), &policy, &tmp.join("secrets"));
+        let env = std::fs::read_to_string(tmp.join("envs/secrets.env")).unwrap();
+        for name in names {
+            let file = std::fs::read_to_string(tmp.join("secrets").join(name)).unwrap();
+            assert!(
+                env.lines().any(|l| l == format!("{name}={file}")),
+                "{name} is in the env file as delivered: {env}"
+            );
+            for bad in ['\\', '#', '@', '$', '\'', '"'] {
+                assert!(!file.contains(bad), "{name} holds {bad:?}");
+            }
+        }
+    }
 }

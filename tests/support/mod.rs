@@ -5,6 +5,7 @@
 pub mod compose;
 pub mod docker;
 pub mod mariadb;
+pub mod pgbouncer;
 pub mod servers;
 pub mod target_stack;
 

@@ -388,7 +388,13 @@ fn describe_reload(hook: &ReloadHook) -> String {
 
 fn describe_target(t: &crate::policy::TargetSpec, digests: &ValueDigests) -> String {
     let kind = match &t.kind {
-        TargetKind::Postgres => "postgres".to_owned(),
+        TargetKind::Postgres { pgbouncer: None } => "postgres".to_owned(),
+        TargetKind::Postgres {
+            pgbouncer: Some(pool),
+        } => format!("postgres (roles also to pgbouncer {pool})"),
+        TargetKind::Pgbouncer { auth_file } => {
+            format!("pgbouncer (auth_file {})", auth_file.display())
+        }
         TargetKind::Mysql => "mysql".to_owned(),
         TargetKind::Redis { user, replicas } => {
             format!("redis as {user} (replicas {})", replicas.join(" "))

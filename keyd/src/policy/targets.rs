@@ -1,5 +1,5 @@
 //! The outside systems a policy names: `[targets.NAME]` (a PostgreSQL, MySQL or Redis server
-//! keyd logs into as an admin) and a secret's `target = { … }` (the login or user its values become).
+//! keyd logs into as an admin, or a PgBouncer in front of PostgreSQL) and a secret's `target = { … }` (the login or user its values become).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,7 +36,17 @@ impl TargetSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetKind {
     /// A PostgreSQL server.
-    Postgres,
+    Postgres {
+        /// The `pgbouncer` target whose `auth_file` receives every role this target sets.
+        pgbouncer: Option<String>,
+    },
+    /// A PgBouncer whose `auth_file` holds the verifiers of the roles of the PostgreSQL
+    /// targets that name it; its `url` is the admin console (`RELOAD`) and, with another
+    /// database, where a login is tested through the pooler.
+    Pgbouncer {
+        /// The `auth_file` PgBouncer reads (`userlist.txt`).
+        auth_file: PathBuf,
+    },
     /// A MySQL or MariaDB server.
     Mysql,
     /// A Redis server.

@@ -1,4 +1,4 @@
-//! What the engine asks of targets (PostgreSQL, MySQL, Redis): the target a secret's values must
+//! What the engine asks of targets (PostgreSQL with its PgBouncer, MySQL, Redis): the target a secret's values must
 //! reach, built with its admin password resolved now, a version as a target's credential, and
 //! the retire of old values at the target.
 
@@ -7,8 +7,9 @@ use crate::error::Error;
 use crate::material::Material;
 use crate::policy::{AdminPassword, SecretTarget, TargetKind, TargetSpec};
 use crate::secret::SecretString;
-use crate::store::{SecretRecord, VersionRecord};
+use crate::store::{SecretRecord, StoreData, VersionRecord};
 use crate::targets::mysql::MysqlTarget;
+use crate::targets::pgbouncer::PgbouncerPool;
 use crate::targets::postgres::PostgresTarget;
 use crate::targets::redis::RedisTarget;
 use crate::targets::{Credential, Target};
@@ -53,40 +54,87 @@ impl Engine<'_> {
         let spec = policy
             .target(secret_target.target())
             .expect("the policy checked target names");
-        let admin_password = match &spec.password {
-            AdminPassword::None => None,
-            AdminPassword::Secret(output) => {
-                let (_, owner, record, out) =
-                    self.data.find_output(&format!("{stack}/{output}"))?;
-                let current = record.current().or_else(|| record.delivered_pending());
-                // A target whose admin password is the secret being set for the first time has
-                // no password yet (e.g. a fresh Redis whose requirepass keyd sets).
-                if current.is_none() && owner == name {
-                    return Ok(Some(build_target(spec, secret_target, None)?));
-                }
-                Some(
-                    current
-                        .and_then(|v| SecretRecord::version_value(v, out.part))
-                        .map(crate::secret::Value::into_secret)
-                        .ok_or_else(|| Error::NotRotatable {
-                            name: name.to_owned(),
-                            reason: format!(
-                                "the admin password {output} of target {} has no value yet",
-                                spec.name
-                            ),
-                        })?,
-                )
+        let password = admin_password(&self.data, key, spec)?;
+        let mut target = build_target(spec, secret_target, password)?;
+        if let TargetKind::Postgres {
+            pgbouncer: Some(pool),
+        } = &spec.kind
+        {
+            let pool = policy
+                .target(pool)
+                .expect("the policy checked pgbouncer names");
+            let TargetKind::Pgbouncer { auth_file } = &pool.kind else {
+                unreachable!("the policy checked that pgbouncer names a pgbouncer target")
+            };
+            let pool = PgbouncerPool::new(
+                &pool.name,
+                &pool.url,
+                admin_password(&self.data, key, pool)?.as_ref(),
+                auth_file,
+                pool.timeout,
+                pool.allow_insecure_auth,
+            )?;
+            target = match target {
+                BuiltTarget::Postgres(t) => BuiltTarget::Postgres(Box::new(t.with_pgbouncer(pool))),
+                other => other,
+            };
+        }
+        Ok(Some(target.boxed()))
+    }
+}
+
+/// The admin password of target `spec` for the rotation of `key`: from the store's current
+/// value of `password_secret`, a file, or none. `None` too when the password is the secret
+/// being set for the first time (e.g. a fresh Redis whose requirepass keyd sets).
+fn admin_password(
+    data: &StoreData,
+    key: &SecretKey,
+    spec: &TargetSpec,
+) -> Result<Option<SecretString>, Error> {
+    let (stack, name) = (key.stack(), key.name());
+    match &spec.password {
+        AdminPassword::None => Ok(None),
+        AdminPassword::Secret(output) => {
+            let (_, owner, record, out) = data.find_output(&format!("{stack}/{output}"))?;
+            let current = record.current().or_else(|| record.delivered_pending());
+            if current.is_none() && owner == name {
+                return Ok(None);
             }
-            AdminPassword::File(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|e| crate::targets::TargetError {
-                        target: spec.name.clone(),
-                        message: format!("cannot read password_file {}: {e}", path.display()),
-                    })?;
-                Some(SecretString::new(text.trim().to_owned()))
-            }
-        };
-        Ok(Some(build_target(spec, secret_target, admin_password)?))
+            Ok(Some(
+                current
+                    .and_then(|v| SecretRecord::version_value(v, out.part))
+                    .map(crate::secret::Value::into_secret)
+                    .ok_or_else(|| Error::NotRotatable {
+                        name: name.to_owned(),
+                        reason: format!(
+                            "the admin password {output} of target {} has no value yet",
+                            spec.name
+                        ),
+                    })?,
+            ))
+        }
+        AdminPassword::File(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| crate::targets::TargetError {
+                target: spec.name.clone(),
+                message: format!("cannot read password_file {}: {e}", path.display()),
+            })?;
+            Ok(Some(SecretString::new(text.trim().to_owned())))
+        }
+    }
+}
+
+/// A target as built, before it is boxed: a PostgreSQL target may still get its pool.
+enum BuiltTarget {
+    Postgres(Box<PostgresTarget>),
+    Other(Box<dyn Target>),
+}
+
+impl BuiltTarget {
+    fn boxed(self) -> Box<dyn Target> {
+        match self {
+            BuiltTarget::Postgres(t) => t,
+            BuiltTarget::Other(t) => t,
+        }
     }
 }
 
@@ -96,26 +144,28 @@ fn build_target(
     spec: &TargetSpec,
     secret_target: SecretTarget,
     admin_password: Option<SecretString>,
-) -> Result<Box<dyn Target>, Error> {
+) -> Result<BuiltTarget, Error> {
     let target: Box<dyn Target> = match (&spec.kind, secret_target) {
         (
-            TargetKind::Postgres,
+            TargetKind::Postgres { .. },
             SecretTarget::Postgres {
                 role,
                 strategy,
                 group,
                 ..
             },
-        ) => Box::new(PostgresTarget::new(
-            &spec.name,
-            &spec.url,
-            admin_password.as_ref(),
-            &role,
-            strategy,
-            &group,
-            spec.timeout,
-            spec.allow_insecure_auth,
-        )?),
+        ) => {
+            return Ok(BuiltTarget::Postgres(Box::new(PostgresTarget::new(
+                &spec.name,
+                &spec.url,
+                admin_password.as_ref(),
+                &role,
+                strategy,
+                &group,
+                spec.timeout,
+                spec.allow_insecure_auth,
+            )?)));
+        }
         (
             TargetKind::Mysql,
             SecretTarget::Mysql {
@@ -158,7 +208,7 @@ fn build_target(
             unreachable!("the policy checked that a secret's target fields match the target's type")
         }
     };
-    Ok(target)
+    Ok(BuiltTarget::Other(target))
 }
 
 /// A version's login and password, for a target.

@@ -1,10 +1,12 @@
 //! Targets: outside systems that must accept a new value before consumers use it (a
-//! PostgreSQL role, a MySQL account, a Redis ACL user). The rotation state machine drives them through the
+//! PostgreSQL role (and its line in a PgBouncer's `auth_file`), a MySQL account, a Redis ACL user). The rotation state machine drives them through the
 //! [`Target`] trait; implementations live in this module, one file each.
 
 pub mod mysql;
 pub(crate) mod mysql_wire;
+mod pg_client;
 mod pg_wire;
+pub mod pgbouncer;
 pub mod postgres;
 pub mod probe;
 pub mod redis;

@@ -8,6 +8,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::fields::check_name;
 use super::fields::{Entry, Fields};
+use super::pgbouncer_target;
 use super::problems::Checker;
 use crate::policy::duration;
 use crate::policy::{
@@ -59,6 +60,7 @@ fn percent_decoded(text: &str) -> Option<Vec<u8>> {
 /// Checks the `[targets.NAME]` tables; a target with a problem in its type or url is left out.
 pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetSpec> {
     let mut out = Vec::new();
+    let mut pools_named = Vec::new();
     for e in Fields::new("[targets]", table).entries {
         let DeValue::Table(t) = e.value.get_ref() else {
             c.err(
@@ -72,7 +74,7 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
             c.err(
                 e.key_at,
                 format!(
-                    "target {:?} has no `type` (expected \"postgres\", \"mysql\" or \"redis\")",
+                    "target {:?} has no `type` (expected \"postgres\", \"pgbouncer\", \"mysql\" or \"redis\")",
                     e.key
                 ),
             );
@@ -88,13 +90,11 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
         ];
         let kind = match kind.as_str() {
             "postgres" => {
-                f.only(
-                    c,
-                    &common,
-                    "for type \"postgres\": type, url, password_secret, password_file, timeout, allow_insecure_auth",
-                );
-                TargetKind::Postgres
+                let (kind, pool) = pgbouncer_target::check_postgres(c, &f, &common);
+                pools_named.extend(pool);
+                kind
             }
+            "pgbouncer" => pgbouncer_target::check_kind(c, &f, &common, kind_at),
             "mysql" => {
                 f.only(
                     c,
@@ -122,7 +122,7 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
             other => {
                 c.err(
                     kind_at,
-                    format!("unknown target type {other:?} (expected \"postgres\", \"mysql\" or \"redis\")"),
+                    format!("unknown target type {other:?} (expected \"postgres\", \"pgbouncer\", \"mysql\" or \"redis\")"),
                 );
                 continue;
             }
@@ -132,7 +132,7 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
             continue;
         };
         let scheme_ok = match kind {
-            TargetKind::Postgres => {
+            TargetKind::Postgres { .. } | TargetKind::Pgbouncer { .. } => {
                 url.starts_with("postgres://") || url.starts_with("postgresql://")
             }
             TargetKind::Mysql => url.starts_with("mysql://"),
@@ -177,6 +177,7 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
             allow_insecure_auth,
         });
     }
+    pgbouncer_target::check_pools(c, &out, &pools_named);
     out
 }
 
@@ -220,7 +221,11 @@ pub(super) fn check_secret_target(
         return None;
     };
     match &spec.kind {
-        TargetKind::Postgres => {
+        TargetKind::Pgbouncer { .. } => {
+            c.err(target_at, pgbouncer_target::no_secrets(name, &target));
+            None
+        }
+        TargetKind::Postgres { .. } => {
             f.only(
                 c,
                 &["name", "role", "strategy", "user_secret", "group"],
@@ -422,7 +427,7 @@ target = { name = "cache", mode = "requirepass" }
             [
                 TargetSpec {
                     name: "db".into(),
-                    kind: TargetKind::Postgres,
+                    kind: TargetKind::Postgres { pgbouncer: None },
                     url: "postgresql://admin@127.0.0.1/app".into(),
                     password: AdminPassword::Secret("DB_ADMIN".into()),
                     timeout: TargetSpec::DEFAULT_TIMEOUT,
@@ -498,11 +503,11 @@ target = { name = "cache", mode = "requirepass" }
         );
         assert_eq!(
             err_text(&target_table("url = \"postgres://db\"\n")),
-            "p.toml:3:10: target \"db\" has no `type` (expected \"postgres\", \"mysql\" or \"redis\")"
+            "p.toml:3:10: target \"db\" has no `type` (expected \"postgres\", \"pgbouncer\", \"mysql\" or \"redis\")"
         );
         assert_eq!(
             err_text(&target_table("type = \"mongodb\"\n")),
-            "p.toml:4:8: unknown target type \"mongodb\" (expected \"postgres\", \"mysql\" or \"redis\")"
+            "p.toml:4:8: unknown target type \"mongodb\" (expected \"postgres\", \"pgbouncer\", \"mysql\" or \"redis\")"
         );
         assert_eq!(
             err_text(&target_table("type = \"postgres\"\n")),
@@ -549,7 +554,7 @@ target = { name = "cache", mode = "requirepass" }
             err_text(&target_table(
                 "type = \"postgres\"\nurl = \"postgres://db\"\nuser = \"admin\"\npassword_secret = \"F\"\npassword_file = \"/p\"\n"
             )),
-            "p.toml:6:1: unknown field `user` in target \"db\" (expected for type \"postgres\": type, url, password_secret, password_file, timeout, allow_insecure_auth)\n\
+            "p.toml:6:1: unknown field `user` in target \"db\" (expected for type \"postgres\": type, url, password_secret, password_file, timeout, allow_insecure_auth, pgbouncer)\n\
              p.toml:8:17: give password_secret or password_file, not both"
         );
         // An admin password must be a value of this policy; reported at the first [targets.*].
