@@ -12,7 +12,8 @@ use crate::policy::{TargetKind, TargetSpec};
 /// understood or reaches its server some other way (a PostgreSQL Unix socket directory).
 pub fn address(spec: &TargetSpec) -> Option<(String, u16)> {
     match spec.kind {
-        TargetKind::Postgres => {
+        // A PgBouncer's admin console speaks the PostgreSQL protocol: its URL is read alike.
+        TargetKind::Postgres { .. } | TargetKind::Pgbouncer { .. } => {
             let config: tokio_postgres::Config = spec.url.parse().ok()?;
             let host = match config.get_hosts().first()? {
                 tokio_postgres::config::Host::Tcp(host) => host.clone(),
@@ -57,17 +58,17 @@ mod tests {
         };
         let cases = [
             (
-                TargetKind::Postgres,
+                TargetKind::Postgres { pgbouncer: None },
                 "postgresql://admin@db:6543/app",
                 Some(("db", 6543)),
             ),
             (
-                TargetKind::Postgres,
+                TargetKind::Postgres { pgbouncer: None },
                 "postgresql://admin@db/app",
                 Some(("db", 5432)),
             ),
             (
-                TargetKind::Postgres,
+                TargetKind::Postgres { pgbouncer: None },
                 "postgresql://admin@%2Frun%2Fpostgresql/app",
                 None,
             ),
