@@ -35,6 +35,7 @@ pub mod docker;
 mod error;
 pub mod fuzzing;
 pub mod material;
+pub mod notify;
 pub mod ops;
 pub mod policy;
 mod reconcile;
