@@ -88,15 +88,20 @@ impl Daemon {
     }
 
     fn wait_for(&self, text: &str) -> bool {
+        self.line_with(text).is_some()
+    }
+
+    /// The first log line from now on holding `text` (within 30 s).
+    fn line_with(&self, text: &str) -> Option<String> {
         let end = std::time::Instant::now() + Duration::from_secs(30);
         while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
             match self.log.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return true,
+                Ok(line) if line.contains(text) => return Some(line),
                 Ok(_) => {}
-                Err(_) => return false,
+                Err(_) => return None,
             }
         }
-        false
+        None
     }
 }
 
@@ -259,4 +264,58 @@ fn events_for_a_receiver_that_is_down_are_kept_across_a_restart_and_delivered_wh
         assert!(std::time::Instant::now() < end, "still in the outbox");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// An https:// receiver whose certificate no system CA signed is refused: the event is not
+/// sent to it and stays in the outbox.
+#[test]
+fn an_https_receiver_with_an_untrusted_certificate_gets_nothing() {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = keyd_tests::servers::localhost_cert();
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+        )
+        .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, got) = channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(connection, client);
+            let mut buf = [0; 1024];
+            if let Ok(n) = tls.read(&mut buf) {
+                let _ = tx.send(buf[..n].to_vec());
+            }
+        }
+    });
+    let tmp = TempDir::new("notify-tls");
+    let home = setup(
+        &tmp,
+        &format!(
+            "[stack]\nname = \"app\"\n\n[notify]\nwebhook = \"https://localhost:{port}/h\"\nsecret_file = \"hook.key\"\n\n\
+             [secrets.HAND]\nkind = \"token\"\n"
+        ),
+    );
+    let daemon = Daemon::start(&home);
+    ok(keyctl(&home).args(["rotate", "HAND"]));
+    let line = daemon.line_with("not delivered (attempt 1)").unwrap();
+    assert!(line.contains("TLS: invalid peer certificate"), "{line}");
+    assert!(!line.contains("/h"), "the URL's path is not logged: {line}");
+    assert!(
+        got.try_iter().all(|b| b.is_empty()),
+        "the receiver read a request"
+    );
+    let outbox = std::fs::read_to_string(home.join("notify-outbox.json")).unwrap();
+    assert!(outbox.contains("\"rotated\""), "kept: {outbox}");
 }
