@@ -48,6 +48,21 @@ const BROKEN: &[(&str, &str, &str)] = &[
         ":7:10: invalid TOML: duplicate key `DB_PASSWORD` (expected each key once in its table)",
     ),
     (
+        "plain http webhook to another host",
+        "[stack]\nname = \"shop\"\n\n[notify]\nwebhook = \"http://hooks.example.com/keyd\"\nsecret_file = \"/k\"\n\n[secrets.A]\nkind = \"fernet\"\n",
+        ":5:11: webhook \"http://hooks.example.com/keyd\" is plain http:// to a host that is not this machine",
+    ),
+    (
+        "misspelt notify event",
+        "[stack]\nname = \"shop\"\n\n[notify]\nwebhook = \"https://hooks.example.com/keyd\"\nsecret_file = \"/k\"\nevents = [\"retierd\"]\n\n[secrets.A]\nkind = \"fernet\"\n",
+        ":7:10: unknown event \"retierd\" in [notify] events: did you mean `retired`? (expected rotated, retired, failed, rekey_owed, expiring or reload_failed)",
+    ),
+    (
+        "notify without a signing key",
+        "[stack]\nname = \"shop\"\n\n[notify]\nwebhok = \"https://hooks.example.com/keyd\"\n\n[secrets.A]\nkind = \"fernet\"\n",
+        ":4:2: [notify] has no `webhook`",
+    ),
+    (
         "misspelt field",
         "[stack]\nname = \"shop\"\n\n[secrets.DB_PASSWORD]\nkind = \"password\"\nlenght = 24\n",
         ":6:1: unknown field `lenght` in secret \"DB_PASSWORD\": did you mean `length`? (expected for kind \"password\": ",

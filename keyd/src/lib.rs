@@ -37,6 +37,7 @@ mod error;
 pub mod fuzzing;
 pub mod log;
 pub mod material;
+pub mod notify;
 pub mod ops;
 pub mod policy;
 mod reconcile;

@@ -178,6 +178,11 @@ impl fmt::Debug for Value {
 pub struct SecretBytes(Zeroizing<Vec<u8>>);
 
 impl SecretBytes {
+    /// Bytes already held in a zeroizing buffer (a key read from a file).
+    pub fn from_zeroizing(bytes: Zeroizing<Vec<u8>>) -> Self {
+        Self(bytes)
+    }
+
     /// `len` bytes from the operating system's CSPRNG.
     pub fn random(len: usize) -> Self {
         let mut bytes = Zeroizing::new(vec![0u8; len]);

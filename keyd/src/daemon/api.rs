@@ -112,7 +112,7 @@ pub async fn handle(state: &Arc<State>, request: &Request, uid: u32) -> Response
             };
             let by = actor.clone();
             let result = state
-                .exclusive(move |home, clock| {
+                .exclusive_notified(move |home, clock| {
                     ops::rotate(home, &body.selector, body.force, clock, &by)
                 })
                 .await;
@@ -133,7 +133,7 @@ pub async fn handle(state: &Arc<State>, request: &Request, uid: u32) -> Response
             };
             let by = actor.clone();
             match state
-                .exclusive(move |home, clock| ops::retire(home, &body.name, clock, &by))
+                .exclusive_notified(move |home, clock| ops::retire(home, &body.name, clock, &by))
                 .await
             {
                 Ok(report) => {

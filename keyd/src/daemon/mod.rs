@@ -15,6 +15,7 @@ mod api;
 pub mod client;
 pub mod http;
 pub mod metrics;
+mod notifier;
 pub mod plugin;
 
 use std::future::Future;
@@ -74,6 +75,8 @@ pub struct State {
     work: Mutex<()>,
     /// Wakes the scheduler.
     pub wake: Notify,
+    /// Wakes the notifier: events were added to the outbox.
+    notify_wake: Arc<Notify>,
     allowed: Vec<u32>,
     status: std::sync::Mutex<Option<CachedStatus>>,
     view: std::sync::Mutex<Option<(StoreKey, Arc<StoreData>)>>,
@@ -119,6 +122,7 @@ impl State {
             clock,
             work: Mutex::new(()),
             wake: Notify::new(),
+            notify_wake: Arc::new(Notify::new()),
             allowed,
             status: std::sync::Mutex::new(None),
             view: std::sync::Mutex::new(None),
@@ -202,6 +206,26 @@ impl State {
             .unwrap_or(Err(Error::Panicked {
                 operation: "a store read",
             }))
+    }
+
+    /// Runs an operation that rotates or retires (`f`) through [`State::exclusive`], then,
+    /// in the same turn, appends the events of its report to the notify outbox and wakes the
+    /// notifier (which sends them outside any turn).
+    pub async fn exclusive_notified<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Home, &dyn Clock) -> Result<T, Error> + Send + 'static,
+        T: AsRef<RotationReport>,
+    {
+        let result = self
+            .exclusive(move |home, clock| {
+                let out = f(home, clock)?;
+                notifier::record(home, out.as_ref(), clock.now());
+                Ok(out)
+            })
+            .await;
+        self.notify_wake.notify_one();
+        result
     }
 
     /// Runs a store operation on the blocking pool, one at a time.
@@ -374,6 +398,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let scheduler = tokio::spawn(scheduler(state.clone()));
+    let notifier = tokio::spawn(notifier::run(
+        state.home.clone(),
+        state.clock.clone(),
+        state.notify_wake.clone(),
+    ));
     let lease = state
         .home
         .remote()
@@ -421,11 +450,21 @@ pub async fn run(
     if let Some(probes) = probes {
         probes.abort();
     }
+    notifier.abort();
     if let Some(lease) = lease {
         lease.abort();
     }
     // Wait for the operation in progress: the store is left between steps, never inside one.
     let _safe_point = state.work.lock().await;
+}
+
+/// A scheduler pass's result, whose report the notifier reads.
+struct Pass((RotationReport, Option<i64>));
+
+impl AsRef<RotationReport> for Pass {
+    fn as_ref(&self) -> &RotationReport {
+        &self.0.0
+    }
 }
 
 async fn scheduler(state: Arc<State>) {
@@ -448,14 +487,16 @@ async fn scheduler(state: Arc<State>) {
             "keyd schedule"
         };
         let pass = state
-            .exclusive(move |home, clock| {
+            .exclusive_notified(move |home, clock| {
                 if take_over {
                     start_up(home, clock, by)
                 } else {
                     ops::run_due(home, clock, by)
                 }
+                .map(Pass)
             })
-            .await;
+            .await
+            .map(|Pass(pass)| pass);
         let next = match pass {
             Ok((report, next)) => {
                 log_report(&report, by);
@@ -573,6 +614,7 @@ pub fn run_daemon(config: Config) -> Result<(), Error> {
     let started = if home.remote().is_none() {
         let (report, _) = start_up(&home, &SystemClock, "keyd start")?;
         log_report(&report, "keyd start");
+        notifier::record(&home, &report, SystemClock.now());
         Some(report)
     } else {
         home.require_unattended()?;

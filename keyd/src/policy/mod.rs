@@ -4,6 +4,7 @@
 
 pub mod chars;
 pub mod duration;
+mod notify;
 mod outputs;
 mod parse;
 mod secrets;
@@ -13,6 +14,7 @@ mod targets;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+pub use self::notify::{EventKind, NotifySpec, Webhook};
 pub use self::outputs::{Output, Part};
 pub use self::secrets::{FernetDelivery, Kind, KindSpec, RekeyHook, SecretSpec};
 pub use self::sinks::{
@@ -39,6 +41,8 @@ pub struct Policy {
     pub secrets: Vec<SecretSpec>,
     /// Outside systems that must accept new values (`[targets.NAME]`).
     pub targets: Vec<TargetSpec>,
+    /// Webhooks told about this stack's rotations (`[notify]`).
+    pub notify: Option<NotifySpec>,
     /// Position of each secret in `secrets`, by name, so a lookup costs the same however many
     /// secrets the policy declares.
     index: HashMap<String, usize>,

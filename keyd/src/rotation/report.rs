@@ -23,6 +23,12 @@ impl OutcomeKind {
     }
 }
 
+impl AsRef<RotationReport> for RotationReport {
+    fn as_ref(&self) -> &RotationReport {
+        self
+    }
+}
+
 impl RotationReport {
     /// Adds what one delivery pass did (see [`DeliveryReport::merge_into`]).
     pub fn add_delivery(&mut self, pass: DeliveryReport) {

@@ -12,6 +12,7 @@ mod cross_checks;
 mod fields;
 mod kinds;
 mod mysql_target;
+mod notify;
 mod pgbouncer_target;
 mod problems;
 mod sinks;
@@ -26,10 +27,11 @@ use self::cross_checks::{
 };
 use self::fields::Fields;
 use self::kinds::check_secret;
+use self::notify::check_notify;
 use self::problems::{Checker, LineIndex, invalid, top_level_key_at};
 use self::sinks::check_sinks;
 use self::targets::check_targets;
-use super::{Policy, PolicyError, SecretSpec, SinkSpec, Sinks, TargetSpec};
+use super::{NotifySpec, Policy, PolicyError, SecretSpec, SinkSpec, Sinks, TargetSpec};
 
 pub(super) fn parse(path: &Path, source: String) -> Result<Policy, PolicyError> {
     let mut c = Checker {
@@ -61,8 +63,14 @@ pub(super) fn parse(path: &Path, source: String) -> Result<Policy, PolicyError> 
     if !c.problems.is_empty() {
         return Err(invalid(path, &source, c.problems));
     }
-    let (stack, description, sinks, secrets, targets) =
-        checked.expect("no problems means a policy");
+    let Checked {
+        stack,
+        description,
+        sinks,
+        secrets,
+        targets,
+        notify,
+    } = checked.expect("no problems means a policy");
     Ok(Policy {
         path: path.to_owned(),
         source,
@@ -76,23 +84,26 @@ pub(super) fn parse(path: &Path, source: String) -> Result<Policy, PolicyError> 
             .collect(),
         secrets,
         targets,
+        notify,
     })
 }
 
-type Checked = (
-    String,
-    Option<String>,
-    Sinks,
-    Vec<SecretSpec>,
-    Vec<TargetSpec>,
-);
+/// A policy's parts once every check passed.
+struct Checked {
+    stack: String,
+    description: Option<String>,
+    sinks: Sinks,
+    secrets: Vec<SecretSpec>,
+    targets: Vec<TargetSpec>,
+    notify: Option<NotifySpec>,
+}
 
 fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) -> Option<Checked> {
     let top = Fields::new("the policy", doc);
     top.only(
         c,
-        &["stack", "sinks", "targets", "secrets"],
-        "[stack], [sinks.*], [targets.*] or [secrets.*]",
+        &["stack", "sinks", "targets", "secrets", "notify"],
+        "[stack], [sinks.*], [targets.*], [secrets.*] or [notify]",
     );
 
     let mut stack = None;
@@ -156,6 +167,15 @@ fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) ->
         None => Vec::new(),
     };
 
+    let notify = match top.get("notify").map(|e| (e, e.value.get_ref())) {
+        Some((e, DeValue::Table(t))) => check_notify(c, base, e.key_at, t),
+        Some((e, _)) => {
+            top.wrong_type(c, e, "a table ([notify] with webhook and secret_file)");
+            None
+        }
+        None => None,
+    };
+
     let lines = LineIndex::new(src);
     let mut drafts = Vec::new();
     match top.get("secrets").map(|e| (e, e.value.get_ref())) {
@@ -206,7 +226,14 @@ fn check_document(c: &mut Checker, path: &Path, src: &str, doc: &DeTable<'_>) ->
         sinks.set(SinkSpec::Plugin(plugin));
     }
     let secrets = drafts.into_iter().map(|d| d.spec).collect();
-    Some((stack?, description, sinks, secrets, targets))
+    Some(Checked {
+        stack: stack?,
+        description,
+        sinks,
+        secrets,
+        targets,
+        notify,
+    })
 }
 
 /// Shared by the parts' unit tests: policies read from `p.toml`.
@@ -339,7 +366,7 @@ kind = "fernet"
             err_text(
                 "version = 2\n[stack]\nname = \"s\"\nowner = \"me\"\n[secrets.A]\nkind = \"fernet\"\n"
             ),
-            "p.toml:1:1: unknown field `version` in the policy (expected [stack], [sinks.*], [targets.*] or [secrets.*])\n\
+            "p.toml:1:1: unknown field `version` in the policy (expected [stack], [sinks.*], [targets.*], [secrets.*] or [notify])\n\
              p.toml:4:1: unknown field `owner` in [stack] (expected name or description)"
         );
     }
