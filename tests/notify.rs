@@ -319,3 +319,45 @@ fn an_https_receiver_with_an_untrusted_certificate_gets_nothing() {
     let outbox = std::fs::read_to_string(home.join("notify-outbox.json")).unwrap();
     assert!(outbox.contains("\"rotated\""), "kept: {outbox}");
 }
+
+/// A certificate within the 14 days the alert rule and `keyctl check` warn in, whose renewal
+/// is not due yet, is announced as `expiring` once, with its version, and a restart does not
+/// announce a certificate that is not near its end.
+#[test]
+fn a_certificate_near_its_end_is_announced_once_as_expiring_and_one_far_from_it_is_not() {
+    let tmp = TempDir::new("notify-expiring");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rx = receiver(listener);
+    let home = setup(
+        &tmp,
+        &format!(
+            "[stack]\nname = \"app\"\n\n[notify]\nwebhook = \"http://127.0.0.1:{port}/hooks/keyd\"\nsecret_file = \"hook.key\"\nevents = [\"expiring\"]\n\n\
+             [secrets.NEAR]\nkind = \"tls\"\nkey = \"NEAR_KEY\"\ncn = \"near.example\"\ndays = 10\nrenew_before = \"1d\"\n\n\
+             [secrets.FAR]\nkind = \"tls\"\nkey = \"FAR_KEY\"\ncn = \"far.example\"\ndays = 30\n",
+        ),
+    );
+    let key_file = tmp.join("hook.key");
+    let daemon = Daemon::start(&home);
+    let expiring = event(&rx, &key_file);
+    assert_eq!(expiring["event"], "expiring");
+    assert_eq!(
+        (expiring["stack"].as_str(), expiring["name"].as_str()),
+        (Some("app"), Some("NEAR"))
+    );
+    assert_eq!(expiring["version"], 1);
+    assert!(
+        expiring["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("its certificate expires in 10 days"),
+        "{expiring}"
+    );
+    // Neither FAR nor a second NEAR event: a rotation's pass and the scheduler's see the same.
+    ok(keyctl(&home).args(["rotate", "FAR"]));
+    assert!(
+        rx.recv_timeout(Duration::from_secs(3)).is_err(),
+        "one expiring event only"
+    );
+    drop(daemon);
+}

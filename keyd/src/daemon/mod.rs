@@ -488,12 +488,14 @@ async fn scheduler(state: Arc<State>) {
         };
         let pass = state
             .exclusive_notified(move |home, clock| {
-                if take_over {
+                let pass = if take_over {
                     start_up(home, clock, by)
                 } else {
                     ops::run_due(home, clock, by)
-                }
-                .map(Pass)
+                };
+                // After the pass: a certificate it renewed is not announced as expiring.
+                notifier::record_expiring(home, clock.now());
+                pass.map(Pass)
             })
             .await
             .map(|Pass(pass)| pass);
@@ -615,6 +617,7 @@ pub fn run_daemon(config: Config) -> Result<(), Error> {
         let (report, _) = start_up(&home, &SystemClock, "keyd start")?;
         log_report(&report, "keyd start");
         notifier::record(&home, &report, SystemClock.now());
+        notifier::record_expiring(&home, SystemClock.now());
         Some(report)
     } else {
         home.require_unattended()?;

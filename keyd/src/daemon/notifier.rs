@@ -103,6 +103,92 @@ pub fn record(home: &Home, report: &RotationReport, now: i64) -> usize {
             }
         }
     }
+    enqueue(home, entries, now)
+}
+
+/// The certificates (versions already announced in this process) an `expiring` event was
+/// recorded for: one event per certificate version and process, however many passes see it.
+static EXPIRING_SENT: std::sync::Mutex<Vec<(String, String, u64)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Appends an `expiring` event for each current certificate that ends within
+/// [`ops::check::EXPIRY_WARNING_SECONDS`] (the window `keyctl check` warns in and the alert
+/// rule fires in), for stacks whose `[notify]` wants it; once per certificate version in
+/// this process. The daemon renews a certificate inside its `renew_before`, so this is sent
+/// for one whose renewal is not due yet, failed, or cannot happen. Reads the store. Blocks.
+pub fn record_expiring(home: &Home, now: i64) -> usize {
+    let data = match home.peek() {
+        Ok(data) => data,
+        Err(e) => {
+            crate::log::error(format_args!(
+                "notify: cannot read the store for [notify]: {e}"
+            ));
+            return 0;
+        }
+    };
+    let mut entries = Vec::new();
+    let mut sent = EXPIRING_SENT.lock().unwrap_or_else(|e| e.into_inner());
+    for (stack, record) in &data.stacks {
+        let Some(spec) = Policy::parse(&record.policy_path, record.policy_source.clone())
+            .ok()
+            .and_then(|p| p.notify)
+            .filter(|spec| spec.wants(EventKind::Expiring))
+        else {
+            continue;
+        };
+        for (name, secret) in &record.secrets {
+            let Some(current) = secret.current() else {
+                continue;
+            };
+            let crate::material::Material::Tls(cert) = &current.material else {
+                continue;
+            };
+            let left = cert.not_after - now;
+            if left >= crate::ops::check::EXPIRY_WARNING_SECONDS {
+                continue;
+            }
+            let key = (stack.clone(), name.clone(), current.number);
+            if sent.contains(&key) {
+                continue;
+            }
+            sent.push(key);
+            let message = match left {
+                ..=0 => format!("its certificate expired {} ago", span(-left)),
+                _ => format!("its certificate expires in {}", span(left)),
+            };
+            let event = Event::new(
+                EventKind::Expiring,
+                stack,
+                name,
+                current.number,
+                now,
+                &message,
+            );
+            for webhook in &spec.webhooks {
+                entries.push(OutboxEntry::new(
+                    webhook.clone(),
+                    spec.secret_file.clone(),
+                    event.clone(),
+                    now,
+                ));
+            }
+        }
+    }
+    drop(sent);
+    enqueue(home, entries, now)
+}
+
+/// A span in whole days (rounded), or hours under two days.
+fn span(seconds: i64) -> String {
+    if seconds >= 2 * 86_400 {
+        format!("{} days", (seconds + 43_200) / 86_400)
+    } else {
+        format!("{} h", seconds / 3600)
+    }
+}
+
+/// Appends `entries` to the outbox; returns how many.
+fn enqueue(home: &Home, entries: Vec<OutboxEntry>, now: i64) -> usize {
     let added = entries.len();
     if added > 0 {
         update(home, now, |outbox| {
