@@ -186,6 +186,10 @@ pub(super) enum Command {
         /// (anything still encrypted with that key can no longer be decrypted)
         #[arg(long)]
         force: bool,
+        /// Do not ask. On a terminal, keyctl asks before it rotates a whole kind, `--all`, or a
+        /// password with no target (keyd cannot set its new value on the server that checks it)
+        #[arg(long, short = 'y')]
+        yes: bool,
         /// Machine-readable output
         #[arg(long)]
         json: bool,

@@ -340,15 +340,17 @@ pub fn run(args: Args) -> Result<(), Failure> {
         Command::Rotate {
             selector: None,
             force,
+            yes,
             json,
             ..
-        } => rotation::rotate_all(home(args.home, &store)?, socket, force, json),
+        } => rotation::rotate_all(home(args.home, &store)?, socket, force, yes, json),
         Command::Rotate {
             selector: Some(selector),
             force,
+            yes,
             json,
             ..
-        } => rotation::rotate(home(args.home, &store)?, socket, selector, force, json),
+        } => rotation::rotate(home(args.home, &store)?, socket, selector, force, yes, json),
         Command::Retire { name, json } => {
             rotation::retire(home(args.home, &store)?, socket, name, json)
         }

@@ -21,8 +21,12 @@ pub(super) fn rotate(
     socket: Option<&Path>,
     selector: String,
     force: bool,
+    yes: bool,
     json: bool,
 ) -> Result<(), Failure> {
+    if !yes && on_terminal() {
+        confirm(&keyd::ops::rotate_cautions(&home, &selector)?)?;
+    }
     let body = serde_json::to_value(RotateRequest {
         selector: selector.clone(),
         force,
@@ -45,6 +49,39 @@ pub(super) fn retire(
     rotation_command(home, socket, "/v1/retire", &body, json, |home| {
         keyd::ops::retire(home, &name, &SystemClock, &actor("keyctl"))
     })
+}
+
+/// Whether a person is at the keyboard: stdin and stderr are both terminals. Scripts, cron
+/// and pipes are never asked.
+fn on_terminal() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// Shows `cautions` on stderr and asks to go on; anything but `y` or `yes` declines, and a
+/// declined rotation changes nothing (exit 1). No cautions: nothing is asked.
+fn confirm(cautions: &[String]) -> Result<(), Failure> {
+    if cautions.is_empty() {
+        return Ok(());
+    }
+    use std::io::{BufRead as _, Write as _};
+    let mut err = std::io::stderr().lock();
+    for caution in cautions {
+        let _ = writeln!(err, "keyctl: {caution}");
+    }
+    let _ = write!(err, "Rotate? [y/N] ");
+    let _ = err.flush();
+    drop(err);
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err(Failure::new(
+            1,
+            "not rotated: not confirmed",
+            Some("nothing changed; pass --yes to rotate without being asked".to_owned()),
+        )),
+    }
 }
 
 /// The daemon's API socket: `--socket`, else the home's `keyd.sock`.
@@ -139,6 +176,7 @@ pub(super) fn rotate_all(
     home: Home,
     socket: Option<&Path>,
     force: bool,
+    yes: bool,
     json: bool,
 ) -> Result<(), Failure> {
     let listed = query::list(&home, Read::Locked)?;
@@ -148,6 +186,13 @@ pub(super) fn rotate_all(
         .filter(|k| listed.iter().any(|s| s.kind == *k && !s.removed))
         .collect();
     drop(listed);
+    if !yes && on_terminal() {
+        let mut cautions = Vec::new();
+        for kind in &kinds {
+            cautions.extend(keyd::ops::rotate_cautions(&home, kind.as_str())?);
+        }
+        confirm(&cautions)?;
+    }
     let mut combined = keyd::rotation::RotationReport::default();
     let mut through = None;
     for kind in kinds {

@@ -26,7 +26,7 @@ pub use recover::{
 };
 pub use relocate::{CopyReport, StoreInfo, copy_store, store_info};
 pub use restore::{RestoreOptions, RestoreReport, read_backup, restore};
-pub use rotate::{actor, deliver_all, retire, rotate, run_due, select};
+pub use rotate::{actor, deliver_all, retire, rotate, rotate_cautions, run_due, select};
 pub use store_diff::{Change, StoreDiff, diff};
 
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 
 use crate::clock::Clock;
 use crate::error::Error;
-use crate::policy::Kind;
+use crate::policy::{Kind, Policy};
 use crate::rotation::schedule::{Action, plan, unreadable_policies};
 use crate::rotation::{Engine, OutcomeKind, RotationReport, SecretKey};
 use crate::store::{Home, LookupError, StoreData};
@@ -61,6 +61,42 @@ pub fn select(data: &StoreData, selector: &str) -> Result<Vec<(String, String)>,
     }
     let (stack, secret, _, _) = data.find_output(selector)?;
     Ok(vec![(stack.to_owned(), secret.to_owned())])
+}
+
+/// What a person typing `keyctl rotate SELECTOR` should confirm first, one sentence each
+/// (none: nothing to ask): a kind, which rotates every secret of it at once, and each password
+/// with no `target` that is not `standalone`, whose new value keyd cannot set on the server
+/// that checks it. Reads the store; changes nothing.
+pub fn rotate_cautions(home: &Home, selector: &str) -> Result<Vec<String>, Error> {
+    let data = home.lock_shared()?.load_for(selector)?;
+    let selected = select(&data, selector)?;
+    let mut cautions = Vec::new();
+    let last = selector.rsplit('/').next().unwrap_or(selector);
+    if Kind::ALL.into_iter().any(|k| k.as_str() == last) {
+        let names: Vec<String> = selected.iter().map(|(s, n)| format!("{s}/{n}")).collect();
+        cautions.push(format!(
+            "{selector} is a kind: {} secrets rotate at once ({})",
+            names.len(),
+            names.join(", ")
+        ));
+    }
+    for (stack_name, name) in &selected {
+        let stack = &data.stacks[stack_name];
+        if stack.secrets[name].kind != Kind::Password {
+            continue;
+        }
+        let policy = Policy::parse(&stack.policy_path, stack.policy_source.clone()).ok();
+        if policy
+            .as_ref()
+            .and_then(|p| p.secret(name))
+            .is_some_and(|spec| spec.target.is_none() && !spec.standalone)
+        {
+            cautions.push(format!(
+                "{stack_name}/{name} is a password with no target: keyd does not set the new value on the server that checks it, so whatever logs in with it fails until that server has it"
+            ));
+        }
+    }
+    Ok(cautions)
 }
 
 /// Rotates every secret `selector` names (see [`select`]); resumes a rotation in flight instead
