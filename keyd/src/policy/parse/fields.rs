@@ -6,7 +6,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::problems::{Checker, closest};
-use crate::policy::duration;
+use crate::policy::{LoginStrategy, duration};
 
 /// One key = value of a table, with spans.
 pub(super) struct Entry<'t, 'i> {
@@ -259,6 +259,38 @@ pub(super) fn check_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The `strategy` and `user_secret` of a secret's target (PostgreSQL, MySQL): the alternating
+/// strategy delivers the login in use under `user_secret`, so it needs one.
+pub(super) fn login_strategy(
+    c: &mut Checker,
+    f: &Fields<'_, '_>,
+    name: &str,
+    e: &Entry<'_, '_>,
+) -> (LoginStrategy, Option<String>) {
+    let strategy = match f.str(c, "strategy") {
+        None => LoginStrategy::Single,
+        Some((s, _)) if s == "single" => LoginStrategy::Single,
+        Some((s, _)) if s == "alternating" => LoginStrategy::Alternating,
+        Some((s, at)) => {
+            c.err(
+                at,
+                format!("unknown strategy {s:?} (expected \"single\" or \"alternating\")"),
+            );
+            LoginStrategy::Single
+        }
+    };
+    let user_secret = f.str(c, "user_secret").map(|(u, at)| {
+        if let Err(m) = check_name(&u) {
+            c.err(at, format!("`user_secret`: {m}"));
+        }
+        u
+    });
+    if strategy == LoginStrategy::Alternating && user_secret.is_none() {
+        c.err(e.value.span().start, format!("the alternating strategy of {name:?} needs user_secret = \"NAME\" (the login in use is delivered under it)"));
+    }
+    (strategy, user_secret)
 }
 
 #[cfg(test)]

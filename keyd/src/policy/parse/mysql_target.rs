@@ -1,9 +1,8 @@
 //! The `target = { … }` of a password whose target is a MySQL or MariaDB server: the user,
 //! the hosts its accounts are for, and the strategy.
 
-use super::fields::{Entry, Fields};
+use super::fields::{Entry, Fields, login_strategy};
 use super::problems::Checker;
-use super::targets::login_strategy;
 use crate::policy::SecretTarget;
 
 /// Whether `name` is a MySQL user or host keyd accepts: 1 to `max` bytes of letters, digits,

@@ -6,14 +6,11 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
-use super::fields::check_name;
-use super::fields::{Entry, Fields};
+use super::fields::{Entry, Fields, login_strategy};
 use super::pgbouncer_target;
 use super::problems::Checker;
 use crate::policy::duration;
-use crate::policy::{
-    AdminPassword, LoginStrategy, RedisMode, SecretTarget, TargetKind, TargetSpec,
-};
+use crate::policy::{AdminPassword, RedisMode, SecretTarget, TargetKind, TargetSpec};
 
 /// Whether `name` is a PostgreSQL role name keyd accepts: a lowercase identifier that needs no
 /// quoting, at most 59 bytes (room for the `_b` of the alternating strategy's second login).
@@ -309,38 +306,6 @@ pub(super) fn check_secret_target(
     }
 }
 
-/// The `strategy` and `user_secret` of a secret's target (PostgreSQL, MySQL): the alternating
-/// strategy delivers the login in use under `user_secret`, so it needs one.
-pub(super) fn login_strategy(
-    c: &mut Checker,
-    f: &Fields<'_, '_>,
-    name: &str,
-    e: &Entry<'_, '_>,
-) -> (LoginStrategy, Option<String>) {
-    let strategy = match f.str(c, "strategy") {
-        None => LoginStrategy::Single,
-        Some((s, _)) if s == "single" => LoginStrategy::Single,
-        Some((s, _)) if s == "alternating" => LoginStrategy::Alternating,
-        Some((s, at)) => {
-            c.err(
-                at,
-                format!("unknown strategy {s:?} (expected \"single\" or \"alternating\")"),
-            );
-            LoginStrategy::Single
-        }
-    };
-    let user_secret = f.str(c, "user_secret").map(|(u, at)| {
-        if let Err(m) = check_name(&u) {
-            c.err(at, format!("`user_secret`: {m}"));
-        }
-        u
-    });
-    if strategy == LoginStrategy::Alternating && user_secret.is_none() {
-        c.err(e.value.span().start, format!("the alternating strategy of {name:?} needs user_secret = \"NAME\" (the login in use is delivered under it)"));
-    }
-    (strategy, user_secret)
-}
-
 /// A password rotated on a schedule must reach what checks it: a `target` keyd changes
 /// first, or `standalone = true`, the policy's word that nothing outside keyd checks it.
 /// Otherwise each rotation hands consumers a password their server was never told of: an
@@ -374,7 +339,7 @@ mod tests {
 
     use super::super::testing::{err_text, policy};
     use super::*;
-    use crate::policy::Part;
+    use crate::policy::{LoginStrategy, Part};
 
     /// A postgres target `db` and a redis target `cache` (lines 3 to 8), then secret A, a
     /// password on lines 9 and 10, whose `target = ` value starts at 11:10.
