@@ -324,6 +324,28 @@ pub fn start_up(
     ops::run_due(home, clock, by)
 }
 
+/// Start-up work for a daemon that goes on to serve: as [`start_up`], but a delivery that
+/// fails (a reload hook that fails, a directory keyd cannot write) is logged and left to the
+/// scheduler, which runs owed reload hooks again with backoff. Refusing to start would only
+/// restart keyd's container in a loop, serving nothing. A store that cannot be opened still
+/// stops it.
+fn start_up_serving(
+    home: &Home,
+    clock: &dyn Clock,
+    by: &str,
+) -> Result<(RotationReport, Option<i64>), Error> {
+    home.require_unattended()?;
+    if let Err(e) = ops::deliver_all(home, clock, by) {
+        if matches!(e, Error::Store(_)) {
+            return Err(e);
+        }
+        crate::log::error(format_args!(
+            "start-up delivery failed: {e}; serving, and trying again on schedule"
+        ));
+    }
+    ops::run_due(home, clock, by)
+}
+
 /// Binds the API socket: refuses when another daemon answers on it, replaces a stale file.
 pub fn bind(config: &Config) -> Result<UnixListener, Error> {
     bind_socket(&config.socket, config.socket_mode, "--socket")
@@ -614,7 +636,7 @@ pub fn run_daemon(config: Config) -> Result<(), Error> {
     // On a remote store the start-up work is the lease holder's (the scheduler does it when
     // the lease is taken); the store must open all the same.
     let started = if home.remote().is_none() {
-        let (report, _) = start_up(&home, &SystemClock, "keyd start")?;
+        let (report, _) = start_up_serving(&home, &SystemClock, "keyd start")?;
         log_report(&report, "keyd start");
         notifier::record(&home, &report, SystemClock.now());
         notifier::record_expiring(&home, SystemClock.now());
