@@ -6,6 +6,12 @@
 //! answers times out naming the target. Logins are checked with `rabbitmqctl
 //! authenticate_user`, independent of keyd's AMQP client.
 
+use std::time::Duration;
+
+use keyd::policy::LoginStrategy;
+use keyd::secret::SecretString;
+use keyd::targets::rabbitmq::RabbitmqTarget;
+use keyd::targets::{Credential, Target};
 use keyd_tests::rabbitmq::Rabbitmq;
 use keyd_tests::target_stack::{Setup, count_failures, output_within, silent_server};
 use keyd_tests::{keyctl, ok};
@@ -108,6 +114,8 @@ fn rabbitmq_single_quickstart_rotate_and_retire_leave_only_the_new_password() {
     );
     assert!(!node.can_login("celery", &first));
 
+    keyds_client_tells_refusals_apart(&node, &first, &second);
+
     let log = node.log();
     assert!(
         log.contains("celery"),
@@ -119,6 +127,58 @@ fn rabbitmq_single_quickstart_rotate_and_retire_leave_only_the_new_password() {
             "a password is in RabbitMQ's log"
         );
     }
+}
+
+/// The one user's credential with `password`.
+fn credential(password: &SecretString) -> Credential<'_> {
+    Credential {
+        login: None,
+        password,
+    }
+}
+
+/// The target `broker` on `node` for user `celery` on `vhost`, logged in as `admin` with
+/// `admin_password`.
+fn target(node: &Rabbitmq, admin_password: &str, vhost: &str) -> RabbitmqTarget {
+    RabbitmqTarget::new(
+        "broker",
+        &format!("http://admin@127.0.0.1:{}", node.http_port),
+        Some(SecretString::new(admin_password.to_owned())),
+        &format!("amqp://127.0.0.1:{}/", node.amqp_port),
+        "celery",
+        vhost,
+        LoginStrategy::Single,
+        Duration::from_secs(5),
+        false,
+    )
+    .unwrap()
+}
+
+/// keyd's own AMQP client accepts `good` for `celery` on `/` and refuses `bad` (403
+/// ACCESS_REFUSED) and a vhost the user may not use (530 NOT_ALLOWED); a wrong admin
+/// password fails naming the target and not the password.
+fn keyds_client_tells_refusals_apart(node: &Rabbitmq, bad: &str, good: &str) {
+    let (bad, good) = (
+        SecretString::new(bad.to_owned()),
+        SecretString::new(good.to_owned()),
+    );
+    let t = target(node, &node.admin_password, "/");
+    assert!(t.accepts(&credential(&good)).unwrap());
+    assert!(!t.accepts(&credential(&bad)).unwrap());
+    let e = t.test(&credential(&bad)).unwrap_err().to_string();
+    assert!(e.contains("403 ACCESS_REFUSED"), "{e}");
+    node.api("PUT", "/api/vhosts/elsewhere", None);
+    let t = target(node, &node.admin_password, "elsewhere");
+    assert!(!t.accepts(&credential(&good)).unwrap());
+    let e = t.test(&credential(&good)).unwrap_err().to_string();
+    assert!(e.contains("530 NOT_ALLOWED"), "{e}");
+    let t = target(node, "not-the-admin-password", "/");
+    let e = t.set(&credential(&good), None).unwrap_err().to_string();
+    assert!(
+        e.starts_with("target broker: management API GET /api/users/celery answered HTTP 401"),
+        "{e}"
+    );
+    assert!(!e.contains("not-the-admin-password") && !e.contains(good.expose_secret()));
 }
 
 #[test]
