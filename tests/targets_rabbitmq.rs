@@ -2,8 +2,9 @@
 //! free loopback ports (see `keyd_tests::rabbitmq`): what quickstart delivers logs in, a
 //! single rotation and retire leave only the new password working, a reconnecting client sees
 //! no failed login through alternating rotations, the second login gets the tags and the
-//! vhost permissions of the first, the node's log holds no password, and a broker that never
-//! answers times out naming the target. Logins are checked with `rabbitmqctl
+//! vhost permissions of the first, a rotation killed at any step resumes to one new version
+//! that logs in, the node's log holds no password, and a broker that never answers times out
+//! naming the target. Logins are checked with `rabbitmqctl
 //! authenticate_user`, independent of keyd's AMQP client.
 
 use std::time::Duration;
@@ -14,7 +15,7 @@ use keyd::targets::rabbitmq::RabbitmqTarget;
 use keyd::targets::{Credential, Target};
 use keyd_tests::rabbitmq::Rabbitmq;
 use keyd_tests::target_stack::{Setup, count_failures, output_within, silent_server};
-use keyd_tests::{keyctl, ok};
+use keyd_tests::{keyctl, keyd, ok};
 
 /// A stack `jobs` with a rabbitmq target `broker` on `node` (admin password from a file in
 /// the setup's directory, written by [`setup`]) and BROKER_PASSWORD of user `celery` on
@@ -56,6 +57,20 @@ fn setup(node: &Rabbitmq, tag: &str, vhost: &str, strategy: &str) -> Setup {
     let admin = node.dir.join("keyd-admin-password");
     std::fs::write(&admin, &node.admin_password).unwrap();
     Setup::new(tag, &broker_policy(node, &admin, vhost, strategy))
+}
+
+/// How many versions `name` has, and whether a rotation is in flight.
+fn versions_and_in_flight(s: &Setup, name: &str) -> (usize, bool) {
+    let history: serde_json::Value =
+        serde_json::from_slice(&ok(keyctl(&s.home()).args(["history", name, "--json"]))).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_slice(&ok(keyctl(&s.home()).args(["status", "--json"]))).unwrap();
+    let in_flight = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|st| !st["rotation"].is_null());
+    (history["versions"].as_array().unwrap().len(), in_flight)
 }
 
 /// The permissions of `user` on `vhost` as `rabbitmqctl` lists them (configure, write, read).
@@ -258,6 +273,30 @@ fn rabbitmq_alternating_has_zero_failed_logins_and_copies_tags_and_permissions()
     );
     assert_eq!(s.file("BROKER_USER"), "celery");
     assert!(node.can_login("celery", &s.file("BROKER_PASSWORD")));
+
+    // A rotation killed at any step resumes to one new version whose login works.
+    for (i, step) in ["create", "set", "test", "deliver", "promote"]
+        .into_iter()
+        .enumerate()
+    {
+        s.rotate_killed_after("BROKER_PASSWORD", step);
+        let (user, password) = (s.file("BROKER_USER"), s.file("BROKER_PASSWORD"));
+        assert!(
+            node.can_login(&user, &password),
+            "killed after {step}: the delivered login stopped working"
+        );
+        ok(keyd(&s.home()).arg("--once"));
+        assert_eq!(
+            versions_and_in_flight(&s, "BROKER_PASSWORD"),
+            (i + 4, false),
+            "killed after {step}: one new version, no rotation left in flight"
+        );
+        let (user, password) = (s.file("BROKER_USER"), s.file("BROKER_PASSWORD"));
+        assert!(
+            node.can_login(&user, &password),
+            "killed after {step}: the resumed version does not log in"
+        );
+    }
     let log = node.log();
     for value in [&first, &second] {
         assert!(

@@ -197,15 +197,17 @@ impl RabbitmqTarget {
         }
     }
 
-    /// Describes an I/O failure, a timeout as such.
+    /// Describes an I/O failure: a timeout as such, a TLS failure as TLS's.
     fn describe(&self, e: &std::io::Error) -> String {
         if e.kind() == std::io::ErrorKind::TimedOut {
             format!(
                 "no answer, timed out after {}",
                 duration::format(self.timeout)
             )
-        } else {
+        } else if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
             tls::describe(e)
+        } else {
+            e.to_string()
         }
     }
 
