@@ -211,9 +211,15 @@ fn invalid(what: &str) -> std::io::Error {
     )
 }
 
-/// The end of the head (after its blank line), if read.
+/// The largest head read.
+const MAX_HEAD: usize = 64 << 10;
+
+/// The end of the head (after its blank line), if read within its first 64 KiB.
 fn head_end(raw: &[u8]) -> Option<usize> {
-    raw.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+    raw[..raw.len().min(MAX_HEAD)]
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
 }
 
 /// The value of header `name` in `head`.
@@ -234,7 +240,9 @@ fn complete(raw: &[u8]) -> bool {
     if let Some(len) = header(&head, "content-length").and_then(|l| l.parse::<usize>().ok()) {
         return raw.len() >= end + len;
     }
+    // A chunked body ends with its last chunk's blank line: decode only then, not per read.
     header(&head, "transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+        && raw.ends_with(b"\r\n\r\n")
         && dechunk(&raw[end..]).is_some()
 }
 
