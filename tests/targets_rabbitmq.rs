@@ -14,6 +14,7 @@ use keyd::secret::SecretString;
 use keyd::targets::rabbitmq::RabbitmqTarget;
 use keyd::targets::{Credential, Target};
 use keyd_tests::rabbitmq::Rabbitmq;
+use keyd_tests::servers::{ServerCert, localhost_cert};
 use keyd_tests::target_stack::{Setup, count_failures, output_within, silent_server};
 use keyd_tests::{keyctl, keyd, ok};
 
@@ -302,6 +303,72 @@ fn rabbitmq_alternating_has_zero_failed_logins_and_copies_tags_and_permissions()
         assert!(
             !log.contains(value.as_str()),
             "a password is in RabbitMQ's log"
+        );
+    }
+}
+
+#[test]
+fn rabbitmq_over_https_and_amqps_with_the_urls_ca() {
+    let (cert, key) = localhost_cert();
+    let node = Rabbitmq::start_with(
+        "tls",
+        Some(ServerCert {
+            cert_pem: &cert,
+            key_pem: &key,
+        }),
+    );
+    let (amqps, https) = node.tls_ports.unwrap();
+    let s = setup(&node, "rabbitmq-tls", "/", "single");
+    let ca = s.tmp.join("ca.pem");
+    std::fs::write(&ca, &cert).unwrap();
+    let policy = std::fs::read_to_string(s.tmp.join("policy.toml"))
+        .unwrap()
+        .replace(
+            &format!("http://admin@127.0.0.1:{}", node.http_port),
+            &format!("https://admin@localhost:{https}/?ca={}", ca.display()),
+        )
+        .replace(
+            &format!("amqp://127.0.0.1:{}/", node.amqp_port),
+            &format!("amqps://localhost:{amqps}/?ca={}", ca.display()),
+        );
+    assert!(policy.contains("https://") && policy.contains("amqps://"));
+    std::fs::write(s.tmp.join("policy.toml"), policy).unwrap();
+    s.quickstart_ok();
+    let first = s.file("BROKER_PASSWORD");
+    assert!(node.can_login("celery", &first));
+    let out = s.rotate("BROKER_PASSWORD");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(node.can_login("celery", &s.file("BROKER_PASSWORD")));
+    assert!(!node.can_login("celery", &first));
+
+    // Another CA: the certificate is refused before any password is sent.
+    let other_ca = s.tmp.join("other-ca.pem");
+    std::fs::write(&other_ca, localhost_cert().0).unwrap();
+    let t = RabbitmqTarget::new(
+        "broker",
+        &format!("https://admin@localhost:{https}/?ca={}", other_ca.display()),
+        Some(SecretString::new(node.admin_password.clone())),
+        &format!("amqps://localhost:{amqps}/?ca={}", other_ca.display()),
+        "celery",
+        "/",
+        LoginStrategy::Single,
+        Duration::from_secs(5),
+        false,
+    )
+    .unwrap();
+    let password = SecretString::new(first.clone());
+    for e in [
+        t.set(&credential(&password), None).unwrap_err(),
+        t.accepts(&credential(&password)).unwrap_err(),
+    ] {
+        let e = e.to_string();
+        assert!(
+            e.starts_with("target broker: ") && e.contains("TLS certificate verification failed"),
+            "{e}"
         );
     }
 }

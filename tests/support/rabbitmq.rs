@@ -1,9 +1,10 @@
 //! A real RabbitMQ node for tests: Debian's `rabbitmq-server` started from
 //! `/usr/lib/rabbitmq/bin` (Debian's `rabbitmqctl` wrapper would force `HOME=/var/lib/rabbitmq`)
 //! with everything in its own temporary directory: its HOME and Erlang cookie, data and logs,
-//! a config with the AMQP listener and the management API on free loopback ports, and a
-//! private epmd on a port of its own. Run as root (CI), the node runs as Debian's `rabbitmq`
-//! user. Stopped, with its epmd, when dropped. Logins are checked with `rabbitmqctl
+//! a config with the AMQP listener and the management API (and, asked, AMQPS and HTTPS) on
+//! free loopback ports, and a private epmd the test starts itself on a loopback port of its own
+//! (so it owns the process and can stop it). Run as root (CI), the node runs as Debian's
+//! `rabbitmq` user. Stopped, with its epmd, when dropped. Logins are checked with `rabbitmqctl
 //! authenticate_user` against the node, independent of keyd's AMQP client.
 
 use std::os::unix::fs::PermissionsExt as _;
@@ -12,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::TempDir;
-use crate::servers::free_port;
+use crate::servers::{ServerCert, free_port};
 
 /// A RabbitMQ node with the management plugin and an administrator `admin`.
 pub struct Rabbitmq {
@@ -22,10 +23,13 @@ pub struct Rabbitmq {
     pub amqp_port: u16,
     /// The management API's port on 127.0.0.1.
     pub http_port: u16,
+    /// With TLS: the AMQPS port and the management API's HTTPS port on 127.0.0.1.
+    pub tls_ports: Option<(u16, u16)>,
     /// The admin's password.
     pub admin_password: String,
     env: Vec<(String, String)>,
     child: Child,
+    epmd: Child,
 }
 
 /// `program` run as the `rabbitmq` user when the test runs as root.
@@ -43,16 +47,38 @@ fn as_rabbitmq(program: &str) -> Command {
 impl Rabbitmq {
     /// Starts a node, waits for its management API and creates the admin.
     pub fn start(tag: &str) -> Rabbitmq {
+        Rabbitmq::start_with(tag, None)
+    }
+
+    /// Like [`Rabbitmq::start`]; with `tls`, the node also listens for AMQPS and HTTPS with
+    /// that certificate.
+    pub fn start_with(tag: &str, tls: Option<ServerCert<'_>>) -> Rabbitmq {
         let dir = TempDir::new(&format!("rabbitmq-{tag}"));
         let (amqp_port, http_port, dist_port, epmd_port) =
             (free_port(), free_port(), free_port(), free_port());
-        std::fs::write(
-            dir.join("rabbitmq.conf"),
-            format!(
-                "listeners.tcp.default = 127.0.0.1:{amqp_port}\nmanagement.tcp.port = {http_port}\nmanagement.tcp.ip = 127.0.0.1\nloopback_users = none\n"
-            ),
-        )
-        .unwrap();
+        let mut config = format!(
+            "listeners.tcp.default = 127.0.0.1:{amqp_port}\nmanagement.tcp.port = {http_port}\nmanagement.tcp.ip = 127.0.0.1\nloopback_users = none\n"
+        );
+        let tls_ports = tls.map(|tls| {
+            std::fs::write(dir.join("server.crt"), tls.cert_pem).unwrap();
+            std::fs::write(dir.join("server.key"), tls.key_pem).unwrap();
+            let (amqps, https) = (free_port(), free_port());
+            let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
+            let files = |prefix: &str| {
+                format!(
+                    "{prefix}.cacertfile = {crt}\n{prefix}.certfile = {crt}\n{prefix}.keyfile = {key}\n",
+                    crt = crt.display(),
+                    key = key.display()
+                )
+            };
+            config.push_str(&format!(
+                "listeners.ssl.default = 127.0.0.1:{amqps}\n{}ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\nmanagement.ssl.port = {https}\nmanagement.ssl.ip = 127.0.0.1\n{}",
+                files("ssl_options"),
+                files("management.ssl")
+            ));
+            (amqps, https)
+        });
+        std::fs::write(dir.join("rabbitmq.conf"), config).unwrap();
         std::fs::write(dir.join("enabled_plugins"), "[rabbitmq_management].\n").unwrap();
         let cookie = dir.join(".erlang.cookie");
         std::fs::write(&cookie, format!("KEYDTEST{}", std::process::id())).unwrap();
@@ -86,19 +112,39 @@ impl Rabbitmq {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        let child = as_rabbitmq("/usr/lib/rabbitmq/bin/rabbitmq-server")
+        let mut epmd = Command::new("epmd")
+            .args(["-port", &epmd_port.to_string(), "-address", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("epmd (Debian's erlang-base, a dependency of rabbitmq-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", epmd_port)).is_err() {
+            assert!(Instant::now() < deadline, "epmd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let child = match as_rabbitmq("/usr/lib/rabbitmq/bin/rabbitmq-server")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("rabbitmq-server (tests/run installs Debian's rabbitmq-server)");
+        {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = epmd.kill();
+                let _ = epmd.wait();
+                panic!("rabbitmq-server (tests/run installs Debian's rabbitmq-server): {e}");
+            }
+        };
         let node = Rabbitmq {
             dir,
             amqp_port,
             http_port,
+            tls_ports,
             admin_password: format!("radmin{}", std::process::id()),
             env,
             child,
+            epmd,
         };
         node.wait_until_ready();
         let admin = serde_json::json!({ "password": node.admin_password, "tags": "administrator" });
@@ -192,16 +238,7 @@ impl Drop for Rabbitmq {
         let _ = self.ctl(&["stop"]);
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let epmd_port = self
-            .env
-            .iter()
-            .find(|(k, _)| k == "ERL_EPMD_PORT")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
-        let _ = Command::new("epmd")
-            .args(["-port", &epmd_port, "-kill"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let _ = self.epmd.kill();
+        let _ = self.epmd.wait();
     }
 }
