@@ -6,6 +6,7 @@ pub mod compose;
 pub mod docker;
 pub mod mariadb;
 pub mod pgbouncer;
+pub mod rabbitmq;
 pub mod servers;
 pub mod target_stack;
 

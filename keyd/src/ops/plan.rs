@@ -375,6 +375,21 @@ fn target_plan(target: &SecretTarget, operation: Operation) -> TargetPlan {
                 .map(|l| format!("{l} at {}", hosts.join(", ")))
                 .collect(),
         },
+        SecretTarget::Rabbitmq {
+            target,
+            user,
+            vhost,
+            strategy: s,
+            ..
+        } => TargetPlan {
+            name: target.clone(),
+            r#type: "rabbitmq".into(),
+            strategy: strategy(s).into(),
+            logins: logins(user, s)
+                .into_iter()
+                .map(|l| format!("{l} on vhost {vhost}"))
+                .collect(),
+        },
         SecretTarget::Redis {
             target, user, mode, ..
         } => TargetPlan {

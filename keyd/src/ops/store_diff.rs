@@ -396,6 +396,12 @@ fn describe_target(t: &crate::policy::TargetSpec, digests: &ValueDigests) -> Str
             format!("pgbouncer (auth_file {})", auth_file.display())
         }
         TargetKind::Mysql => "mysql".to_owned(),
+        TargetKind::Rabbitmq { amqp } => {
+            format!(
+                "rabbitmq (logins tested at {})",
+                amqp.split('?').next().unwrap_or_default()
+            )
+        }
         TargetKind::Redis { user, replicas } => {
             format!("redis as {user} (replicas {})", replicas.join(" "))
         }
@@ -446,6 +452,18 @@ fn describe_secret_target(t: &SecretTarget) -> String {
         } => format!(
             "target {target}, user {user} at {} ({strategy:?}{})",
             hosts.join(" "),
+            user_secret
+                .as_ref()
+                .map_or(String::new(), |u| format!(", login in {u}"))
+        ),
+        SecretTarget::Rabbitmq {
+            target,
+            user,
+            vhost,
+            strategy,
+            user_secret,
+        } => format!(
+            "target {target}, user {user} on vhost {vhost} ({strategy:?}{})",
             user_secret
                 .as_ref()
                 .map_or(String::new(), |u| format!(", login in {u}"))

@@ -1,5 +1,5 @@
 //! The outside systems a policy names: `[targets.NAME]` (a PostgreSQL, MySQL or Redis server
-//! keyd logs into as an admin, or a PgBouncer in front of PostgreSQL) and a secret's `target = { … }` (the login or user its values become).
+//! keyd logs into as an admin, a RabbitMQ broker's management API, or a PgBouncer in front of PostgreSQL) and a secret's `target = { … }` (the login or user its values become).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,6 +49,12 @@ pub enum TargetKind {
     },
     /// A MySQL or MariaDB server.
     Mysql,
+    /// A RabbitMQ broker: `url` is its management API (HTTP), `amqp` where logins are tested.
+    Rabbitmq {
+        /// The AMQP 0-9-1 address (`amqp://HOST:PORT/`, `amqps://…?ca=PATH`) new passwords are
+        /// tested at.
+        amqp: String,
+    },
     /// A Redis server.
     Redis {
         /// The admin user keyd logs in as (`default` for requirepass servers).
@@ -98,6 +104,20 @@ pub enum SecretTarget {
         /// Companion output carrying the login in use (`alternating`).
         user_secret: Option<String>,
     },
+    /// A RabbitMQ user.
+    Rabbitmq {
+        /// The target's name.
+        target: String,
+        /// The user name (for `alternating`, the first of the two logins).
+        user: String,
+        /// The virtual host whose permissions the second login copies and logins are tested
+        /// on (default `/`).
+        vhost: String,
+        /// How the password changes.
+        strategy: LoginStrategy,
+        /// Companion output carrying the login in use (`alternating`).
+        user_secret: Option<String>,
+    },
     /// A Redis user.
     Redis {
         /// The target's name.
@@ -111,7 +131,7 @@ pub enum SecretTarget {
     },
 }
 
-/// How a login's password changes (PostgreSQL and MySQL targets).
+/// How a login's password changes (PostgreSQL, MySQL and RabbitMQ targets).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LoginStrategy {
@@ -137,6 +157,7 @@ impl SecretTarget {
         match self {
             SecretTarget::Postgres { target, .. }
             | SecretTarget::Mysql { target, .. }
+            | SecretTarget::Rabbitmq { target, .. }
             | SecretTarget::Redis { target, .. } => target,
         }
     }
@@ -145,7 +166,8 @@ impl SecretTarget {
     pub fn user_secret(&self) -> Option<&str> {
         match self {
             SecretTarget::Postgres { user_secret, .. }
-            | SecretTarget::Mysql { user_secret, .. } => user_secret.as_deref(),
+            | SecretTarget::Mysql { user_secret, .. }
+            | SecretTarget::Rabbitmq { user_secret, .. } => user_secret.as_deref(),
             SecretTarget::Redis { .. } => None,
         }
     }

@@ -1,4 +1,4 @@
-//! What the engine asks of targets (PostgreSQL with its PgBouncer, MySQL, Redis): the target a secret's values must
+//! What the engine asks of targets (PostgreSQL with its PgBouncer, MySQL, RabbitMQ, Redis): the target a secret's values must
 //! reach, built with its admin password resolved now, a version as a target's credential, and
 //! the retire of old values at the target.
 
@@ -11,6 +11,7 @@ use crate::store::{SecretRecord, StoreData, VersionRecord};
 use crate::targets::mysql::MysqlTarget;
 use crate::targets::pgbouncer::PgbouncerPool;
 use crate::targets::postgres::PostgresTarget;
+use crate::targets::rabbitmq::RabbitmqTarget;
 use crate::targets::redis::RedisTarget;
 use crate::targets::{Credential, Target};
 
@@ -180,6 +181,25 @@ fn build_target(
             admin_password,
             &user,
             &hosts,
+            strategy,
+            spec.timeout,
+            spec.allow_insecure_auth,
+        )?),
+        (
+            TargetKind::Rabbitmq { amqp },
+            SecretTarget::Rabbitmq {
+                user,
+                vhost,
+                strategy,
+                ..
+            },
+        ) => Box::new(RabbitmqTarget::new(
+            &spec.name,
+            &spec.url,
+            admin_password,
+            amqp,
+            &user,
+            &vhost,
             strategy,
             spec.timeout,
             spec.allow_insecure_auth,

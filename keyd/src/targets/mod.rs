@@ -1,7 +1,9 @@
 //! Targets: outside systems that must accept a new value before consumers use it (a
-//! PostgreSQL role (and its line in a PgBouncer's `auth_file`), a MySQL account, a Redis ACL user). The rotation state machine drives them through the
+//! PostgreSQL role (and its line in a PgBouncer's `auth_file`), a MySQL account, a RabbitMQ
+//! user, a Redis ACL user). The rotation state machine drives them through the
 //! [`Target`] trait; implementations live in this module, one file each.
 
+pub(crate) mod amqp;
 pub mod mysql;
 pub(crate) mod mysql_wire;
 mod pg_client;
@@ -9,6 +11,8 @@ mod pg_wire;
 pub mod pgbouncer;
 pub mod postgres;
 pub mod probe;
+pub mod rabbitmq;
+mod rabbitmq_http;
 pub mod redis;
 pub(crate) mod resp;
 mod socket;

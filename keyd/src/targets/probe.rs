@@ -23,6 +23,8 @@ pub fn address(spec: &TargetSpec) -> Option<(String, u16)> {
             Some((host, port))
         }
         TargetKind::Mysql => super::mysql::host_and_port(&spec.url),
+        // The management API: keyd's own calls go there first.
+        TargetKind::Rabbitmq { .. } => super::rabbitmq::host_and_port(&spec.url),
         TargetKind::Redis { .. } => super::resp::RedisUrl::parse(&spec.url)
             .ok()
             .map(|url| (url.host, url.port)),
@@ -78,6 +80,20 @@ mod tests {
                 Some(("db", 3307)),
             ),
             (TargetKind::Mysql, "mysql://root@db", Some(("db", 3306))),
+            (
+                TargetKind::Rabbitmq {
+                    amqp: "amqp://rabbit/".into(),
+                },
+                "http://admin@rabbit",
+                Some(("rabbit", 15672)),
+            ),
+            (
+                TargetKind::Rabbitmq {
+                    amqp: "amqp://rabbit/".into(),
+                },
+                "https://admin@rabbit:8443/?ca=/ca.pem",
+                Some(("rabbit", 8443)),
+            ),
             (redis.clone(), "redis://cache:6380", Some(("cache", 6380))),
             (redis, "rediss://u@cache", Some(("cache", 6379))),
         ];

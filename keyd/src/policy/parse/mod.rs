@@ -15,6 +15,7 @@ mod mysql_target;
 mod notify;
 mod pgbouncer_target;
 mod problems;
+mod rabbitmq_target;
 mod sinks;
 mod targets;
 
@@ -426,7 +427,7 @@ mode = "0666"
             ),
             "p.toml:2:8: stack name \"Shop\" is not valid (expected up to 40 lowercase letters, digits, '-' or '_', starting with a letter or digit)\n\
              p.toml:6:10: `length` = 5000 in secret \"A\" is out of range (expected 1 to 4096)\n\
-             p.toml:9:8: unknown target type \"mongodb\" (expected \"postgres\", \"pgbouncer\", \"mysql\" or \"redis\")\n\
+             p.toml:9:8: unknown target type \"mongodb\" (expected \"postgres\", \"pgbouncer\", \"mysql\", \"rabbitmq\" or \"redis\")\n\
              p.toml:12:8: `mode` 0666 lets group or others write secrets (expected a mode without write bits for them, e.g. \"0400\")"
         );
     }

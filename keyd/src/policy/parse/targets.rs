@@ -1,4 +1,4 @@
-//! Targets: the `[targets.NAME]` tables (PostgreSQL, MySQL and Redis servers keyd logs into) and a
+//! Targets: the `[targets.NAME]` tables (PostgreSQL, MySQL, RabbitMQ and Redis servers keyd logs into) and a
 //! password's `target = { … }`, which names one of them and says how its values reach it.
 
 use std::path::PathBuf;
@@ -8,9 +8,15 @@ use toml::de::{DeTable, DeValue};
 
 use super::fields::{Entry, Fields, login_strategy};
 use super::pgbouncer_target;
-use super::problems::Checker;
+use super::problems::{Checker, closest};
+use super::rabbitmq_target;
 use crate::policy::duration;
 use crate::policy::{AdminPassword, RedisMode, SecretTarget, TargetKind, TargetSpec};
+
+/// The target types, as written in `type = "…"`.
+const TYPE_NAMES: [&str; 5] = ["postgres", "pgbouncer", "mysql", "rabbitmq", "redis"];
+/// [`TYPE_NAMES`] as messages list them.
+const TYPES: &str = "\"postgres\", \"pgbouncer\", \"mysql\", \"rabbitmq\" or \"redis\"";
 
 /// Whether `name` is a PostgreSQL role name keyd accepts: a lowercase identifier that needs no
 /// quoting, at most 59 bytes (room for the `_b` of the alternating strategy's second login).
@@ -70,10 +76,7 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
         let Some((kind, kind_at)) = f.str(c, "type") else {
             c.err(
                 e.key_at,
-                format!(
-                    "target {:?} has no `type` (expected \"postgres\", \"pgbouncer\", \"mysql\" or \"redis\")",
-                    e.key
-                ),
+                format!("target {:?} has no `type` (expected {TYPES})", e.key),
             );
             continue;
         };
@@ -92,6 +95,7 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
                 kind
             }
             "pgbouncer" => pgbouncer_target::check_kind(c, &f, &common, kind_at),
+            "rabbitmq" => rabbitmq_target::check_kind(c, &f, &common, kind_at),
             "mysql" => {
                 f.only(
                     c,
@@ -119,7 +123,11 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
             other => {
                 c.err(
                     kind_at,
-                    format!("unknown target type {other:?} (expected \"postgres\", \"pgbouncer\", \"mysql\" or \"redis\")"),
+                    format!(
+                        "unknown target type {other:?}{} (expected {TYPES})",
+                        closest(other, TYPE_NAMES.iter().copied())
+                            .map_or_else(String::new, |g| format!(": did you mean {g:?}?"))
+                    ),
                 );
                 continue;
             }
@@ -133,9 +141,12 @@ pub(super) fn check_targets(c: &mut Checker, table: &DeTable<'_>) -> Vec<TargetS
                 url.starts_with("postgres://") || url.starts_with("postgresql://")
             }
             TargetKind::Mysql => url.starts_with("mysql://"),
+            TargetKind::Rabbitmq { .. } => rabbitmq_target::scheme_ok(&url),
             TargetKind::Redis { .. } => url.starts_with("redis://") || url.starts_with("rediss://"),
         };
-        if !scheme_ok {
+        if !scheme_ok && matches!(kind, TargetKind::Rabbitmq { .. }) {
+            c.err(url_at, format!("target {:?}: url {url:?} has the wrong scheme (expected http://… or https://…: the management API)", e.key));
+        } else if !scheme_ok {
             c.err(url_at, format!("target {:?}: url {url:?} has the wrong scheme (expected postgres://…, mysql://…, redis://… or rediss://… to match its type)", e.key));
         }
         let authority = url
@@ -260,6 +271,7 @@ pub(super) fn check_secret_target(
             })
         }
         TargetKind::Mysql => super::mysql_target::check(c, &f, name, e, target),
+        TargetKind::Rabbitmq { .. } => rabbitmq_target::check(c, &f, name, e, target),
         TargetKind::Redis { .. } => {
             f.only(
                 c,
@@ -468,11 +480,11 @@ target = { name = "cache", mode = "requirepass" }
         );
         assert_eq!(
             err_text(&target_table("url = \"postgres://db\"\n")),
-            "p.toml:3:10: target \"db\" has no `type` (expected \"postgres\", \"pgbouncer\", \"mysql\" or \"redis\")"
+            "p.toml:3:10: target \"db\" has no `type` (expected \"postgres\", \"pgbouncer\", \"mysql\", \"rabbitmq\" or \"redis\")"
         );
         assert_eq!(
             err_text(&target_table("type = \"mongodb\"\n")),
-            "p.toml:4:8: unknown target type \"mongodb\" (expected \"postgres\", \"pgbouncer\", \"mysql\" or \"redis\")"
+            "p.toml:4:8: unknown target type \"mongodb\" (expected \"postgres\", \"pgbouncer\", \"mysql\", \"rabbitmq\" or \"redis\")"
         );
         assert_eq!(
             err_text(&target_table("type = \"postgres\"\n")),
