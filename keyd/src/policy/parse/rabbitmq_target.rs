@@ -2,9 +2,8 @@
 //! API's `url` and the `amqp` address logins are tested at) and a password's `target = { … }`
 //! naming one (the user, its vhost and the strategy).
 
-use super::fields::{Entry, Fields};
+use super::fields::{Entry, Fields, login_strategy};
 use super::problems::Checker;
-use super::targets::login_strategy;
 use crate::policy::{SecretTarget, TargetKind};
 
 /// Whether `name` is a RabbitMQ user keyd accepts: 1 to 100 bytes of letters, digits and
