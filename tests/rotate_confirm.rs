@@ -21,45 +21,9 @@ standalone = true
 kind = "token"
 "#;
 
-/// Runs `argv` on a pseudo-terminal, answering each `[y/N]` prompt with the next of
-/// `answers`; returns the exit code and everything the terminal showed.
+/// Runs `argv` on a pseudo-terminal, answering each `[y/N]` prompt with the next of `answers`.
 fn on_terminal(argv: &[&str], answers: &[&str]) -> (i32, String) {
-    const SCRIPT: &str = r#"
-import os, pty, sys
-answers = [a.encode() + b"\n" for a in sys.argv[1].split(",") if a]
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(sys.argv[2], sys.argv[2:])
-out = b""
-while True:
-    try:
-        chunk = os.read(fd, 4096)
-    except OSError:
-        break
-    if not chunk:
-        break
-    out += chunk
-    if out.rstrip().endswith(b"[y/N]") and answers:
-        os.write(fd, answers.pop(0))
-_, status = os.waitpid(pid, 0)
-sys.stdout.write(out.decode(errors="replace"))
-sys.exit(os.waitstatus_to_exitcode(status))
-"#;
-    let out = keyd_tests::run_within(
-        std::process::Command::new("python3")
-            .arg("-c")
-            .arg(SCRIPT)
-            .arg(answers.join(","))
-            .args(argv)
-            .env_remove("KEYD_HOME")
-            .env_remove("KEYD_SOCKET")
-            .env_remove("KEYD_STORE"),
-        std::time::Duration::from_secs(60),
-    );
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    keyd_tests::on_terminal(argv, answers, "[y/N]")
 }
 
 fn version(home: &Path, name: &str) -> u64 {

@@ -63,6 +63,51 @@ pub fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
+/// Runs `argv` on a pseudo-terminal (Python's `pty`), answering each prompt that ends the
+/// output so far with `prompt` by the next of `answers` (a line each); returns the exit code
+/// and everything the terminal showed. keyd's variables are removed from its environment.
+pub fn on_terminal(argv: &[&str], answers: &[&str], prompt: &str) -> (i32, String) {
+    const SCRIPT: &str = r#"
+import os, pty, sys
+prompt = sys.argv[1].encode()
+answers = [a.encode() + b"\n" for a in sys.argv[2].split(",") if a]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[3], sys.argv[3:])
+out = b""
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+    if out.rstrip().endswith(prompt) and answers:
+        os.write(fd, answers.pop(0))
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let out = run_within(
+        Command::new("python3")
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg(prompt)
+            .arg(answers.join(","))
+            .args(argv)
+            .env_remove("KEYD_HOME")
+            .env_remove("KEYD_SOCKET")
+            .env_remove("KEYD_STORE")
+            .env_remove("KEYD_PASSPHRASE_FILE"),
+        std::time::Duration::from_secs(60),
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// Runs a command, killing it when it has not finished within `limit`: a test of something
 /// that could block forever (a FIFO opened for reading) fails instead of hanging the suite.
 ///
