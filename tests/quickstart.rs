@@ -738,3 +738,52 @@ fn alphakraken_passwords_reach_its_env_file_without_a_character_its_guide_forbid
         }
     }
 }
+
+/// An imported certificate already inside its `renew_before` window is named by `apply`, with
+/// what renews it: otherwise the user learns of it when a consumer sees it expire.
+#[test]
+fn apply_names_an_imported_certificate_inside_its_renew_before_window() {
+    let tmp = TempDir::new("renewnote");
+    let src = tmp.join("src");
+    std::fs::create_dir(&src).unwrap();
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=db.example", "-keyout"])
+        .arg(src.join("CERT_KEY"))
+        .arg("-out")
+        .arg(src.join("CERT"))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    std::fs::write(
+        tmp.join("app.toml"),
+        "[stack]\nname = \"app\"\n\n[secrets.CERT]\nkind = \"tls\"\nkey = \"CERT_KEY\"\ncn = \"db.example\"\ndays = 30\n",
+    )
+    .unwrap();
+    let home = tmp.join("home");
+    ok(keyctl(&home)
+        .args(["import", "--policy"])
+        .arg(tmp.join("app.toml"))
+        .arg(&src));
+    let out = run(keyctl(&home)
+        .args(["apply", "--policy"])
+        .arg(tmp.join("app.toml"))
+        .arg("--out")
+        .arg(tmp.join("out")));
+    assert!(out.status.success(), "{out:?}");
+    let shown =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        shown.contains("CERT: its certificate (v1) ends in 4")
+            && shown.contains("inside renew_before (10 days)")
+            && shown.contains("keyctl rotate CERT"),
+        "{shown}"
+    );
+}

@@ -65,6 +65,41 @@ impl ApplyReport {
     }
 }
 
+/// A note for each certificate already inside its `renew_before` window (an imported one,
+/// or one made long ago): the daemon renews it at its next pass, but a user applying the
+/// policy should know before a consumer sees it expire.
+fn renewals_due(policy: &Policy, stack: &crate::store::StackRecord, now: i64) -> Vec<String> {
+    let mut notes = Vec::new();
+    for spec in &policy.secrets {
+        let crate::policy::KindSpec::Tls { renew_before, .. } = &spec.kind else {
+            continue;
+        };
+        let Some(current) = stack.secrets.get(&spec.name).and_then(|r| r.current()) else {
+            continue;
+        };
+        let crate::material::Material::Tls(cert) = &current.material else {
+            continue;
+        };
+        if now < cert.not_after - renew_before.as_secs() as i64 {
+            continue;
+        }
+        let left = cert.not_after - now;
+        let when = if left > 0 {
+            format!("ends in {} h", left / 3600)
+        } else {
+            format!("ended {} h ago", -left / 3600)
+        };
+        notes.push(format!(
+            "{}: its certificate (v{}) {when}, inside renew_before ({} days): the daemon renews it at its next pass, or run `keyctl rotate {}`",
+            spec.name,
+            current.number,
+            renew_before.as_secs() / 86_400,
+            spec.name
+        ));
+    }
+    notes
+}
+
 /// One secret in the summary.
 #[derive(Clone, Debug, Serialize)]
 pub struct SecretSummary {
@@ -451,6 +486,7 @@ fn apply_loaded(
             })
         })
         .collect();
+    notes.extend(renewals_due(policy, stack, now));
     drop(lock);
     let report = ApplyReport {
         stack: policy.stack.clone(),
