@@ -742,7 +742,7 @@ fn alphakraken_passwords_reach_its_env_file_without_a_character_its_guide_forbid
 /// An imported certificate already inside its `renew_before` window is named by `apply`, with
 /// what renews it: otherwise the user learns of it when a consumer sees it expire.
 #[test]
-fn apply_names_an_imported_certificate_inside_its_renew_before_window() {
+fn an_imported_certificate_inside_its_renew_before_window_is_named_by_apply_and_renewed_by_keyd() {
     let tmp = TempDir::new("renewnote");
     let src = tmp.join("src");
     std::fs::create_dir(&src).unwrap();
@@ -786,4 +786,19 @@ fn apply_names_an_imported_certificate_inside_its_renew_before_window() {
             && shown.contains("keyctl rotate CERT"),
         "{shown}"
     );
+
+    // The daemon's pass renews it at once (the certificate a policy could not ask for: one
+    // made inside its own window would be renewed in a loop, so `renew_before` < `days`).
+    ok(keyd_tests::keyd(&home).arg("--once"));
+    let store = keyd::store::Home::new(&home).peek().unwrap();
+    let cert = store.stacks["app"].secrets["CERT"].current().unwrap();
+    assert_eq!(cert.number, 2, "renewed");
+    let keyd::material::Material::Tls(tls) = &cert.material else {
+        panic!("not a certificate");
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(tls.not_after - now > 29 * 86_400, "a 30-day certificate");
 }
