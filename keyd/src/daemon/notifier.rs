@@ -40,24 +40,15 @@ pub fn record(home: &Home, report: &RotationReport, now: i64) -> usize {
     if acted.is_empty() {
         return 0;
     }
-    let data = match home.peek() {
-        Ok(data) => data,
-        Err(e) => {
-            crate::log::error(format_args!(
-                "notify: cannot read the store for [notify]: {e}"
-            ));
-            return 0;
-        }
+    let Some(data) = read_store(home) else {
+        return 0;
     };
     let mut specs: HashMap<&str, Option<NotifySpec>> = HashMap::new();
     let mut entries = Vec::new();
     for (o, kind) in acted {
-        let spec = specs.entry(o.stack.as_str()).or_insert_with(|| {
-            let record = data.stacks.get(&o.stack)?;
-            Policy::parse(&record.policy_path, record.policy_source.clone())
-                .ok()?
-                .notify
-        });
+        let spec = specs
+            .entry(o.stack.as_str())
+            .or_insert_with(|| notify_spec(data.stacks.get(&o.stack)?));
         let Some(spec) = spec else { continue };
         let mut events = Vec::new();
         if spec.wants(kind) {
@@ -93,14 +84,7 @@ pub fn record(home: &Home, report: &RotationReport, now: i64) -> usize {
             ));
         }
         for event in events {
-            for webhook in &spec.webhooks {
-                entries.push(OutboxEntry::new(
-                    webhook.clone(),
-                    spec.secret_file.clone(),
-                    event.clone(),
-                    now,
-                ));
-            }
+            entries.extend(addressed(spec, &event, now));
         }
     }
     enqueue(home, entries, now)
@@ -117,23 +101,13 @@ static EXPIRING_SENT: std::sync::Mutex<Vec<(String, String, u64)>> =
 /// this process. The daemon renews a certificate inside its `renew_before`, so this is sent
 /// for one whose renewal is not due yet, failed, or cannot happen. Reads the store. Blocks.
 pub fn record_expiring(home: &Home, now: i64) -> usize {
-    let data = match home.peek() {
-        Ok(data) => data,
-        Err(e) => {
-            crate::log::error(format_args!(
-                "notify: cannot read the store for [notify]: {e}"
-            ));
-            return 0;
-        }
+    let Some(data) = read_store(home) else {
+        return 0;
     };
     let mut entries = Vec::new();
     let mut sent = EXPIRING_SENT.lock().unwrap_or_else(|e| e.into_inner());
     for (stack, record) in &data.stacks {
-        let Some(spec) = Policy::parse(&record.policy_path, record.policy_source.clone())
-            .ok()
-            .and_then(|p| p.notify)
-            .filter(|spec| spec.wants(EventKind::Expiring))
-        else {
+        let Some(spec) = notify_spec(record).filter(|spec| spec.wants(EventKind::Expiring)) else {
             continue;
         };
         for (name, secret) in &record.secrets {
@@ -164,18 +138,46 @@ pub fn record_expiring(home: &Home, now: i64) -> usize {
                 now,
                 &message,
             );
-            for webhook in &spec.webhooks {
-                entries.push(OutboxEntry::new(
-                    webhook.clone(),
-                    spec.secret_file.clone(),
-                    event.clone(),
-                    now,
-                ));
-            }
+            entries.extend(addressed(&spec, &event, now));
         }
     }
     drop(sent);
     enqueue(home, entries, now)
+}
+
+/// The store, for the stacks' `[notify]`; a store that cannot be read is logged (the
+/// operation that happened is not undone by a notification that cannot be recorded).
+fn read_store(home: &Home) -> Option<crate::store::StoreData> {
+    home.peek()
+        .map_err(|e| {
+            crate::log::error(format_args!(
+                "notify: cannot read the store for [notify]: {e}"
+            ))
+        })
+        .ok()
+}
+
+/// A stack's `[notify]`, from its stored policy (none when that no longer parses).
+fn notify_spec(record: &crate::store::StackRecord) -> Option<NotifySpec> {
+    Policy::parse(&record.policy_path, record.policy_source.clone())
+        .ok()?
+        .notify
+}
+
+/// `event` addressed to each of `spec`'s webhooks.
+fn addressed<'a>(
+    spec: &'a NotifySpec,
+    event: &'a Event,
+    now: i64,
+) -> impl Iterator<Item = OutboxEntry> + 'a {
+    spec.webhooks.iter().map(move |webhook| {
+        OutboxEntry::new(
+            webhook.clone(),
+            spec.secret_file.clone(),
+            event.clone(),
+            now,
+        )
+    })
 }
 
 /// A span in whole days (rounded), or hours under two days.
