@@ -1,8 +1,9 @@
 //! The swarm store (`--store swarm:NAME`) against the real engine, one node standing in for
 //! several managers: homes that hold only the identity see one store; rotations racing from two
 //! homes, and from two daemons, leave one linear history and a target whose password is the
-//! store's; a keyd killed at any step of a rotation is finished by another home with nothing
-//! made twice; and two plugin processes serve a rotation made through either within a second.
+//! store's; a store too large for one config is kept in parts and read whole; a keyd killed at
+//! any step of a rotation is finished by another home with nothing made twice; and two plugin
+//! processes serve a rotation made through either within a second.
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
@@ -101,6 +102,34 @@ impl SwarmStore {
         ])
         .lines()
         .count()
+    }
+
+    /// Each head's number of parts (its `keyd.store.parts` label), oldest first.
+    fn head_parts(&self) -> Vec<usize> {
+        let mut heads: Vec<(u64, usize)> = docker_ok(&[
+            "config",
+            "ls",
+            "--filter",
+            &format!("label=keyd.store.head={}", self.t.id),
+            "--format",
+            "{{.Name}}",
+        ])
+        .lines()
+        .map(|name| {
+            let labels = docker_ok(&[
+                "config",
+                "inspect",
+                "--format",
+                "{{index .Spec.Labels \"keyd.store.generation\"}} \
+                 {{index .Spec.Labels \"keyd.store.parts\"}}",
+                name,
+            ]);
+            let (g, p) = labels.trim().split_once(' ').unwrap();
+            (g.parse().unwrap(), p.parse().unwrap())
+        })
+        .collect();
+        heads.sort();
+        heads.into_iter().map(|(_, parts)| parts).collect()
     }
 
     /// How many parts (the configs holding a generation's data) the store has.
@@ -220,9 +249,56 @@ fn two_homes_holding_one_identity_see_one_swarm_store_and_racing_rotations_never
     }
     eprintln!("commit conflicts seen: {conflicts}");
     assert!(s.generations() <= 10, "old generations were not pruned");
-    // A small store is one part a generation: a pruned generation's parts went with it, and
-    // a racer that lost removed its own.
-    assert_eq!(s.parts(), s.generations(), "parts left behind");
+    // A small store lives in its heads, one config a generation: no part was made, by the
+    // winners or by a racer that lost.
+    assert_eq!(s.parts(), 0, "a small store was cut into parts");
+    assert_eq!(s.head_parts(), vec![0; s.generations()]);
+}
+
+#[test]
+fn a_store_larger_than_one_config_is_kept_in_parts_and_read_whole_from_another_home() {
+    let s = SwarmStore::new("sl");
+    // Encrypted, more than the engine takes in one config (1,023,999 bytes).
+    let mut text = String::from("[stack]\nname = \"big\"\n");
+    for i in 0..7000 {
+        text.push_str(&format!("\n[secrets.P{i:04}]\nkind = \"password\"\n"));
+    }
+    let policy = s.t.dir.join("big.toml");
+    std::fs::write(&policy, text).unwrap();
+    let (a, b) = s.two_homes(&policy, None);
+    // The newest generation holds the 7,000 secrets (quickstart's first may be smaller).
+    let per_generation = *s.head_parts().last().unwrap();
+    assert!(per_generation >= 2, "{per_generation} parts");
+    assert_eq!(s.parts(), s.head_parts().iter().sum::<usize>());
+
+    // Two homes rotate at once: whoever loses leaves no part behind.
+    let racers: Vec<Child> = [a.as_path(), b.path()]
+        .into_iter()
+        .map(|home| {
+            s.keyctl(home)
+                .args(["rotate", "P1234"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut racer in racers {
+        racer.wait().unwrap();
+    }
+    let (numbers, current) = s.versions(b.path(), "P1234");
+    assert_linear(&numbers);
+    assert!(current >= 2, "no rotation went through");
+    assert_eq!(*s.head_parts().last().unwrap(), per_generation);
+    assert_eq!(
+        s.show(b.path(), "P1234", current),
+        s.show(&a, "P1234", current)
+    );
+    assert_eq!(
+        s.parts(),
+        s.head_parts().iter().sum::<usize>(),
+        "parts left behind"
+    );
 }
 
 /// A keyd daemon on the store, its stderr gathered.

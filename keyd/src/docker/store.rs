@@ -1,12 +1,13 @@
 //! The swarm store: a keyd store kept in the swarm's Raft log as Swarm configs, so every
 //! manager reads the same generations and keyd keeps no state on any node.
 //!
-//! Generation G of store NAME is:
-//! - parts `keyd-store-NAME-gG-NONCE-I`, the encrypted store (the bytes of `store.age`) cut
-//!   below the engine's config size limit, labelled `keyd.store.part-of=<head name>` and
-//!   `keyd.store.part=I`;
-//! - then its head `keyd-store-NAME-gG`, a few bytes, labelled `keyd.store.head=NAME` with the
-//!   generation, the nonce, the number of parts, the size and the keyed digest.
+//! Generation G of store NAME is its head `keyd-store-NAME-gG`, labelled `keyd.store.head=NAME`
+//! with the generation, the nonce, the number of parts, the size and the keyed digest, and:
+//! - for a store of at most [`INLINE_MAX_BYTES`], nothing else: the head's data is the encrypted
+//!   store (the bytes of `store.age`), and its number of parts is 0;
+//! - for a larger one, parts `keyd-store-NAME-gG-NONCE-I` created before the head, the
+//!   encrypted store cut below the engine's config size limit, labelled
+//!   `keyd.store.part-of=<head name>` and `keyd.store.part=I`.
 //!
 //! The head is created last and its name is the generation's: the engine creates a name once,
 //! so of two writers of generation G exactly one commits (the other removes its parts and
@@ -28,6 +29,12 @@ use crate::store::{Blob, RemoteStore, StoreError};
 /// older one to finish, and for `docker config ls` to show recent history.
 pub const KEEP_GENERATIONS: u64 = 10;
 
+/// The largest store kept inside its head. Each config created is one Raft proposal, which
+/// is most of a small store's commit time (bench/store.py: FlowKit's rotation 23 ms with a
+/// part and a head per commit); a listing of the heads returns every kept head's data, so
+/// this bounds what each read lists to [`KEEP_GENERATIONS`] times it.
+pub const INLINE_MAX_BYTES: usize = 64 * 1024;
+
 /// How long each call to the engine may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -36,13 +43,11 @@ pub struct SwarmStore {
     name: String,
     /// Connected on first use, and again after a failure (the engine restarted).
     engine: Mutex<Option<Engine>>,
-    /// The last generation read, kept encrypted: a reader whose generation did not change
-    /// reads no part again, and while the engine cannot be reached the last one read is
-    /// still served ([`SwarmStore::read`]).
+    /// The last generation read or committed, kept encrypted: a reader whose generation did
+    /// not change reads no data again, the next look-up starts from it
+    /// ([`SwarmStore::newest_head`]), and while the engine cannot be reached it is still served
+    /// ([`SwarmStore::read`]).
     last: Mutex<Option<Cached>>,
-    /// The heads this process last listed, and those it committed since: what a commit
-    /// prunes, so it need not list them again.
-    seen: Mutex<Vec<Head>>,
 }
 
 struct Cached {
@@ -66,18 +71,32 @@ struct Head {
     parts: usize,
     size: usize,
     digest: String,
+    /// The encrypted store, when the head holds it (`parts` is 0).
+    inline: Option<Vec<u8>>,
+}
+
+/// What a look-up of the newest generation found.
+enum Newest {
+    /// None: the store is empty.
+    Empty,
+    /// The generation this process holds in [`SwarmStore::last`].
+    Cached(u64),
+    /// Another one.
+    Head(Head),
 }
 
 impl Head {
-    fn from_config(c: &ConfigInfo) -> Option<Head> {
+    fn from_config(c: ConfigInfo) -> Option<Head> {
         let label = |k: &str| c.labels.get(k).cloned();
+        let parts = label("keyd.store.parts")?.parse().ok()?;
         Some(Head {
-            name: c.name.clone(),
             generation: label("keyd.store.generation")?.parse().ok()?,
             nonce: label("keyd.store.nonce")?,
-            parts: label("keyd.store.parts")?.parse().ok()?,
             size: label("keyd.store.size")?.parse().ok()?,
             digest: label("keyd.store.digest")?,
+            parts,
+            inline: (parts == 0).then_some(c.data),
+            name: c.name,
         })
     }
 }
@@ -97,7 +116,6 @@ impl SwarmStore {
             name: name.to_owned(),
             engine: Mutex::new(None),
             last: Mutex::new(None),
-            seen: Mutex::new(Vec::new()),
         }
     }
 
@@ -142,12 +160,48 @@ impl SwarmStore {
     fn heads(&self, engine: &Engine) -> Result<Vec<Head>, DockerError> {
         let mut heads: Vec<Head> = engine
             .configs_labelled("keyd.store.head", &self.name)?
-            .iter()
+            .into_iter()
             .filter_map(Head::from_config)
             .collect();
         heads.sort_by_key(|h| h.generation);
-        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = heads.clone();
         Ok(heads)
+    }
+
+    /// The head of `generation`, with its data, if it has one.
+    fn head_at(&self, engine: &Engine, generation: u64) -> Result<Option<Head>, DockerError> {
+        Ok(engine
+            .config_named(&self.head_name(generation))?
+            .filter(|c| c.labels.get("keyd.store.head") == Some(&self.name))
+            .and_then(Head::from_config))
+    }
+
+    fn cached_generation(&self) -> Option<u64> {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.as_ref().map(|c| c.generation)
+    }
+
+    /// The newest generation, looked up from `known` (0 for none) or the cached one, whichever
+    /// is newer. Generations go up one at a time and are never reused (a commit is the one
+    /// after the generation its writer loaded; a copy over a store continues its numbering),
+    /// so when `known + 1` has no head and `known` has one, `known` is the newest: two look-ups
+    /// by name instead of a listing that carries every kept head's data. The cached generation
+    /// needs no second look-up: only a newer generation's commit prunes its head.
+    fn newest_head(&self, engine: &Engine, known: u64) -> Result<Newest, DockerError> {
+        let cached = self.cached_generation();
+        let from = known.max(cached.unwrap_or(0));
+        if from > 0 && engine.config_named(&self.head_name(from + 1))?.is_none() {
+            if cached == Some(from) {
+                return Ok(Newest::Cached(from));
+            }
+            if let Some(head) = self.head_at(engine, from)? {
+                return Ok(Newest::Head(head));
+            }
+        }
+        Ok(match self.heads(engine)?.pop() {
+            Some(head) if cached == Some(head.generation) => Newest::Cached(head.generation),
+            Some(head) => Newest::Head(head),
+            None => Newest::Empty,
+        })
     }
 
     fn leases(&self, engine: &Engine) -> Result<Vec<Lease>, DockerError> {
@@ -204,8 +258,8 @@ impl SwarmStore {
         Ok(bytes)
     }
 
-    /// Removes the generations in `old`, each head first and then its parts (named from the
-    /// head's labels, so no part's data is listed). When `sweep`, also lists every part and
+    /// Removes generation `old`, its head first and then its parts (named from the head's
+    /// labels, so no part's data is listed). When `sweep`, also lists every part and
     /// removes those no kept head claims below `committing` (left by a writer that died
     /// between its parts and its head): that costs a listing of every part with its data, so
     /// it is done every [`KEEP_GENERATIONS`]th generation only. Parts of `committing` and
@@ -213,11 +267,11 @@ impl SwarmStore {
     fn prune(
         &self,
         engine: &Engine,
-        old: &[Head],
+        old: Option<u64>,
         committing: u64,
         sweep: bool,
     ) -> Result<(), DockerError> {
-        for head in old {
+        if let Some(head) = old.map(|g| self.head_at(engine, g)).transpose()?.flatten() {
             engine.delete_config(&head.name)?;
             for i in 0..head.parts {
                 engine.delete_config(&format!("{}-{}-{i}", head.name, head.nonce))?;
@@ -275,41 +329,49 @@ impl RemoteStore for SwarmStore {
     }
 
     fn newest(&self) -> Result<Option<u64>, StoreError> {
-        self.with_engine(|engine| Ok(self.heads(engine)?.last().map(|h| h.generation)))
+        self.with_engine(|engine| {
+            Ok(match self.newest_head(engine, 0)? {
+                Newest::Empty => None,
+                Newest::Cached(generation) => Some(generation),
+                Newest::Head(head) => Some(head.generation),
+            })
+        })
     }
 
-    fn read(&self) -> Result<Option<Blob>, StoreError> {
-        let found = self.with_engine(|engine| Ok(self.heads(engine)?.pop()));
-        let head = match found {
-            Ok(Some(head)) => head,
-            Ok(None) => return Ok(None),
+    fn read(&self, known: u64) -> Result<Option<Blob>, StoreError> {
+        let cached = || {
+            let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            last.as_ref().map(|c| Blob {
+                generation: c.generation,
+                bytes: c.bytes.clone(),
+                digest: c.digest.clone(),
+            })
+        };
+        let mut head = match self.with_engine(|engine| self.newest_head(engine, known)) {
+            Ok(Newest::Head(head)) => head,
+            Ok(Newest::Cached(_)) => return Ok(cached()),
+            Ok(Newest::Empty) => return Ok(None),
             // The engine is briefly away: the last generation read is still the newest this
             // process knows, and serving it beats failing every read meanwhile.
-            Err(e) => {
-                let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-                return match last.as_ref() {
-                    Some(c) => Ok(Some(Blob {
-                        generation: c.generation,
-                        bytes: c.bytes.clone(),
-                        digest: c.digest.clone(),
-                    })),
-                    None => Err(e),
-                };
+            Err(e) => return cached().map(Some).ok_or(e),
+        };
+        let bytes = match head.inline.take() {
+            Some(bytes) if bytes.len() == head.size => bytes,
+            Some(bytes) => {
+                return Err(self.corrupt(format!(
+                    "generation {} holds {} bytes, its head says {}",
+                    head.generation,
+                    bytes.len(),
+                    head.size
+                )));
+            }
+            None => {
+                let parts = self.with_engine(|engine| {
+                    engine.configs_labelled("keyd.store.part-of", &head.name)
+                })?;
+                self.assemble(&head, parts)?
             }
         };
-        {
-            let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(c) = last.as_ref().filter(|c| c.generation == head.generation) {
-                return Ok(Some(Blob {
-                    generation: c.generation,
-                    bytes: c.bytes.clone(),
-                    digest: c.digest.clone(),
-                }));
-            }
-        }
-        let parts =
-            self.with_engine(|engine| engine.configs_labelled("keyd.store.part-of", &head.name))?;
-        let bytes = self.assemble(&head, parts)?;
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Cached {
             generation: head.generation,
             bytes: bytes.clone(),
@@ -327,34 +389,28 @@ impl RemoteStore for SwarmStore {
         let mut random = [0u8; 4];
         crate::secret::fill_random(&mut random);
         let nonce = crate::secret::hex(&random);
-        let chunks: Vec<&[u8]> = bytes.chunks(super::MAX_CONFIG_BYTES).collect();
+        let inline = bytes.len() <= INLINE_MAX_BYTES;
+        let chunks: Vec<&[u8]> = if inline {
+            Vec::new()
+        } else {
+            bytes.chunks(super::MAX_CONFIG_BYTES).collect()
+        };
         let common = [
             ("keyd.store", self.name.clone()),
             ("keyd.store.generation", generation.to_string()),
             ("keyd.store.nonce", nonce.clone()),
         ];
-        // Generations this commit makes too old to keep, whether it wins or loses (a loser
-        // lost to a writer of the same generation). Removing them is housekeeping, done on a
-        // connection of its own while the parts are written, and the commit stands whatever
+        // The generation this commit makes too old to keep, whether it wins or loses (a loser
+        // lost to a writer of the same generation). Removing it is housekeeping, done on a
+        // connection of its own while the commit is written, and the commit stands whatever
         // it meets.
-        let old: Vec<Head> = self
-            .seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|h| h.generation + KEEP_GENERATIONS <= generation)
-            .cloned()
-            .collect();
+        let old = generation.checked_sub(KEEP_GENERATIONS).filter(|&g| g > 0);
         let sweep = generation.is_multiple_of(KEEP_GENERATIONS);
         let committed = std::thread::scope(|scope| {
-            if !old.is_empty() || sweep {
+            if old.is_some() || sweep {
                 scope.spawn(|| {
-                    let pruned = Engine::connect(CALL_TIMEOUT)
-                        .and_then(|engine| self.prune(&engine, &old, generation, sweep));
-                    if pruned.is_ok() {
-                        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-                        seen.retain(|h| h.generation + KEEP_GENERATIONS > generation);
-                    }
+                    let _ = Engine::connect(CALL_TIMEOUT)
+                        .and_then(|engine| self.prune(&engine, old, generation, sweep));
                 });
             }
             self.with_engine(|engine| {
@@ -379,10 +435,9 @@ impl RemoteStore for SwarmStore {
                         ("keyd.store.size", bytes.len().to_string()),
                         ("keyd.store.digest", digest.to_owned()),
                     ]));
-                    let head = format!("keyd store {} generation {generation}\n", self.name);
-                    Ok(engine
-                        .create_config(&head_name, l, head.as_bytes())?
-                        .is_some())
+                    let text = format!("keyd store {} generation {generation}\n", self.name);
+                    let data = if inline { bytes } else { text.as_bytes() };
+                    Ok(engine.create_config(&head_name, l, data)?.is_some())
                 };
                 let committed = write_parts();
                 if !matches!(committed, Ok(true)) {
@@ -399,17 +454,11 @@ impl RemoteStore for SwarmStore {
                 generation,
             });
         }
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Head {
-                name: head_name,
-                generation,
-                nonce,
-                parts: chunks.len(),
-                size: bytes.len(),
-                digest: digest.to_owned(),
-            });
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Cached {
+            generation,
+            bytes: bytes.to_vec(),
+            digest: digest.to_owned(),
+        });
         Ok(())
     }
 

@@ -81,7 +81,11 @@ pub fn copy_store(from: &Home, to: &Home, force: bool) -> Result<CopyReport, Err
             });
         }
         if let Some(remote) = to.remote() {
+            // The copy continues the replaced store's numbering: readers look for the
+            // generation after the newest they saw (`RemoteStore::read`).
+            let newest = remote.newest()?.unwrap_or(0);
             remote.clear()?;
+            data.generation = data.generation.max(newest);
         }
     }
     if !to.identity_path().exists() {

@@ -91,6 +91,8 @@ pub struct Blob {
 ///   one succeeds and the other gets [`StoreError::Conflict`], whatever hosts they run on;
 /// - make [`RemoteStore::read`] return the newest generation whose commit succeeded, whole
 ///   (never a part of one, never one whose commit failed);
+/// - number generations up one at a time, never reusing a number, even across
+///   [`RemoteStore::clear`] (callers that replace a store continue its numbering);
 /// - time out every call to whatever it talks to, and name no value in an error;
 /// - keep older generations only as long as it says ([`RemoteStore::describe`]).
 pub trait RemoteStore: fmt::Debug + Send + Sync {
@@ -102,7 +104,9 @@ pub trait RemoteStore: fmt::Debug + Send + Sync {
     fn newest(&self) -> Result<Option<u64>, StoreError>;
 
     /// The newest committed generation and its bytes, or `None` when the store is empty.
-    fn read(&self) -> Result<Option<Blob>, StoreError>;
+    /// `known` is the newest generation the caller has seen (0 for none): where to start
+    /// looking, never a promise that it is still there.
+    fn read(&self, known: u64) -> Result<Option<Blob>, StoreError>;
 
     /// Commits `bytes` as `generation`, with `digest` (a digest keyed from the identity, which
     /// [`RemoteStore::read`] gives back for the reader to check): [`StoreError::Conflict`]

@@ -642,9 +642,11 @@ fn load_by<T>(
             read::Source::File(&home.store_path()),
         )?,
         Some(remote) => {
-            let blob = remote.read()?.ok_or_else(|| StoreError::RemoteEmpty {
-                store: remote.describe(),
-            })?;
+            let blob = remote
+                .read(expected)?
+                .ok_or_else(|| StoreError::RemoteEmpty {
+                    store: remote.describe(),
+                })?;
             let identity = file::read_identity(&home.identity_path())?;
             let digest = file::store_digest(&identity, &home.identity_path(), &blob.bytes)?;
             if digest != blob.digest {
