@@ -16,7 +16,7 @@ use super::tls::{self, TlsMode};
 use crate::secret::SecretString;
 
 /// The largest answer read.
-const MAX_ANSWER: usize = 4 << 20;
+pub(crate) const MAX_ANSWER: usize = 4 << 20;
 
 /// What a management URL (`http://admin@rabbit:15672`, `https://admin@rabbit:15671/?ca=PATH`)
 /// says.
@@ -183,25 +183,31 @@ impl Management {
         }
         conn.write_all(&request)?;
         conn.flush()?;
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 8192];
-        loop {
-            match conn.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-                // A TLS peer that closes without close_notify: the body is delimited anyway.
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(e),
-            }
-            if raw.len() > MAX_ANSWER {
-                return Err(invalid("an answer larger than 4 MiB"));
-            }
-            if complete(&raw) {
-                break;
-            }
-        }
-        parse_answer(&raw)
+        read_answer(&mut conn)
     }
+}
+
+/// Reads an answer from `conn`: to the end of its body as its head delimits it, or to the end
+/// of the connection, at most [`MAX_ANSWER`] bytes.
+pub(crate) fn read_answer(conn: &mut impl Read) -> std::io::Result<Answer> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            // A TLS peer that closes without close_notify: the body is delimited anyway.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        }
+        if raw.len() > MAX_ANSWER {
+            return Err(invalid("an answer larger than 4 MiB"));
+        }
+        if complete(&raw) {
+            break;
+        }
+    }
+    parse_answer(&raw)
 }
 
 fn invalid(what: &str) -> std::io::Error {
