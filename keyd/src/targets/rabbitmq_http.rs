@@ -244,7 +244,8 @@ fn complete(raw: &[u8]) -> bool {
     };
     let head = String::from_utf8_lossy(&raw[..end]);
     if let Some(len) = header(&head, "content-length").and_then(|l| l.parse::<usize>().ok()) {
-        return raw.len() >= end + len;
+        // `end + len` could overflow for a length near usize::MAX; `end <= raw.len()`.
+        return raw.len() - end >= len;
     }
     // A chunked body ends with its last chunk's blank line: decode only then, not per read.
     header(&head, "transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
@@ -347,5 +348,18 @@ mod tests {
         let to_close = b"HTTP/1.1 204 No Content\r\n\r\n";
         assert_eq!(parse_answer(to_close).unwrap().status, 204);
         assert!(parse_answer(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn a_content_length_near_usize_max_is_an_error_not_an_overflow() {
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{{}}",
+            usize::MAX
+        );
+        assert!(!complete(answer.as_bytes()));
+        assert_eq!(
+            parse_answer(answer.as_bytes()).err().unwrap().to_string(),
+            "the management API sent a body shorter than its Content-Length"
+        );
     }
 }
