@@ -9,7 +9,7 @@ set -eu
 
 seconds=${1:-600}
 fuzz=$(cd "$(dirname "$0")" && pwd)
-targets="policy_parse resp_reply api_request envfile_round_trip mysql_answer"
+targets="policy_parse resp_reply api_request envfile_round_trip mysql_answer amqp_login rabbitmq_answer"
 
 cd "$fuzz"
 cargo +nightly fuzz build

@@ -58,3 +58,13 @@ fn envfile_round_trip_corpus() {
 fn mysql_answer_corpus() {
     replay("mysql_answer", keyd::fuzzing::mysql_answer);
 }
+
+#[test]
+fn amqp_login_corpus() {
+    replay("amqp_login", keyd::fuzzing::amqp_login);
+}
+
+#[test]
+fn rabbitmq_answer_corpus() {
+    replay("rabbitmq_answer", keyd::fuzzing::rabbitmq_answer);
+}

@@ -3,13 +3,15 @@
 //! quickstart delivers logs in through the pooler, the old password is refused there after a
 //! single rotation, a reconnecting client sees no failed login through alternating rotations,
 //! the lines of `auth_file` keyd did not write survive, a pooler that never answers times out
-//! naming its target, and a process killed at any step resumes. Logins are checked with `psql`,
-//! independent of keyd's own client.
+//! naming its target, and a process killed at any step resumes; over TLS to the pooler, a
+//! rotation goes through with the certificate verified, and a certificate some other CA signed
+//! is refused naming the pool. Logins are checked with `psql`, independent of keyd's own
+//! client.
 
 use std::path::Path;
 
 use keyd_tests::pgbouncer::Pgbouncer;
-use keyd_tests::servers::Postgres;
+use keyd_tests::servers::{Postgres, ServerCert, localhost_cert};
 use keyd_tests::target_stack::{Setup, count_failures, output_within, silent_server};
 use keyd_tests::{TempDir, keyctl, keyd, ok};
 
@@ -337,4 +339,147 @@ fn a_set_that_failed_after_the_server_changed_is_repeated_until_the_pool_has_it_
     let password = s.file("APP_PASSWORD");
     assert!(pgb.can_login("app", &password));
     assert!(pg.can_login("app", &password));
+}
+
+/// A PostgreSQL server with a database `app`, and a PgBouncer in front of it that takes
+/// clients over TLS only, presenting `cert`.
+fn servers_with_tls(tag: &str, cert: &str, key: &str) -> (Postgres, Pgbouncer) {
+    let pg = Postgres::start(&format!("pgb-{tag}"));
+    pg.admin_sql("CREATE DATABASE app");
+    let pgb = Pgbouncer::start_with(
+        tag,
+        &pg,
+        HAND_WRITTEN,
+        Some(ServerCert {
+            cert_pem: cert,
+            key_pem: key,
+        }),
+    );
+    (pg, pgb)
+}
+
+/// [`pooled_policy`] with the pool's console URL taking TLS with `ca` as its CA. PgBouncer
+/// offers SCRAM without channel binding (SCRAM-SHA-256-PLUS), so the URL relaxes what keyd
+/// otherwise requires over TLS; verify-full already ties the login to the pooler's certificate.
+fn pooled_tls_policy(pg: &Postgres, pgb: &Pgbouncer, dir: &Path, ca: &Path) -> String {
+    let policy = pooled_policy(
+        pg,
+        pgb.port,
+        &pgb.auth_file(),
+        dir,
+        &pgb.admin_password,
+        "alternating",
+    );
+    let console = format!("postgres://admin@127.0.0.1:{}/pgbouncer", pgb.port);
+    assert!(policy.contains(&format!("url = \"{console}\"")));
+    policy.replace(
+        &format!("url = \"{console}\""),
+        &format!(
+            "url = \"{console}?sslmode=verify-full&sslrootcert={}&channel_binding=prefer\"",
+            ca.display()
+        ),
+    )
+}
+
+#[test]
+fn pgbouncer_over_tls_with_the_pools_ca_rotates_and_logs_in_through_the_pooler() {
+    let (cert, key) = localhost_cert();
+    let (pg, pgb) = servers_with_tls("tls", &cert, &key);
+    let dir = TempDir::new("pgb-tls-policy");
+    std::fs::write(dir.join("ca.pem"), &cert).unwrap();
+    let s = Setup::new(
+        "pgb-tls",
+        &pooled_tls_policy(&pg, &pgb, dir.path(), &dir.join("ca.pem")),
+    );
+    s.quickstart_ok();
+    let first = s.file("APP_PASSWORD");
+    assert!(
+        pgb.can_login("app", &first),
+        "quickstart's password logs in through the pooler: {}",
+        pgb.log()
+    );
+    let out = s.rotate("APP_PASSWORD");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.file("APP_USER"), "app_b");
+    let second = s.file("APP_PASSWORD");
+    assert_ne!(first, second);
+    assert!(pgb.can_login("app_b", &second), "{}", pgb.log());
+    assert!(
+        login_from_url(pgb.port, &s.file("APP_URL")),
+        "the delivered URL logs in through the pooler"
+    );
+    assert!(
+        pgb.can_login("app", &first),
+        "the old login works until retire"
+    );
+    s.retire("APP_PASSWORD");
+    assert!(!pgb.can_login("app", &first));
+    assert!(pgb.can_login("app_b", &second));
+    // client_tls_sslmode = require: PgBouncer refuses clients without TLS, so keyd's RELOADs
+    // and test logins, which went through, were over TLS.
+    let plain = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &pgb.port.to_string()])
+        .args(["-U", "app_b", "-d", "app", "-tAc", "SELECT 1"])
+        .env("PGPASSWORD", &second)
+        .env("PGSSLMODE", "disable")
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .unwrap();
+    assert!(!plain.status.success(), "a login without TLS went through");
+    for password in [&first, &second] {
+        assert!(!pgb.log().contains(password.as_str()));
+    }
+}
+
+#[test]
+fn a_pgbouncer_whose_certificate_another_ca_signed_is_refused_naming_the_pool() {
+    let (cert, key) = localhost_cert();
+    let (other_ca, _) = localhost_cert();
+    let (pg, pgb) = servers_with_tls("tls-wrong-ca", &cert, &key);
+    let dir = TempDir::new("pgb-tls-wrong-ca-policy");
+    std::fs::write(dir.join("other-ca.pem"), &other_ca).unwrap();
+    let s = Setup::new(
+        "pgb-tls-wrong-ca",
+        &pooled_tls_policy(&pg, &pgb, dir.path(), &dir.join("other-ca.pem")),
+    );
+    let out = s.quickstart();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = String::from_utf8(ok(keyctl(&s.home()).args(["status", "--json"]))).unwrap();
+    assert!(
+        status.contains("target pool: ") && status.contains("TLS certificate verification failed"),
+        "{status}"
+    );
+    assert!(
+        !s.tmp.join("out/APP_PASSWORD").exists(),
+        "nothing is delivered before a login through the pooler proved it"
+    );
+}
+
+#[test]
+fn a_tls_pgbouncer_url_that_requires_channel_binding_is_refused_saying_what_to_set() {
+    // keyd's default over TLS is channel_binding=require, which PgBouncer cannot offer: the
+    // admin login stops before any password is sent, and the error names the setting.
+    let (cert, key) = localhost_cert();
+    let (pg, pgb) = servers_with_tls("tls-binding", &cert, &key);
+    let dir = TempDir::new("pgb-tls-binding-policy");
+    std::fs::write(dir.join("ca.pem"), &cert).unwrap();
+    let policy = pooled_tls_policy(&pg, &pgb, dir.path(), &dir.join("ca.pem"))
+        .replace("&channel_binding=prefer", "");
+    let s = Setup::new("pgb-tls-binding", &policy);
+    assert_eq!(s.quickstart().status.code(), Some(1));
+    let status = String::from_utf8(ok(keyctl(&s.home()).args(["status", "--json"]))).unwrap();
+    assert!(
+        status.contains("target pool: ") && status.contains("channel_binding="),
+        "{status}"
+    );
+    assert!(!s.tmp.join("out/APP_PASSWORD").exists());
 }

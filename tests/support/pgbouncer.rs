@@ -2,7 +2,8 @@
 //! and log in a temporary directory, listening on a free loopback port, with SCRAM
 //! authentication against `auth_file` and a database `app` passed through to the server;
 //! stopped when dropped. PgBouncer refuses to run as root: run as root (CI), it drops to
-//! Debian's `postgres` user. Logins through it are checked with the real `psql`.
+//! Debian's `postgres` user. Logins through it are checked with the real `psql`. Started with
+//! a certificate, it takes clients over TLS only (`client_tls_sslmode = require`).
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::TempDir;
-use crate::servers::{Postgres, free_port};
+use crate::servers::{Postgres, ServerCert, free_port};
 
 /// A PgBouncer whose admin console user is `admin` (a plaintext line of `auth_file`).
 pub struct Pgbouncer {
@@ -20,35 +21,53 @@ pub struct Pgbouncer {
     pub port: u16,
     /// The console admin's password.
     pub admin_password: String,
+    /// The CA its clients trust (its own certificate), when it takes TLS.
+    pub tls_ca: Option<PathBuf>,
     child: Child,
 }
 
 /// `psql` on a new connection to `port` as `user` to database `db` (the password through
 /// psql's environment, not its arguments).
 pub fn psql_to(port: u16, user: &str, password: &str, db: &str, sql: &str) -> Output {
-    Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            user,
-            "-d",
-            db,
-            "-tAc",
-            sql,
-        ])
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "5")
+    psql_command(port, user, password, db, sql)
         .output()
         .unwrap()
+}
+
+fn psql_command(port: u16, user: &str, password: &str, db: &str, sql: &str) -> Command {
+    let mut cmd = Command::new("psql");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        user,
+        "-d",
+        db,
+        "-tAc",
+        sql,
+    ])
+    .env("PGPASSWORD", password)
+    .env("PGCONNECT_TIMEOUT", "5");
+    cmd
 }
 
 impl Pgbouncer {
     /// Starts a PgBouncer in front of `pg`'s database `app` (which must exist), with
     /// `extra_lines` in `auth_file` after the admin's.
     pub fn start(tag: &str, pg: &Postgres, extra_lines: &str) -> Pgbouncer {
+        Pgbouncer::start_with(tag, pg, extra_lines, None)
+    }
+
+    /// Like [`Pgbouncer::start`]; with `tls`, clients must use TLS and are shown that
+    /// certificate (the connection to the server behind stays plain, on loopback).
+    pub fn start_with(
+        tag: &str,
+        pg: &Postgres,
+        extra_lines: &str,
+        tls: Option<ServerCert<'_>>,
+    ) -> Pgbouncer {
         let dir = TempDir::new(&format!("pgbouncer-{tag}"));
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let port = free_port();
@@ -60,6 +79,22 @@ impl Pgbouncer {
         )
         .unwrap();
         std::fs::set_permissions(&userlist, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut tls_lines = String::new();
+        let mut tls_ca = None;
+        if let Some(tls) = tls {
+            for (name, pem) in [("server.crt", tls.cert_pem), ("server.key", tls.key_pem)] {
+                std::fs::write(dir.join(name), pem).unwrap();
+                // Readable by the `postgres` user PgBouncer runs as under root.
+                std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o644))
+                    .unwrap();
+            }
+            tls_lines = format!(
+                "client_tls_sslmode = require\nclient_tls_cert_file = {}\nclient_tls_key_file = {}\n",
+                dir.join("server.crt").display(),
+                dir.join("server.key").display(),
+            );
+            tls_ca = Some(dir.join("server.crt"));
+        }
         let ini = dir.join("pgbouncer.ini");
         std::fs::write(
             &ini,
@@ -67,7 +102,7 @@ impl Pgbouncer {
                 "[databases]\napp = host=127.0.0.1 port={pg_port} dbname=app\n\n\
                  [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
                  auth_type = scram-sha-256\nauth_file = {userlist}\nadmin_users = admin\n\
-                 pool_mode = session\nlogfile = {log}\npidfile = {pid}\n",
+                 pool_mode = session\nlogfile = {log}\npidfile = {pid}\n{tls_lines}",
                 pg_port = pg.port,
                 userlist = userlist.display(),
                 log = dir.join("pgbouncer.log").display(),
@@ -95,6 +130,7 @@ impl Pgbouncer {
             dir,
             port,
             admin_password,
+            tls_ca,
             child,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -122,7 +158,11 @@ impl Pgbouncer {
     /// Whether `user` logs in with `password` through the pooler to database `app` (and the
     /// server, behind it, answers as that user).
     pub fn can_login(&self, user: &str, password: &str) -> bool {
-        let out = psql_to(self.port, user, password, "app", "SELECT current_user");
+        let mut cmd = psql_command(self.port, user, password, "app", "SELECT current_user");
+        if let Some(ca) = &self.tls_ca {
+            cmd.env("PGSSLMODE", "verify-full").env("PGSSLROOTCERT", ca);
+        }
+        let out = cmd.output().unwrap();
         out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == user
     }
 }

@@ -12,7 +12,10 @@ use std::path::Path;
 use crate::daemon::http::{MAX_BODY, Peer, Request, Response, Routes, serve_bytes};
 use crate::policy::{EnvFileSpec, Policy};
 use crate::sinks::EnvFileSink;
+use crate::targets::amqp::{self, LoginOutcome};
 use crate::targets::mysql_wire::{self, MAX_COLUMNS, MAX_ROWS};
+use crate::targets::rabbitmq;
+use crate::targets::rabbitmq_http::MAX_ANSWER;
 use crate::targets::resp::{MAX_ARRAY, MAX_BULK, MAX_DEPTH, MAX_REPLY_BYTES, Reply, read_reply};
 
 /// The policy parser on `data` as text (bytes that are not UTF-8 are skipped: policies are
@@ -59,6 +62,38 @@ pub fn mysql_answer(data: &[u8]) {
         assert!(rows.len() <= MAX_ROWS);
         for row in &rows {
             assert!(!row.is_empty() && row.len() <= MAX_COLUMNS);
+        }
+    }
+}
+
+/// The AMQP 0-9-1 client's login on `data` as everything the server sent. Any bytes give an
+/// outcome or an error, never a panic; a refusal's reason is the reply code and at most a
+/// short string's 255 bytes (each at most 3 bytes once lossily decoded).
+pub fn amqp_login(data: &[u8]) {
+    if let Ok(LoginOutcome::Refused(reason)) = amqp::login_over_bytes(data) {
+        assert!(
+            reason.len() <= 6 + 255 * 3,
+            "a reason of {} bytes",
+            reason.len()
+        );
+    }
+}
+
+/// The RabbitMQ management API reader on `data[1..]` as the server's answer, arriving in reads
+/// of a size `data[0]` picks, then its body read as an error's reason, a user's tags and
+/// permissions. Any bytes give an answer within the reader's limit or an error, never a panic;
+/// permissions are always the three patterns.
+pub fn rabbitmq_answer(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let chunk = (usize::from(first) + 1) * 32;
+    if let Ok(answer) = rabbitmq::read_answer_bytes(rest, chunk) {
+        assert!(answer.body_len <= MAX_ANSWER && answer.body_len <= rest.len());
+        assert!(answer.reason.len() <= answer.body_len);
+        if let Some((_tags, patterns)) = answer.user {
+            let patterns = patterns.as_object().expect("an object");
+            assert_eq!(patterns.len(), 3);
         }
     }
 }

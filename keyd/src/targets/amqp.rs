@@ -10,7 +10,6 @@
 
 use std::io::{Read, Write};
 
-use super::socket::Conn;
 use crate::secret::SecretString;
 
 /// The protocol header of AMQP 0-9-1.
@@ -53,7 +52,7 @@ struct Method {
 
 /// Reads the next method frame on channel 0, skipping heartbeats; `Ok(None)` when the server
 /// closed the connection.
-fn read_method(conn: &mut Conn) -> std::io::Result<Option<Method>> {
+fn read_method(conn: &mut impl Read) -> std::io::Result<Option<Method>> {
     loop {
         let mut header = [0u8; 7];
         match conn.read_exact(&mut header) {
@@ -94,7 +93,7 @@ fn malformed(what: &str) -> std::io::Error {
 
 /// Writes one method frame on channel 0 (the buffer is zeroed after: `Start-Ok` holds the
 /// password).
-fn write_method(conn: &mut Conn, method: u16, args: &[u8]) -> std::io::Result<()> {
+fn write_method(conn: &mut impl Write, method: u16, args: &[u8]) -> std::io::Result<()> {
     let size = u32::try_from(args.len() + 4).map_err(|_| malformed("too much"))?;
     let mut frame = zeroize::Zeroizing::new(Vec::with_capacity(args.len() + 12));
     frame.push(FRAME_METHOD);
@@ -193,9 +192,9 @@ fn offers_plain(args: &[u8]) -> bool {
 }
 
 /// Logs in as `user` with `password` on `vhost` over `conn` (connected, TLS started where
-/// asked) and closes the connection again.
+/// asked, every read and write bounded by a deadline) and closes the connection again.
 pub(crate) fn login(
-    mut conn: Conn,
+    mut conn: impl Read + Write,
     vhost: &str,
     user: &str,
     password: &SecretString,
@@ -265,6 +264,36 @@ pub(crate) fn login(
     }
 }
 
+/// Reads and writes of the fuzzing harness: reads come from the bytes given, writes vanish.
+struct Replay<'a>(&'a [u8]);
+
+impl Read for Replay<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for Replay<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The fuzzing harness's view of the client: a login whose server sent `bytes`. Any bytes
+/// give an outcome or an error.
+pub(crate) fn login_over_bytes(bytes: &[u8]) -> std::io::Result<LoginOutcome> {
+    login(
+        Replay(bytes),
+        "/",
+        "celery",
+        &SecretString::new("fuzz".into()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +331,57 @@ mod tests {
             close_reason(&close),
             "403 ACCESS_REFUSED - Login was refused"
         );
+    }
+
+    #[test]
+    fn the_seed_exchanges_read_as_the_server_meant_them() {
+        let seed = |name: &str| {
+            let path = format!(
+                "{}/../fuzz/corpus/amqp_login/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            login_over_bytes(&std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+        };
+        for accepted in [
+            "accepted",
+            "accepted_after_heartbeats",
+            "tune_frame_max_zero",
+        ] {
+            assert_eq!(
+                seed(accepted).unwrap(),
+                LoginOutcome::Accepted,
+                "{accepted}"
+            );
+        }
+        assert_eq!(
+            seed("refused_password").unwrap(),
+            LoginOutcome::Refused("403 ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile.".into())
+        );
+        assert_eq!(
+            seed("refused_vhost").unwrap(),
+            LoginOutcome::Refused(
+                "530 NOT_ALLOWED - access to vhost '/' refused for user 'celery_b'".into()
+            )
+        );
+        assert_eq!(
+            seed("closed_after_start").unwrap(),
+            LoginOutcome::Refused("the server closed the connection".into())
+        );
+        for (name, error) in [
+            (
+                "no_plain",
+                "the AMQP server sent no PLAIN mechanism in Connection.Start",
+            ),
+            (
+                "frame_too_large",
+                "the AMQP server sent a frame larger than 1 MiB",
+            ),
+            (
+                "frame_without_end",
+                "the AMQP server sent a frame without its end byte",
+            ),
+        ] {
+            assert_eq!(seed(name).unwrap_err().to_string(), error, "{name}");
+        }
     }
 }

@@ -12,7 +12,7 @@ pub mod pgbouncer;
 pub mod postgres;
 pub mod probe;
 pub mod rabbitmq;
-mod rabbitmq_http;
+pub(crate) mod rabbitmq_http;
 pub mod redis;
 pub(crate) mod resp;
 mod socket;

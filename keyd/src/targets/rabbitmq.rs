@@ -232,11 +232,7 @@ impl RabbitmqTarget {
             )
             .map_err(|e| self.fail(format!("management API {what}: {}", self.describe(&e))))?;
         if !ok.contains(&answer.status) {
-            // The API's error bodies name the reason, never a request's password or hash.
-            let reason = serde_json::from_slice::<Value>(&answer.body)
-                .ok()
-                .and_then(|v| v.get("reason").and_then(Value::as_str).map(str::to_owned))
-                .unwrap_or_default();
+            let reason = error_reason(&answer.body);
             let hint = match answer.status {
                 401 => " (the admin user or password is wrong)",
                 403 => " (the admin user lacks the administrator tag)",
@@ -271,17 +267,7 @@ impl RabbitmqTarget {
         else {
             return Ok(None);
         };
-        // Tags are a list from RabbitMQ 3.9 on, a comma-separated string before.
-        let tags = match v.get("tags") {
-            Some(Value::Array(tags)) => tags
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(","),
-            Some(Value::String(tags)) => tags.clone(),
-            _ => String::new(),
-        };
-        Ok(Some(User { tags }))
+        Ok(Some(User { tags: tags_of(&v) }))
     }
 
     /// Writes user `login` with `tags` and `hash` (`""`: no password).
@@ -312,13 +298,7 @@ impl RabbitmqTarget {
     fn permissions(&self, login: &str) -> Result<Option<Value>, TargetError> {
         Ok(self
             .call("GET", &self.permissions_path(login), None, &[200, 404])?
-            .map(|v| {
-                json!({
-                    "configure": v.get("configure").cloned().unwrap_or(json!("")),
-                    "write": v.get("write").cloned().unwrap_or(json!("")),
-                    "read": v.get("read").cloned().unwrap_or(json!("")),
-                })
-            }))
+            .map(|v| patterns_of(&v)))
     }
 
     /// Logs in over AMQP as `login` with `password` on the vhost.
@@ -346,6 +326,73 @@ impl RabbitmqTarget {
     fn login_of<'c>(&'c self, credential: &Credential<'c>) -> &'c str {
         credential.login.unwrap_or(&self.user)
     }
+}
+
+/// The `reason` of an error answer's JSON body, or `""`. The API's error bodies name the
+/// reason, never a request's password or hash.
+fn error_reason(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("reason").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// A user's tags, comma-separated: a list from RabbitMQ 3.9 on, a comma-separated string
+/// before.
+fn tags_of(user: &Value) -> String {
+    match user.get("tags") {
+        Some(Value::Array(tags)) => tags
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(","),
+        Some(Value::String(tags)) => tags.clone(),
+        _ => String::new(),
+    }
+}
+
+/// The configure, write and read patterns of a permissions answer (`""` for one missing).
+fn patterns_of(permissions: &Value) -> Value {
+    json!({
+        "configure": permissions.get("configure").cloned().unwrap_or(json!("")),
+        "write": permissions.get("write").cloned().unwrap_or(json!("")),
+        "read": permissions.get("read").cloned().unwrap_or(json!("")),
+    })
+}
+
+/// What the fuzzing harness reads from a management API answer.
+pub(crate) struct ReadAnswer {
+    /// The length of the body.
+    pub body_len: usize,
+    /// The body as an error answer's reason.
+    pub reason: String,
+    /// The body, when it is JSON, as a user's tags and as permissions.
+    pub user: Option<(String, Value)>,
+}
+
+/// The fuzzing harness's view of the management API reader: `bytes` as a server's answer,
+/// arriving `chunk` bytes per read, then its body read as the target reads it. Any bytes give
+/// an answer or an error.
+pub(crate) fn read_answer_bytes(bytes: &[u8], chunk: usize) -> std::io::Result<ReadAnswer> {
+    /// A server's answer, a few bytes per read, as a socket hands them out.
+    struct Chunks<'a>(&'a [u8], usize);
+    impl std::io::Read for Chunks<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.1.max(1)).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let answer = super::rabbitmq_http::read_answer(&mut Chunks(bytes, chunk))?;
+    let user = serde_json::from_slice::<Value>(&answer.body)
+        .ok()
+        .map(|v| (tags_of(&v), patterns_of(&v)));
+    Ok(ReadAnswer {
+        body_len: answer.body.len(),
+        reason: error_reason(&answer.body),
+        user,
+    })
 }
 
 impl Target for RabbitmqTarget {
@@ -507,5 +554,37 @@ mod tests {
         assert!(new("http://admin@rabbit:15672", "amqp://rabbit/", true).is_ok());
         let e = new("http://admin@127.0.0.1", "ftp://x/", false).unwrap_err();
         assert!(e.starts_with("target broker: bad amqp:"), "{e}");
+    }
+
+    #[test]
+    fn the_seed_answers_read_as_the_server_meant_them() {
+        let seed = |name: &str| {
+            let path = format!(
+                "{}/../fuzz/corpus/rabbitmq_answer/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            read_answer_bytes(&bytes[1..], usize::from(bytes[0]) + 1)
+        };
+        for user in ["user", "user_chunked"] {
+            assert_eq!(
+                seed(user).unwrap().user.unwrap().0,
+                "administrator",
+                "{user}"
+            );
+        }
+        let answer = seed("user_tags_as_string").unwrap();
+        assert_eq!(answer.user.unwrap().0, "management,monitoring");
+        let (_, patterns) = seed("permissions").unwrap().user.unwrap();
+        assert_eq!(
+            patterns,
+            json!({ "configure": ".*", "write": ".*", "read": "^celery\\..*" })
+        );
+        assert_eq!(seed("not_authorized").unwrap().reason, "Login failed");
+        assert_eq!(seed("not_found").unwrap().reason, "Not Found");
+        assert_eq!(seed("created").unwrap().body_len, 0);
+        assert_eq!(seed("body_to_close").unwrap().body_len, 11);
+        assert!(seed("cut_short").is_err());
+        assert!(seed("not_http").is_err());
     }
 }

@@ -16,7 +16,7 @@ use super::tls::{self, TlsMode};
 use crate::secret::SecretString;
 
 /// The largest answer read.
-const MAX_ANSWER: usize = 4 << 20;
+pub(crate) const MAX_ANSWER: usize = 4 << 20;
 
 /// What a management URL (`http://admin@rabbit:15672`, `https://admin@rabbit:15671/?ca=PATH`)
 /// says.
@@ -183,25 +183,31 @@ impl Management {
         }
         conn.write_all(&request)?;
         conn.flush()?;
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 8192];
-        loop {
-            match conn.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-                // A TLS peer that closes without close_notify: the body is delimited anyway.
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(e),
-            }
-            if raw.len() > MAX_ANSWER {
-                return Err(invalid("an answer larger than 4 MiB"));
-            }
-            if complete(&raw) {
-                break;
-            }
-        }
-        parse_answer(&raw)
+        read_answer(&mut conn)
     }
+}
+
+/// Reads an answer from `conn`: to the end of its body as its head delimits it, or to the end
+/// of the connection, at most [`MAX_ANSWER`] bytes.
+pub(crate) fn read_answer(conn: &mut impl Read) -> std::io::Result<Answer> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            // A TLS peer that closes without close_notify: the body is delimited anyway.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        }
+        if raw.len() > MAX_ANSWER {
+            return Err(invalid("an answer larger than 4 MiB"));
+        }
+        if complete(&raw) {
+            break;
+        }
+    }
+    parse_answer(&raw)
 }
 
 fn invalid(what: &str) -> std::io::Error {
@@ -238,7 +244,8 @@ fn complete(raw: &[u8]) -> bool {
     };
     let head = String::from_utf8_lossy(&raw[..end]);
     if let Some(len) = header(&head, "content-length").and_then(|l| l.parse::<usize>().ok()) {
-        return raw.len() >= end + len;
+        // `end + len` could overflow for a length near usize::MAX; `end <= raw.len()`.
+        return raw.len() - end >= len;
     }
     // A chunked body ends with its last chunk's blank line: decode only then, not per read.
     header(&head, "transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
@@ -341,5 +348,18 @@ mod tests {
         let to_close = b"HTTP/1.1 204 No Content\r\n\r\n";
         assert_eq!(parse_answer(to_close).unwrap().status, 204);
         assert!(parse_answer(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn a_content_length_near_usize_max_is_an_error_not_an_overflow() {
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{{}}",
+            usize::MAX
+        );
+        assert!(!complete(answer.as_bytes()));
+        assert_eq!(
+            parse_answer(answer.as_bytes()).err().unwrap().to_string(),
+            "the management API sent a body shorter than its Content-Length"
+        );
     }
 }
