@@ -10,10 +10,11 @@ the development VM) skips, by a linear scan at every inode it allocates, inodes 
 last 60 s (360 s while their block is dirty), so a quickstart that follows the removal of the
 previous run's 20,000 files took 3 to 6 s instead of 0.7 s. Prints medians and old/new ratios as a markdown table, then per binary the
 growth from the second-largest to the largest N (at most the size factor: linear or better).
-Usage: python3 bench/scale.py [--new PATH|none] [--old REV|none] [--sizes 100,1000,10000]
+Usage: python3 bench/scale.py [--new PATH|none] [--old REV|PATH|none] [--sizes 100,1000,10000]
                               [--runs 5] [--json FILE] [--tmp DIR] [--timeout 300]
 NEW defaults to target/release/keyctl (run `cargo build --release -p keyctl` first). OLD is
-built from `git archive REV` under /tmp with its own CARGO_TARGET_DIR, and reused next time.
+built from `git archive REV` under /tmp with its own CARGO_TARGET_DIR, and reused next time;
+a path to a keyctl binary is used as it is (two builds of one revision, e.g. two profiles).
 Linux only: peak RSS is wait4's ru_maxrss (KiB), read as a child subreaper (see LAUNCH)."""
 
 import argparse
@@ -183,7 +184,10 @@ def main():
     if fs_type(os.path.realpath(a.tmp)) in ("tmpfs", "ramfs"):
         log(f"warning: {a.tmp} is in memory; pass --tmp DIR on a disk for real store I/O")
     bins = {}
-    if a.old != "none":
+    old_sha = ""
+    if a.old != "none" and os.access(a.old, os.X_OK) and os.path.isfile(a.old):
+        bins["old"] = os.path.abspath(a.old)
+    elif a.old != "none":
         old_sha, bins["old"] = build_old(a.old, max(a.timeout, 3600))
     if a.new != "none":
         bins["new"] = os.path.abspath(a.new)
@@ -221,7 +225,7 @@ def main():
 
     print(f"{a.runs} alternating runs per N, {os.cpu_count()} cores, homes under {a.tmp}")
     for b, keyctl in bins.items():
-        rev = f" (built from {old_sha[:12]})" if b == "old" else ""
+        rev = f" (built from {old_sha[:12]})" if b == "old" and old_sha else ""
         print(f"- {b.upper()}: {keyctl}{rev}")
     print()
     cols = list(bins)
@@ -245,7 +249,7 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"runs": a.runs, "sizes": sizes, "binaries": bins,
-                       "old_rev": old_sha if "old" in bins else None,
+                       "old_rev": old_sha or None,
                        "figures": {b: {str(n): raw[b][n] for n in sizes} for b in bins}},
                       f, indent=1)
         log(f"wrote {a.json}")
