@@ -131,9 +131,10 @@ pub(crate) struct Engine<'a> {
     pub(super) audit: AuditLog,
     pub(super) policies: HashMap<String, Policy>,
     pub(crate) report: RotationReport,
-    /// Steps done in memory only (a rotation without a target: create, set, test) of a
-    /// secret's version, logged and marked by the next store write, which makes them durable.
-    pub(super) unsaved: Option<(SecretKey, u64)>,
+    /// Steps done in memory only of a secret's version (create, set and test of a rotation
+    /// without a target; test of any other), logged and marked by the next store write, which
+    /// makes them durable.
+    pub(super) unsaved: Option<(SecretKey, u64, &'static [&'static str])>,
 }
 
 impl<'a> Engine<'a> {
@@ -210,8 +211,8 @@ impl<'a> Engine<'a> {
     pub(super) fn save_logged(&mut self, lines: Vec<AuditLine>) -> Result<(), Error> {
         let unsaved = self.unsaved.take();
         let mut owed = Vec::new();
-        if let Some((key, number)) = &unsaved {
-            for step in ["create", "set", "test"] {
+        if let Some((key, number, steps)) = &unsaved {
+            for step in *steps {
                 owed.push(self.line(key, *number, step, "ok", None));
             }
         }
@@ -220,8 +221,8 @@ impl<'a> Engine<'a> {
             self.unsaved = unsaved;
             return Err(e.into());
         }
-        if unsaved.is_some() {
-            for step in ["create", "set", "test"] {
+        if let Some((_, _, steps)) = unsaved {
+            for step in steps {
                 pause_point(step);
             }
         }

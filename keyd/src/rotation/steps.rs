@@ -2,7 +2,8 @@
 //! the rotation finishes, waits or fails: set → test → deliver → promote → finish. The
 //! journal writes come first, each beside the steps that use it: a step acts, then the
 //! journal moves to the next step (in memory: [`Engine::journal_next_step`]) and is saved
-//! with the step's audit line, and only then do sinks see what changed.
+//! with the step's audit line, and only then do sinks see what changed. Test, which changes
+//! nothing, is saved with the deliver step's write.
 
 use std::collections::HashSet;
 
@@ -112,7 +113,7 @@ impl Engine<'_> {
             retry_at: None,
         });
         if early {
-            self.unsaved = Some((key.clone(), number));
+            self.unsaved = Some((key.clone(), number, &["create", "set", "test"]));
             return Ok(());
         }
         let line = self.line(key, number, "create", "ok", None);
@@ -321,7 +322,12 @@ impl Engine<'_> {
         {
             target.test(&cred)?;
         }
-        self.save_step_done(key, rotation, "test", Step::Deliver)
+        // Testing changes nothing, so the journal moves to deliver in memory only: the deliver
+        // step's write, which comes next, persists both (one store write fewer). A crash
+        // before it resumes at test, which runs again.
+        self.journal_next_step(key, rotation, Step::Deliver)?;
+        self.unsaved = Some((key.clone(), rotation.pending, &["test"]));
+        Ok(())
     }
 
     /// The deliver step: the pending value becomes visible to sinks (see
