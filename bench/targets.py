@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Benchmark: one password rotation per target type (set -> test -> promote), keyd against the
-same done by hand with the servers' own clients, alternating in one run.
+"""Benchmark: a password rotation per target type, keyd against the servers' own clients.
+
+One rotation (set -> test -> promote) by keyd, and the same done by hand with the servers' own
+clients, alternating in one run.
 
 Each target gets real servers started here as the target tests start them (tests/support/):
 MariaDB (`mariadb-install-db`, then `mariadbd` as Debian's `mysql` user), RabbitMQ (from
@@ -12,9 +14,9 @@ rotates another's.
 
 What is timed, each run (wall time of the commands, from this process):
   keyctl     `keyctl rotate bench/DB_PASSWORD` (release build, no daemon: the store under its
-             lock): a new password generated, the journal persisted before each step, set at the
-             server, tested with a new login, delivered by the files sink (a file replaced
-             atomically, fsynced), promoted. The store is made by `keyctl quickstart` of a policy
+             lock): a new password generated, set at the server, tested with a new login,
+             delivered by the files sink (a file replaced atomically, fsynced), promoted, with
+             the store (its journal) written and fsynced between steps as docs/rotation.md says. The store is made by `keyctl quickstart` of a policy
              with that target (`strategy = "single"`; the admin password from `password_file`).
   keyd       the same command with a `keyd` daemon running on its own home and socket: keyctl
              sends the request to the daemon, which runs the same rotation.
