@@ -135,6 +135,9 @@ pub(crate) struct Engine<'a> {
     /// without a target; test of any other), logged and marked by the next store write, which
     /// makes them durable.
     pub(super) unsaved: Option<(SecretKey, u64, &'static [&'static str])>,
+    /// The version this engine's create step made, of which secret: no target can have its
+    /// value before this engine's first set, so that set needs no probe.
+    pub(super) created: Option<(SecretKey, u64)>,
 }
 
 impl<'a> Engine<'a> {
@@ -182,6 +185,7 @@ impl<'a> Engine<'a> {
             policies: HashMap::new(),
             report: RotationReport::default(),
             unsaved: None,
+            created: None,
         }
     }
 
@@ -235,6 +239,7 @@ impl<'a> Engine<'a> {
         self.data = self.lock.load()?;
         self.audit.settle_owed(&mut self.data);
         self.unsaved = None;
+        self.created = None;
         Ok(())
     }
 

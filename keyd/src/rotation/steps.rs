@@ -112,6 +112,7 @@ impl Engine<'_> {
             last_error: None,
             retry_at: None,
         });
+        self.created = Some((key.clone(), number));
         if early {
             self.unsaved = Some((key.clone(), number, &["create", "set", "test"]));
             return Ok(());
@@ -295,8 +296,12 @@ impl Engine<'_> {
                 name: key.name().to_owned(),
                 reason: "a target needs a text value".into(),
             })?;
-            // Probe first: after a crash between set and the journal, the target already has it.
-            if !target.accepts(&pending_cred)? {
+            // Probe first: after a crash between set and the journal, or a set that failed
+            // after the target took it, the target already has it. A value this engine just
+            // created, not yet set, cannot be there (one login attempt fewer).
+            let fresh = rotation.attempts == 0
+                && self.created.as_ref() == Some(&(key.clone(), rotation.pending));
+            if fresh || !target.accepts(&pending_cred)? {
                 let current = record.current().and_then(credential);
                 target.set(&pending_cred, current.as_ref())?;
             }
