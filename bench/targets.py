@@ -41,7 +41,11 @@ What is timed, each run (wall time of the commands, from this process):
   fsync: they are the least a careful person types, so they are a lower bound on doing it by
   hand, not a copy of keyd's guarantees.
 Which of the three goes first rotates from run to run, after one untimed warm-up round.
-Prints a markdown table of medians and hand/keyd ratios (above 1: keyd is faster).
+Prints a markdown table of medians and hand/keyd ratios (above 1: keyd is faster), with the
+median time, measured in each round, of a small file's fsync, rename and directory fsync: keyd's
+store writes are made of these (about twenty fsyncs a rotation) and the hand runs of none, so
+the ratio moves with the disk's flush latency, which on a shared VM changes from minute to
+minute.
 Usage: python3 bench/targets.py [--bin DIR] [--runs 7] [--targets mysql,rabbitmq,pgbouncer]
                                 [--no-daemon]
 DIR defaults to target/release (run `cargo build --release -p keyctl -p keyd` first). Linux
@@ -402,6 +406,29 @@ class KeydSide:
              "bench/DB_PASSWORD"])
 
 
+def fsync_cost(directory):
+    """Seconds one small file's fsync, its rename and the directory's fsync take now (median
+    of 3): keyd's store writes are made of these, and on a shared disk their cost moves by a
+    factor of ten from minute to minute, so each round records it beside its times."""
+    costs = []
+    for _ in range(3):
+        path = os.path.join(directory, "fsync-probe")
+        start = time.perf_counter()
+        with open(path + ".tmp", "w") as f:
+            f.write("x")
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(path + ".tmp", path)
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        costs.append(time.perf_counter() - start)
+    os.remove(path)
+    return statistics.median(costs)
+
+
 def timed(fn):
     start = time.perf_counter()
     fn()
@@ -423,13 +450,16 @@ def bench_target(kind, bins, servers, runs, sides):
     do["hand"] = lambda: server.hand(hand_out)
     order = [s for s in SIDES if s in do]
     samples = {s: [] for s in order}
+    samples["fsync"] = []
     for s in order:  # warm-up: caches, first connections, the Erlang code path
         do[s]()
     for i in range(runs):
         k = i % len(order)
         for s in order[k:] + order[:k]:
             samples[s].append(timed(do[s]))
-        log(f"{kind}: run {i + 1}/{runs}: " + ", ".join(f"{s} {samples[s][-1] * 1000:.0f} ms" for s in order))
+        samples["fsync"].append(fsync_cost(servers.tmp))
+        log(f"{kind}: run {i + 1}/{runs}: " + ", ".join(f"{s} {samples[s][-1] * 1000:.0f} ms" for s in order)
+            + f"; fsync+rename+fsync {samples['fsync'][-1] * 1000:.1f} ms")
     return samples
 
 
@@ -464,7 +494,8 @@ def main():
     print(f"{a.runs} alternating runs per target, {os.cpu_count()} cores; "
           "ratio = hand median / keyd median (above 1: keyd is faster)\n")
     head = ["target", "keyctl rotate"] + (["through keyd"] if "keyd" in sides else []) + \
-           ["by hand", "hand / keyctl"] + (["hand / through keyd"] if "keyd" in sides else [])
+           ["by hand", "hand / keyctl"] + (["hand / through keyd"] if "keyd" in sides else []) + \
+           ["fsync, rename, fsync of the directory"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for kind, r in results.items():
@@ -472,6 +503,7 @@ def main():
         row.append(f"{med(r['hand']) / med(r['keyctl']):.2f}")
         if "keyd" in r:
             row.append(f"{med(r['hand']) / med(r['keyd']):.2f}")
+        row.append(f"{med(r['fsync']) * 1000:.1f} ms")
         print("| " + " | ".join(row) + " |")
 
 
