@@ -131,9 +131,13 @@ pub(crate) struct Engine<'a> {
     pub(super) audit: AuditLog,
     pub(super) policies: HashMap<String, Policy>,
     pub(crate) report: RotationReport,
-    /// Steps done in memory only (a rotation without a target: create, set, test) of a
-    /// secret's version, logged and marked by the next store write, which makes them durable.
-    pub(super) unsaved: Option<(SecretKey, u64)>,
+    /// Steps done in memory only of a secret's version (create, set and test of a rotation
+    /// without a target; test of any other), logged and marked by the next store write, which
+    /// makes them durable.
+    pub(super) unsaved: Option<(SecretKey, u64, &'static [&'static str])>,
+    /// The version this engine's create step made, of which secret: no target can have its
+    /// value before this engine's first set, so that set needs no probe.
+    pub(super) created: Option<(SecretKey, u64)>,
 }
 
 impl<'a> Engine<'a> {
@@ -181,6 +185,7 @@ impl<'a> Engine<'a> {
             policies: HashMap::new(),
             report: RotationReport::default(),
             unsaved: None,
+            created: None,
         }
     }
 
@@ -210,8 +215,8 @@ impl<'a> Engine<'a> {
     pub(super) fn save_logged(&mut self, lines: Vec<AuditLine>) -> Result<(), Error> {
         let unsaved = self.unsaved.take();
         let mut owed = Vec::new();
-        if let Some((key, number)) = &unsaved {
-            for step in ["create", "set", "test"] {
+        if let Some((key, number, steps)) = &unsaved {
+            for step in *steps {
                 owed.push(self.line(key, *number, step, "ok", None));
             }
         }
@@ -220,8 +225,8 @@ impl<'a> Engine<'a> {
             self.unsaved = unsaved;
             return Err(e.into());
         }
-        if unsaved.is_some() {
-            for step in ["create", "set", "test"] {
+        if let Some((_, _, steps)) = unsaved {
+            for step in steps {
                 pause_point(step);
             }
         }
@@ -234,6 +239,7 @@ impl<'a> Engine<'a> {
         self.data = self.lock.load()?;
         self.audit.settle_owed(&mut self.data);
         self.unsaved = None;
+        self.created = None;
         Ok(())
     }
 

@@ -2,7 +2,8 @@
 //! the rotation finishes, waits or fails: set → test → deliver → promote → finish. The
 //! journal writes come first, each beside the steps that use it: a step acts, then the
 //! journal moves to the next step (in memory: [`Engine::journal_next_step`]) and is saved
-//! with the step's audit line, and only then do sinks see what changed.
+//! with the step's audit line, and only then do sinks see what changed. Test, which changes
+//! nothing, is saved with the deliver step's write.
 
 use std::collections::HashSet;
 
@@ -111,8 +112,9 @@ impl Engine<'_> {
             last_error: None,
             retry_at: None,
         });
+        self.created = Some((key.clone(), number));
         if early {
-            self.unsaved = Some((key.clone(), number));
+            self.unsaved = Some((key.clone(), number, &["create", "set", "test"]));
             return Ok(());
         }
         let line = self.line(key, number, "create", "ok", None);
@@ -294,8 +296,12 @@ impl Engine<'_> {
                 name: key.name().to_owned(),
                 reason: "a target needs a text value".into(),
             })?;
-            // Probe first: after a crash between set and the journal, the target already has it.
-            if !target.accepts(&pending_cred)? {
+            // Probe first: after a crash between set and the journal, or a set that failed
+            // after the target took it, the target already has it. A value this engine just
+            // created, not yet set, cannot be there (one login attempt fewer).
+            let fresh = rotation.attempts == 0
+                && self.created.as_ref() == Some(&(key.clone(), rotation.pending));
+            if fresh || !target.accepts(&pending_cred)? {
                 let current = record.current().and_then(credential);
                 target.set(&pending_cred, current.as_ref())?;
             }
@@ -321,7 +327,12 @@ impl Engine<'_> {
         {
             target.test(&cred)?;
         }
-        self.save_step_done(key, rotation, "test", Step::Deliver)
+        // Testing changes nothing, so the journal moves to deliver in memory only: the deliver
+        // step's write, which comes next, persists both (one store write fewer). A crash
+        // before it resumes at test, which runs again.
+        self.journal_next_step(key, rotation, Step::Deliver)?;
+        self.unsaved = Some((key.clone(), rotation.pending, &["test"]));
+        Ok(())
     }
 
     /// The deliver step: the pending value becomes visible to sinks (see
