@@ -138,7 +138,10 @@ mod tests {
     fn log2_without_libm_agrees_with_std_to_the_last_bits() {
         for n in 1..=4096usize {
             let (ours, std) = (log2(n), (n as f64).log2());
-            assert!((ours - std).abs() <= 4.0 * f64::EPSILON * std.max(1.0), "{n}: {ours} {std}");
+            assert!(
+                (ours - std).abs() <= 4.0 * f64::EPSILON * std.max(1.0),
+                "{n}: {ours} {std}"
+            );
         }
         assert_eq!(log2(64), 6.0);
         assert_eq!(Alphabet::Hex.bits_per_char(), 4.0);

@@ -341,11 +341,29 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), S
     write_atomic_with(path, mode, |f| f.write_all(bytes))
 }
 
+/// [`write_atomic`] without its two fsyncs, for a small file that may be one write behind
+/// after a crash: readers still see the old file or the new one, never a part (the rename is
+/// atomic), but the new one may not survive a power cut.
+pub(crate) fn replace_unsynced(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
+    write_replacing(path, mode, false, |f| f.write_all(bytes))
+}
+
 /// [`write_atomic`] with the content written by `fill` into the temp file (unbuffered: fill
 /// should write in large pieces). A failure removes the temp file and leaves `path` as it was.
 fn write_atomic_with(
     path: &Path,
     mode: u32,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<(), StoreError> {
+    write_replacing(path, mode, true, fill)
+}
+
+/// Fills a temp file beside `path` and renames it over `path`; when `durable`, with the file
+/// and then the directory fsynced.
+fn write_replacing(
+    path: &Path,
+    mode: u32,
+    durable: bool,
     fill: impl FnOnce(&mut File) -> std::io::Result<()>,
 ) -> Result<(), StoreError> {
     // A bare file name's parent is "", which names no directory to fsync: it is ".".
@@ -369,7 +387,7 @@ fn write_atomic_with(
     let written = f
         .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
         .and_then(|()| fill(&mut f))
-        .and_then(|()| f.sync_all());
+        .and_then(|()| if durable { f.sync_all() } else { Ok(()) });
     if let Err(e) = written {
         drop(f);
         let _ = fs::remove_file(&tmp);
@@ -377,7 +395,7 @@ fn write_atomic_with(
     }
     drop(f);
     fs::rename(&tmp, path).map_err(io_at(path))?;
-    fsync_dir(dir)
+    if durable { fsync_dir(dir) } else { Ok(()) }
 }
 
 /// Makes a rename or create in `dir` durable.
