@@ -90,8 +90,8 @@ impl SwarmStore {
         .unwrap()
     }
 
-    /// The store's generations as the engine lists them (head configs).
-    fn generations(&self) -> usize {
+    /// The names of the store's heads, one per generation, as the engine lists them.
+    fn heads(&self) -> Vec<String> {
         docker_ok(&[
             "config",
             "ls",
@@ -101,33 +101,33 @@ impl SwarmStore {
             "{{.Name}}",
         ])
         .lines()
-        .count()
+        .map(str::to_owned)
+        .collect()
+    }
+
+    /// The store's generations as the engine lists them (head configs).
+    fn generations(&self) -> usize {
+        self.heads().len()
     }
 
     /// Each head's number of parts (its `keyd.store.parts` label), oldest first.
     fn head_parts(&self) -> Vec<usize> {
-        let mut heads: Vec<(u64, usize)> = docker_ok(&[
-            "config",
-            "ls",
-            "--filter",
-            &format!("label=keyd.store.head={}", self.t.id),
-            "--format",
-            "{{.Name}}",
-        ])
-        .lines()
-        .map(|name| {
-            let labels = docker_ok(&[
-                "config",
-                "inspect",
-                "--format",
-                "{{index .Spec.Labels \"keyd.store.generation\"}} \
+        let mut heads: Vec<(u64, usize)> = self
+            .heads()
+            .iter()
+            .map(|name| {
+                let labels = docker_ok(&[
+                    "config",
+                    "inspect",
+                    "--format",
+                    "{{index .Spec.Labels \"keyd.store.generation\"}} \
                  {{index .Spec.Labels \"keyd.store.parts\"}}",
-                name,
-            ]);
-            let (g, p) = labels.trim().split_once(' ').unwrap();
-            (g.parse().unwrap(), p.parse().unwrap())
-        })
-        .collect();
+                    name,
+                ]);
+                let (g, p) = labels.trim().split_once(' ').unwrap();
+                (g.parse().unwrap(), p.parse().unwrap())
+            })
+            .collect();
         heads.sort();
         heads.into_iter().map(|(_, parts)| parts).collect()
     }
