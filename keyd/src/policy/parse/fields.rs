@@ -261,8 +261,34 @@ pub(super) fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The `strategy` and `user_secret` of a secret's target (PostgreSQL, MySQL): the alternating
-/// strategy delivers the login in use under `user_secret`, so it needs one.
+/// The `user` a secret's target must name (MySQL, RabbitMQ), checked by `valid`; `None`, with
+/// the error given, when it is missing. An invalid one is reported as `what` (e.g. "RabbitMQ
+/// user") followed by `expected`, and still returned, so the other fields are checked too.
+pub(super) fn required_user(
+    c: &mut Checker,
+    f: &Fields<'_, '_>,
+    name: &str,
+    e: &Entry<'_, '_>,
+    (what, valid, expected): (&str, fn(&str) -> bool, &str),
+) -> Option<String> {
+    let Some((user, user_at)) = f.str(c, "user") else {
+        c.err(
+            e.value.span().start,
+            format!("the target of {name:?} has no `user`"),
+        );
+        return None;
+    };
+    if !valid(&user) {
+        c.err(
+            user_at,
+            format!("{what} {user:?} is not valid here ({expected})"),
+        );
+    }
+    Some(user)
+}
+
+/// The `strategy` and `user_secret` of a secret's target (PostgreSQL, MySQL, RabbitMQ): the
+/// alternating strategy delivers the login in use under `user_secret`, so it needs one.
 pub(super) fn login_strategy(
     c: &mut Checker,
     f: &Fields<'_, '_>,

@@ -1,7 +1,7 @@
 //! The `target = { … }` of a password whose target is a MySQL or MariaDB server: the user,
 //! the hosts its accounts are for, and the strategy.
 
-use super::fields::{Entry, Fields, login_strategy};
+use super::fields::{Entry, Fields, login_strategy, required_user};
 use super::problems::Checker;
 use crate::policy::SecretTarget;
 
@@ -39,16 +39,17 @@ pub(super) fn check(
         &["name", "user", "hosts", "strategy", "user_secret"],
         "for a mysql target: name, user, hosts, strategy, user_secret",
     );
-    let Some((user, user_at)) = f.str(c, "user") else {
-        c.err(
-            e.value.span().start,
-            format!("the target of {name:?} has no `user`"),
-        );
-        return None;
-    };
-    if !valid_mysql_user(&user) {
-        c.err(user_at, format!("MySQL user {user:?} is not valid here (expected letters, digits, '_', '-' or '.', at most 30 characters)"));
-    }
+    let user = required_user(
+        c,
+        f,
+        name,
+        e,
+        (
+            "MySQL user",
+            valid_mysql_user,
+            "expected letters, digits, '_', '-' or '.', at most 30 characters",
+        ),
+    )?;
     let hosts = match f.str_list(c, "hosts") {
         None => vec!["%".to_owned()],
         Some((hosts, at)) => {

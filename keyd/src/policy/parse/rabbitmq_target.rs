@@ -2,7 +2,7 @@
 //! API's `url` and the `amqp` address logins are tested at) and a password's `target = { … }`
 //! naming one (the user, its vhost and the strategy).
 
-use super::fields::{Entry, Fields, login_strategy};
+use super::fields::{Entry, Fields, login_strategy, required_user};
 use super::problems::Checker;
 use crate::policy::{SecretTarget, TargetKind};
 
@@ -78,16 +78,17 @@ pub(super) fn check(
         &["name", "user", "vhost", "strategy", "user_secret"],
         "for a rabbitmq target: name, user, vhost, strategy, user_secret",
     );
-    let Some((user, user_at)) = f.str(c, "user") else {
-        c.err(
-            e.value.span().start,
-            format!("the target of {name:?} has no `user`"),
-        );
-        return None;
-    };
-    if !valid_user(&user) {
-        c.err(user_at, format!("RabbitMQ user {user:?} is not valid here (expected letters, digits, '_', '-', '.' or '@', at most 100 characters)"));
-    }
+    let user = required_user(
+        c,
+        f,
+        name,
+        e,
+        (
+            "RabbitMQ user",
+            valid_user,
+            "expected letters, digits, '_', '-', '.' or '@', at most 100 characters",
+        ),
+    )?;
     let vhost = match f.str(c, "vhost") {
         None => "/".to_owned(),
         Some((vhost, at)) => {
