@@ -406,11 +406,17 @@ impl Engine {
 
     /// Every config carrying label `key=value`, with its data.
     pub fn configs_labelled(&self, key: &str, value: &str) -> Result<Vec<ConfigInfo>, DockerError> {
-        let what = || format!("listing configs labelled {key}={value}");
+        self.configs_with_labels(&[&format!("{key}={value}")])
+    }
+
+    /// Every config matching all of `labels` (each `key=value`, or `key` for any value), with
+    /// its data.
+    pub fn configs_with_labels(&self, labels: &[&str]) -> Result<Vec<ConfigInfo>, DockerError> {
+        let what = || format!("listing configs labelled {}", labels.join(", "));
         let options = ListConfigsOptions {
             filters: Some(HashMap::from([(
                 "label".to_owned(),
-                vec![format!("{key}={value}")],
+                labels.iter().map(|l| (*l).to_owned()).collect(),
             )])),
         };
         let list = self.call(what, self.docker.list_configs(Some(options)))?;

@@ -48,12 +48,21 @@ pub struct SwarmStore {
     /// ([`SwarmStore::newest_head`]), and while the engine cannot be reached it is still served
     /// ([`SwarmStore::read`]).
     last: Mutex<Option<Cached>>,
+    /// The pruning a commit started, which runs on beside the caller's work; dropping the
+    /// store waits for it, so a command does not exit halfway through one.
+    pruning: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 struct Cached {
     generation: u64,
     bytes: Vec<u8>,
     digest: String,
+}
+
+impl Drop for SwarmStore {
+    fn drop(&mut self) {
+        self.wait_for_pruning();
+    }
 }
 
 impl std::fmt::Debug for SwarmStore {
@@ -116,6 +125,7 @@ impl SwarmStore {
             name: name.to_owned(),
             engine: Mutex::new(None),
             last: Mutex::new(None),
+            pruning: Mutex::new(None),
         }
     }
 
@@ -258,12 +268,26 @@ impl SwarmStore {
         Ok(bytes)
     }
 
+    /// Waits for the pruning the last commit started, if any.
+    fn wait_for_pruning(&self) {
+        let running = self
+            .pruning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(running) = running {
+            let _ = running.join();
+        }
+    }
+
     /// Removes generation `old`, its head first and then its parts (named from the head's
-    /// labels, so no part's data is listed). When `sweep`, also lists every part and
-    /// removes those no kept head claims below `committing` (left by a writer that died
-    /// between its parts and its head): that costs a listing of every part with its data, so
-    /// it is done every [`KEEP_GENERATIONS`]th generation only. Parts of `committing` and
-    /// above may be a writer's commit in flight, and are never swept.
+    /// labels, so no part's data is listed). When `sweep`, also lists every head and part and
+    /// removes the heads older than the generations kept and the parts no kept head claims
+    /// below `committing` (left by a writer that died between its parts and its head, or by a
+    /// pruning cut short): that costs a listing of every part and head with its data, so it is
+    /// done every [`KEEP_GENERATIONS`]th generation only. Parts of `committing` and above may
+    /// be a writer's commit in flight, and are never swept. Runs beside the commit, on a
+    /// connection of its own ([`SwarmStore::pruning`]).
     fn prune(
         &self,
         engine: &Engine,
@@ -290,7 +314,8 @@ impl SwarmStore {
             .filter(|h| h.generation >= keep_from)
             .map(|h| (h.name.as_str(), h))
             .collect();
-        for part in engine.configs_labelled("keyd.store", &self.name)? {
+        let store = format!("keyd.store={}", self.name);
+        for part in engine.configs_with_labels(&[store.as_str(), "keyd.store.part-of"])? {
             let Some(of) = part.labels.get("keyd.store.part-of") else {
                 continue;
             };
@@ -402,51 +427,56 @@ impl RemoteStore for SwarmStore {
         ];
         // The generation this commit makes too old to keep, whether it wins or loses (a loser
         // lost to a writer of the same generation). Removing it is housekeeping, done on a
-        // connection of its own while the commit is written, and the commit stands whatever
-        // it meets.
+        // thread and connection of its own, beside the commit and the caller's work after it;
+        // the commit stands whatever it meets.
         let old = generation.checked_sub(KEEP_GENERATIONS).filter(|&g| g > 0);
         let sweep = generation.is_multiple_of(KEEP_GENERATIONS);
-        let committed = std::thread::scope(|scope| {
-            if old.is_some() || sweep {
-                scope.spawn(|| {
-                    let _ = Engine::connect(CALL_TIMEOUT)
-                        .and_then(|engine| self.prune(&engine, old, generation, sweep));
-                });
-            }
-            self.with_engine(|engine| {
-                let mut created = Vec::new();
-                let mut write_parts = || -> Result<bool, DockerError> {
-                    for (i, chunk) in chunks.iter().enumerate() {
-                        let name = format!("{head_name}-{nonce}-{i}");
-                        let mut l = labels(&common);
-                        l.extend(labels(&[
-                            ("keyd.store.part-of", head_name.clone()),
-                            ("keyd.store.part", i.to_string()),
-                        ]));
-                        if engine.create_config(&name, l, chunk)?.is_none() {
-                            return Ok(false);
-                        }
-                        created.push(name);
-                    }
+        if old.is_some() || sweep {
+            let mut pruning = self.pruning.lock().unwrap_or_else(|e| e.into_inner());
+            // One pruning at a time, in commit order: each waits for the one before it.
+            let before = pruning.take();
+            let pruner = SwarmStore::new(&self.name);
+            *pruning = Some(std::thread::spawn(move || {
+                if let Some(before) = before {
+                    let _ = before.join();
+                }
+                let _ = Engine::connect(CALL_TIMEOUT)
+                    .and_then(|engine| pruner.prune(&engine, old, generation, sweep));
+            }));
+        }
+        let committed = self.with_engine(|engine| {
+            let mut created = Vec::new();
+            let mut write_parts = || -> Result<bool, DockerError> {
+                for (i, chunk) in chunks.iter().enumerate() {
+                    let name = format!("{head_name}-{nonce}-{i}");
                     let mut l = labels(&common);
                     l.extend(labels(&[
-                        ("keyd.store.head", self.name.clone()),
-                        ("keyd.store.parts", chunks.len().to_string()),
-                        ("keyd.store.size", bytes.len().to_string()),
-                        ("keyd.store.digest", digest.to_owned()),
+                        ("keyd.store.part-of", head_name.clone()),
+                        ("keyd.store.part", i.to_string()),
                     ]));
-                    let text = format!("keyd store {} generation {generation}\n", self.name);
-                    let data = if inline { bytes } else { text.as_bytes() };
-                    Ok(engine.create_config(&head_name, l, data)?.is_some())
-                };
-                let committed = write_parts();
-                if !matches!(committed, Ok(true)) {
-                    for name in &created {
-                        let _ = engine.delete_config(name);
+                    if engine.create_config(&name, l, chunk)?.is_none() {
+                        return Ok(false);
                     }
+                    created.push(name);
                 }
-                committed
-            })
+                let mut l = labels(&common);
+                l.extend(labels(&[
+                    ("keyd.store.head", self.name.clone()),
+                    ("keyd.store.parts", chunks.len().to_string()),
+                    ("keyd.store.size", bytes.len().to_string()),
+                    ("keyd.store.digest", digest.to_owned()),
+                ]));
+                let text = format!("keyd store {} generation {generation}\n", self.name);
+                let data = if inline { bytes } else { text.as_bytes() };
+                Ok(engine.create_config(&head_name, l, data)?.is_some())
+            };
+            let committed = write_parts();
+            if !matches!(committed, Ok(true)) {
+                for name in &created {
+                    let _ = engine.delete_config(name);
+                }
+            }
+            committed
         })?;
         if !committed {
             return Err(StoreError::Conflict {
