@@ -675,6 +675,18 @@ fn status_answers_from_a_cached_view_until_the_store_changes() {
             .clone()
     };
     assert_eq!(version(&status(), "DB_PASSWORD"), 1);
+    // keyd's first scheduler pass reads the store just after it says it is ready: wait until
+    // it has (no open for 300 ms), so that only status calls are counted below.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store_opens_during(&home, || {
+        std::thread::sleep(std::time::Duration::from_millis(300))
+    }) > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "keyd kept opening its store while idle"
+        );
+    }
     // Asked again, the daemon answers without opening (and decrypting) the store.
     let opens = store_opens_during(&home, || {
         for _ in 0..5 {
