@@ -82,6 +82,23 @@ template = "postgresql://{login}:{{APP_PASSWORD|url}}@127.0.0.1:{pool_port}/app"
 
 /// A login through the pooler with the credentials of a delivered `postgresql://USER:PASSWORD@…`
 /// URL (letters and digits: nothing to decode).
+/// Servers `tag`, and a stack of [`pooled_policy`] with `strategy` in front of them (the
+/// policy's directory is returned to be kept as long as the stack).
+fn pooled(tag: &str, strategy: &str) -> (Postgres, Pgbouncer, TempDir, Setup) {
+    let (pg, pgb) = servers(tag);
+    let dir = TempDir::new(&format!("pgb-{tag}-policy"));
+    let policy = pooled_policy(
+        &pg,
+        pgb.port,
+        &pgb.auth_file(),
+        dir.path(),
+        &pgb.admin_password,
+        strategy,
+    );
+    let s = Setup::new(&format!("pgb-{tag}"), &policy);
+    (pg, pgb, dir, s)
+}
+
 fn login_from_url(pgb_port: u16, url: &str) -> bool {
     let rest = url.strip_prefix("postgresql://").unwrap();
     let (userinfo, _) = rest.split_once('@').unwrap();
@@ -93,19 +110,7 @@ fn login_from_url(pgb_port: u16, url: &str) -> bool {
 
 #[test]
 fn pgbouncer_single_rotation_and_retire_refuse_the_old_password_through_the_pooler() {
-    let (pg, pgb) = servers("single");
-    let dir = TempDir::new("pgb-single-policy");
-    let s = Setup::new(
-        "pgb-single",
-        &pooled_policy(
-            &pg,
-            pgb.port,
-            &pgb.auth_file(),
-            dir.path(),
-            &pgb.admin_password,
-            "single",
-        ),
-    );
+    let (pg, pgb, _dir, s) = pooled("single", "single");
     s.quickstart_ok();
     let first = s.file("APP_PASSWORD");
     assert!(
@@ -175,19 +180,7 @@ fn pgbouncer_single_rotation_and_retire_refuse_the_old_password_through_the_pool
 
 #[test]
 fn pgbouncer_alternating_rotations_have_zero_failed_logins_through_the_pooler() {
-    let (pg, pgb) = servers("alt");
-    let dir = TempDir::new("pgb-alt-policy");
-    let s = Setup::new(
-        "pgb-alt",
-        &pooled_policy(
-            &pg,
-            pgb.port,
-            &pgb.auth_file(),
-            dir.path(),
-            &pgb.admin_password,
-            "alternating",
-        ),
-    );
+    let (_pg, pgb, _dir, s) = pooled("alt", "alternating");
     s.quickstart_ok();
     assert_eq!(s.file("APP_USER"), "app");
     let first = s.file("APP_PASSWORD");
@@ -269,19 +262,7 @@ fn versions_and_in_flight(s: &Setup, name: &str) -> (usize, bool) {
 
 #[test]
 fn a_pgbouncer_rotation_killed_at_any_step_resumes_to_one_new_version_that_logs_in() {
-    let (pg, pgb) = servers("kill");
-    let dir = TempDir::new("pgb-kill-policy");
-    let s = Setup::new(
-        "pgb-kill",
-        &pooled_policy(
-            &pg,
-            pgb.port,
-            &pgb.auth_file(),
-            dir.path(),
-            &pgb.admin_password,
-            "alternating",
-        ),
-    );
+    let (_pg, pgb, _dir, s) = pooled("kill", "alternating");
     s.quickstart_ok();
     for (i, step) in ["create", "set", "test", "deliver", "promote"]
         .into_iter()
@@ -307,19 +288,7 @@ fn a_pgbouncer_rotation_killed_at_any_step_resumes_to_one_new_version_that_logs_
 
 #[test]
 fn a_set_that_failed_after_the_server_changed_is_repeated_until_the_pool_has_it_too() {
-    let (pg, pgb) = servers("resume");
-    let dir = TempDir::new("pgb-resume-policy");
-    let s = Setup::new(
-        "pgb-resume",
-        &pooled_policy(
-            &pg,
-            pgb.port,
-            &pgb.auth_file(),
-            dir.path(),
-            &pgb.admin_password,
-            "single",
-        ),
-    );
+    let (pg, pgb, _dir, s) = pooled("resume", "single");
     s.quickstart_ok();
     // A symbolic link where auth_file was: keyd refuses to follow it, after ALTER ROLE.
     let real = pgb.dir.join("userlist.real");
