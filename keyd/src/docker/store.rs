@@ -231,7 +231,8 @@ impl SwarmStore {
         Ok(leases)
     }
 
-    /// Puts the `parts` listed for `head` together, checking their number and size.
+    /// Puts the `parts` listed for `head` together, checking that none is missing (the
+    /// caller checks the size, as for a store held in its head).
     fn assemble(&self, head: &Head, parts: Vec<ConfigInfo>) -> Result<Vec<u8>, StoreError> {
         let mut ordered: Vec<Option<Vec<u8>>> = vec![None; head.parts];
         for part in parts {
@@ -256,14 +257,6 @@ impl SwarmStore {
                 ))
             })?;
             bytes.extend_from_slice(&part);
-        }
-        if bytes.len() != head.size {
-            return Err(self.corrupt(format!(
-                "generation {} holds {} bytes, its head says {}",
-                head.generation,
-                bytes.len(),
-                head.size
-            )));
         }
         Ok(bytes)
     }
@@ -381,15 +374,7 @@ impl RemoteStore for SwarmStore {
             Err(e) => return cached().map(Some).ok_or(e),
         };
         let bytes = match head.inline.take() {
-            Some(bytes) if bytes.len() == head.size => bytes,
-            Some(bytes) => {
-                return Err(self.corrupt(format!(
-                    "generation {} holds {} bytes, its head says {}",
-                    head.generation,
-                    bytes.len(),
-                    head.size
-                )));
-            }
+            Some(bytes) => bytes,
             None => {
                 let parts = self.with_engine(|engine| {
                     engine.configs_labelled("keyd.store.part-of", &head.name)
@@ -397,6 +382,14 @@ impl RemoteStore for SwarmStore {
                 self.assemble(&head, parts)?
             }
         };
+        if bytes.len() != head.size {
+            return Err(self.corrupt(format!(
+                "generation {} holds {} bytes, its head says {}",
+                head.generation,
+                bytes.len(),
+                head.size
+            )));
+        }
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Cached {
             generation: head.generation,
             bytes: bytes.clone(),
