@@ -5,8 +5,8 @@
 //! and bounded by a timeout, so a hung engine fails one delivery instead of stalling keyd.
 //!
 //! The engine is found the way the `docker` command finds it: `DOCKER_HOST` (a `unix://` path
-//! or `tcp://` without TLS), else `/var/run/docker.sock`. The API version is negotiated with the
-//! engine (keyd needs 1.41, Docker 20.10, or newer).
+//! or `tcp://` without TLS), else `/var/run/docker.sock`. The engine's API version is checked
+//! beside the first call (keyd needs 1.41, Docker 20.10, or newer).
 
 pub mod store;
 
@@ -203,16 +203,34 @@ pub struct Engine {
     runtime: tokio::runtime::Runtime,
     host: String,
     timeout: Duration,
+    /// The unix socket whose engine's API version is still to be checked (with the first
+    /// call, [`Engine::run`]).
+    unchecked: std::sync::Mutex<Option<String>>,
 }
 
 impl Engine {
-    /// Connects to the engine `DOCKER_HOST` names (else the default socket) and negotiates the
-    /// API version; each later call may take up to `timeout`.
+    /// Connects to the engine `DOCKER_HOST` names (else the default socket); each later call
+    /// may take up to `timeout`. On a unix socket the engine's API version is checked beside
+    /// the first call ([`Engine::call`]), not before it.
     pub fn connect(timeout: Duration) -> Result<Engine, DockerError> {
+        Engine::connect_checked(timeout, false)
+    }
+
+    /// Another connection to this engine, for a thread of its own beside this one; its API
+    /// version was checked already.
+    pub fn another(&self) -> Result<Engine, DockerError> {
+        Engine::connect_checked(self.timeout, true)
+    }
+
+    fn connect_checked(timeout: Duration, checked: bool) -> Result<Engine, DockerError> {
         let host = std::env::var("DOCKER_HOST")
             .ok()
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+        Engine::connect_to(host, timeout, checked)
+    }
+
+    fn connect_to(host: String, timeout: Duration, checked: bool) -> Result<Engine, DockerError> {
         let unreachable = |message: String| DockerError::Unreachable {
             host: host.clone(),
             message,
@@ -222,25 +240,33 @@ impl Engine {
             .build()
             .map_err(|e| unreachable(format!("cannot start an I/O runtime: {e}")))?;
         let secs = timeout.as_secs().max(1);
+        let local = host
+            .strip_prefix("unix://")
+            .or_else(|| host.starts_with('/').then_some(host.as_str()))
+            .map(str::to_owned);
+        if let Some(path) = local {
+            // bollard 0.21 sends each request's path without a version prefix (its URI joins
+            // an absolute path over `/vX.Y`; `requests_name_no_api_version` holds it to that),
+            // so the engine answers in its own version and the client's is never sent. What
+            // is left of negotiating is the check that the engine is new enough, which its
+            // `/_ping` answer tells; `/version` (what bollard negotiates with) asks containerd
+            // and runc for theirs and takes ~8 ms.
+            let version = bollard::ClientVersion {
+                major_version: MIN_API.0,
+                minor_version: MIN_API.1,
+            };
+            let docker = Docker::connect_with_unix(&host, secs, &version)
+                .map(|d| d.with_timeout(timeout))
+                .map_err(|e| unreachable(e.to_string()))?;
+            return Ok(Engine {
+                docker,
+                runtime,
+                host,
+                timeout,
+                unchecked: std::sync::Mutex::new((!checked).then_some(path)),
+            });
+        }
         let docker = runtime.block_on(async {
-            let local = host
-                .strip_prefix("unix://")
-                .or_else(|| host.starts_with('/').then_some(host.as_str()));
-            if let Some(path) = local {
-                // The engine names its API version in every `/_ping` answer, which costs it
-                // nothing; `/version` (what bollard negotiates with) asks containerd and runc
-                // for theirs and takes ~8 ms, paid by every keyctl command that talks to it.
-                let server = match tokio::time::timeout(timeout, ping_api_version(path)).await {
-                    Ok(Ok(v)) => v,
-                    Ok(Err(e)) => return Err(unreachable(e)),
-                    Err(_) => return Err(unreachable(format!("no answer within {secs} s"))),
-                };
-                let newest = *bollard::API_DEFAULT_VERSION;
-                let version = if server < newest { server } else { newest };
-                return Docker::connect_with_unix(&host, secs, &version)
-                    .map(|d| d.with_timeout(timeout))
-                    .map_err(|e| unreachable(e.to_string()));
-            }
             let docker = Docker::connect_with_defaults()
                 .map_err(|e| unreachable(e.to_string()))?
                 .with_timeout(timeout);
@@ -250,18 +276,13 @@ impl Engine {
                 Err(_) => Err(unreachable(format!("no answer within {secs} s"))),
             }
         })?;
-        let version = docker.client_version();
-        let found = (version.major_version, version.minor_version);
-        if found < MIN_API {
-            return Err(DockerError::TooOld {
-                found: format!("{}.{}", found.0, found.1),
-            });
-        }
+        check_api_version(docker.client_version())?;
         Ok(Engine {
             docker,
             runtime,
             host,
             timeout,
+            unchecked: std::sync::Mutex::new(None),
         })
     }
 
@@ -276,18 +297,50 @@ impl Engine {
         what: impl Fn() -> String,
         f: impl Future<Output = Result<T, bollard::errors::Error>>,
     ) -> Result<T, DockerError> {
-        let limit = self.timeout;
-        match self
-            .runtime
-            .block_on(async move { tokio::time::timeout(limit, f).await })
-        {
+        match self.run(f) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(api_error(what(), e)),
-            Err(_) => Err(DockerError::Timeout {
+            Err(None) => Err(DockerError::Timeout {
                 what: what(),
                 limit: self.timeout,
             }),
+            Err(Some(e)) => Err(e),
         }
+    }
+
+    /// Runs `f`, bounded by the timeout (`Err(None)` when it ran out). The first run on a
+    /// unix socket also asks the engine's `/_ping` for its API version, both requests in
+    /// flight at once, and fails as [`Engine::connect`] would have when the engine cannot be
+    /// reached or is too old.
+    fn run<F: Future>(&self, f: F) -> Result<F::Output, Option<DockerError>> {
+        let limit = self.timeout;
+        let unchecked = self
+            .unchecked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(path) = unchecked else {
+            return self
+                .runtime
+                .block_on(async move { tokio::time::timeout(limit, f).await })
+                .map_err(|_| None);
+        };
+        let both = async { tokio::join!(ping_api_version(&path), f) };
+        let (version, output) = self
+            .runtime
+            .block_on(async move { tokio::time::timeout(limit, both).await })
+            .map_err(|_| {
+                Some(DockerError::Unreachable {
+                    host: self.host.clone(),
+                    message: format!("no answer within {} s", limit.as_secs().max(1)),
+                })
+            })?;
+        let version = version.map_err(|message| DockerError::Unreachable {
+            host: self.host.clone(),
+            message,
+        })?;
+        check_api_version(version)?;
+        Ok(output)
     }
 
     /// Fails unless this node is a swarm manager.
@@ -433,20 +486,38 @@ impl Engine {
 
     /// The config named exactly `name`, with its data, if there is one.
     pub fn config_named(&self, name: &str) -> Result<Option<ConfigInfo>, DockerError> {
-        let what = || format!("reading config {name}");
-        match self.call(what, self.docker.inspect_config(name)) {
-            Ok(config) => ConfigInfo::try_from(config)
-                .map(|c| (c.name == name).then_some(c))
-                .map_err(|message| DockerError::Api {
-                    what: what(),
-                    message,
-                    status: None,
-                }),
-            Err(DockerError::Api {
-                status: Some(404), ..
-            }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let found = self.call(
+            || format!("reading config {name}"),
+            self.docker.inspect_config(name),
+        );
+        named_config(name, found)
+    }
+
+    /// [`Engine::config_named`] of `a` and of `b`, both requests in flight at once (a look-up
+    /// costs a round trip to the swarm's store, not bandwidth).
+    pub fn configs_named(
+        &self,
+        a: &str,
+        b: &str,
+    ) -> Result<(Option<ConfigInfo>, Option<ConfigInfo>), DockerError> {
+        let both =
+            async { tokio::join!(self.docker.inspect_config(a), self.docker.inspect_config(b)) };
+        let (found_a, found_b) = self.run(both).map_err(|e| {
+            e.unwrap_or_else(|| DockerError::Timeout {
+                what: format!("reading configs {a} and {b}"),
+                limit: self.timeout,
+            })
+        })?;
+        Ok((
+            named_config(
+                a,
+                found_a.map_err(|e| api_error(format!("reading config {a}"), e)),
+            )?,
+            named_config(
+                b,
+                found_b.map_err(|e| api_error(format!("reading config {b}"), e)),
+            )?,
+        ))
     }
 
     /// Creates config `name` holding `data` (at most [`MAX_CONFIG_BYTES`]), with `labels`;
@@ -665,6 +736,37 @@ pub fn service_name(service: &Service) -> String {
         .unwrap_or_default()
 }
 
+/// Fails unless the engine speaks [`MIN_API`] or newer.
+fn check_api_version(version: bollard::ClientVersion) -> Result<(), DockerError> {
+    let found = (version.major_version, version.minor_version);
+    if found < MIN_API {
+        return Err(DockerError::TooOld {
+            found: format!("{}.{}", found.0, found.1),
+        });
+    }
+    Ok(())
+}
+
+/// What an inspection of config `name` found: `None` when the engine has no such config.
+fn named_config(
+    name: &str,
+    found: Result<Config, DockerError>,
+) -> Result<Option<ConfigInfo>, DockerError> {
+    match found {
+        Ok(config) => ConfigInfo::try_from(config)
+            .map(|c| (c.name == name).then_some(c))
+            .map_err(|message| DockerError::Api {
+                what: format!("reading config {name}"),
+                message,
+                status: None,
+            }),
+        Err(DockerError::Api {
+            status: Some(404), ..
+        }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn api_error(what: String, e: bollard::errors::Error) -> DockerError {
     use bollard::errors::Error as E;
     match e {
@@ -727,5 +829,85 @@ mod tests {
         let e = ping_answer("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").unwrap_err();
         assert!(e.contains("names no API version"), "{e}");
         assert!(e.contains("404"), "{e}");
+    }
+
+    /// A stand-in engine on a fresh socket answering `/_ping` with API version `api` and
+    /// every other request with 404; returns the socket's path and, once `connections`
+    /// connections were served, the request lines it saw.
+    fn fake_engine(
+        api: &'static str,
+        connections: usize,
+    ) -> (
+        crate::scratch::Scratch,
+        String,
+        std::thread::JoinHandle<Vec<String>>,
+    ) {
+        let dir = crate::scratch::Scratch::new();
+        let path = dir.path().join("engine.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut seen = Vec::new();
+            for _ in 0..connections {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 512];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = conn.read(&mut buf).unwrap();
+                    assert!(n > 0, "the client closed before its request ended");
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let line = String::from_utf8_lossy(&request);
+                let line = line.lines().next().unwrap_or_default().to_owned();
+                let (status, body) = if line.starts_with("GET /_ping ") {
+                    ("200 OK", "OK")
+                } else {
+                    ("404 Not Found", r#"{"message":"no such config"}"#)
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\nApi-Version: {api}\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                conn.write_all(answer.as_bytes()).unwrap();
+                seen.push(line);
+            }
+            seen
+        });
+        let host = format!("unix://{}", path.to_str().unwrap());
+        (dir, host, server)
+    }
+
+    #[test]
+    fn requests_name_no_api_version_and_the_first_is_checked_beside_a_ping() {
+        let (_dir, host, server) = fake_engine("1.41", 3);
+        let engine = Engine::connect_to(host, Duration::from_secs(5), false).unwrap();
+        assert!(engine.config_named("a").unwrap().is_none());
+        assert!(engine.config_named("b").unwrap().is_none());
+        let mut seen = server.join().unwrap();
+        seen.sort();
+        // One ping, with the first call only; the engine answers in its own API version, so
+        // a client version in the path (which an engine newer than it may refuse) is never
+        // sent.
+        assert_eq!(
+            seen,
+            [
+                "GET /_ping HTTP/1.1",
+                "GET /configs/a HTTP/1.1",
+                "GET /configs/b HTTP/1.1"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_engine_older_than_the_api_keyd_needs_is_refused_at_the_first_call() {
+        let (_dir, host, server) = fake_engine("1.40", 2);
+        let engine = Engine::connect_to(host, Duration::from_secs(5), false).unwrap();
+        let e = engine.config_named("a").unwrap_err();
+        assert!(
+            matches!(&e, DockerError::TooOld { found } if found == "1.40"),
+            "{e}"
+        );
+        server.join().unwrap();
     }
 }

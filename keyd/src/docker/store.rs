@@ -12,7 +12,7 @@
 //! The head is created last and its name is the generation's: the engine creates a name once,
 //! so of two writers of generation G exactly one commits (the other removes its parts and
 //! reports [`StoreError::Conflict`]); a reader who finds a head finds its parts. The last
-//! [`KEEP_GENERATIONS`] are kept; a commit removes older ones.
+//! [`KEEP_GENERATIONS`] (or one fewer) are kept; commits remove older ones.
 //!
 //! The scheduler's lease is `keyd-lease-NAME-tT` (T the term), labelled with its holder and
 //! the time it lapses: a holder renews by creating the next term, so taking and renewing are
@@ -51,6 +51,9 @@ pub struct SwarmStore {
     /// The pruning a commit started, which runs on beside the caller's work; dropping the
     /// store waits for it, so a command does not exit halfway through one.
     pruning: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Every generation up to this one was removed by this process's pruning
+    /// ([`SwarmStore::commit`]).
+    pruned_through: Mutex<u64>,
 }
 
 struct Cached {
@@ -126,6 +129,7 @@ impl SwarmStore {
             engine: Mutex::new(None),
             last: Mutex::new(None),
             pruning: Mutex::new(None),
+            pruned_through: Mutex::new(0),
         }
     }
 
@@ -177,12 +181,11 @@ impl SwarmStore {
         Ok(heads)
     }
 
-    /// The head of `generation`, with its data, if it has one.
-    fn head_at(&self, engine: &Engine, generation: u64) -> Result<Option<Head>, DockerError> {
-        Ok(engine
-            .config_named(&self.head_name(generation))?
+    /// `config` as a head of this store, if it is one.
+    fn head_of(&self, config: Option<ConfigInfo>) -> Option<Head> {
+        config
             .filter(|c| c.labels.get("keyd.store.head") == Some(&self.name))
-            .and_then(Head::from_config))
+            .and_then(Head::from_config)
     }
 
     fn cached_generation(&self) -> Option<u64> {
@@ -194,16 +197,22 @@ impl SwarmStore {
     /// is newer. Generations go up one at a time and are never reused (a commit is the one
     /// after the generation its writer loaded; a copy over a store continues its numbering),
     /// so when `known + 1` has no head and `known` has one, `known` is the newest: two look-ups
-    /// by name instead of a listing that carries every kept head's data. The cached generation
-    /// needs no second look-up: only a newer generation's commit prunes its head.
+    /// by name, both in flight at once, instead of a listing that carries every kept head's
+    /// data. The cached generation needs no second look-up: only a newer generation's commit
+    /// prunes its head.
     fn newest_head(&self, engine: &Engine, known: u64) -> Result<Newest, DockerError> {
         let cached = self.cached_generation();
         let from = known.max(cached.unwrap_or(0));
-        if from > 0 && engine.config_named(&self.head_name(from + 1))?.is_none() {
-            if cached == Some(from) {
+        if from > 0 && cached == Some(from) {
+            if engine.config_named(&self.head_name(from + 1))?.is_none() {
                 return Ok(Newest::Cached(from));
             }
-            if let Some(head) = self.head_at(engine, from)? {
+        } else if from > 0 {
+            let (next, at) =
+                engine.configs_named(&self.head_name(from + 1), &self.head_name(from))?;
+            if next.is_none()
+                && let Some(head) = self.head_of(at)
+            {
                 return Ok(Newest::Head(head));
             }
         }
@@ -273,8 +282,8 @@ impl SwarmStore {
         }
     }
 
-    /// Removes generation `old`, its head first and then its parts (named from the head's
-    /// labels, so no part's data is listed). When `sweep`, also lists every head and part and
+    /// Removes the generations `old` (both looked up at once), each head first and then its
+    /// parts (named from the head's labels, so no part's data is listed). When `sweep`, also lists every head and part and
     /// removes the heads older than the generations kept and the parts no kept head claims
     /// below `committing` (left by a writer that died between its parts and its head, or by a
     /// pruning cut short): that costs a listing of every part and head with its data, so it is
@@ -284,14 +293,20 @@ impl SwarmStore {
     fn prune(
         &self,
         engine: &Engine,
-        old: Option<u64>,
+        old: Option<(u64, u64)>,
         committing: u64,
         sweep: bool,
     ) -> Result<(), DockerError> {
-        if let Some(head) = old.map(|g| self.head_at(engine, g)).transpose()?.flatten() {
-            engine.delete_config(&head.name)?;
-            for i in 0..head.parts {
-                engine.delete_config(&format!("{}-{}-{i}", head.name, head.nonce))?;
+        if let Some((a, b)) = old {
+            let (at_a, at_b) = engine.configs_named(&self.head_name(a), &self.head_name(b))?;
+            for head in [self.head_of(at_a), self.head_of(at_b)]
+                .into_iter()
+                .flatten()
+            {
+                engine.delete_config(&head.name)?;
+                for i in 0..head.parts {
+                    engine.delete_config(&format!("{}-{}-{i}", head.name, head.nonce))?;
+                }
             }
         }
         if !sweep {
@@ -418,23 +433,47 @@ impl RemoteStore for SwarmStore {
             ("keyd.store.generation", generation.to_string()),
             ("keyd.store.nonce", nonce.clone()),
         ];
-        // The generation this commit makes too old to keep, whether it wins or loses (a loser
-        // lost to a writer of the same generation). Removing it is housekeeping, done on a
-        // thread and connection of its own, beside the commit and the caller's work after it;
-        // the commit stands whatever it meets.
-        let old = generation.checked_sub(KEEP_GENERATIONS).filter(|&g| g > 0);
+        // The generations this commit makes too old to keep, whether it wins or loses (a loser
+        // lost to a writer of the same generation), removed two at a time: G−K, and G−K+1,
+        // which this process's next commit would make too old, unless it removed them already.
+        // So of a rotation's two commits only the first prunes, beside that commit and the
+        // deliveries after it, and the second (whose pruning would hold up the command's exit)
+        // none; K−1 or K generations stay. Removing them is housekeeping, done on a thread and
+        // connection of its own; the commit stands whatever it meets.
+        let old = {
+            let mut through = self
+                .pruned_through
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let first = generation.saturating_sub(KEEP_GENERATIONS);
+            (first > *through).then(|| {
+                *through = first + 1;
+                (first, first + 1)
+            })
+        };
         let sweep = generation.is_multiple_of(KEEP_GENERATIONS);
         if old.is_some() || sweep {
             let mut pruning = self.pruning.lock().unwrap_or_else(|e| e.into_inner());
             // One pruning at a time, in commit order: each waits for the one before it.
             let before = pruning.take();
             let pruner = SwarmStore::new(&self.name);
+            // The commit's own connection negotiated the API version: the pruner's asks nothing
+            // before its first call.
+            let another = self
+                .engine
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(Engine::another);
             *pruning = Some(std::thread::spawn(move || {
                 if let Some(before) = before {
                     let _ = before.join();
                 }
-                let _ = Engine::connect(CALL_TIMEOUT)
-                    .and_then(|engine| pruner.prune(&engine, old, generation, sweep));
+                let engine = match another {
+                    Some(Ok(engine)) => Ok(engine),
+                    _ => Engine::connect(CALL_TIMEOUT),
+                };
+                let _ = engine.and_then(|engine| pruner.prune(&engine, old, generation, sweep));
             }));
         }
         let committed = self.with_engine(|engine| {
