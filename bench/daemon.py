@@ -6,7 +6,8 @@
   (the store-lock path, no daemon);
 - request latency p50/p99 under a bounded concurrent load (8 clients x 250 keep-alive
   requests on the socket): keyd GET /v1/health and GET /v1/status vs the anchor's GET /health.
-Usage: python3 bench/daemon.py [RUNS]   (default 15; needs `cargo build --release`)"""
+Usage: python3 bench/daemon.py [RUNS] [--bin DIR]   (RUNS default 15; DIR default target/release,
+run `cargo build --release` first)"""
 
 import os
 import shutil
@@ -111,7 +112,13 @@ def wait_replaced(path, before, deadline=30.0):
 
 
 def main():
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    global KEYD, KEYCTL
+    args = sys.argv[1:]
+    if "--bin" in args:
+        i = args.index("--bin")
+        KEYD, KEYCTL = (os.path.join(args[i + 1], b) for b in ("keyd", "keyctl"))
+        del args[i:i + 2]
+    runs = int(args[0]) if args else 15
     work = tempfile.mkdtemp(prefix="keyd-bench-daemon-")
     try:
         home = os.path.join(work, "home")
