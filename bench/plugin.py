@@ -41,6 +41,8 @@ bytes = 32
 GET_SECRET = json.dumps({
     "SecretName": "db_password",
     "SecretLabels": {"keyd.secret": "app/DB_PASSWORD"},
+    # keyd serves a service only its own stack's secrets (the stack's namespace label).
+    "ServiceLabels": {"com.docker.stack.namespace": "app"},
     "ServiceID": "kx8", "ServiceName": "web", "TaskID": "t1", "TaskName": "web.1.t1",
     "TaskImage": "consumer:latest", "NodeID": "n1",
 }).encode()
