@@ -295,13 +295,16 @@ fn the_metrics_are_valid_prometheus_text_and_hold_no_value() {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let long = "x".repeat(20 * 1024);
-    write!(
+    // The server answers 431 and closes once it has read MAX_HEAD bytes; the close resets the
+    // connection while the rest of the head is still being written, so the write may fail
+    // (EPIPE, ECONNRESET). The answer sent before the reset is still read.
+    let _ = write!(
         stream,
         "GET /metrics HTTP/1.1\r\nHost: a\r\nX-Long: {long}\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
+    );
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
     let mut stream = TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
     stream
