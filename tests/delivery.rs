@@ -306,7 +306,7 @@ fn a_reader_never_sees_a_pair_of_files_from_two_rotations() {
     use keyd::policy::FilesSpec;
     use keyd::secret::{SecretString, Value};
     use keyd::sinks::{Delivery, FilesSink, Pass, Sink as _};
-    use keyd::store::{Books, Ledger, SwarmLedger};
+    use keyd::store::{Ledger, SinkRecords, SwarmLedger};
 
     const ROTATIONS: u64 = 200;
     let tmp = TempDir::new("atomic-set");
@@ -321,11 +321,11 @@ fn a_reader_never_sees_a_pair_of_files_from_two_rotations() {
         })
     };
     let (mut ledger, mut swarm) = (Ledger::new(), SwarmLedger::default());
-    let mut books = Books {
+    let mut records = SinkRecords {
         ledger: &mut ledger,
         swarm: &mut swarm,
     };
-    sink.deliver(&pair(1), Pass::Full, &mut books).unwrap();
+    sink.deliver(&pair(1), Pass::Full, &mut records).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let (mixed, pairs, errors) = (
@@ -360,7 +360,7 @@ fn a_reader_never_sees_a_pair_of_files_from_two_rotations() {
     }
     let changed: HashSet<String> = ["cert.pem", "key.pem"].map(String::from).into();
     for v in 2..=ROTATIONS + 1 {
-        sink.deliver(&pair(v), Pass::Only(&changed), &mut books)
+        sink.deliver(&pair(v), Pass::Only(&changed), &mut records)
             .unwrap();
     }
     stop.store(true, Ordering::SeqCst);

@@ -111,7 +111,7 @@ pub fn deliver_values(
     let mut failures = Vec::new();
     for sink in &sinks {
         let delivered = if sink.check(deliveries).is_ok() {
-            sink.deliver(deliveries, pass, &mut stack.books())
+            sink.deliver(deliveries, pass, &mut stack.sink_records())
         } else {
             // Find the values this sink refuses, one by one; deliver the others.
             let refused: HashSet<&str> = deliveries
@@ -126,7 +126,7 @@ pub fn deliver_values(
                 .into_iter()
                 .filter(|d| !refused.contains(d.name.as_str()))
                 .collect();
-            sink.deliver(&accepted, pass, &mut stack.books())
+            sink.deliver(&accepted, pass, &mut stack.sink_records())
         };
         match delivered {
             Ok(report) => {
@@ -217,7 +217,7 @@ pub fn retire(stack: &mut StackRecord, name: &str, versions: &[u64]) -> Result<(
     for sink in built {
         for output in &outputs {
             for &v in versions {
-                sink.retire(output, v, &mut stack.books())?;
+                sink.retire(output, v, &mut stack.sink_records())?;
             }
         }
     }

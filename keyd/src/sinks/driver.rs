@@ -14,7 +14,7 @@ use super::swarm::{engine_for, key_of, keyed_digest};
 use super::{Delivery, DeliveryReport, Pass, Sink, SinkError};
 use crate::docker::{DockerError, Engine};
 use crate::policy::PluginSpec;
-use crate::store::Books;
+use crate::store::SinkRecords;
 
 const SINK: &str = "plugin";
 
@@ -96,22 +96,22 @@ impl Sink for PluginSink {
         &self,
         deliveries: &[Delivery],
         pass: Pass<'_>,
-        books: &mut Books<'_>,
+        records: &mut SinkRecords<'_>,
     ) -> Result<DeliveryReport, SinkError> {
         let mut report = DeliveryReport {
             sink: SINK.into(),
             location: self.spec.driver.clone().into(),
             ..Default::default()
         };
-        let key = key_of(books.swarm);
+        let key = key_of(records.swarm);
         let mut changed: BTreeMap<&str, String> = BTreeMap::new();
         for d in deliveries.iter().filter(|d| pass.includes(&d.name)) {
             let digest = keyed_digest(&key, d.value.expose().as_bytes());
-            match books.swarm.served.get(&d.name) {
+            match records.swarm.served.get(&d.name) {
                 Some(last) if *last == digest => report.unchanged.push(d.name.clone()),
                 // First sight: services that use it fetched this value when they started.
                 None => {
-                    books.swarm.served.insert(d.name.clone(), digest);
+                    records.swarm.served.insert(d.name.clone(), digest);
                     report.unchanged.push(d.name.clone());
                 }
                 Some(_) => {
@@ -144,14 +144,19 @@ impl Sink for PluginSink {
             self.restart(&engine, &ids)?;
         }
         for (name, digest) in changed {
-            books.swarm.served.insert(name.to_owned(), digest);
+            records.swarm.served.insert(name.to_owned(), digest);
             report.written.push(name.to_owned());
         }
         Ok(report)
     }
 
     /// Nothing is published per version.
-    fn retire(&self, _name: &str, _version: u64, _books: &mut Books<'_>) -> Result<(), SinkError> {
+    fn retire(
+        &self,
+        _name: &str,
+        _version: u64,
+        _records: &mut SinkRecords<'_>,
+    ) -> Result<(), SinkError> {
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use super::{Delivery, DeliveryReport, Pass, Sink, SinkError, digest, ledger_says
 use crate::policy::EnvFileSpec;
 use crate::regular_file::{Owner, open_regular, read_at_most};
 use crate::secret::same_bytes;
-use crate::store::Books;
+use crate::store::SinkRecords;
 
 const SINK: &str = "envfile";
 const LEDGER_KEY: &str = "envfile";
@@ -116,9 +116,9 @@ impl Sink for EnvFileSink {
         &self,
         deliveries: &[Delivery],
         _pass: Pass<'_>,
-        books: &mut Books<'_>,
+        records: &mut SinkRecords<'_>,
     ) -> Result<DeliveryReport, SinkError> {
-        let ledger = &mut *books.ledger;
+        let ledger = &mut *records.ledger;
         let spec = &self.spec;
         let text = self.render(deliveries)?;
         let names: Vec<String> = self.selected(deliveries).map(|d| d.name.clone()).collect();
@@ -157,7 +157,12 @@ impl Sink for EnvFileSink {
         Ok(report)
     }
 
-    fn retire(&self, _name: &str, _version: u64, _books: &mut Books<'_>) -> Result<(), SinkError> {
+    fn retire(
+        &self,
+        _name: &str,
+        _version: u64,
+        _records: &mut SinkRecords<'_>,
+    ) -> Result<(), SinkError> {
         // The file is rewritten whole on every change: a retired version is already gone.
         Ok(())
     }

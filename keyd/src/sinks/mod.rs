@@ -20,7 +20,7 @@ pub use swarm::SwarmSink;
 
 use crate::policy::SinkSpec;
 use crate::secret::Value;
-use crate::store::{Books, Digest, Stamp};
+use crate::store::{Digest, SinkRecords, Stamp};
 
 /// One named value to deliver.
 #[derive(Debug)]
@@ -191,11 +191,16 @@ pub trait Sink {
         &self,
         deliveries: &[Delivery],
         pass: Pass<'_>,
-        books: &mut Books<'_>,
+        records: &mut SinkRecords<'_>,
     ) -> Result<DeliveryReport, SinkError>;
     /// Removes what this sink published for `version` of output `name`, once that version is
     /// retired.
-    fn retire(&self, name: &str, version: u64, books: &mut Books<'_>) -> Result<(), SinkError>;
+    fn retire(
+        &self,
+        name: &str,
+        version: u64,
+        records: &mut SinkRecords<'_>,
+    ) -> Result<(), SinkError>;
 }
 
 /// The sink a policy's settings describe.

@@ -31,7 +31,7 @@ use super::{Delivery, DeliveryReport, Pass, Sink, SinkError};
 use crate::docker::{Deleted, DockerError, Engine, SecretInfo};
 use crate::policy::SwarmSpec;
 use crate::secret::{SecretBytes, SecretString};
-use crate::store::{Books, SwarmLedger, SwarmSecret};
+use crate::store::{SinkRecords, SwarmLedger, SwarmSecret};
 
 const SINK: &str = "swarm";
 
@@ -292,7 +292,7 @@ impl Sink for SwarmSink {
         &self,
         deliveries: &[Delivery],
         pass: Pass<'_>,
-        books: &mut Books<'_>,
+        records: &mut SinkRecords<'_>,
     ) -> Result<DeliveryReport, SinkError> {
         let mut report = DeliveryReport {
             sink: SINK.into(),
@@ -307,7 +307,7 @@ impl Sink for SwarmSink {
             return Ok(report);
         }
         let engine = self.engine()?;
-        let ledger = &mut *books.swarm;
+        let ledger = &mut *records.swarm;
         let key = key_of(ledger);
         let existing: BTreeMap<String, SecretInfo> = engine
             .secrets_labelled("keyd.stack", &self.spec.stack)
@@ -398,8 +398,13 @@ impl Sink for SwarmSink {
         }
     }
 
-    fn retire(&self, name: &str, version: u64, books: &mut Books<'_>) -> Result<(), SinkError> {
-        let Some(out) = books.swarm.outputs.get_mut(name) else {
+    fn retire(
+        &self,
+        name: &str,
+        version: u64,
+        records: &mut SinkRecords<'_>,
+    ) -> Result<(), SinkError> {
+        let Some(out) = records.swarm.outputs.get_mut(name) else {
             return Ok(());
         };
         let victims: Vec<SwarmSecret> = out

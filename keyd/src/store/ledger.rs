@@ -1,7 +1,7 @@
 //! What the sinks of a stack recorded of what they wrote, kept in the store beside the
 //! values: the files' ledger (`Ledger`: a `Stamp` per output, each with its content's
 //! `Digest`), the Swarm ledger (`SwarmLedger`: the Swarm secrets published per output), and
-//! `Books`, the two as a sink is given them.
+//! `SinkRecords`, the two as a sink is given them.
 
 use std::collections::BTreeMap;
 
@@ -85,7 +85,7 @@ impl PartialEq for Ledger {
 
 /// What the sinks of one stack have recorded, as a sink is given it: the files' ledger and
 /// the Swarm sink's record.
-pub struct Books<'a> {
+pub struct SinkRecords<'a> {
     /// Files written (files and envfile sinks).
     pub ledger: &'a mut Ledger,
     /// Swarm secrets published.

@@ -24,7 +24,7 @@ pub use backend::{Blob, RemoteStore, STORE_ENV, StoreLocation};
 pub use error::StoreError;
 pub(crate) use file::write_atomic;
 pub use file::{canonical_recipient, parse_recipient};
-pub use ledger::{Books, Digest, Ledger, Stamp, SwarmLedger, SwarmOutput, SwarmSecret};
+pub use ledger::{Digest, Ledger, SinkRecords, Stamp, SwarmLedger, SwarmOutput, SwarmSecret};
 pub use model::{
     AuditLine, LookupError, OutputRecord, RekeyOwed, ReloadOwed, Rotation, SecretRecord,
     StackRecord, Step, StoreData,

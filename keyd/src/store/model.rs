@@ -11,7 +11,7 @@ use crate::material::{Material, rsa};
 use crate::policy::{FernetDelivery, Kind, KindSpec, Part, SecretSpec, Sinks};
 use crate::secret::{SecretString, Value};
 
-use super::ledger::{Books, Ledger, SwarmLedger};
+use super::ledger::{Ledger, SinkRecords, SwarmLedger};
 use super::versions::{Label, VersionRecord, Versions};
 
 /// The store format this build writes.
@@ -182,8 +182,8 @@ impl StackRecord {
     }
 
     /// The sinks' records of this stack.
-    pub fn books(&mut self) -> Books<'_> {
-        Books {
+    pub fn sink_records(&mut self) -> SinkRecords<'_> {
+        SinkRecords {
             ledger: &mut self.ledger,
             swarm: &mut self.swarm,
         }

@@ -9,7 +9,7 @@ use super::ledger::{TIDY_WAIT_FROM, forget_dirs, ledger_key};
 use super::plan::{Group, Plan};
 use super::{FilesSink, SINK, io};
 use crate::sinks::{Delivery, DeliveryReport, Pass, Sink, SinkError, stamp};
-use crate::store::Books;
+use crate::store::SinkRecords;
 
 /// Passes writing at most this many files fsync each one; larger ones use one syncfs.
 const FSYNC_EACH_UP_TO: usize = 64;
@@ -29,9 +29,9 @@ impl Sink for FilesSink {
         &self,
         deliveries: &[Delivery],
         pass: Pass<'_>,
-        books: &mut Books<'_>,
+        records: &mut SinkRecords<'_>,
     ) -> Result<DeliveryReport, SinkError> {
-        let ledger = &mut *books.ledger;
+        let ledger = &mut *records.ledger;
         let (dir, own) = (&self.spec.dir, self.own());
         // A directory this pass makes shows nothing yet: no name in it is looked up, and
         // nothing is left in it for a clean-up to list.
@@ -150,7 +150,12 @@ impl Sink for FilesSink {
         Ok(report)
     }
 
-    fn retire(&self, _name: &str, _version: u64, _books: &mut Books<'_>) -> Result<(), SinkError> {
+    fn retire(
+        &self,
+        _name: &str,
+        _version: u64,
+        _records: &mut SinkRecords<'_>,
+    ) -> Result<(), SinkError> {
         // Each delivery replaces a secret's file or set and removes the previous one: once a
         // newer version is delivered nothing of a retired one remains here.
         Ok(())
@@ -201,11 +206,11 @@ mod tests {
         pass: Pass<'_>,
     ) {
         let mut swarm = crate::store::SwarmLedger::default();
-        let mut books = Books {
+        let mut records = SinkRecords {
             ledger,
             swarm: &mut swarm,
         };
-        sink.deliver(deliveries, pass, &mut books).unwrap();
+        sink.deliver(deliveries, pass, &mut records).unwrap();
     }
 
     #[test]
