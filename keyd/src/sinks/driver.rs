@@ -149,14 +149,4 @@ impl Sink for PluginSink {
         }
         Ok(report)
     }
-
-    /// Nothing is published per version.
-    fn retire(
-        &self,
-        _name: &str,
-        _version: u64,
-        _records: &mut SinkRecords<'_>,
-    ) -> Result<(), SinkError> {
-        Ok(())
-    }
 }

@@ -156,14 +156,4 @@ impl Sink for EnvFileSink {
         }
         Ok(report)
     }
-
-    fn retire(
-        &self,
-        _name: &str,
-        _version: u64,
-        _records: &mut SinkRecords<'_>,
-    ) -> Result<(), SinkError> {
-        // The file is rewritten whole on every change: a retired version is already gone.
-        Ok(())
-    }
 }

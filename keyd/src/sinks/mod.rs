@@ -194,13 +194,19 @@ pub trait Sink {
         records: &mut SinkRecords<'_>,
     ) -> Result<DeliveryReport, SinkError>;
     /// Removes what this sink published for `version` of output `name`, once that version is
-    /// retired.
+    /// retired. The default removes nothing, which is right for a sink whose every delivery
+    /// replaces what the one before left (the files sink replaces a secret's file or set and
+    /// removes the previous one; the env file is rewritten whole) and for one that publishes
+    /// nothing per version (the plugin serves from the store).
     fn retire(
         &self,
         name: &str,
         version: u64,
         records: &mut SinkRecords<'_>,
-    ) -> Result<(), SinkError>;
+    ) -> Result<(), SinkError> {
+        let _ = (name, version, records);
+        Ok(())
+    }
 }
 
 /// The sink a policy's settings describe.

@@ -149,17 +149,6 @@ impl Sink for FilesSink {
         // The reload hook is run by the delivery pass (deliver.rs), which also retries it.
         Ok(report)
     }
-
-    fn retire(
-        &self,
-        _name: &str,
-        _version: u64,
-        _records: &mut SinkRecords<'_>,
-    ) -> Result<(), SinkError> {
-        // Each delivery replaces a secret's file or set and removes the previous one: once a
-        // newer version is delivered nothing of a retired one remains here.
-        Ok(())
-    }
 }
 
 #[cfg(test)]
