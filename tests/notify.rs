@@ -216,11 +216,7 @@ fn rotate_retire_and_a_failed_rotation_are_each_sent_signed_and_without_values()
 fn events_for_a_receiver_that_is_down_are_kept_across_a_restart_and_delivered_when_it_is_up() {
     let tmp = TempDir::new("notify-outbox");
     // A port nothing listens on yet.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = keyd_tests::servers::free_port();
     let home = setup(
         &tmp,
         &format!(

@@ -8,14 +8,50 @@ use std::process::{Child, Command, Stdio};
 
 use crate::TempDir;
 
-/// A free TCP port on 127.0.0.1 (bound and released; tests run few servers, so the window in
-/// which another process could take it is harmless).
+/// A free TCP port on 127.0.0.1 for a server a test starts: bound once to check it is free,
+/// then released for the server to bind.
+///
+/// The port is taken below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`),
+/// where `bind(0)` would pick it: a port from that range, once released, can become the
+/// source port of any outgoing connection on the machine before the server binds it (a
+/// RabbitMQ node's AMQPS listener failed with `eaddrinuse` that way, under `cargo test`,
+/// where a binary's tests run side by side). One test process never hands a port out twice,
+/// and each process starts at its own place in the range, so parallel test processes rarely
+/// try the same ports.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let (low, high) = ports_below_the_ephemeral_range();
+    let span = u32::from(high - low) + 1;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        .subsec_nanos();
+    let start = (nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % span;
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for i in 0..span {
+        let port = low + u16::try_from((start + i) % span).unwrap();
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port between {low} and {high}");
+}
+
+/// The ports [`free_port`] takes from: from 10000 to just below the ephemeral range (32768 by
+/// the kernel's default), or from 10000 to 20000 when that range starts too low to leave room.
+fn ports_below_the_ephemeral_range() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if ephemeral_low > 12000 {
+        (10000, ephemeral_low - 1)
+    } else {
+        (10000, 20000)
+    }
 }
 
 fn pg_bin(name: &str) -> PathBuf {
@@ -512,5 +548,19 @@ fn relay(
             Err(e) if idle(&e) => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_lie_below_the_ephemeral_range_and_are_never_given_twice() {
+        let (low, high) = ports_below_the_ephemeral_range();
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was given twice");
+        assert!(ports.iter().all(|p| (low..=high).contains(p)), "{ports:?}");
     }
 }
